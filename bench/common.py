@@ -1,0 +1,79 @@
+"""Shared benchmark plumbing: timing, peak-RSS of a child process, result tables.
+
+Every figure is a ratio against a baseline measured in the same run, on the same
+bytes, so the numbers mean something on any machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["best_of", "child_peak_rss", "mib", "report"]
+
+MIB = 1 << 20
+
+
+def mib(n: float) -> str:
+    return f"{n / MIB:.1f} MiB"
+
+
+def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
+    """Best wall time of ``repeat`` runs, in seconds."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+_CHILD = r"""
+import json, resource, sys, importlib
+def rss():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+module, func = sys.argv[1].split(":")
+fn = getattr(importlib.import_module(module), func)
+setup = fn(*sys.argv[2:])          # returns the zero-argument operation to measure
+before = rss()
+setup()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"before": before, "peak": peak}))
+"""
+
+
+def child_peak_rss(target: str, *args: str) -> int:
+    """Peak RSS growth, in bytes, of running ``target`` in a fresh process.
+
+    ``target`` is ``"module:function"``; ``function(*args)`` prepares everything
+    (imports, servers, files) and returns the operation to measure, so only the
+    operation's own memory counts. Note: ``ru_maxrss`` is the peak of the whole
+    process, so preparation must not allocate more than the operation does.
+    """
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), *sys.path]))
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, target, *args],
+        check=True, capture_output=True, text=True, env=env,
+    ).stdout.strip().splitlines()[-1]
+    data = json.loads(out)
+    return max(0, int(data["peak"]) - int(data["before"]))
+
+
+def report(title: str, rows: list[dict[str, Any]]) -> None:
+    """Print a result table and append it to bench/results/<title>.json."""
+    print(f"\n== {title}")
+    for row in rows:
+        print("  " + "  ".join(f"{k}={v}" for k, v in row.items()))
+    os.makedirs(os.path.join(os.path.dirname(__file__), "results"), exist_ok=True)
+    path = os.path.join(os.path.dirname(__file__), "results", f"{title}.json")
+    with open(path, "w") as f:
+        json.dump(rows, f, indent=2)

@@ -1,0 +1,64 @@
+"""mkit_transport: content-addressed packs and compare-and-swap refs, over any remote.
+
+Quick start::
+
+    from mkit_transport import Hash, PackKey, RefWriteCondition, open_transport
+
+    with open_transport("mkit+file:///srv/store") as remote:
+        pack = b"...pack bytes..."
+        remote.upload_pack(pack, PackKey.of(pack))
+        remote.update_ref("refs/heads/main", RefWriteCondition.MISSING, Hash.of(b"commit"))
+
+``import mkit_transport`` imports no network library: HTTP (requests), S3 (boto3)
+and SSH (paramiko) load when a URL of their scheme is first opened.
+"""
+
+from .errors import (
+    AccessDenied,
+    ConnectionFailed,
+    InsecureScheme,
+    InvalidRef,
+    InvalidResponse,
+    PackNotFound,
+    PayloadTooLarge,
+    ProtocolError,
+    RefConflict,
+    RemoteError,
+    ServerError,
+    TransportError,
+)
+from .hashes import Hash, PackKey
+from .refs import Ref, RefWriteCondition
+from .retry import RetryPolicy, is_retryable
+from .transport import PACK_BODY_LIMIT, Transport
+from .transports import FileTransport, MemoryTransport
+from .urls import open_transport, register_transport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PACK_BODY_LIMIT",
+    "AccessDenied",
+    "ConnectionFailed",
+    "FileTransport",
+    "Hash",
+    "InsecureScheme",
+    "InvalidRef",
+    "InvalidResponse",
+    "MemoryTransport",
+    "PackKey",
+    "PackNotFound",
+    "PayloadTooLarge",
+    "ProtocolError",
+    "Ref",
+    "RefConflict",
+    "RefWriteCondition",
+    "RemoteError",
+    "RetryPolicy",
+    "ServerError",
+    "Transport",
+    "TransportError",
+    "is_retryable",
+    "open_transport",
+    "register_transport",
+]

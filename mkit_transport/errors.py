@@ -1,0 +1,136 @@
+"""The closed error taxonomy every transport maps its failures onto.
+
+Callers branch on the class, never on the message: messages are advisory and may
+change. The tree is flat on purpose, so that ``except TransportError`` catches
+everything a transport can raise and each leaf means one thing everywhere::
+
+    TransportError
+     ├── PackNotFound       the pack or blob key is not stored on the remote
+     ├── AccessDenied       credentials missing, wrong, or without the right
+     ├── RemoteError        the remote failed in a way it explained (e.g. a
+     │                      local store's I/O error, a path escaping the root)
+     ├── RefConflict        a CAS write lost: .name, .current (Hash | None)
+     ├── InvalidRef         a bad ref name, prefix, hash text or transport URL,
+     │                      refused before any I/O
+     ├── ConnectionFailed   the remote could not be reached or the connection
+     │                      broke (retried)
+     ├── ServerError        the remote answered with a failure status: .status
+     │                      (retried when >= 500 or 429)
+     ├── InvalidResponse    the remote answered with bytes that break the
+     │                      contract (bad ref value, digest mismatch, bad JSON)
+     ├── ProtocolError      the request or stream itself breaks the protocol
+     │                      (an upload whose bytes do not hash to its key, a
+     │                      stream shorter or longer than declared)
+     ├── PayloadTooLarge    a body is over a documented cap: .size, .limit
+     └── InsecureScheme     a plaintext scheme towards a non-loopback host
+
+Only :class:`ConnectionFailed` and :class:`ServerError` with a status of 429 or
+>= 500 are transient (see :func:`mkit_transport.retry.is_retryable`).
+
+Every error pickles with its attributes, so conformance races that run in worker
+processes can report exactly what they saw.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .hashes import Hash
+
+__all__ = [
+    "AccessDenied",
+    "ConnectionFailed",
+    "InsecureScheme",
+    "InvalidRef",
+    "InvalidResponse",
+    "PackNotFound",
+    "PayloadTooLarge",
+    "ProtocolError",
+    "RefConflict",
+    "RemoteError",
+    "ServerError",
+    "TransportError",
+]
+
+
+class TransportError(Exception):
+    """Base of every error a transport raises at its boundary."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message or type(self).__name__
+
+
+class PackNotFound(TransportError):
+    """The requested pack or blob key is not stored on the remote."""
+
+
+class AccessDenied(TransportError):
+    """The remote refused the credentials (or their absence) for this operation."""
+
+
+class RemoteError(TransportError):
+    """The remote failed in a way that is neither transient nor the caller's fault."""
+
+
+class RefConflict(TransportError):
+    """A conditional ref write lost: the ref did not hold what the condition required.
+
+    ``current`` is the value the ref holds (``None`` when it is absent) where the
+    transport can know it; ``known`` says whether ``current`` was actually observed.
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        name: str | None = None,
+        current: Hash | None = None,
+        known: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.name = name
+        self.current = current
+        self.known = known or current is not None
+
+
+class InvalidRef(TransportError):
+    """A ref name, prefix, hash text or transport URL is malformed; nothing was sent."""
+
+
+class ConnectionFailed(TransportError):
+    """The remote could not be reached, or the connection broke mid-operation."""
+
+
+class ServerError(TransportError):
+    """The remote answered with a failure status (``status`` 0 when it has none)."""
+
+    def __init__(self, message: str = "", *, status: int = 0, retry_after: float | None = None):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class InvalidResponse(TransportError):
+    """The remote's answer breaks the contract: bad ref value, digest mismatch, bad body."""
+
+
+class ProtocolError(TransportError):
+    """The request or stream breaks the protocol (wrong digest, wrong length, bad chunk)."""
+
+
+class PayloadTooLarge(TransportError):
+    """A body exceeds a documented cap; refused before it was buffered."""
+
+    def __init__(self, message: str = "", *, size: int | None = None, limit: int | None = None):
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+
+
+class InsecureScheme(TransportError):
+    """A plaintext scheme was asked for towards a host that is not loopback."""

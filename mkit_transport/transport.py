@@ -1,0 +1,382 @@
+"""The :class:`Transport` base: every verb's policy, written once.
+
+A transport module implements a handful of ``_`` primitives that only move bytes
+(see "Writing a transport" below). The public verbs here wrap them with the
+contract's policy, so that no transport can forget a part of it:
+
+* names, prefixes, keys and values are validated before any I/O;
+* every call runs under the :class:`~mkit_transport.retry.RetryPolicy`, and a
+  connection-oriented transport is told to drop its connection before a retry;
+* uploads are checked against their key before a byte is stored, downloads are
+  checked against their key before the caller is told they are good;
+* a conditional ref write that lost *after a retry* is disambiguated by reading
+  the ref back: if it already holds the new value, an earlier attempt landed and
+  the write succeeded (its acknowledgement was lost);
+* listings get the component-boundary rule, sorting and de-duplication.
+
+Writing a transport
+-------------------
+Subclass :class:`Transport` and implement ``_put_pack``, ``_get_pack``,
+``_has_pack``, ``_read_ref``, ``_update_ref`` and ``_list_refs``; override
+``_put_pack_stream`` / ``_open_pack_stream`` to stream instead of buffering, and
+``_drop_connection`` if the transport holds a connection. Primitives receive
+validated arguments, raise only :mod:`mkit_transport.errors` types, and must:
+
+* store a pack atomically (never visible partially written), and commit a
+  streamed upload only after its chunk iterator is exhausted without error (the
+  base raises from the iterator when the stream is short, long or mis-hashed);
+* decide every ref condition atomically with the write (``_update_ref`` raises
+  :class:`~mkit_transport.errors.RefConflict`, with ``current`` where known);
+* return full ref names from ``_list_refs`` (at least those under the prefix).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import ClassVar, Final, Self, TypeVar
+
+from .errors import (
+    InvalidRef,
+    InvalidResponse,
+    PayloadTooLarge,
+    ProtocolError,
+    RefConflict,
+    TransportError,
+)
+from .hashes import Hash, Hasher, PackKey
+from .refs import (
+    Ref,
+    RefWriteCondition,
+    filter_listing,
+    is_valid_ref_name,
+    normalize_prefix,
+    validate_ref_name,
+)
+from .retry import RetryPolicy, is_retryable
+
+__all__ = ["CHUNK_SIZE", "PACK_BODY_LIMIT", "Transport"]
+
+#: The largest pack any verb accepts or returns: 4 GiB.
+PACK_BODY_LIMIT: Final = 4 << 30
+#: The size of the chunks the provided streaming verbs hand out.
+CHUNK_SIZE: Final = 1 << 20
+
+_T = TypeVar("_T")
+_Bytes = bytes | bytearray | memoryview
+
+
+def _check_key(key: object) -> PackKey:
+    if not isinstance(key, PackKey):
+        raise InvalidRef(f"expected a PackKey, got {type(key).__name__}")
+    return key
+
+
+def _check_data(data: object) -> _Bytes:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise ProtocolError(f"pack data must be bytes, not {type(data).__name__}")
+    if len(data) > PACK_BODY_LIMIT:
+        raise PayloadTooLarge(
+            f"pack of {len(data)} bytes is over the {PACK_BODY_LIMIT}-byte limit",
+            size=len(data),
+            limit=PACK_BODY_LIMIT,
+        )
+    return data
+
+
+def _verify_key(key: PackKey, actual: PackKey, error: type[TransportError], what: str) -> None:
+    if actual != key:
+        raise error(f"{what}: bytes hash to {actual.hex()}, not to the key {key.hex()}")
+
+
+class _CheckedUpload:
+    """The caller's chunks, checked while the primitive consumes them.
+
+    Raises from inside the iteration (so before the primitive can commit) when the
+    stream is longer or shorter than declared or does not hash to the key.
+    """
+
+    def __init__(self, key: PackKey, chunks: Iterable[_Bytes], total: int) -> None:
+        self.key = key
+        self.chunks = chunks
+        self.total = total
+        self.started = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        self.started = True
+        hasher = Hasher()
+        for chunk in self.chunks:
+            if not isinstance(chunk, bytes | bytearray | memoryview):
+                raise ProtocolError(f"stream chunk must be bytes, not {type(chunk).__name__}")
+            if hasher.length + len(chunk) > self.total:
+                raise ProtocolError(f"stream is longer than its declared {self.total} bytes")
+            hasher.update(chunk)
+            if chunk:
+                yield bytes(chunk) if not isinstance(chunk, bytes) else chunk
+        if hasher.length != self.total:
+            raise ProtocolError(
+                f"stream ended after {hasher.length} of its declared {self.total} bytes"
+            )
+        _verify_key(self.key, hasher.pack_key(), ProtocolError, "upload refused")
+
+
+class Transport(abc.ABC):
+    """Moves content-addressed packs and compare-and-swap refs to and from one remote.
+
+    All verbs are synchronous and safe to call from several threads. Use a
+    transport as a context manager, or call :meth:`close`, to release its
+    connections. See the module docstring for what a subclass implements.
+    """
+
+    #: URL schemes this class opens (used by the registry and in messages).
+    schemes: ClassVar[tuple[str, ...]] = ()
+    #: Whether two instances opened on the same URL in different processes see the
+    #: same state (false for the in-process memory store). The conformance suite
+    #: races processes where this holds, threads otherwise.
+    shared_across_processes: ClassVar[bool] = True
+
+    def __init__(self, *, retry: RetryPolicy | None = None) -> None:
+        self.retry = retry if retry is not None else RetryPolicy()
+
+    # -- primitives: wire code only -------------------------------------------------
+
+    @abc.abstractmethod
+    def _put_pack(self, key: PackKey, data: _Bytes) -> None:
+        """Store ``data`` (already verified to hash to ``key``) atomically; idempotent."""
+
+    @abc.abstractmethod
+    def _get_pack(self, key: PackKey) -> bytes:
+        """Return the stored bytes, or raise :class:`PackNotFound`."""
+
+    @abc.abstractmethod
+    def _has_pack(self, key: PackKey) -> bool:
+        """Say whether ``key`` is stored."""
+
+    @abc.abstractmethod
+    def _read_ref(self, name: str) -> Hash | None:
+        """Return the ref's value, or ``None`` when it is absent."""
+
+    @abc.abstractmethod
+    def _update_ref(self, name: str, condition: RefWriteCondition, value: Hash) -> None:
+        """Write the ref if ``condition`` holds, deciding it atomically; else RefConflict."""
+
+    @abc.abstractmethod
+    def _list_refs(self, prefix: str) -> Iterable[tuple[str, Hash]]:
+        """Yield ``(full name, value)`` for at least every ref under ``prefix``."""
+
+    def _put_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
+        """Store a streamed pack; commit only once ``chunks`` is exhausted without error.
+
+        The default buffers the whole pack; transports that can stream override it.
+        """
+        self._put_pack(key, b"".join(chunks))
+
+    def _open_pack_stream(self, key: PackKey, offset: int) -> Iterator[bytes]:
+        """Return the pack's bytes from ``offset`` on as chunks; raise PackNotFound now.
+
+        Called again with the number of bytes already received to resume a broken
+        download. The default slices :meth:`_get_pack`.
+        """
+        view = memoryview(self._get_pack(key))
+
+        def chunks() -> Iterator[bytes]:
+            for start in range(offset, len(view), CHUNK_SIZE):
+                yield bytes(view[start : start + CHUNK_SIZE])
+
+        return chunks()
+
+    def _drop_connection(self, error: BaseException) -> None:
+        """Forget a possibly broken connection before a retry (connection transports)."""
+
+    # -- policy ----------------------------------------------------------------------
+
+    def _call(self, op: Callable[[], _T], *, may_retry: Callable[[], bool] | None = None) -> _T:
+        """Run ``op`` under the retry policy."""
+        retrying = self.retry.retrying(before_retry=self._drop_connection)
+        if may_retry is not None:
+            allowed = may_retry
+            retrying = retrying.copy(
+                retry=lambda state: (
+                    state.outcome is not None
+                    and state.outcome.failed
+                    and is_retryable(state.outcome.exception())  # type: ignore[arg-type,unused-ignore]
+                    and allowed()
+                )
+            )
+        return retrying(op)
+
+    # -- packs -----------------------------------------------------------------------
+
+    def upload_pack(self, data: bytes, key: PackKey) -> None:
+        """Store ``data`` under ``key``, which must be its BLAKE3 digest.
+
+        Bytes that do not hash to ``key`` are refused with :class:`ProtocolError`
+        and nothing is stored. Uploading a pack that is already stored succeeds.
+        """
+        _check_key(key)
+        _check_data(data)
+        _verify_key(key, PackKey.of(data), ProtocolError, "upload refused")
+        self._call(lambda: self._put_pack(key, data))
+
+    def download_pack(self, key: PackKey) -> bytes:
+        """Return the pack's bytes, verified against ``key`` (else InvalidResponse)."""
+        _check_key(key)
+        data = self._call(lambda: self._get_pack(key))
+        if len(data) > PACK_BODY_LIMIT:
+            raise PayloadTooLarge("downloaded pack is over the limit", size=len(data))
+        _verify_key(key, PackKey.of(data), InvalidResponse, "download refused")
+        return data
+
+    def pack_exists(self, key: PackKey) -> bool:
+        """Say whether a pack is stored under ``key``; a missing pack is ``False``."""
+        _check_key(key)
+        return self._call(lambda: self._has_pack(key))
+
+    def upload_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
+        """Store a pack given as chunks of ``total`` bytes, without holding it whole.
+
+        The stream is refused (:class:`ProtocolError`, nothing stored) if it is longer
+        or shorter than ``total`` or does not hash to ``key``; a ``total`` over the
+        4 GiB limit is :class:`PayloadTooLarge` before anything is read. Transient
+        failures are retried when ``chunks`` can be iterated again (a list, or any
+        re-iterable object); a one-shot iterator is retried only if the failure came
+        before its first chunk was taken.
+        """
+        _check_key(key)
+        if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+            raise ProtocolError(f"total must be a non-negative int, got {total!r}")
+        if total > PACK_BODY_LIMIT:
+            raise PayloadTooLarge(
+                f"declared total {total} is over the {PACK_BODY_LIMIT}-byte limit",
+                size=total,
+                limit=PACK_BODY_LIMIT,
+            )
+        one_shot = isinstance(chunks, Iterator)
+        checked = _CheckedUpload(key, chunks, total)
+        self._call(
+            lambda: self._put_pack_stream(key, checked, total),
+            may_retry=(lambda: not checked.started) if one_shot else None,
+        )
+
+    def download_pack_stream(self, key: PackKey) -> Iterator[bytes]:
+        """Return the pack's bytes as an iterator of chunks, holding a bounded amount.
+
+        :class:`PackNotFound` is raised by this call, never by the iterator. The
+        iterator resumes a broken download where it stopped (under the retry policy)
+        and raises :class:`InvalidResponse` after the last chunk if the bytes do not
+        hash to ``key``: treat the data as unverified until it is exhausted.
+        """
+        _check_key(key)
+        first = self._call(lambda: self._open_pack_stream(key, 0))
+        return self._verified_stream(key, first)
+
+    def _verified_stream(self, key: PackKey, stream: Iterator[bytes]) -> Iterator[bytes]:
+        hasher = Hasher()
+        failures = 0
+        while True:
+            try:
+                for chunk in stream:
+                    hasher.update(chunk)
+                    if hasher.length > PACK_BODY_LIMIT:
+                        raise PayloadTooLarge(
+                            "downloaded pack is over the limit", limit=PACK_BODY_LIMIT
+                        )
+                    yield chunk
+                break
+            except TransportError as error:
+                if not is_retryable(error) or failures >= self.retry.retries:
+                    raise
+                failures += 1
+                self.retry.sleep(self.retry.delay(failures, error))
+                self._drop_connection(error)
+                stream = self._call(
+                    lambda offset=hasher.length: self._open_pack_stream(key, offset)  # type: ignore[misc]
+                )
+        _verify_key(key, hasher.pack_key(), InvalidResponse, "download refused")
+
+    def upload_blob(self, data: bytes, key: PackKey) -> None:
+        """Store an auxiliary blob; blobs share the packs' keyspace and checks."""
+        self.upload_pack(data, key)
+
+    def download_blob(self, key: PackKey) -> bytes:
+        """Return a blob's bytes, verified against ``key``."""
+        return self.download_pack(key)
+
+    # -- refs ------------------------------------------------------------------------
+
+    def read_ref(self, name: str) -> Hash | None:
+        """Return the ref's value, or ``None`` when it is absent."""
+        validate_ref_name(name)
+        return self._call(lambda: self._read_ref(name))
+
+    def update_ref(self, name: str, condition: RefWriteCondition, value: Hash) -> None:
+        """Write ``value`` to the ref if ``condition`` holds, atomically.
+
+        Raises :class:`RefConflict` (with ``current``) when the condition fails. If a
+        ``MISSING`` or ``match`` write is retried after a transient failure and then
+        conflicts, the ref is read back: holding ``value`` means an earlier attempt
+        landed, so the write succeeded.
+        """
+        validate_ref_name(name)
+        if not isinstance(condition, RefWriteCondition):
+            raise InvalidRef(f"expected a RefWriteCondition, got {type(condition).__name__}")
+        if not isinstance(value, Hash):
+            raise InvalidRef(f"a ref value must be a Hash, not {type(value).__name__}")
+        attempts = 0
+
+        def attempt() -> None:
+            nonlocal attempts
+            attempts += 1
+            self._update_ref(name, condition, value)
+
+        try:
+            self._call(attempt)
+        except RefConflict as conflict:
+            if attempts == 1 or condition.kind == "any":
+                if conflict.name is None:
+                    conflict.name = name
+                raise
+            current = self._call(lambda: self._read_ref(name))
+            if current == value:
+                return
+            raise RefConflict(
+                f"ref {name} changed: it holds {current.hex() if current else 'nothing'}",
+                name=name,
+                current=current,
+                known=True,
+            ) from conflict
+
+    def write_ref(self, name: str, value: Hash) -> None:
+        """Write the ref unconditionally (``update_ref`` with ``ANY``)."""
+        self.update_ref(name, RefWriteCondition.ANY, value)
+
+    def list_refs(self, prefix: str = "") -> list[Ref]:
+        """List the refs under ``prefix``, named relative to it, sorted by name.
+
+        ``prefix`` matches whole components: ``refs/heads/feat`` lists
+        ``refs/heads/feat/x`` as ``x`` but never ``refs/heads/featx``; ``p`` and
+        ``p/`` mean the same; a ref named exactly the prefix is left out.
+        """
+        normalized = normalize_prefix(prefix)
+        found = self._call(lambda: list(self._list_refs(normalized)))
+        for name, value in found:
+            if not is_valid_ref_name(name) or not isinstance(value, Hash):
+                raise InvalidResponse(f"listing returned an invalid ref {name!r}")
+        return filter_listing(normalized, found)
+
+    # -- lifetime --------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release connections and other resources; the default holds none."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,313 @@
+"""``mkit+file:///absolute/path``: a store in a local directory, safe across processes.
+
+Layout (spec/SPEC-TRANSPORT.md, "File transport")::
+
+    <root>/packs/<2 hex>/<64 hex>     pack and blob bytes, named by their BLAKE3
+    <root>/refs/<name...>/.ref        a ref's 65-byte value; e.g. refs/heads/main/.ref
+    <root>/refs.lock                  the lock every ref write holds
+
+A ref's value lives in a ``.ref`` file inside a directory named after the ref, so
+``refs/a`` and ``refs/a/b`` can coexist as they do on every other transport (no
+valid segment starts with ``.``, so the file never collides with a child).
+
+Every file is written to a temporary name in its final directory, fsynced, renamed
+over the target and the directory fsynced: a reader sees the old bytes or the new,
+never a torn or empty file, and a crash leaves at most an ignored ``.*.tmp.*``.
+Every ref write, whatever its condition, holds an in-process lock and an exclusive
+``flock`` on ``refs.lock`` and reads the ref again under them, so ``ANY``,
+``MISSING`` and ``match`` are atomic against each other across threads and processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import itertools
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from typing import ClassVar, Final, Self
+from urllib.parse import unquote
+
+from ..errors import AccessDenied, InvalidRef, PackNotFound, RefConflict, RemoteError
+from ..hashes import Hash, PackKey
+from ..refs import (
+    REF_VALUE_SIZE,
+    RefWriteCondition,
+    decode_ref_value,
+    encode_ref_value,
+    is_valid_ref_name,
+)
+from ..retry import RetryPolicy
+from ..transport import CHUNK_SIZE, Transport
+from ..urls import pop_bool, pop_retry, reject_options, split_url
+
+__all__ = ["FileTransport"]
+
+REF_FILE: Final = ".ref"
+LOCK_FILE: Final = "refs.lock"
+
+_temp_seq = itertools.count()
+_root_locks: dict[str, threading.Lock] = {}
+_root_locks_guard = threading.Lock()
+
+
+def _os_error(error: OSError, what: str) -> Exception:
+    """Map an OS error onto the taxonomy (one place for the whole module)."""
+    if isinstance(error, PermissionError):
+        return AccessDenied(f"{what}: {error.strerror or error}")
+    return RemoteError(f"{what}: {error.strerror or error}")
+
+
+class FileTransport(Transport):
+    """A transport over a directory tree on a local (POSIX) file system."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("mkit+file",)
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        durable: bool = True,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(retry=retry)
+        self.root = os.path.abspath(os.fspath(root))
+        #: fsync files and directories (on by default; off trades crash durability,
+        #: never atomicity, for speed).
+        self.durable = durable
+        key = os.path.realpath(self.root)
+        with _root_locks_guard:
+            self._thread_lock = _root_locks.setdefault(key, threading.Lock())
+
+    @classmethod
+    def from_url(cls, url: str, **options: object) -> Self:
+        """Open ``mkit+file:///absolute/path`` (options: ``durable``, ``retries``)."""
+        parts = split_url(url, options)
+        durable = pop_bool(options, "durable", True)
+        retry = pop_retry(options)
+        reject_options(url, options)
+        if parts.netloc not in ("", "localhost"):
+            raise InvalidRef(
+                f"{url!r}: a file URL needs an absolute path: mkit+file:///path "
+                f"({parts.netloc!r} would be a relative path or a remote host)"
+            )
+        path = unquote(parts.path)
+        if not path.startswith("/") or "\x00" in path:
+            raise InvalidRef(f"{url!r}: a file URL needs an absolute path")
+        return cls(path, durable=durable, retry=retry)
+
+    def __repr__(self) -> str:
+        return f"FileTransport({self.root!r})"
+
+    # -- paths -----------------------------------------------------------------------
+
+    def pack_path(self, key: PackKey) -> str:
+        """Where the pack ``key`` is stored."""
+        hexed = key.hex()
+        return os.path.join(self.root, "packs", hexed[:2], hexed)
+
+    def ref_path(self, name: str) -> str:
+        """Where the value of the ref ``name`` (already validated) is stored."""
+        return os.path.join(self.root, *name.split("/"), REF_FILE)
+
+    def _confine(self, path: str) -> str:
+        """Refuse a path that leaves the root through a symlink (RemoteError)."""
+        real_root = os.path.realpath(self.root)
+        probe = path
+        while not os.path.lexists(probe) and probe != os.path.dirname(probe):
+            probe = os.path.dirname(probe)
+        real = os.path.realpath(probe)
+        if real != real_root and not real.startswith(real_root + os.sep):
+            raise RemoteError(f"path escapes the store root through a symlink: {path}")
+        return path
+
+    # -- durable writes --------------------------------------------------------------
+
+    def _fsync_dir(self, path: str) -> None:
+        if not self.durable:
+            return
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _make_dirs(self, path: str) -> None:
+        """Create ``path`` and missing parents, fsyncing each new entry's parent."""
+        missing = []
+        while not os.path.isdir(path):
+            missing.append(path)
+            parent = os.path.dirname(path)
+            if parent == path:
+                break
+            path = parent
+        for directory in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(directory)
+            self._fsync_dir(os.path.dirname(directory))
+
+    def _write_atomic(self, target: str, chunks: Iterable[bytes], stage: str | None = None) -> None:
+        """Write ``chunks`` to a temp file, then rename it over ``target``.
+
+        The temp file lives in ``stage`` (default: the target's directory; it must be
+        on the same file system). If ``chunks`` raises (a short, long or mis-hashed
+        stream), the temp file is removed and nothing else has changed: the target's
+        directory is only created once the bytes are complete.
+        """
+        directory = os.path.dirname(target)
+        stage = stage or directory
+        self._make_dirs(stage)
+        temp = os.path.join(
+            stage, f".{os.path.basename(target)}.tmp.{os.getpid()}.{next(_temp_seq)}"
+        )
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            with os.fdopen(fd, "wb", buffering=0) as out:
+                for chunk in chunks:
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[out.write(view) :]
+                if self.durable:
+                    os.fsync(out.fileno())
+            self._make_dirs(directory)
+            os.replace(temp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        self._fsync_dir(directory)
+
+    # -- packs -----------------------------------------------------------------------
+
+    def _store_pack(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
+        path = self._confine(self.pack_path(key))
+        try:
+            if os.path.getsize(path) == total:
+                # Content-addressed: same name and size means already stored. A
+                # different size means a damaged copy, which the rename replaces.
+                for _ in chunks:  # still drain, so a bad stream is refused
+                    pass
+                return
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            raise _os_error(error, f"stat {path}") from error
+        try:
+            self._write_atomic(path, chunks, stage=os.path.join(self.root, "packs"))
+        except OSError as error:
+            raise _os_error(error, f"store pack {key.hex()}") from error
+
+    def _put_pack(self, key: PackKey, data: bytes | bytearray | memoryview) -> None:
+        self._store_pack(key, [bytes(data) if not isinstance(data, bytes) else data], len(data))
+
+    def _put_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
+        self._store_pack(key, chunks, total)
+
+    def _open(self, key: PackKey) -> int:
+        path = self._confine(self.pack_path(key))
+        try:
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError) as error:
+            raise PackNotFound(f"no pack {key.hex()}") from error
+        except OSError as error:
+            raise _os_error(error, f"open pack {key.hex()}") from error
+
+    def _get_pack(self, key: PackKey) -> bytes:
+        fd = self._open(key)
+        try:
+            with os.fdopen(fd, "rb") as f:
+                return f.read()
+        except OSError as error:
+            raise _os_error(error, f"read pack {key.hex()}") from error
+
+    def _open_pack_stream(self, key: PackKey, offset: int) -> Iterator[bytes]:
+        fd = self._open(key)
+
+        def chunks() -> Iterator[bytes]:
+            with os.fdopen(fd, "rb", buffering=0) as f:
+                try:
+                    f.seek(offset)
+                    while chunk := f.read(CHUNK_SIZE):
+                        yield chunk
+                except OSError as error:
+                    raise _os_error(error, f"read pack {key.hex()}") from error
+
+        return chunks()
+
+    def _has_pack(self, key: PackKey) -> bool:
+        return os.path.isfile(self._confine(self.pack_path(key)))
+
+    # -- refs ------------------------------------------------------------------------
+
+    def _read_ref_file(self, name: str, path: str) -> Hash | None:
+        self._confine(path)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise RemoteError(f"ref {name} is a symlink; refused") from error
+            raise _os_error(error, f"read ref {name}") from error
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(REF_VALUE_SIZE + 1)
+        return decode_ref_value(data, remote=False, name=name)
+
+    def _read_ref(self, name: str) -> Hash | None:
+        return self._read_ref_file(name, self.ref_path(name))
+
+    @contextlib.contextmanager
+    def _ref_lock(self) -> Iterator[None]:
+        # The thread lock orders threads of this process (flock on separate file
+        # descriptors would too, but not for descriptors shared after fork); the
+        # flock orders processes. The lock file is never renamed, so every writer
+        # locks the same inode.
+        with self._thread_lock:
+            self._make_dirs(self.root)
+            fd = os.open(os.path.join(self.root, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # closing the last descriptor releases the flock
+
+    def _update_ref(self, name: str, condition: RefWriteCondition, value: Hash) -> None:
+        path = self._confine(self.ref_path(name))
+        try:
+            with self._ref_lock():
+                # Read again while holding the lock: this read decides the condition.
+                current = self._read_ref_file(name, path)
+                if not condition.allows(current):
+                    raise RefConflict(
+                        f"ref {name} does not satisfy {condition!r}",
+                        name=name,
+                        current=current,
+                        known=True,
+                    )
+                if current != value:
+                    self._write_atomic(path, [encode_ref_value(value)])
+        except OSError as error:
+            raise _os_error(error, f"write ref {name}") from error
+
+    def _list_refs(self, prefix: str) -> Iterable[tuple[str, Hash]]:
+        top = os.path.join(self.root, *(prefix or "refs").split("/"))
+        self._confine(top)
+        found: list[tuple[str, Hash]] = []
+
+        def fail(error: OSError) -> None:
+            if not isinstance(error, FileNotFoundError | NotADirectoryError):
+                raise _os_error(error, f"list refs under {prefix or 'refs'}")
+
+        for directory, subdirs, files in os.walk(top, onerror=fail, followlinks=False):
+            subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+            if REF_FILE not in files:
+                continue
+            name = os.path.relpath(directory, self.root).replace(os.sep, "/")
+            path = os.path.join(directory, REF_FILE)
+            if is_valid_ref_name(name) and not os.path.islink(path):
+                value = self._read_ref_file(name, path)
+                if value is not None:
+                    found.append((name, value))
+        return found

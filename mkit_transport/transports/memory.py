@@ -1,0 +1,107 @@
+"""``mkit+memory://NAME``: an in-process store, the reference semantics of the contract.
+
+One lock guards each store, so every verb, and every CAS condition, is atomic.
+Stores opened by the same ``NAME`` are shared within the process (handy for tests
+and for wiring a server to a client in one process); ``MemoryTransport()`` and
+``mkit+memory://`` get a private store of their own.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import ClassVar, Self
+
+from ..errors import InvalidRef, PackNotFound, RefConflict
+from ..hashes import Hash, PackKey
+from ..refs import RefWriteCondition, decode_ref_value, encode_ref_value
+from ..retry import RetryPolicy
+from ..transport import Transport
+from ..urls import pop_retry, reject_options, split_url
+
+__all__ = ["MemoryStore", "MemoryTransport"]
+
+
+@dataclass
+class MemoryStore:
+    """The state behind one memory transport; also its back door for tests."""
+
+    packs: dict[PackKey, bytes] = field(default_factory=dict)
+    refs: dict[str, bytes] = field(default_factory=dict)  # name -> 65-byte wire form
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_named_stores: dict[str, MemoryStore] = {}
+_named_lock = threading.Lock()
+
+
+class MemoryTransport(Transport):
+    """A transport over a :class:`MemoryStore` in this process."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("mkit+memory",)
+    shared_across_processes: ClassVar[bool] = False
+
+    def __init__(self, name: str | None = None, *, retry: RetryPolicy | None = None) -> None:
+        super().__init__(retry=retry)
+        self.name = name
+        if name is None:
+            self.store = MemoryStore()
+        else:
+            with _named_lock:
+                self.store = _named_stores.setdefault(name, MemoryStore())
+
+    @classmethod
+    def from_url(cls, url: str, **options: object) -> Self:
+        """Open ``mkit+memory://NAME`` (shared by name) or ``mkit+memory://`` (private)."""
+        parts = split_url(url, options)
+        retry = pop_retry(options)
+        reject_options(url, options)
+        if parts.path not in ("", "/"):
+            raise InvalidRef(f"{url!r}: a memory URL is mkit+memory://NAME and nothing more")
+        name = parts.netloc
+        if name and not all(c.isascii() and (c.isalnum() or c in "._-") for c in name):
+            raise InvalidRef(f"{url!r}: a memory store name uses [A-Za-z0-9._-] only")
+        return cls(name or None, retry=retry)
+
+    def __repr__(self) -> str:
+        return f"MemoryTransport({self.name!r})" if self.name else "MemoryTransport()"
+
+    def _put_pack(self, key: PackKey, data: bytes | bytearray | memoryview) -> None:
+        copy = bytes(data)  # a private copy: the caller may reuse its buffer
+        with self.store.lock:
+            self.store.packs.setdefault(key, copy)
+
+    def _get_pack(self, key: PackKey) -> bytes:
+        with self.store.lock:
+            data = self.store.packs.get(key)
+        if data is None:
+            raise PackNotFound(f"no pack {key.hex()}")
+        return data
+
+    def _has_pack(self, key: PackKey) -> bool:
+        with self.store.lock:
+            return key in self.store.packs
+
+    def _read_ref(self, name: str) -> Hash | None:
+        with self.store.lock:
+            raw = self.store.refs.get(name)
+        return None if raw is None else decode_ref_value(raw, remote=False, name=name)
+
+    def _update_ref(self, name: str, condition: RefWriteCondition, value: Hash) -> None:
+        with self.store.lock:
+            raw = self.store.refs.get(name)
+            current = None if raw is None else decode_ref_value(raw, remote=False, name=name)
+            if not condition.allows(current):
+                raise RefConflict(
+                    f"ref {name} does not satisfy {condition!r}",
+                    name=name,
+                    current=current,
+                    known=True,
+                )
+            self.store.refs[name] = encode_ref_value(value)
+
+    def _list_refs(self, prefix: str) -> Iterable[tuple[str, Hash]]:
+        with self.store.lock:
+            items = list(self.store.refs.items())
+        return [(name, decode_ref_value(raw, remote=False, name=name)) for name, raw in items]

@@ -1,0 +1,188 @@
+"""URL dispatch: a scheme table, lazily imported, open to third parties.
+
+``open_transport("mkit+file:///srv/store")`` looks the scheme up in a table of
+``"module:Class"`` strings and imports the module only then, so ``import
+mkit_transport`` never pulls in boto3, paramiko or requests. Third-party
+transports register through the ``mkit_transport.transports`` entry-point group
+(name = scheme, value = ``module:Class`` or ``module:function``) or
+:func:`register_transport`. Built-in schemes cannot be overridden.
+
+Options come from the URL's query (``?retries=0``) or as keyword arguments; keyword
+arguments win. Every scheme refuses options it does not know.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import threading
+from collections.abc import Callable, MutableMapping
+from typing import TYPE_CHECKING, Final
+from urllib.parse import SplitResult, parse_qsl, urlsplit
+
+from .errors import InvalidRef
+from .retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from .transport import Transport
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "open_transport",
+    "pop_bool",
+    "pop_retry",
+    "register_transport",
+    "registered_schemes",
+    "reject_options",
+    "split_url",
+]
+
+ENTRY_POINT_GROUP: Final = "mkit_transport.transports"
+
+#: The built-in schemes and where their transport lives; imported on first use.
+BUILTIN_SCHEMES: Final[dict[str, str]] = {
+    "mkit+memory": "mkit_transport.transports.memory:MemoryTransport",
+    "mkit+file": "mkit_transport.transports.file:FileTransport",
+    "mkit+http": "mkit_transport.transports.http:HttpTransport",
+    "mkit+https": "mkit_transport.transports.http:HttpTransport",
+    "mkit+s3": "mkit_transport.transports.s3:S3Transport",
+    "mkit+s3+http": "mkit_transport.transports.s3:S3Transport",
+    "mkit+ssh": "mkit_transport.transports.ssh:SshTransport",
+}
+
+_BARE_SCHEMES: Final = frozenset({"file", "http", "https", "s3", "ssh", "memory"})
+
+Factory = Callable[..., "Transport"]
+_registered: dict[str, str | Factory] = {}
+_entry_points_loaded = False
+_lock = threading.Lock()
+
+
+def register_transport(scheme: str, target: str | Factory) -> None:
+    """Make ``scheme`` open with ``target``: a ``"module:Class"`` string or a factory.
+
+    A factory is called as ``factory(url, **options)``; a class is opened through
+    its ``from_url`` classmethod. Built-in schemes cannot be replaced.
+    """
+    if scheme in BUILTIN_SCHEMES:
+        raise InvalidRef(f"{scheme!r} is a built-in scheme and cannot be replaced")
+    if not scheme.startswith("mkit+") or scheme != scheme.lower():
+        raise InvalidRef(f"a transport scheme is lowercase and starts with 'mkit+': {scheme!r}")
+    with _lock:
+        _registered[scheme] = target
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    with _lock:
+        if _entry_points_loaded:
+            return
+        _entry_points_loaded = True
+        for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if entry.name not in BUILTIN_SCHEMES:
+                _registered.setdefault(entry.name, entry.value)
+
+
+def registered_schemes() -> list[str]:
+    """Every scheme :func:`open_transport` knows, built-in first."""
+    _load_entry_points()
+    return list(BUILTIN_SCHEMES) + sorted(set(_registered) - set(BUILTIN_SCHEMES))
+
+
+def _resolve(scheme: str, target: str | Factory) -> Factory:
+    if not isinstance(target, str):
+        return target
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name is not None and (
+            module_name == error.name or module_name.startswith(error.name + ".")
+        ):
+            raise InvalidRef(
+                f"{scheme}:// is not available: its transport ({module_name}) is not built "
+                "in this version of mkit_transport"
+            ) from error
+        raise InvalidRef(
+            f"{scheme}:// needs the package {error.name!r}, which is not installed"
+        ) from error
+    found = getattr(module, attr)
+    from_url = getattr(found, "from_url", None)
+    return from_url if callable(from_url) else found  # type: ignore[no-any-return]
+
+
+def open_transport(url: str, **options: object) -> Transport:
+    """Open the transport a URL names, e.g. ``mkit+file:///srv/store``.
+
+    Raises :class:`InvalidRef` for a malformed URL, a bare scheme (``file://``,
+    ``s3://``...: the ``mkit+`` prefix is required), an unknown scheme or an
+    unknown option, and :class:`InsecureScheme` for plaintext to a remote host.
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise InvalidRef(f"not a transport URL: {url!r} (expected e.g. mkit+file:///path)")
+    scheme = url.split("://", 1)[0]
+    if scheme != scheme.lower():
+        raise InvalidRef(f"{url!r}: the scheme must be lowercase")
+    if scheme in _BARE_SCHEMES:
+        raise InvalidRef(f"{url!r}: bare {scheme}:// is refused; use mkit+{scheme}://")
+    target: str | Factory | None = BUILTIN_SCHEMES.get(scheme)
+    if target is None:
+        _load_entry_points()
+        target = _registered.get(scheme)
+    if target is None:
+        known = ", ".join(registered_schemes())
+        raise InvalidRef(f"{url!r}: unknown scheme {scheme!r} (known: {known})")
+    return _resolve(scheme, target)(url, **options)
+
+
+# -- helpers for a transport's from_url ---------------------------------------------
+
+
+def split_url(url: str, options: MutableMapping[str, object]) -> SplitResult:
+    """Split ``url`` and merge its query into ``options`` (keyword arguments win)."""
+    if any(c in url for c in "\x00\r\n\t "):
+        raise InvalidRef(f"{url!r}: URLs may not contain whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError as error:
+        raise InvalidRef(f"{url!r}: {error}") from error
+    if parts.fragment:
+        raise InvalidRef(f"{url!r}: a transport URL has no fragment")
+    for key, value in query:
+        options.setdefault(key, value)
+    return parts
+
+
+def pop_bool(options: MutableMapping[str, object], name: str, default: bool) -> bool:
+    """Take a boolean option given as a bool or as true/false/1/0 text."""
+    value = options.pop(name, default)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "0", "false", "no"):
+        return value.lower() in ("1", "true", "yes")
+    raise InvalidRef(f"option {name!r} must be true or false, got {value!r}")
+
+
+def pop_retry(options: MutableMapping[str, object]) -> RetryPolicy | None:
+    """Take ``retry`` (a RetryPolicy) or ``retries`` (a count) from the options."""
+    retry = options.pop("retry", None)
+    retries = options.pop("retries", None)
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise InvalidRef(f"option 'retry' must be a RetryPolicy, got {type(retry).__name__}")
+    if retries is not None:
+        try:
+            count = int(str(retries))
+        except ValueError:
+            count = -1
+        if count < 0:
+            raise InvalidRef(f"option 'retries' must be a count >= 0, got {retries!r}")
+        retry = (retry or RetryPolicy()).replace(retries=count)
+    return retry
+
+
+def reject_options(url: str, options: MutableMapping[str, object]) -> None:
+    """Refuse whatever options a transport did not take."""
+    if options:
+        names = ", ".join(sorted(options))
+        raise InvalidRef(f"{url!r}: unknown option(s) {names}")

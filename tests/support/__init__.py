@@ -1,0 +1,1 @@
+"""Test support: real servers, fault injection and fixtures shared by test modules."""

@@ -1,0 +1,1 @@
+"""Fixtures for the http tests (loaded by tests/conftest.py)."""

@@ -1,0 +1,1 @@
+"""Fixtures for the s3 tests (loaded by tests/conftest.py)."""

@@ -1,0 +1,1 @@
+"""Fixtures for the sync tests (loaded by tests/conftest.py)."""
