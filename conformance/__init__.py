@@ -1,0 +1,44 @@
+"""The mkit_transport conformance suite: one set of tests for every transport.
+
+Run it three ways:
+
+* ``python -m pytest conformance --mkit-url URL`` from a checkout;
+* ``python -m mkit_transport conformance URL``, which prints a table of results;
+* from your own tests, against your own :class:`~mkit_transport.Transport`::
+
+    import pytest
+    from mkit_transport.conformance import ConformanceSuite, Harness
+
+    class TestMyTransport(ConformanceSuite):
+        @pytest.fixture
+        def harness(self, tmp_path):
+            return Harness(open=lambda retry: MyTransport(tmp_path, retry=retry), fresh=True)
+
+Topics are also available one by one (``PackSuite``, ``RefSuite``, ``RaceSuite``,
+``StatefulSuite``, ``RetrySuite``). Every test writes under its own
+``refs/mkit-conformance/<uuid>/`` namespace, so a shared remote is safe to test.
+"""
+
+from .harness import Backdoor, FileBackdoor, Harness, MemoryBackdoor
+from .suite_packs import PackSuite
+from .suite_races import RaceSuite
+from .suite_refs import RefSuite
+from .suite_retry import RetrySuite
+from .suite_stateful import StatefulSuite
+
+__all__ = [
+    "Backdoor",
+    "ConformanceSuite",
+    "FileBackdoor",
+    "Harness",
+    "MemoryBackdoor",
+    "PackSuite",
+    "RaceSuite",
+    "RefSuite",
+    "RetrySuite",
+    "StatefulSuite",
+]
+
+
+class ConformanceSuite(PackSuite, RefSuite, RaceSuite, StatefulSuite, RetrySuite):
+    """Every topic at once: subclass it and override the ``harness`` fixture."""

@@ -39,8 +39,12 @@ _SEGMENT_RE: Final = re.compile(r"[A-Za-z0-9._-]+")
 _VALUE_RE: Final = re.compile(rb"[0-9a-f]{64}\n")
 
 
-def _name_problem(name: object) -> str | None:
-    """Say what is wrong with ``name`` as a ref name, or ``None`` when it is valid."""
+def _name_problem(name: object, *, prefix: bool = False) -> str | None:
+    """Say what is wrong with ``name`` as a ref name, or ``None`` when it is valid.
+
+    As a ``prefix``, a last segment of ``HEAD`` is fine: ``refs/x/HEAD/y`` is a valid
+    ref, so its parent must be listable.
+    """
     if not isinstance(name, str):
         return f"must be a str, not {type(name).__name__}"
     if not name:
@@ -63,7 +67,7 @@ def _name_problem(name: object) -> str | None:
             return f"segment {segment!r} ends with '.lock'"
         if len(segment) > MAX_SEGMENT:
             return f"segment is longer than {MAX_SEGMENT} bytes"
-    if segments[-1] == "HEAD":
+    if segments[-1] == "HEAD" and not prefix:
         return "last segment is 'HEAD'"
     return None
 
@@ -94,8 +98,8 @@ def normalize_prefix(prefix: str) -> str:
     """Validate a ``list_refs`` prefix and return it without trailing slashes.
 
     The empty prefix lists everything. Otherwise, once its trailing ``/`` are
-    removed, the prefix is ``refs`` or itself a valid ref name; ``p`` and ``p/``
-    therefore mean the same.
+    removed, the prefix is ``refs`` or follows the ref-name grammar (a last segment
+    of ``HEAD`` included); ``p`` and ``p/`` therefore mean the same.
     """
     if not isinstance(prefix, str):
         raise InvalidRef(f"invalid prefix {_shown(prefix)}: must be a str")
@@ -104,7 +108,7 @@ def normalize_prefix(prefix: str) -> str:
     stripped = prefix.rstrip("/")
     if stripped == "refs":
         return stripped
-    problem = _name_problem(stripped)
+    problem = _name_problem(stripped, prefix=True)
     if problem is not None:
         raise InvalidRef(f"invalid prefix {_shown(prefix)}: {problem}")
     return stripped

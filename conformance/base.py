@@ -1,0 +1,66 @@
+"""Fixtures every topic suite shares; a transport's test class overrides ``harness``."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from mkit_transport import Hash, PackKey, Transport
+
+from .harness import Backdoor, Harness
+
+__all__ = ["SuiteBase", "make_pack", "value_of"]
+
+#: The ref namespace every conformance test writes under (plus a per-test uuid).
+NAMESPACE_ROOT = "refs/mkit-conformance"
+
+
+def value_of(label: str) -> Hash:
+    """A deterministic ref value for a label."""
+    return Hash.of(label.encode())
+
+
+def make_pack(salt: bytes, label: str, size: int = 1024) -> tuple[bytes, PackKey]:
+    """Salted pseudo-pack bytes (unique per test run) and their key."""
+    seed = salt + label.encode()
+    block = Hash.of(seed).hex().encode()
+    data = (seed + block * (size // len(block) + 1))[:size]
+    return data, PackKey.of(data)
+
+
+class SuiteBase:
+    """The fixtures the topic suites use. Override ``harness`` in your test class."""
+
+    @pytest.fixture
+    def harness(self) -> Harness:
+        raise pytest.UsageError(
+            "override the `harness` fixture in your test class to return a "
+            "mkit_transport.conformance.Harness for the transport under test"
+        )
+
+    @pytest.fixture
+    def transport(self, harness: Harness) -> Iterator[Transport]:
+        opened = harness.open(None)
+        try:
+            yield opened
+        finally:
+            opened.close()
+
+    @pytest.fixture
+    def ns(self) -> str:
+        """This test's own ref namespace, e.g. ``refs/mkit-conformance/<uuid>``."""
+        return f"{NAMESPACE_ROOT}/{uuid.uuid4().hex}"
+
+    @pytest.fixture
+    def salt(self) -> bytes:
+        """Random bytes mixed into every pack this test makes, so keys never repeat."""
+        return os.urandom(16)
+
+    @pytest.fixture
+    def backdoor(self, harness: Harness) -> Backdoor:
+        if harness.backdoor is None:
+            pytest.skip("the harness offers no back door into the store")
+        return harness.backdoor
