@@ -60,10 +60,17 @@ def child_peak_rss(target: str, *args: str) -> int:
     process, so preparation must not allocate more than the operation does.
     """
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), *sys.path]))
-    out = subprocess.run(
-        [sys.executable, "-c", _CHILD, target, *args],
-        check=True, capture_output=True, text=True, env=env,
-    ).stdout.strip().splitlines()[-1]
+    out = (
+        subprocess.run(
+            [sys.executable, "-c", _CHILD, target, *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     data = json.loads(out)
     return max(0, int(data["peak"]) - int(data["before"]))
 

@@ -51,7 +51,7 @@ class SuiteBase:
 
     @pytest.fixture
     def ns(self) -> str:
-        """This test's own ref namespace, e.g. ``refs/mkit-conformance/<uuid>``."""
+        """Return this test's own ref namespace, e.g. ``refs/mkit-conformance/<uuid>``."""
         return f"{NAMESPACE_ROOT}/{uuid.uuid4().hex}"
 
     @pytest.fixture

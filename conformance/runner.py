@@ -7,14 +7,15 @@ topic (or JSON), and exits non-zero if anything failed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
 __all__ = ["run_conformance"]
-
 
 
 @dataclass
@@ -32,25 +33,23 @@ class _Collector:
         if outcome == "skipped" and isinstance(longrepr, tuple):
             reason = str(longrepr[2])
         elif outcome == "failed":
-            reason = str(getattr(report, "longreprtext", "")).strip().splitlines()[-1:]
-            reason = reason[0] if reason else ""
+            lines = str(getattr(report, "longreprtext", "")).strip().splitlines()
+            reason = lines[-1][:200] if lines else ""
         previous = self.outcomes.get(nodeid)
         if when == "call" or outcome != "passed":
             if previous is None or previous[0] == "passed":
                 self.outcomes[nodeid] = (outcome, reason)
 
 
-
-
-def run_conformance(
-    url: str, *, json_output: bool, out: TextIO, extra: Sequence[str] = ()
-) -> int:
+def run_conformance(url: str, *, json_output: bool, out: TextIO, extra: Sequence[str] = ()) -> int:
     """Run the suite against ``url``; return 0 when every test passed."""
     try:
         import pytest
     except ModuleNotFoundError:
-        out.write("the conformance suite needs pytest and hypothesis: "
-                  "pip install 'mkit-transport[conformance]'\n")
+        out.write(
+            "the conformance suite needs pytest and hypothesis: "
+            "pip install 'mkit-transport[conformance]'\n"
+        )
         return 1
     from . import ConformanceSuite
     from .suite_packs import PackSuite
@@ -60,8 +59,13 @@ def run_conformance(
     from .suite_stateful import StatefulSuite
 
     topic_of: dict[str, str] = {}
-    for topic, suite in (("packs", PackSuite), ("refs", RefSuite), ("races", RaceSuite),
-                         ("stateful", StatefulSuite), ("retry", RetrySuite)):
+    for topic, suite in (
+        ("packs", PackSuite),
+        ("refs", RefSuite),
+        ("races", RaceSuite),
+        ("stateful", StatefulSuite),
+        ("retry", RetrySuite),
+    ):
         for attr in vars(suite):
             if attr.startswith("test_"):
                 topic_of[attr] = topic
@@ -71,14 +75,23 @@ def run_conformance(
     here = os.path.dirname(os.path.abspath(__file__))
     args = [
         os.path.join(here, "test_url.py"),
-        "--mkit-url", url,
-        "-c", os.path.join(here, "pytest.ini"),
-        "--rootdir", here,
-        "-q", "--no-header", "-p", "no:cacheprovider",
-        *(["-p", "no:terminal"] if json_output else []),
+        "--mkit-url",
+        url,
+        "-c",
+        os.path.join(here, "pytest.ini"),
+        "--rootdir",
+        here,
+        "-q",
+        "--no-header",
+        "-p",
+        "no:cacheprovider",
         *extra,
     ]
-    code = pytest.main(args, plugins=[collector])
+    if json_output:  # keep stdout for the JSON document alone
+        with contextlib.redirect_stdout(sys.stderr):
+            code = pytest.main(args, plugins=[collector])
+    else:
+        code = pytest.main(args, plugins=[collector])
     rows = []
     for nodeid, (outcome, reason) in collector.outcomes.items():
         test = nodeid.split("::")[-1]
@@ -91,11 +104,15 @@ def run_conformance(
         out.write("\n")
     else:
         out.write(f"\nconformance of {url}\n")
+        for row in rows:
+            if len(row["test"]) > 72:
+                row["test"] = row["test"][:69] + "..."
         width = max((len(r["test"]) for r in rows), default=10)
         for row in rows:
             mark = {"passed": "ok  ", "failed": "FAIL", "skipped": "skip"}.get(row["outcome"], "?")
             note = f"  ({row['reason']})" if row["reason"] else ""
             out.write(f"  {mark}  {row['topic']:<9} {row['test']:<{width}}{note}\n")
-        out.write(f"{counts['passed']} passed, {counts['failed']} failed, "
-                  f"{counts['skipped']} skipped\n")
+        out.write(
+            f"{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped\n"
+        )
     return 0 if code == 0 and counts["failed"] == 0 and rows else 1

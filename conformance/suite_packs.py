@@ -161,11 +161,14 @@ class PackSuite(SuiteBase):
         corrupt = bytearray(data)
         corrupt[1234] ^= 0xFF
         backdoor.write_pack_bytes(key, bytes(corrupt))
-        with pytest.raises(InvalidResponse):
-            transport.download_pack(key)
-        with pytest.raises(InvalidResponse):
-            for _ in transport.download_pack_stream(key):
-                pass
+        try:
+            with pytest.raises(InvalidResponse):
+                transport.download_pack(key)
+            with pytest.raises(InvalidResponse):
+                for _ in transport.download_pack_stream(key):
+                    pass
+        finally:
+            backdoor.write_pack_bytes(key, data)  # leave the store sound
 
     @spec("T-PACK-9")
     def test_blobs_share_the_pack_keyspace(self, transport: Transport, salt: bytes) -> None:

@@ -74,14 +74,16 @@ class RaceSuite(SuiteBase):
 
     @spec("T-RACE-1")
     @pytest.mark.slow
-    def test_one_winner_per_round(
-        self, transport: Transport, harness: Harness, ns: str
-    ) -> None:
+    def test_one_winner_per_round(self, transport: Transport, harness: Harness, ns: str) -> None:
         initial = value(f"{ns}/match/initial")
         transport.update_ref(f"{ns}/match", RefWriteCondition.MISSING, initial)
         opener, processes = _opener(harness, transport)
         results = run_workers(
-            one_winner_worker, opener, ns, harness.race_workers, harness.race_rounds,
+            one_winner_worker,
+            opener,
+            ns,
+            harness.race_workers,
+            harness.race_rounds,
             processes=processes,
         )
         flat = [row for worker in results for row in worker]
@@ -115,7 +117,11 @@ class RaceSuite(SuiteBase):
         transport.update_ref(f"{ns}/counter", RefWriteCondition.MISSING, value(f"{ns}/counter/0"))
         opener, processes = _opener(harness, transport)
         results = run_workers(
-            counter_worker, opener, ns, harness.counter_workers, harness.counter_increments,
+            counter_worker,
+            opener,
+            ns,
+            harness.counter_workers,
+            harness.counter_increments,
             processes=processes,
         )
         done = Counter({row[1]: row[2] for worker in results for row in worker})
@@ -132,8 +138,12 @@ class RaceSuite(SuiteBase):
         transport.update_ref(f"{ns}/mixed", RefWriteCondition.MISSING, initial)
         opener, processes = _opener(harness, transport)
         results = run_workers(
-            any_vs_match_worker, opener, ns, max(3, harness.race_workers),
-            harness.counter_increments * 4, processes=processes,
+            any_vs_match_worker,
+            opener,
+            ns,
+            max(3, harness.race_workers),
+            harness.counter_increments * 4,
+            processes=processes,
         )
         problems = check_any_vs_match(results, initial)
         assert problems == [], "lost updates:\n" + "\n".join(problems[:10])

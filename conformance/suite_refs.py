@@ -94,7 +94,17 @@ BAD_NAMES = [
 _VALID_AS_PREFIX = {"", "refs", "refs/", "refs/heads/", "refs/HEAD", "refs/heads/HEAD"}
 
 #: Invalid list_refs prefixes.
-BAD_PREFIXES = ["/", "//", "heads", "refs//x", "/refs", "refs/.x", "refs/a b", "packs", "refs/\u00e9"]
+BAD_PREFIXES = [
+    "/",
+    "//",
+    "heads",
+    "refs//x",
+    "/refs",
+    "refs/.x",
+    "refs/a b",
+    "packs",
+    "refs/\u00e9",
+]
 
 #: The CAS table: (initial state, condition, expected outcome).
 _A, _B, _N = value_of("cas-A"), value_of("cas-B"), value_of("cas-new")
@@ -169,9 +179,7 @@ class RefSuite(SuiteBase):
 
     @spec("T-REF-4")
     @pytest.mark.parametrize("name", BAD_NAMES)
-    def test_bad_name_refused_at_every_verb(
-        self, transport: Transport, ns: str, name: str
-    ) -> None:
+    def test_bad_name_refused_at_every_verb(self, transport: Transport, ns: str, name: str) -> None:
         with pytest.raises(InvalidRef):
             transport.read_ref(name)
         with pytest.raises(InvalidRef):
@@ -210,9 +218,7 @@ class RefSuite(SuiteBase):
         assert transport.read_ref(name) is None
 
     @spec("T-REF-7")
-    def test_wire_form_is_65_bytes(
-        self, transport: Transport, ns: str, backdoor: Backdoor
-    ) -> None:
+    def test_wire_form_is_65_bytes(self, transport: Transport, ns: str, backdoor: Backdoor) -> None:
         name = f"{ns}/wire"
         transport.write_ref(name, _A)
         assert backdoor.read_ref_bytes(name) == _A.hex().encode() + b"\n"
@@ -242,10 +248,14 @@ class RefSuite(SuiteBase):
         name = f"{ns}/malformed"
         transport.write_ref(name, _A)  # make the ref exist the normal way first
         backdoor.write_ref_bytes(name, raw)
-        with pytest.raises((InvalidResponse, InvalidRef)):
-            transport.read_ref(name)
-        with pytest.raises((InvalidResponse, InvalidRef)):
-            transport.list_refs(ns)
+        try:
+            with pytest.raises((InvalidResponse, InvalidRef)):
+                transport.read_ref(name)
+            with pytest.raises((InvalidResponse, InvalidRef)):
+                transport.list_refs(ns)
+        finally:
+            # Leave the store sound: the suite may share it with other tests and users.
+            backdoor.write_ref_bytes(name, _A.hex().encode() + b"\n")
 
     @spec("T-LIST-1")
     def test_listing_component_boundary(self, transport: Transport, ns: str) -> None:

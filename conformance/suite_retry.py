@@ -194,8 +194,16 @@ class RetrySuite(SuiteBase):
     @spec("T-RETRY-8")
     @pytest.mark.parametrize(
         "verb",
-        ["put_pack", "get_pack", "has_pack", "read_ref", "update_ref", "list_refs",
-         "put_pack_stream", "open_pack_stream"],
+        [
+            "put_pack",
+            "get_pack",
+            "has_pack",
+            "read_ref",
+            "update_ref",
+            "list_refs",
+            "put_pack_stream",
+            "open_pack_stream",
+        ],
     )
     def test_every_verb_is_retried(
         self, faulty: FaultyTransport, sleeps: list[float], salt: bytes, ns: str, verb: str

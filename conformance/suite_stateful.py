@@ -73,10 +73,16 @@ def _machine(harness: Harness) -> type[RuleBasedStateMachine]:
                     self.transport.download_pack(key)
             assert self.transport.pack_exists(key) == (key in self.packs)
 
-        @rule(tail=_TAILS, value=_VALUES, kind=st.sampled_from(["any", "missing", "match"]),
-              expected=_VALUES, use_current=st.booleans())
-        def update(self, tail: str, value: Hash, kind: str, expected: Hash,
-                   use_current: bool) -> None:
+        @rule(
+            tail=_TAILS,
+            value=_VALUES,
+            kind=st.sampled_from(["any", "missing", "match"]),
+            expected=_VALUES,
+            use_current=st.booleans(),
+        )
+        def update(
+            self, tail: str, value: Hash, kind: str, expected: Hash, use_current: bool
+        ) -> None:
             name = f"{self.ns}/{tail}"
             current = self.refs.get(name)
             if kind == "any":
@@ -105,8 +111,11 @@ def _machine(harness: Harness) -> type[RuleBasedStateMachine]:
             full = f"{self.ns}/{prefix}" if prefix else self.ns
             head = full.rstrip("/") + "/"
             want = sorted(
-                (Ref(name[len(head) :], value) for name, value in self.refs.items()
-                 if name.startswith(head)),
+                (
+                    Ref(name[len(head) :], value)
+                    for name, value in self.refs.items()
+                    if name.startswith(head)
+                ),
                 key=lambda ref: ref.name,
             )
             assert self.transport.list_refs(full) == want

@@ -26,7 +26,9 @@ class TestTransportAtURL(ConformanceSuite):
     """Runs every topic against the transport named on the command line."""
 
     @pytest.fixture
-    def harness(self, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Harness:
+    def harness(
+        self, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    ) -> Harness:
         url = request.config.getoption("--mkit-url")
         fresh = False
         if url in ("mkit+memory://", "mkit+memory:///"):
@@ -48,8 +50,9 @@ class TestTransportAtURL(ConformanceSuite):
             return open_transport(url, **extra)
 
         probe = opener(None)
-        harness = Harness(open=opener, url=url, options=options, backdoor=_backdoor(probe),
-                          fresh=fresh)
+        harness = Harness(
+            open=opener, url=url, options=options, backdoor=_backdoor(probe), fresh=fresh
+        )
         probe.close()
         if request.config.getoption("--mkit-quick"):
             harness.large_pack_size = 8 << 20

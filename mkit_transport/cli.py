@@ -117,9 +117,12 @@ def _packs_upload(args: argparse.Namespace, transport: Transport, out: TextIO) -
 
 
 def _conformance(args: argparse.Namespace, transport: Transport | None, out: TextIO) -> int:
-    from .conformance.runner import run_conformance
-
-    return run_conformance(args.url, json_output=args.json, out=out, extra=args.pytest_args)
+    # Imported by name: the suite ships as mkit_transport.conformance (from conformance/).
+    runner = importlib.import_module("mkit_transport.conformance.runner")
+    code: int = runner.run_conformance(
+        args.url, json_output=args.json, out=out, extra=args.pytest_args
+    )
+    return code
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -186,15 +189,23 @@ def _parser() -> argparse.ArgumentParser:
 
     sub = command(commands, "conformance", _conformance, "run the conformance suite on a URL")
     sub.add_argument("url")
-    sub.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     sub.set_defaults(opens_transport=False)
+    sub.epilog = "Arguments after -- go to pytest, e.g. -- --mkit-quick -k refs\n\n" + _EPILOG
     return parser
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run the command line; return the exit status."""
     out = out or sys.stdout
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        argv, extra = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if extra and args.command != "conformance":
+        parser.error("arguments after -- are only for the conformance command")
+    args.pytest_args = extra
     try:
         if not getattr(args, "opens_transport", True):
             return int(args.handler(args, None, out))

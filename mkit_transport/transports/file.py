@@ -113,11 +113,21 @@ class FileTransport(Transport):
         return os.path.join(self.root, *name.split("/"), REF_FILE)
 
     def _confine(self, path: str) -> str:
-        """Refuse a path that leaves the root through a symlink (RemoteError)."""
-        real_root = os.path.realpath(self.root)
+        """Refuse a path that leaves the root through a symlink (RemoteError).
+
+        ``path`` is built under the root; only the part that exists can hold a
+        symlink, so resolve its deepest existing ancestor below the root. The root
+        itself may be a symlink (e.g. macOS ``/tmp``).
+        """
         probe = path
-        while not os.path.lexists(probe) and probe != os.path.dirname(probe):
-            probe = os.path.dirname(probe)
+        while probe != self.root and not os.path.lexists(probe):
+            parent = os.path.dirname(probe)
+            if parent == probe:  # not under the root at all
+                raise RemoteError(f"path outside the store root: {path}")
+            probe = parent
+        if probe == self.root:
+            return path
+        real_root = os.path.realpath(self.root)
         real = os.path.realpath(probe)
         if real != real_root and not real.startswith(real_root + os.sep):
             raise RemoteError(f"path escapes the store root through a symlink: {path}")

@@ -1,0 +1,118 @@
+"""Deliberately broken transports: each breaks one guarantee the conformance suite checks.
+
+They prove the suite can fail: tests/test_conformance_catches_bugs.py runs the suite
+against each and asserts that exactly the right tests fail.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from conformance import Harness, MemoryBackdoor, RaceSuite, RefSuite
+from mkit_transport import Hash, RefConflict, RefWriteCondition, RetryPolicy, Transport
+from mkit_transport.transports.memory import MemoryTransport
+
+
+class LostUpdateTransport(MemoryTransport):
+    """The upstream file-transport defect: ANY writes without the lock match holds."""
+
+    def _update_ref(self, name: str, condition: RefWriteCondition, value: Hash) -> None:
+        if condition.kind == "any":
+            self.store.refs[name] = value.hex().encode() + b"\n"  # no lock
+            return
+        with self.store.lock:
+            current = self._read_ref(name)
+            if not condition.allows(current):
+                raise RefConflict("conflict", name=name, current=current)
+            time.sleep(0.0005)  # the window between the read and the write
+            self.store.refs[name] = value.hex().encode() + b"\n"
+
+    def _read_ref(self, name: str) -> Hash | None:
+        raw = self.store.refs.get(name)
+        return None if raw is None else Hash.from_hex(raw[:64].decode())
+
+
+class CheckThenWriteTransport(MemoryTransport):
+    """MISSING and match decided outside the lock (zarr/fsspec-style 'racy default')."""
+
+    def _update_ref(self, name: str, condition: RefWriteCondition, value: Hash) -> None:
+        current = self._read_ref(name)
+        if not condition.allows(current):
+            raise RefConflict("conflict", name=name, current=current)
+        time.sleep(0.001)
+        with self.store.lock:
+            self.store.refs[name] = value.hex().encode() + b"\n"
+
+    def _read_ref(self, name: str) -> Hash | None:
+        raw = self.store.refs.get(name)
+        return None if raw is None else Hash.from_hex(raw[:64].decode())
+
+
+class SloppyWireTransport(MemoryTransport):
+    """Stores refs without the line feed and reads whatever looks like hex."""
+
+    def _update_ref(self, name: str, condition: RefWriteCondition, value: Hash) -> None:
+        with self.store.lock:
+            current = self._read_ref(name)
+            if not condition.allows(current):
+                raise RefConflict("conflict", name=name, current=current)
+            self.store.refs[name] = value.hex().encode()
+
+    def _read_ref(self, name: str) -> Hash | None:
+        raw = self.store.refs.get(name)
+        return None if raw is None else Hash.from_hex(raw.strip().lower()[:64].decode())
+
+    def _list_refs(self, prefix: str) -> list[tuple[str, Hash]]:
+        return [(n, h) for n in list(self.store.refs) if (h := self._read_ref(n)) is not None]
+
+
+class IgnoresMissingTransport(MemoryTransport):
+    """Treats MISSING as ANY: a create-only write overwrites."""
+
+    def _update_ref(self, name: str, condition: RefWriteCondition, value: Hash) -> None:
+        if condition.kind == "missing":
+            condition = RefWriteCondition.ANY
+        super()._update_ref(name, condition, value)
+
+
+def _harness(cls: type[MemoryTransport]) -> Harness:
+    name = f"broken-{uuid.uuid4().hex}"
+
+    def opener(retry: RetryPolicy | None) -> Transport:
+        return cls(name, retry=retry)
+
+    return Harness(
+        open=opener,
+        backdoor=MemoryBackdoor(cls(name).store),
+        fresh=True,
+        race_workers=8,
+        race_rounds=10,
+        counter_increments=100,
+    )
+
+
+class TestLostUpdate(RaceSuite):
+    @pytest.fixture
+    def harness(self) -> Harness:
+        return _harness(LostUpdateTransport)
+
+
+class TestCheckThenWrite(RaceSuite):
+    @pytest.fixture
+    def harness(self) -> Harness:
+        return _harness(CheckThenWriteTransport)
+
+
+class TestSloppyWire(RefSuite):
+    @pytest.fixture
+    def harness(self) -> Harness:
+        return _harness(SloppyWireTransport)
+
+
+class TestIgnoresMissing(RefSuite):
+    @pytest.fixture
+    def harness(self) -> Harness:
+        return _harness(IgnoresMissingTransport)

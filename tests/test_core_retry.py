@@ -1,0 +1,113 @@
+"""RetryPolicy: the default ladder, what is transient, jitter and Retry-After."""
+
+from __future__ import annotations
+
+import pytest
+
+from mkit_transport import (
+    AccessDenied,
+    ConnectionFailed,
+    InvalidResponse,
+    RefConflict,
+    RetryPolicy,
+    ServerError,
+    is_retryable,
+)
+
+
+def _run(policy: RetryPolicy, errors: list[Exception]) -> int:
+    calls = 0
+
+    def op() -> str:
+        nonlocal calls
+        calls += 1
+        if errors:
+            raise errors.pop(0)
+        return "ok"
+
+    policy.retrying()(op)
+    return calls
+
+
+def test_default_ladder() -> None:
+    policy = RetryPolicy()
+    assert policy.ladder() == [1, 2, 4, 8, 16]
+    assert (policy.retries, policy.initial, policy.multiplier, policy.max_delay) == (5, 1, 2, 300)
+
+
+def test_ladder_caps_at_max_delay() -> None:
+    assert RetryPolicy(retries=12).ladder()[-4:] == [256, 300, 300, 300]
+
+
+def test_sleeps_are_injected_and_exact() -> None:
+    sleeps: list[float] = []
+    policy = RetryPolicy(sleep=sleeps.append)
+    assert _run(policy, [ConnectionFailed()] * 3) == 4
+    assert sleeps == [1, 2, 4]
+
+
+def test_six_calls_at_most() -> None:
+    sleeps: list[float] = []
+    with pytest.raises(ServerError):
+        _run(RetryPolicy(sleep=sleeps.append), [ServerError(status=500)] * 9)
+    assert sleeps == [1, 2, 4, 8, 16]
+
+
+@pytest.mark.parametrize(
+    ("error", "retryable"),
+    [
+        (ConnectionFailed(), True),
+        (ServerError(status=500), True),
+        (ServerError(status=503), True),
+        (ServerError(status=599), True),
+        (ServerError(status=429), True),
+        (ServerError(status=0), False),
+        (ServerError(status=404), False),
+        (ServerError(status=499), False),
+        (RefConflict(), False),
+        (AccessDenied(), False),
+        (InvalidResponse(), False),
+        (ValueError(), False),
+    ],
+)
+def test_is_retryable(error: Exception, retryable: bool) -> None:
+    assert is_retryable(error) is retryable
+
+
+def test_no_retries() -> None:
+    with pytest.raises(ConnectionFailed):
+        _run(RetryPolicy(retries=0, sleep=lambda s: None), [ConnectionFailed()])
+
+
+def test_jitter_stays_under_the_ladder() -> None:
+    policy = RetryPolicy(jitter=True)
+    for n in range(1, 6):
+        assert all(0 <= policy.delay(n) <= 2 ** (n - 1) for _ in range(50))
+
+
+def test_retry_after_is_opt_in_and_capped() -> None:
+    busy = ServerError(status=503, retry_after=42.0)
+    assert RetryPolicy().delay(1, busy) == 1
+    assert RetryPolicy(honor_retry_after=True).delay(1, busy) == 42
+    assert RetryPolicy(honor_retry_after=True, max_delay=10).delay(1, busy) == 10
+
+
+def test_policy_is_a_frozen_value() -> None:
+    policy = RetryPolicy()
+    assert policy.replace(retries=2) == RetryPolicy(retries=2)
+    with pytest.raises(AttributeError):
+        policy.retries = 3  # type: ignore[misc]
+    with pytest.raises(ValueError):
+        RetryPolicy(retries=-1)
+
+
+def test_before_retry_hook_sees_each_error() -> None:
+    seen: list[BaseException] = []
+    errors = [ConnectionFailed("a"), ConnectionFailed("b")]
+
+    def op() -> None:
+        if errors:
+            raise errors.pop(0)
+
+    RetryPolicy(sleep=lambda s: None).retrying(before_retry=seen.append)(op)
+    assert [str(e) for e in seen] == ["a", "b"]

@@ -1,0 +1,169 @@
+"""URL dispatch: the scheme table, refusals, options, lazy imports, registration."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mkit_transport import (
+    FileTransport,
+    InvalidRef,
+    MemoryTransport,
+    RetryPolicy,
+    Transport,
+    open_transport,
+    register_transport,
+)
+from mkit_transport.urls import BUILTIN_SCHEMES, registered_schemes
+
+
+def test_memory_urls_share_by_name() -> None:
+    a = open_transport("mkit+memory://shared-by-name")
+    b = open_transport("mkit+memory://shared-by-name")
+    assert isinstance(a, MemoryTransport) and isinstance(b, MemoryTransport)
+    assert a.store is b.store
+    c, d = open_transport("mkit+memory://"), open_transport("mkit+memory://")
+    assert isinstance(c, MemoryTransport) and isinstance(d, MemoryTransport)
+    assert c.store is not d.store
+
+
+def test_file_url(tmp_path: Path) -> None:
+    t = open_transport(f"mkit+file://{tmp_path}")
+    assert isinstance(t, FileTransport) and t.root == str(tmp_path)
+    assert open_transport(f"mkit+file://localhost{tmp_path}").root == str(tmp_path)  # type: ignore[attr-defined]
+    spaced = tmp_path / "with space"
+    assert open_transport(f"mkit+file://{tmp_path}/with%20space").root == str(spaced)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///tmp/x",
+        "s3://bucket",
+        "http://localhost/x",
+        "https://h/x",
+        "ssh://u@h/x",
+        "MKIT+FILE:///tmp/x",
+        "mkit+File:///tmp/x",
+        "mkit+nosuch://x",
+        "",
+        "no-scheme",
+        "mkit+file://relative/path",
+        "mkit+file://host/abs",
+        "mkit+file:relative",
+        "mkit+file:///tmp/x#frag",
+        "mkit+file:///tmp/x y",
+        "mkit+file:///tmp/\nx",
+        "mkit+memory://a/b",
+        "mkit+memory://bad name",
+        "mkit+memory://caf\u00e9",
+    ],
+)
+def test_refused_urls(url: str) -> None:
+    with pytest.raises(InvalidRef):
+        open_transport(url)
+
+
+def test_bare_scheme_message_says_what_to_do() -> None:
+    with pytest.raises(InvalidRef, match=r"use mkit\+file://"):
+        open_transport("file:///tmp/x")
+
+
+def test_options_from_query_and_keywords(tmp_path: Path) -> None:
+    t = open_transport(f"mkit+file://{tmp_path}?durable=false&retries=2")
+    assert isinstance(t, FileTransport)
+    assert t.durable is False and t.retry.retries == 2
+    t = open_transport(f"mkit+file://{tmp_path}?durable=false", durable=True)
+    assert isinstance(t, FileTransport) and t.durable is True  # keyword arguments win
+    policy = RetryPolicy(retries=1)
+    assert open_transport("mkit+memory://x", retry=policy).retry is policy
+
+
+@pytest.mark.parametrize(
+    ("url", "options"),
+    [
+        ("mkit+file:///tmp/x?nope=1", {}),
+        ("mkit+file:///tmp/x", {"nope": 1}),
+        ("mkit+file:///tmp/x?durable=maybe", {}),
+        ("mkit+file:///tmp/x?retries=-1", {}),
+        ("mkit+memory://x", {"retry": 3}),
+    ],
+)
+def test_bad_options(url: str, options: dict[str, object]) -> None:
+    with pytest.raises(InvalidRef):
+        open_transport(url, **options)
+
+
+def test_scheme_table_covers_every_transport() -> None:
+    assert set(BUILTIN_SCHEMES) == {
+        "mkit+memory",
+        "mkit+file",
+        "mkit+http",
+        "mkit+https",
+        "mkit+s3",
+        "mkit+s3+http",
+        "mkit+ssh",
+    }
+    assert registered_schemes()[: len(BUILTIN_SCHEMES)] == list(BUILTIN_SCHEMES)
+
+
+def test_a_scheme_not_built_says_so() -> None:
+    register_transport("mkit+later", "mkit_transport.transports.later:LaterTransport")
+    with pytest.raises(InvalidRef, match="not built"):
+        open_transport("mkit+later://x")
+
+
+def test_third_party_registration() -> None:
+    opened: list[str] = []
+
+    def factory(url: str, **options: object) -> Transport:
+        opened.append(url)
+        return MemoryTransport()
+
+    register_transport("mkit+thirdparty", factory)
+    assert isinstance(open_transport("mkit+thirdparty://anything"), MemoryTransport)
+    assert opened == ["mkit+thirdparty://anything"]
+    with pytest.raises(InvalidRef):
+        register_transport("mkit+file", factory)
+    with pytest.raises(InvalidRef):
+        register_transport("nomkit", factory)
+
+
+def test_entry_point_group(tmp_path: Path) -> None:
+    """A distribution declaring the entry point is found by open_transport."""
+    dist = tmp_path / "plug-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: plug\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[mkit_transport.transports]\nmkit+plug = plugmod:open_plug\n"
+    )
+    (tmp_path / "plugmod.py").write_text(
+        "from mkit_transport import MemoryTransport\n"
+        "def open_plug(url, **options):\n    return MemoryTransport('plugged')\n"
+    )
+    code = (
+        "from mkit_transport import open_transport\nprint(repr(open_transport('mkit+plug://x')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    ).stdout
+    assert out.strip() == "MemoryTransport('plugged')"
+
+
+def test_import_pulls_in_no_network_library() -> None:
+    code = (
+        "import sys, mkit_transport\n"
+        "from mkit_transport import open_transport\n"
+        "open_transport('mkit+memory://x')\n"
+        "names = ('boto3', 'botocore', 'paramiko', 'requests')\n"
+        "print(sorted(m for m in names if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

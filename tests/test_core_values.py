@@ -1,0 +1,150 @@
+"""Hash, PackKey, Ref, RefWriteCondition and the error taxonomy."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+
+import blake3
+import pytest
+
+import mkit_transport
+from mkit_transport import (
+    Hash,
+    InvalidRef,
+    InvalidResponse,
+    PackKey,
+    Ref,
+    RefConflict,
+    RefWriteCondition,
+    ServerError,
+    errors,
+)
+from mkit_transport.refs import decode_ref_value, encode_ref_value
+
+HEX = blake3.blake3(b"x").hexdigest()
+
+
+def test_hash_is_blake3() -> None:
+    assert Hash.of(b"x").hex() == HEX
+    assert bytes(Hash.of(b"x")) == bytes.fromhex(HEX)
+    big = b"y" * (3 << 20)  # the multi-threaded path gives the same digest
+    assert Hash.of(big).hex() == blake3.blake3(big).hexdigest()
+
+
+def test_hash_round_trips_and_is_a_value() -> None:
+    h = Hash.from_hex(HEX)
+    assert h == Hash.of(b"x")
+    assert hash(h) == hash(Hash.of(b"x"))
+    assert repr(h) == f"Hash('{HEX}')"
+    assert str(h) == HEX
+    assert {h: 1}[Hash.of(b"x")] == 1
+    assert pickle.loads(pickle.dumps(h)) == h
+    with pytest.raises(AttributeError):
+        h._digest = b"0" * 32
+    assert sorted([Hash.of(b"b"), Hash.of(b"a")]) == sorted([Hash.of(b"a"), Hash.of(b"b")])
+
+
+def test_pack_key_is_a_distinct_type() -> None:
+    assert PackKey.of(b"x").hex() == HEX
+    assert PackKey.of(b"x") != Hash.of(b"x")
+    assert len({PackKey.of(b"x"), Hash.of(b"x")}) == 2
+    assert repr(PackKey.of(b"x")).startswith("PackKey(")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", HEX[:63], HEX + "0", HEX.upper(), " " + HEX[1:], HEX[:63] + "g", HEX[:63] + "\n", 5],
+)
+def test_from_hex_is_strict(text: object) -> None:
+    with pytest.raises(InvalidRef):
+        Hash.from_hex(text)  # type: ignore[arg-type]
+    with pytest.raises(InvalidRef):
+        PackKey.from_hex(text)  # type: ignore[arg-type]
+
+
+def test_digest_length_is_checked() -> None:
+    with pytest.raises(InvalidRef):
+        Hash(b"short")
+    with pytest.raises(TypeError):
+        Hash("0" * 32)  # type: ignore[arg-type]
+
+
+def test_ref_is_frozen() -> None:
+    ref = Ref("main", Hash.of(b"x"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ref.name = "other"  # type: ignore[misc]
+
+
+def test_conditions() -> None:
+    a, b = Hash.of(b"a"), Hash.of(b"b")
+    assert RefWriteCondition.ANY.allows(None) and RefWriteCondition.ANY.allows(a)
+    assert RefWriteCondition.MISSING.allows(None) and not RefWriteCondition.MISSING.allows(a)
+    assert RefWriteCondition.match(a).allows(a)
+    assert not RefWriteCondition.match(a).allows(b)
+    assert not RefWriteCondition.match(a).allows(None)
+    assert RefWriteCondition.match(a) == RefWriteCondition.match(a)
+    with pytest.raises(InvalidRef):
+        RefWriteCondition.match(PackKey.of(b"a"))  # type: ignore[arg-type]
+    with pytest.raises(InvalidRef):
+        RefWriteCondition("bogus")  # type: ignore[arg-type]
+    with pytest.raises(InvalidRef):
+        RefWriteCondition("any", a)
+
+
+def test_wire_form() -> None:
+    h = Hash.of(b"x")
+    assert encode_ref_value(h) == HEX.encode() + b"\n"
+    assert len(encode_ref_value(h)) == 65
+    assert decode_ref_value(encode_ref_value(h), remote=True) == h
+    with pytest.raises(InvalidResponse):
+        decode_ref_value(HEX.encode(), remote=True)
+    with pytest.raises(InvalidRef):
+        decode_ref_value(HEX.encode() + b"\r\n", remote=False)
+
+
+def test_exactly_eleven_leaves() -> None:
+    leaves = {
+        name
+        for name in errors.__all__
+        if name != "TransportError" and issubclass(getattr(errors, name), errors.TransportError)
+    }
+    assert leaves == {
+        "PackNotFound",
+        "AccessDenied",
+        "RemoteError",
+        "RefConflict",
+        "InvalidRef",
+        "ConnectionFailed",
+        "ServerError",
+        "InvalidResponse",
+        "ProtocolError",
+        "PayloadTooLarge",
+        "InsecureScheme",
+    }
+    for name in leaves:
+        cls = getattr(errors, name)
+        assert cls.__bases__ == (errors.TransportError,)
+        assert getattr(mkit_transport, name) is cls
+        assert name in (errors.__doc__ or ""), "the tree in the docstring names every leaf"
+
+
+def test_errors_pickle_with_their_details() -> None:
+    conflict = RefConflict("lost", name="refs/x", current=Hash.of(b"x"), known=True)
+    back = pickle.loads(pickle.dumps(conflict))
+    assert (back.name, back.current, back.known, str(back)) == (
+        "refs/x",
+        Hash.of(b"x"),
+        True,
+        "lost",
+    )
+    server = pickle.loads(pickle.dumps(ServerError("busy", status=503, retry_after=2.0)))
+    assert (server.status, server.retry_after) == (503, 2.0)
+
+
+def test_public_names() -> None:
+    assert mkit_transport.__all__ == sorted(
+        mkit_transport.__all__, key=lambda n: (not n.isupper(), n)
+    )
+    for name in mkit_transport.__all__:
+        assert hasattr(mkit_transport, name)
