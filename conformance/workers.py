@@ -132,6 +132,9 @@ def any_vs_match_worker(
                 for j in range(writes):
                     mine = value(f"{ns}/any/{j}")
                     transport.update_ref(name, RefWriteCondition.ANY, mine)
+                    # Let any match write that read the value before ours land first:
+                    # if it overwrites ours without expecting it, the read-back shows it.
+                    time.sleep(0.002)
                     out.append(("any", mine, transport.read_ref(name)))
             finally:
                 event.set()
