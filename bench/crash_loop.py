@@ -16,6 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import report
 from mkit_transport import FileTransport, Hash, PackKey, RefWriteCondition
 
 WRITER = r"""
@@ -81,13 +84,20 @@ def run(root: Path, runs: int, seed: int = 0) -> dict[str, int]:
         time.sleep(rng.uniform(0.0, 0.08))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+        if proc.returncode != -signal.SIGKILL:
+            raise RuntimeError(f"the writer exited by itself ({proc.returncode}): it is broken")
         problems += check_store(root)
         temps_left += sum(1 for p in root.rglob(".*.tmp.*"))
+    packs = [p for p in (root / "packs").rglob("*") if p.is_file() and not p.name.startswith(".")]
+    refs = FileTransport(root).list_refs()
+    if not packs or not refs:
+        raise RuntimeError("the writer never stored a pack and a ref: the loop tested nothing")
     return {
         "runs": runs,
         "problems": len(problems),
-        "temp_files_left": temps_left,
-        "packs": len(list((root / "packs").rglob("*"))) if (root / "packs").exists() else 0,
+        "hidden_temp_files_seen": temps_left,
+        "packs_stored": len(packs),
+        "refs": len(refs),
     }
 
 
@@ -99,8 +109,6 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         result = run(Path(tmp), args.runs)
-    from bench.common import report
-
     report("crash_loop", [result])
     if result["problems"]:
         raise SystemExit("crash loop found problems")

@@ -1,0 +1,172 @@
+"""File transport: streaming upload/download vs shutil.copyfile, peak RSS, CAS throughput.
+
+Usage: ``python bench/bench_file.py [--quick]``. Every figure is a ratio against a
+baseline measured in the same run on the same bytes:
+
+* upload:   ``upload_pack_stream`` from a file (verifies BLAKE3, writes, fsyncs)
+            vs ``shutil.copyfile`` (no hashing) and vs ``copyfile`` + ``fsync``
+            (the same durability as the transport);
+* download: ``download_pack_stream`` into a file (verifies BLAKE3)
+            vs ``shutil.copyfile`` of the stored pack;
+* memory:   peak RSS growth of a 1 GiB streaming upload and download (child process);
+* CAS:      8 processes x 100 read-modify-CAS increments on one ref.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import MIB, best_of, child_peak_rss, report
+from conformance.workers import UrlOpener, counter_worker, run_workers, value
+from mkit_transport import FileTransport, PackKey, RefWriteCondition
+from mkit_transport.hashes import Hasher
+
+CHUNK = 1 << 20
+
+
+class FileChunks:
+    """A re-iterable chunk source over a file (so an upload can be retried)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __iter__(self) -> Iterator[bytes]:
+        with open(self.path, "rb", buffering=0) as f:
+            while chunk := f.read(CHUNK):
+                yield chunk
+
+
+def make_source(path: str, size: int) -> PackKey:
+    """Write ``size`` pseudo-random bytes to ``path`` and return their key."""
+    block = os.urandom(CHUNK)
+    hasher = Hasher()
+    with open(path, "wb") as f:
+        for i in range(size // CHUNK):
+            chunk = i.to_bytes(8, "big") + block[8:]
+            f.write(chunk)
+            hasher.update(chunk)
+    return hasher.pack_key()
+
+
+def copy_durable(src: str, dst: str) -> None:
+    shutil.copyfile(src, dst)
+    fd = os.open(dst, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+
+
+def _fresh(root: str) -> FileTransport:
+    shutil.rmtree(root, ignore_errors=True)
+    return FileTransport(root)
+
+
+def upload_op(root: str, src: str, key_hex: str, size: str) -> Callable[[], None]:
+    """Child-process entry: a 1 GiB streaming upload (for peak RSS)."""
+    transport = _fresh(root)
+    key = PackKey.from_hex(key_hex)
+    return lambda: transport.upload_pack_stream(key, FileChunks(src), int(size))
+
+
+def download_op(root: str, dst: str, key_hex: str) -> Callable[[], None]:
+    """Child-process entry: a 1 GiB streaming download into a file (for peak RSS)."""
+    transport = FileTransport(root)
+    key = PackKey.from_hex(key_hex)
+
+    def run() -> None:
+        with open(dst, "wb") as out:
+            for chunk in transport.download_pack_stream(key):
+                out.write(chunk)
+
+    return run
+
+
+def bench_size(tmp: str, size: int, repeat: int, rss: bool) -> dict[str, object]:
+    src, dst, root = f"{tmp}/src.bin", f"{tmp}/dst.bin", f"{tmp}/store"
+    key = make_source(src, size)
+    copy = best_of(lambda: shutil.copyfile(src, dst), repeat)
+    durable = best_of(lambda: copy_durable(src, dst), repeat)
+    up = best_of(lambda: _fresh(root).upload_pack_stream(key, FileChunks(src), size), repeat)
+    transport = FileTransport(root)
+    copy_back = best_of(lambda: shutil.copyfile(transport.pack_path(key), dst), repeat)
+
+    def download() -> None:
+        with open(dst, "wb") as out:
+            for chunk in transport.download_pack_stream(key):
+                out.write(chunk)
+
+    down = best_of(download, repeat)
+    row: dict[str, object] = {
+        "size": f"{size // MIB} MiB",
+        "upload_MBps": round(size / up / 1e6),
+        "copyfile_MBps": round(size / copy / 1e6),
+        "copyfile_fsync_MBps": round(size / durable / 1e6),
+        "upload_vs_copyfile": round(copy / up, 2),
+        "upload_vs_copyfile_fsync": round(durable / up, 2),
+        "download_MBps": round(size / down / 1e6),
+        "download_vs_copyfile": round(copy_back / down, 2),
+    }
+    if rss:
+        row["upload_rss_growth_MiB"] = round(
+            child_peak_rss("bench.bench_file:upload_op", root, src, key.hex(), str(size)) / MIB, 1
+        )
+        row["download_rss_growth_MiB"] = round(
+            child_peak_rss("bench.bench_file:download_op", root, dst, key.hex()) / MIB, 1
+        )
+    for path in (src, dst):
+        os.unlink(path)
+    shutil.rmtree(root, ignore_errors=True)
+    return row
+
+
+def bench_cas(tmp: str, workers: int, increments: int) -> dict[str, object]:
+    root = f"{tmp}/cas"
+    url, ns = f"mkit+file://{root}", f"refs/bench/{uuid.uuid4().hex}"
+    FileTransport(root).update_ref(
+        f"{ns}/counter", RefWriteCondition.MISSING, value(f"{ns}/counter/0")
+    )
+    start = time.perf_counter()
+    results = run_workers(counter_worker, UrlOpener(url), ns, workers, increments, processes=True)
+    elapsed = time.perf_counter() - start
+    final = FileTransport(root).read_ref(f"{ns}/counter")
+    total = workers * increments
+    conflicts = sum(row[3] for worker in results for row in worker)
+    return {
+        "workers": workers,
+        "increments_each": increments,
+        "final_is_exact": final == value(f"{ns}/counter/{total}"),
+        "lost": total - sum(row[2] for worker in results for row in worker),
+        "conflicts_retried": conflicts,
+        "increments_per_s": round(total / elapsed),
+        "seconds_incl_process_start": round(elapsed, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="small sizes (CI smoke run)")
+    args = parser.parse_args()
+    sizes = [16 * MIB] if args.quick else [256 * MIB, 1024 * MIB]
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+        rows = [
+            bench_size(tmp, s, 1 if args.quick else 3, rss=s >= 1024 * MIB or args.quick)
+            for s in sizes
+        ]
+        report("file_transport", rows)
+        cas = bench_cas(tmp, 8, 10 if args.quick else 100)
+        report("file_cas", [cas])
+    if not cas["final_is_exact"] or cas["lost"]:
+        raise SystemExit("CAS counter is not exact")
+
+
+if __name__ == "__main__":
+    main()
