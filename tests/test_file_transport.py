@@ -145,3 +145,20 @@ def test_separate_processes_share_one_lock(tmp_path: Path) -> None:
     t = FileTransport(tmp_path)
     assert len(t.list_refs("refs/r")) == 200
     assert t.read_ref("refs/r/0") in {Hash.of(tag.encode()) for tag in ("p1", "p2", "p3")}
+
+
+def test_stale_temp_files_are_swept(tmp_path: Path) -> None:
+    t = FileTransport(tmp_path)
+    t.write_ref("refs/heads/main", Hash.of(b"v"))
+    t.upload_pack(b"x", PackKey.of(b"x"))
+    old = [tmp_path / "packs" / ".abc.tmp.1.1", tmp_path / "refs/heads/main/.ref.tmp.1.2"]
+    fresh = tmp_path / "packs" / ".def.tmp.1.3"
+    for path in [*old, fresh]:
+        path.write_bytes(b"partial")
+    for path in old:
+        os.utime(path, (1, 1))  # a crash long ago
+    FileTransport(tmp_path).upload_pack(b"y", PackKey.of(b"y"))  # sweeps packs/ once
+    assert not old[0].exists() and old[1].exists() and fresh.exists()
+    assert t.remove_stale_temp_files() == 1
+    assert not old[1].exists() and fresh.exists(), "a write in progress is never touched"
+    assert t.read_ref("refs/heads/main") == Hash.of(b"v")

@@ -26,6 +26,7 @@ import fcntl
 import itertools
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import ClassVar, Final, Self
 from urllib.parse import unquote
@@ -50,6 +51,8 @@ LOCK_FILE: Final = "refs.lock"
 #: Read size for streamed downloads: large enough that per-chunk overhead vanishes
 #: against the copy itself, small enough to keep memory bounded (see bench/).
 _READ_SIZE: Final = 4 << 20
+#: A temporary file older than this is a crash's leftover, never a write in progress.
+STALE_AFTER: Final = 24 * 3600.0
 
 _temp_seq = itertools.count()
 _root_locks: dict[str, threading.Lock] = {}
@@ -83,6 +86,7 @@ class FileTransport(Transport):
         key = os.path.realpath(self.root)
         with _root_locks_guard:
             self._thread_lock = _root_locks.setdefault(key, threading.Lock())
+        self._swept = False
 
     @classmethod
     def from_url(cls, url: str, **options: object) -> Self:
@@ -192,10 +196,45 @@ class FileTransport(Transport):
             raise
         self._fsync_dir(directory)
 
+    def remove_stale_temp_files(self, older_than: float = STALE_AFTER) -> int:
+        """Delete temporary files a crashed writer left behind; return how many.
+
+        Only files named like our temporaries (``.<name>.tmp.<pid>.<seq>``) and not
+        modified for ``older_than`` seconds are removed, so a write in progress on
+        another process or host is never touched. Pack staging is swept
+        automatically (once per client, at its first upload); call this to sweep
+        the whole store, refs included.
+        """
+        removed = 0
+        cutoff = time.time() - older_than
+        for directory, _subdirs, files in os.walk(self.root, followlinks=False):
+            for name in files:
+                if name.startswith(".") and ".tmp." in name:
+                    path = os.path.join(directory, name)
+                    with contextlib.suppress(FileNotFoundError):
+                        if os.lstat(path).st_mtime < cutoff:
+                            os.unlink(path)
+                            removed += 1
+        return removed
+
+    def _sweep_pack_stage(self) -> None:
+        if self._swept:
+            return
+        self._swept = True
+        stage = os.path.join(self.root, "packs")
+        cutoff = time.time() - STALE_AFTER
+        with contextlib.suppress(OSError), os.scandir(stage) as entries:
+            for entry in entries:
+                if entry.name.startswith(".") and ".tmp." in entry.name and entry.is_file():
+                    with contextlib.suppress(OSError):
+                        if entry.stat().st_mtime < cutoff:
+                            os.unlink(entry.path)
+
     # -- packs -----------------------------------------------------------------------
 
     def _store_pack(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
         path = self._confine(self.pack_path(key))
+        self._sweep_pack_stage()
         try:
             if os.path.getsize(path) == total:
                 # Content-addressed: same name and size means already stored. A
