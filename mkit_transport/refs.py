@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar, Final, Literal
 
-from .errors import InvalidRef, InvalidResponse
+from .errors import InvalidRef, InvalidResponse, RefConflict
 from .hashes import Hash
 
 __all__ = [
@@ -194,6 +194,21 @@ class RefWriteCondition:
         if self.kind == "missing":
             return current is None
         return current == self.expected
+
+    def require(self, name: str, current: Hash | None) -> None:
+        """Raise :class:`RefConflict` (carrying ``current``) unless the write may happen.
+
+        For stores that observe the ref's value under their own lock and decide the
+        condition there: one place builds the conflict every transport reports.
+        """
+        if not self.allows(current):
+            raise RefConflict(
+                f"ref {name} does not satisfy {self!r}: it holds "
+                f"{current.hex() if current is not None else 'nothing'}",
+                name=name,
+                current=current,
+                known=True,
+            )
 
     def __repr__(self) -> str:
         if self.kind == "match":

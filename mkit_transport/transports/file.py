@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator
 from typing import ClassVar, Final, Self
 from urllib.parse import unquote
 
-from ..errors import AccessDenied, InvalidRef, PackNotFound, RefConflict, RemoteError
+from ..errors import AccessDenied, InvalidRef, PackNotFound, RemoteError
 from ..hashes import Hash, PackKey
 from ..refs import (
     REF_VALUE_SIZE,
@@ -331,13 +331,7 @@ class FileTransport(Transport):
             with self._ref_lock():
                 # Read again while holding the lock: this read decides the condition.
                 current = self._read_ref_file(name, path)
-                if not condition.allows(current):
-                    raise RefConflict(
-                        f"ref {name} does not satisfy {condition!r}",
-                        name=name,
-                        current=current,
-                        known=True,
-                    )
+                condition.require(name, current)
                 if current != value:
                     self._write_atomic(path, [encode_ref_value(value)])
         except OSError as error:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar, Self
 
-from ..errors import InvalidRef, PackNotFound, RefConflict
+from ..errors import InvalidRef, PackNotFound
 from ..hashes import Hash, PackKey
 from ..refs import RefWriteCondition, decode_ref_value, encode_ref_value
 from ..retry import RetryPolicy
@@ -92,13 +92,7 @@ class MemoryTransport(Transport):
         with self.store.lock:
             raw = self.store.refs.get(name)
             current = None if raw is None else decode_ref_value(raw, remote=False, name=name)
-            if not condition.allows(current):
-                raise RefConflict(
-                    f"ref {name} does not satisfy {condition!r}",
-                    name=name,
-                    current=current,
-                    known=True,
-                )
+            condition.require(name, current)
             self.store.refs[name] = encode_ref_value(value)
 
     def _list_refs(self, prefix: str) -> Iterable[tuple[str, Hash]]:
