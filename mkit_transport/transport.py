@@ -135,6 +135,9 @@ class Transport(abc.ABC):
     #: same state (false for the in-process memory store). The conformance suite
     #: races processes where this holds, threads otherwise.
     shared_across_processes: ClassVar[bool] = True
+    #: The retry policy of this client (a class default too, so a subclass that does
+    #: not call ``super().__init__()`` still gets the contract's ladder).
+    retry: RetryPolicy = RetryPolicy()
 
     def __init__(self, *, retry: RetryPolicy | None = None) -> None:
         self.retry = retry if retry is not None else RetryPolicy()

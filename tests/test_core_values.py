@@ -148,3 +148,47 @@ def test_public_names() -> None:
     )
     for name in mkit_transport.__all__:
         assert hasattr(mkit_transport, name)
+
+
+def test_a_minimal_third_party_transport_gets_the_policy() -> None:
+    """A subclass that skips super().__init__() still validates, retries and verifies."""
+    from collections.abc import Iterable
+
+    from mkit_transport import RefWriteCondition, Transport
+
+    class Tiny(Transport):
+        def __init__(self) -> None:
+            self.packs: dict[PackKey, bytes] = {}
+            self.refs: dict[str, Hash] = {}
+
+        def _put_pack(self, key: PackKey, data: bytes | bytearray | memoryview) -> None:
+            self.packs[key] = bytes(data)
+
+        def _get_pack(self, key: PackKey) -> bytes:
+            return self.packs[key]
+
+        def _has_pack(self, key: PackKey) -> bool:
+            return key in self.packs
+
+        def _read_ref(self, name: str) -> Hash | None:
+            return self.refs.get(name)
+
+        def _update_ref(self, name: str, condition: RefWriteCondition, value: Hash) -> None:
+            condition.require(name, self.refs.get(name))
+            self.refs[name] = value
+
+        def _list_refs(self, prefix: str) -> Iterable[tuple[str, Hash]]:
+            return list(self.refs.items())
+
+    t = Tiny()
+    assert t.retry.ladder() == [1, 2, 4, 8, 16]
+    with pytest.raises(InvalidRef):
+        t.read_ref("main")
+    t.upload_pack(b"x", PackKey.of(b"x"))
+    t.packs[PackKey.of(b"x")] = b"y"
+    with pytest.raises(InvalidResponse):
+        t.download_pack(PackKey.of(b"x"))
+    with Tiny() as u:
+        u.write_ref("refs/a", Hash.of(b"a"))
+        with pytest.raises(RefConflict):
+            u.update_ref("refs/a", RefWriteCondition.MISSING, Hash.of(b"b"))
