@@ -1,1 +1,155 @@
-"""Fixtures for the http tests (loaded by tests/conftest.py)."""
+"""Fixtures for the http tests (loaded by tests/conftest.py).
+
+Each server is a real ``python -m mkit_transport serve http`` process (gunicorn,
+2 sync workers) on a free loopback port with a temporary root, started once per
+session and stopped by its PID. Variants: plain, with read/write tokens, and with
+the test-only fault injection file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+READ_TOKEN = "read-secret-4a1f"
+WRITE_TOKEN = "write-secret-9c2e"
+_START_TIMEOUT = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class HttpServer:
+    """A running pack server process and how to reach and steer it."""
+
+    root: Path
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+    fault_file: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, project: str) -> str:
+        return f"mkit+http://127.0.0.1:{self.port}/{project}"
+
+    def set_faults(
+        self, status: int, count: int, *, after: bool = False, retry_after: float | None = None
+    ) -> None:
+        """Fail the next ``count`` requests with ``status`` (test-only server mode)."""
+        assert self.fault_file is not None, "this server was started without fault injection"
+        plan = {"status": status, "count": count, "after": after, "retry_after": retry_after}
+        self.fault_file.write_text(json.dumps(plan))
+
+    def faults_left(self) -> int:
+        assert self.fault_file is not None
+        return int(json.loads(self.fault_file.read_text() or "{}").get("count", 0))
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_http_server(
+    root: Path,
+    *,
+    args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    faults: bool = False,
+    workers: int = 2,
+) -> HttpServer:
+    """Start a server process and wait until its health check answers."""
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = root.parent / f"{root.name}-server.log"
+    run_env = dict(os.environ, **(env or {}))
+    run_env.pop("MKIT_API_TOKEN", None)
+    fault_file = None
+    if faults:
+        fault_file = root.parent / f"{root.name}-faults.json"
+        fault_file.write_text("{}")
+        run_env["MKIT_HTTP_TEST_FAULT_FILE"] = str(fault_file)
+    command = [sys.executable, "-m", "mkit_transport", "serve", "http"]
+    command += args if args is not None else ["--root", str(root)]
+    command += ["--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=run_env)
+    server = HttpServer(root, port, process, log, fault_file, env or {})
+    deadline = time.monotonic() + _START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log_text()}")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(f"{server.base}/healthz", timeout=1).status_code == 200:
+                return server
+        time.sleep(0.1)
+    stop_http_server(server)
+    raise RuntimeError(f"server not ready in {_START_TIMEOUT} s:\n{server.log_text()}")
+
+
+def stop_http_server(server: HttpServer) -> None:
+    """Stop the server by its PID: SIGTERM (graceful), then SIGKILL after 10 s."""
+    if server.process.poll() is None:
+        os.kill(server.process.pid, signal.SIGTERM)
+        try:
+            server.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(server.process.pid, signal.SIGKILL)
+            server.process.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def running_http_server(root: Path, **kwargs: object) -> Iterator[HttpServer]:
+    server = start_http_server(root, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield server
+    finally:
+        stop_http_server(server)
+
+
+@pytest.fixture(scope="session")
+def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer]:
+    """A plain server (file backend, no tokens), shared by the session."""
+    with running_http_server(tmp_path_factory.mktemp("http") / "root") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def http_token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer]:
+    """A server that needs READ_TOKEN (or WRITE_TOKEN) to read and WRITE_TOKEN to write."""
+    env = {"MKIT_READ_TOKEN": READ_TOKEN, "MKIT_WRITE_TOKEN": WRITE_TOKEN}
+    with running_http_server(tmp_path_factory.mktemp("http-auth") / "root", env=env) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def http_fault_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer]:
+    """A server with the test-only fault injection enabled (no fault planned yet)."""
+    with running_http_server(tmp_path_factory.mktemp("http-faults") / "root", faults=True) as srv:
+        yield srv
+
+
+@pytest.fixture
+def fault_server(http_fault_server: HttpServer) -> Iterator[HttpServer]:
+    """The fault server with its plan cleared before and after the test."""
+    http_fault_server.set_faults(503, 0)
+    yield http_fault_server
+    http_fault_server.set_faults(503, 0)

@@ -1,0 +1,209 @@
+"""HTTP transport: streaming vs plain requests, peak RSS both ends, CAS through the server.
+
+Usage: ``python bench/bench_http.py [--quick]``. One real server process
+(``python -m mkit_transport serve http``, gunicorn, 2 sync workers, file backend)
+on loopback; every figure is a ratio against a baseline measured in the same run:
+
+* upload:   ``upload_pack_stream`` (client BLAKE3, sized streaming body)
+            vs a plain ``requests.put`` of the same bytes, same chunking, to the same
+            URL (the server verifies and fsyncs both; each run is a fresh project);
+* download: ``download_pack_stream`` (client BLAKE3) vs ``requests.get(stream=True)``;
+* memory:   peak RSS growth of a 1 GiB streaming upload and download, in a child
+            client process and in the server's workers (goal <= 64 MiB each);
+* CAS:      8 client processes x 100 read-modify-CAS increments on one ref.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import requests
+
+from bench.common import MIB, best_of, child_peak_rss, report
+from conformance.workers import UrlOpener, counter_worker, run_workers, value
+from mkit_transport import PackKey, RefWriteCondition, open_transport
+from mkit_transport.hashes import Hasher
+from tests.support.http_fixtures import HttpServer, running_http_server
+
+CHUNK = 1 << 20
+
+
+class FileChunks:
+    """A re-iterable, sized chunk source over a file (requests sends Content-Length)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __iter__(self) -> Iterator[bytes]:
+        with open(self.path, "rb", buffering=0) as f:
+            while chunk := f.read(CHUNK):
+                yield chunk
+
+    def __len__(self) -> int:
+        return os.path.getsize(self.path)
+
+
+def make_source(path: str, size: int) -> PackKey:
+    block = os.urandom(CHUNK)
+    hasher = Hasher()
+    with open(path, "wb") as f:
+        for i in range(size // CHUNK):
+            chunk = i.to_bytes(8, "big") + block[8:]
+            f.write(chunk)
+            hasher.update(chunk)
+    return hasher.pack_key()
+
+
+def upload_op(url: str, src: str, key_hex: str, size: str) -> Callable[[], None]:
+    """Child-process entry: one streaming upload (for the client's peak RSS)."""
+    transport = open_transport(url)
+    transport.pack_exists(PackKey.of(b"warm up"))
+    key = PackKey.from_hex(key_hex)
+    return lambda: transport.upload_pack_stream(key, FileChunks(src), int(size))
+
+
+def download_op(url: str, key_hex: str) -> Callable[[], None]:
+    """Child-process entry: one streaming download, discarded (for peak RSS)."""
+    transport = open_transport(url)
+    transport.pack_exists(PackKey.of(b"warm up"))
+    key = PackKey.from_hex(key_hex)
+
+    def run() -> None:
+        for _ in transport.download_pack_stream(key):
+            pass
+
+    return run
+
+
+def _workers(server: HttpServer) -> list[int]:
+    pid = server.process.pid
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def _status_kib(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def bench_throughput(
+    server: HttpServer, src: str, key: PackKey, size: int, repeat: int
+) -> dict[str, object]:
+    def fresh_url() -> str:
+        return server.url(f"bench-{uuid.uuid4().hex[:12]}")
+
+    def plain_put() -> None:
+        url = fresh_url().replace("mkit+http", "http") + f"/packs/{key.hex()}"
+        response = requests.put(url, data=FileChunks(src), timeout=600)
+        assert response.status_code == 204, response.text
+
+    def transport_put() -> None:
+        with open_transport(fresh_url()) as transport:
+            transport.upload_pack_stream(key, FileChunks(src), size)
+
+    stored = fresh_url()
+    with open_transport(stored) as transport:
+        transport.upload_pack_stream(key, FileChunks(src), size)
+    get_url = stored.replace("mkit+http", "http") + f"/packs/{key.hex()}"
+
+    def plain_get() -> None:
+        with requests.get(get_url, stream=True, timeout=600) as response:
+            got = sum(len(c) for c in response.iter_content(CHUNK))
+        assert got == size
+
+    def transport_get() -> None:
+        with open_transport(stored) as transport:
+            got = sum(len(c) for c in transport.download_pack_stream(key))
+        assert got == size
+
+    put_plain, put_ours = best_of(plain_put, repeat), best_of(transport_put, repeat)
+    get_plain, get_ours = best_of(plain_get, repeat), best_of(transport_get, repeat)
+    return {
+        "size": f"{size // MIB} MiB",
+        "upload_MBps": round(size / put_ours / 1e6),
+        "plain_put_MBps": round(size / put_plain / 1e6),
+        "upload_vs_plain": round(put_plain / put_ours, 2),
+        "download_MBps": round(size / get_ours / 1e6),
+        "plain_get_MBps": round(size / get_plain / 1e6),
+        "download_vs_plain": round(get_plain / get_ours, 2),
+    }
+
+
+def bench_rss(tmp: str, src: str, key: PackKey, size: int) -> dict[str, object]:
+    with running_http_server(Path(tmp) / "rss-root") as server:
+        url = server.url("rss")
+        requests.get(f"{server.base}/healthz", timeout=10)
+        workers = _workers(server)
+        before = {pid: _status_kib(pid, "VmRSS") for pid in workers}
+        client_up = child_peak_rss("bench.bench_http:upload_op", url, src, key.hex(), str(size))
+        client_down = child_peak_rss("bench.bench_http:download_op", url, key.hex())
+        server_growth = max(_status_kib(pid, "VmHWM") - before[pid] for pid in workers)
+    return {
+        "size": f"{size // MIB} MiB",
+        "client_upload_rss_growth_MiB": round(client_up / MIB, 1),
+        "client_download_rss_growth_MiB": round(client_down / MIB, 1),
+        "server_worker_peak_rss_growth_MiB": round(server_growth / MIB, 1),
+    }
+
+
+def bench_cas(server: HttpServer, workers: int, increments: int) -> dict[str, object]:
+    url, ns = server.url("cas"), f"refs/bench/{uuid.uuid4().hex}"
+    with open_transport(url) as transport:
+        transport.update_ref(f"{ns}/counter", RefWriteCondition.MISSING, value(f"{ns}/counter/0"))
+    start = time.perf_counter()
+    results = run_workers(counter_worker, UrlOpener(url), ns, workers, increments, processes=True)
+    elapsed = time.perf_counter() - start
+    with open_transport(url) as transport:
+        final = transport.read_ref(f"{ns}/counter")
+    total = workers * increments
+    done = sum(row[2] for worker in results for row in worker)
+    conflicts = sum(row[3] for worker in results for row in worker)
+    return {
+        "clients": workers,
+        "server_workers": 2,
+        "increments_each": increments,
+        "final_is_exact": final == value(f"{ns}/counter/{total}"),
+        "lost": total - done,
+        "conflicts_retried": conflicts,
+        "cas_ops_per_s": round((done + conflicts) / elapsed),
+        "increments_per_s": round(done / elapsed),
+        "seconds_incl_process_start": round(elapsed, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="small sizes (CI smoke run)")
+    args = parser.parse_args()
+    size = 16 * MIB if args.quick else 256 * MIB
+    rss_size = 32 * MIB if args.quick else 1024 * MIB
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+        src, big = f"{tmp}/src.bin", f"{tmp}/big.bin"
+        key = make_source(src, size)
+        with running_http_server(Path(tmp) / "root") as server:
+            report(
+                "http_transport", [bench_throughput(server, src, key, size, 1 if args.quick else 3)]
+            )
+            cas = bench_cas(server, 8, 10 if args.quick else 100)
+            report("http_cas", [cas])
+        os.unlink(src)
+        big_key = make_source(big, rss_size)
+        report("http_rss", [bench_rss(tmp, big, big_key, rss_size)])
+    if not cas["final_is_exact"] or cas["lost"]:
+        raise SystemExit("CAS counter is not exact")
+
+
+if __name__ == "__main__":
+    main()

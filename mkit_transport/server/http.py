@@ -1,0 +1,536 @@
+"""The reference HTTP pack server: a WSGI application over any :class:`Transport`.
+
+The wire protocol is spec/SPEC-HTTP.md. Each project named in the first path
+segment is one store, opened by a factory (default: a :class:`FileTransport` at
+``ROOT/NAME``; any transport URL with the project appended as a last path
+segment). The server is a thin relay, and the policy stays where it lives:
+
+* every name, key and header is validated here, before the backend sees it;
+* an upload goes through the backend's ``upload_pack_stream``, which hashes the
+  body as it arrives and commits only a complete body that hashes to its key, so
+  a cut or wrong upload leaves nothing;
+* a ref condition is decided atomically by the backend, so any number of worker
+  processes or hosts over one store stay correct;
+* a download relays the stored bytes unverified (the backend's stream primitive):
+  the client verifies end to end, and a corrupt pack must reach it as such rather
+  than as a cut connection it would retry.
+
+Run it with ``python -m mkit_transport serve http`` (gunicorn, see http_cli.py) or
+under any WSGI server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hmac
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Final, NoReturn
+from urllib.parse import parse_qs, urlsplit
+
+from ..errors import (
+    ConnectionFailed,
+    InvalidRef,
+    InvalidResponse,
+    PackNotFound,
+    PayloadTooLarge,
+    ProtocolError,
+    RefConflict,
+    ServerError,
+    TransportError,
+)
+from ..hashes import Hash, PackKey
+from ..refs import (
+    REF_VALUE_SIZE,
+    RefWriteCondition,
+    decode_ref_value,
+    encode_ref_value,
+    normalize_prefix,
+    validate_ref_name,
+)
+from ..transport import PACK_BODY_LIMIT, Transport
+from ..transports.file import FileTransport
+from ..urls import open_transport
+
+__all__ = [
+    "FAULT_FILE_ENV",
+    "FaultInjector",
+    "PackServer",
+    "backend_factory",
+    "file_factory",
+]
+
+log = logging.getLogger("mkit_transport.server.http")
+
+#: Test only: a JSON file that makes the server fail requests on purpose.
+FAULT_FILE_ENV: Final = "MKIT_HTTP_TEST_FAULT_FILE"
+_READ_SIZE: Final = 1 << 20
+_PROJECT_RE: Final = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+_HEX_RE: Final = re.compile(r"[0-9a-f]{64}")
+_RANGE_RE: Final = re.compile(r"bytes=(\d{1,19})-")
+_IF_MATCH_RE: Final = re.compile(r'"([0-9a-f]{64})"')
+_REASONS: Final = {
+    200: "OK",
+    204: "No Content",
+    206: "Partial Content",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    411: "Length Required",
+    412: "Precondition Failed",
+    413: "Content Too Large",
+    416: "Range Not Satisfiable",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
+
+StartResponse = Callable[..., Any]
+Environ = dict[str, Any]
+Factory = Callable[[str], Transport]
+
+
+class HttpFailure(Exception):
+    """A request fails with ``status`` and a stable error ``code`` (the JSON body)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        extra: dict[str, object] | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra or {}
+        self.headers = headers or []
+
+
+def _backend_failure(error: TransportError) -> HttpFailure:
+    """Map what the backend raised onto a status and code (one place for the server).
+
+    Input was validated before the backend saw it, so an ``InvalidRef`` or
+    ``InvalidResponse`` from the backend means a malformed *stored* value.
+    """
+    message = str(error)
+    if isinstance(error, PackNotFound):
+        return HttpFailure(404, "pack_not_found", message)
+    if isinstance(error, RefConflict):
+        extra: dict[str, object] = {}
+        headers = []
+        if error.known:
+            extra["current"] = error.current.hex() if error.current is not None else None
+            if error.current is not None:
+                headers.append(("ETag", f'"{error.current.hex()}"'))
+        return HttpFailure(412, "ref_conflict", message, extra=extra, headers=headers)
+    if isinstance(error, ProtocolError):
+        return HttpFailure(400, "protocol_error", message)
+    if isinstance(error, PayloadTooLarge):
+        return HttpFailure(413, "payload_too_large", message)
+    if isinstance(error, InvalidRef | InvalidResponse):
+        return HttpFailure(500, "invalid_stored_value", message)
+    if isinstance(error, ConnectionFailed | ServerError):
+        return HttpFailure(503, "backend_unavailable", message)
+    return HttpFailure(500, "remote_error", f"{type(error).__name__}: {message}")
+
+
+def _fail(status: int, code: str, message: str) -> NoReturn:
+    raise HttpFailure(status, code, message)
+
+
+def file_factory(root: str | os.PathLike[str]) -> Factory:
+    """Serve project NAME from a file store at ``root/NAME``."""
+    base = os.path.abspath(os.fspath(root))
+    return lambda name: FileTransport(os.path.join(base, name))
+
+
+def backend_factory(url: str, **options: object) -> Factory:
+    """Serve project NAME from the transport at ``url`` with ``/NAME`` appended to its path.
+
+    ``mkit+file:///srv/store`` serves NAME from ``/srv/store/NAME``;
+    ``mkit+s3://host/bucket/prefix`` from keys under ``prefix/NAME/``. The URL is
+    opened once here, so a bad one fails at start-up rather than per request.
+    """
+    open_transport(url, **options).close()
+    parts = urlsplit(url)
+
+    def open_project(name: str) -> Transport:
+        path = parts.path.rstrip("/") + "/" + name
+        query = f"?{parts.query}" if parts.query else ""
+        return open_transport(f"{parts.scheme}://{parts.netloc}{path}{query}", **options)
+
+    return open_project
+
+
+class PackServer:
+    """The WSGI application: packs and refs of many projects over one backend kind.
+
+    ``read_token`` and ``write_token`` are optional bearer tokens: with a read
+    token, every request but the health check needs it (or the write token); with
+    a write token, every write needs it. Tokens are compared in constant time and
+    never logged.
+    """
+
+    def __init__(
+        self,
+        factory: Factory,
+        *,
+        read_token: str | None = None,
+        write_token: str | None = None,
+        max_pack_bytes: int = PACK_BODY_LIMIT,
+        max_projects: int = 1024,
+    ) -> None:
+        self.factory = factory
+        self.read_token = read_token or None
+        self.write_token = write_token or None
+        self.max_pack_bytes = max_pack_bytes
+        self.max_projects = max_projects
+        self._stores: dict[str, Transport] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (
+            f"PackServer(read_token={'***' if self.read_token else None}, "
+            f"write_token={'***' if self.write_token else None})"
+        )
+
+    def store(self, project: str) -> Transport:
+        """The backend for ``project`` (opened once per process, kept while used)."""
+        with self._lock:
+            found = self._stores.pop(project, None)
+            if found is None:
+                if len(self._stores) >= self.max_projects:
+                    oldest = next(iter(self._stores))
+                    self._stores.pop(oldest).close()
+                try:
+                    found = self.factory(project)
+                except TransportError as error:
+                    raise HttpFailure(
+                        500, "remote_error", f"cannot open the store of {project}: {error}"
+                    ) from error
+            self._stores[project] = found  # most recently used last
+            return found
+
+    # -- WSGI --------------------------------------------------------------------------
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        """Answer one request; every failure becomes a JSON error body."""
+        method = environ.get("REQUEST_METHOD", "GET")
+        try:
+            status, headers, body = self._route(environ, method)
+        except HttpFailure as failure:
+            status, headers, body = self._error(failure)
+        except TransportError as error:
+            status, headers, body = self._error(_backend_failure(error))
+        except Exception:
+            log.exception("unexpected failure on %s %s", method, environ.get("PATH_INFO"))
+            status, headers, body = self._error(
+                HttpFailure(500, "internal_error", "internal server error")
+            )
+        start_response(f"{status} {_REASONS.get(status, 'Unknown')}", headers)
+        if method == "HEAD":
+            if hasattr(body, "close"):
+                body.close()
+            return [b""]
+        return body
+
+    @staticmethod
+    def _error(failure: HttpFailure) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
+        payload = {"error": failure.code, "message": failure.message, **failure.extra}
+        data = json.dumps(payload, sort_keys=True).encode() + b"\n"
+        headers = [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(data))),
+            ("Mkit-Error", failure.code),
+            *failure.headers,
+        ]
+        if failure.status == 401:
+            headers.append(("WWW-Authenticate", 'Bearer realm="mkit"'))
+        return failure.status, headers, [data]
+
+    def _route(
+        self, environ: Environ, method: str
+    ) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
+        path = environ.get("PATH_INFO", "") or "/"
+        if path == "/healthz":
+            if method not in ("GET", "HEAD"):
+                _fail(405, "method_not_allowed", "the health check takes GET")
+            return _json(200, {"status": "ok"})
+        parts = path.split("/")[1:]
+        if len(parts) < 2 or not _PROJECT_RE.fullmatch(parts[0]) or parts[0].endswith(".lock"):
+            _fail(
+                404, "not_found", "no such route; paths are /PROJECT/packs/KEY or /PROJECT/refs/..."
+            )
+        project, kind, rest = parts[0], parts[1], parts[2:]
+        writing = method == "PUT"
+        self._authorize(environ, writing)
+        if kind == "packs" and len(rest) == 1:
+            if not _HEX_RE.fullmatch(rest[0]):
+                _fail(400, "invalid_ref", f"not a pack key: {rest[0][:80]!r}")
+            key = PackKey(bytes.fromhex(rest[0]))
+            if method == "HEAD":
+                return self._has_pack(project, key)
+            if method == "GET":
+                return self._get_pack(project, key, environ)
+            if method == "PUT":
+                return self._put_pack(project, key, environ)
+            _allow("GET, HEAD, PUT")
+        if kind == "refs" and not rest:
+            if method != "GET":
+                _allow("GET")
+            return self._list_refs(project, environ)
+        if kind == "refs":
+            name = _checked(validate_ref_name, "/".join(parts[1:]))
+            if method == "GET":
+                return self._get_ref(project, name)
+            if method == "PUT":
+                return self._put_ref(project, name, environ)
+            _allow("GET, PUT")
+        _fail(404, "not_found", "no such route; paths are /PROJECT/packs/KEY or /PROJECT/refs/...")
+
+    def _authorize(self, environ: Environ, writing: bool) -> None:
+        if writing:
+            accepted = [self.write_token or self.read_token]
+        else:
+            accepted = [self.read_token, self.write_token] if self.read_token else []
+        tokens = [t.encode() for t in accepted if t]
+        if not tokens:
+            return
+        scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            _fail(401, "unauthorized", "this server needs a bearer token")
+        given = token.strip().encode()
+        if any(hmac.compare_digest(given, t) for t in tokens):
+            return
+        if writing and self.read_token and hmac.compare_digest(given, self.read_token.encode()):
+            _fail(403, "forbidden", "the read token does not allow writes")
+        _fail(401, "unauthorized", "the bearer token was not accepted")
+
+    # -- packs ---------------------------------------------------------------------------
+
+    def _has_pack(
+        self, project: str, key: PackKey
+    ) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
+        if self.store(project).pack_exists(key):
+            return 200, [("Content-Length", "0")], [b""]
+        raise HttpFailure(404, "pack_not_found", f"no pack {key.hex()}")
+
+    def _get_pack(
+        self, project: str, key: PackKey, environ: Environ
+    ) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
+        offset = 0
+        wanted = environ.get("HTTP_RANGE")
+        if wanted is not None:
+            match = _RANGE_RE.fullmatch(wanted.strip())
+            if match is None:
+                _fail(416, "range_not_satisfiable", "only 'Range: bytes=N-' is served")
+            offset = int(match.group(1))
+        backend = self.store(project)
+        # The stream primitive, not the verifying verb: see the module docstring.
+        chunks = backend._call(lambda: backend._open_pack_stream(key, offset))
+        headers = [("Content-Type", "application/octet-stream"), ("Accept-Ranges", "bytes")]
+        if wanted is None:
+            return 200, headers, chunks
+        return 206, [*headers, ("Mkit-Range-Start", str(offset))], chunks
+
+    def _put_pack(
+        self, project: str, key: PackKey, environ: Environ
+    ) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
+        length = _content_length(environ)
+        if length > self.max_pack_bytes:
+            raise HttpFailure(
+                413, "payload_too_large", f"pack of {length} bytes is over {self.max_pack_bytes}"
+            )
+        self.store(project).upload_pack_stream(key, _body(environ, length), length)
+        return 204, [], []
+
+    # -- refs ----------------------------------------------------------------------------
+
+    def _get_ref(
+        self, project: str, name: str
+    ) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
+        value = self.store(project).read_ref(name)
+        if value is None:
+            raise HttpFailure(404, "ref_not_found", f"no ref {name}")
+        data = encode_ref_value(value)
+        return (
+            200,
+            [
+                ("Content-Type", "text/plain; charset=us-ascii"),
+                ("Content-Length", str(len(data))),
+                ("ETag", f'"{value.hex()}"'),
+            ],
+            [data],
+        )
+
+    def _put_ref(
+        self, project: str, name: str, environ: Environ
+    ) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
+        condition = _condition(environ)
+        length = _content_length(environ)
+        if length > 4096:
+            _fail(413, "payload_too_large", f"a ref body is {REF_VALUE_SIZE} bytes, not {length}")
+        if length != REF_VALUE_SIZE:
+            _fail(400, "invalid_ref", f"a ref body is {REF_VALUE_SIZE} bytes, not {length}")
+        data = b"".join(_body(environ, length))
+        try:
+            value = decode_ref_value(data, remote=False, name=name)
+        except InvalidRef as error:
+            raise HttpFailure(400, "invalid_ref", str(error)) from error
+        self.store(project).update_ref(name, condition, value)
+        return 204, [("ETag", f'"{value.hex()}"')], []
+
+    def _list_refs(
+        self, project: str, environ: Environ
+    ) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        given = query.get("prefix", [""])
+        if len(given) != 1 or set(query) - {"prefix"}:
+            _fail(400, "invalid_request", "a listing takes one 'prefix' parameter")
+        prefix = _checked(normalize_prefix, given[0])
+        head = prefix + "/" if prefix else ""
+        refs = [
+            {"name": head + ref.name, "hash": ref.hash.hex()}
+            for ref in self.store(project).list_refs(prefix)
+        ]
+        return _json(200, {"prefix": prefix, "refs": refs})
+
+
+# -- request helpers ------------------------------------------------------------------
+
+
+def _json(status: int, payload: object) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
+    data = json.dumps(payload, sort_keys=True).encode() + b"\n"
+    return (
+        status,
+        [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
+        [data],
+    )
+
+
+def _checked(validate: Callable[[str], str], text: str) -> str:
+    """Run a core validator on request input: its InvalidRef is the client's fault (400)."""
+    try:
+        return validate(text)
+    except InvalidRef as error:
+        raise HttpFailure(400, "invalid_ref", str(error)) from error
+
+
+def _allow(methods: str) -> NoReturn:
+    raise HttpFailure(405, "method_not_allowed", f"use {methods}", headers=[("Allow", methods)])
+
+
+def _content_length(environ: Environ) -> int:
+    text = environ.get("CONTENT_LENGTH") or ""
+    if not text:
+        _fail(411, "length_required", "a body needs a Content-Length header")
+    if not text.isdigit() or len(text) > 19:
+        _fail(400, "invalid_request", f"bad Content-Length {text[:40]!r}")
+    return int(text)
+
+
+def _body(environ: Environ, length: int) -> Iterator[bytes]:
+    """Yield the request body in bounded chunks; stop early if the client went away.
+
+    A short body ends the iteration early, and the backend's checked upload then
+    refuses it (nothing is stored).
+    """
+    stream = environ["wsgi.input"]
+    remaining = length
+    while remaining > 0:
+        try:
+            chunk = stream.read(min(_READ_SIZE, remaining))
+        except (OSError, ValueError):
+            return
+        if not chunk:
+            return
+        remaining -= len(chunk)
+        yield chunk
+
+
+def _condition(environ: Environ) -> RefWriteCondition:
+    none_match = environ.get("HTTP_IF_NONE_MATCH")
+    match = environ.get("HTTP_IF_MATCH")
+    if none_match is not None and match is not None:
+        _fail(400, "invalid_request", "send If-None-Match or If-Match, not both")
+    if none_match is not None:
+        if none_match.strip() != "*":
+            _fail(400, "invalid_request", "If-None-Match must be '*'")
+        return RefWriteCondition.MISSING
+    if match is not None:
+        found = _IF_MATCH_RE.fullmatch(match.strip())
+        if found is None:
+            _fail(400, "invalid_ref", 'If-Match must be one quoted hash: "<64 lowercase hex>"')
+        return RefWriteCondition.match(Hash(bytes.fromhex(found.group(1))))
+    return RefWriteCondition.ANY
+
+
+# -- test-only fault injection --------------------------------------------------------
+
+
+class FaultInjector:
+    """Test only: fail the next requests with a chosen status (WSGI middleware).
+
+    Reads ``path``, a JSON object ``{"status": 503, "count": 2, "after": false,
+    "retry_after": null}``, under an exclusive lock on every request (so all
+    workers share one budget): while ``count`` is positive, a request (other than
+    the health check) is answered with ``status`` and code ``injected_fault``,
+    and ``count`` goes down by one. With ``"after": true`` the request is served
+    first and its answer replaced, which is how a lost acknowledgement looks.
+    Enabled only when the server starts with ``MKIT_HTTP_TEST_FAULT_FILE`` set.
+    """
+
+    def __init__(self, app: PackServer, path: str) -> None:
+        self.app = app
+        self.path = path
+
+    def _take(self) -> dict[str, Any] | None:
+        with contextlib.suppress(FileNotFoundError), open(self.path, "r+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            plan = json.loads(f.read() or "{}")
+            if int(plan.get("count", 0)) <= 0:
+                return None
+            plan["count"] = int(plan["count"]) - 1
+            f.seek(0)
+            f.truncate()
+            f.write(json.dumps(plan))
+            return dict(plan)
+        return None
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        """Answer with the planned fault, or pass the request on."""
+        if environ.get("PATH_INFO") == "/healthz":
+            return self.app(environ, start_response)
+        plan = self._take()
+        if plan is None:
+            return self.app(environ, start_response)
+        if plan.get("after"):
+            body = self.app(environ, lambda *args: None)
+            for _ in body:
+                pass
+            if hasattr(body, "close"):
+                body.close()
+        else:  # drain the body, so the client reads the answer rather than a reset
+            with contextlib.suppress(HttpFailure):
+                for _ in _body(environ, _content_length(environ)):
+                    pass
+        status = int(plan.get("status", 503))
+        status_, headers, payload = PackServer._error(
+            HttpFailure(status, "injected_fault", "fault injected for a test")
+        )
+        if plan.get("retry_after") is not None:
+            headers.append(("Retry-After", str(plan["retry_after"])))
+        start_response(f"{status_} {_REASONS.get(status_, 'Unknown')}", headers)
+        return payload

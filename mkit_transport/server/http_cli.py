@@ -1,0 +1,116 @@
+"""``python -m mkit_transport serve http``: the pack server under gunicorn.
+
+gunicorn with sync workers was the fastest WSGI server measured on this project's
+machines (spec/SPEC-HTTP.md, "Server"): it de-chunks and streams request bodies
+instead of spooling them, and its pre-fork workers share nothing, which the
+backend's atomic ref conditions make safe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from ..errors import InvalidRef
+from ..transport import PACK_BODY_LIMIT, Transport
+from .http import FAULT_FILE_ENV, FaultInjector, PackServer, backend_factory, file_factory
+
+__all__ = ["add_cli", "build_app", "serve"]
+
+READ_TOKEN_ENV = "MKIT_READ_TOKEN"  # noqa: S105 (a variable name, not a secret)
+WRITE_TOKEN_ENV = "MKIT_WRITE_TOKEN"  # noqa: S105
+
+
+def build_app(args: argparse.Namespace) -> Callable[..., Any]:
+    """Build the WSGI application the command line describes."""
+    if (args.root is None) == (args.backend is None):
+        raise InvalidRef("serve http needs exactly one of --root DIR or --backend URL")
+    factory = backend_factory(args.backend) if args.backend else file_factory(args.root)
+    app: Callable[..., Any] = PackServer(
+        factory,
+        read_token=args.read_token or os.environ.get(READ_TOKEN_ENV) or None,
+        write_token=args.write_token or os.environ.get(WRITE_TOKEN_ENV) or None,
+        max_pack_bytes=args.max_pack_bytes,
+    )
+    fault_file = os.environ.get(FAULT_FILE_ENV)
+    if fault_file:
+        sys.stderr.write(f"mkit_transport: TEST-ONLY fault injection from {fault_file}\n")
+        app = FaultInjector(app, fault_file)  # type: ignore[arg-type]
+    return app
+
+
+def _bind(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return text
+
+
+def serve(args: argparse.Namespace, transport: Transport | None, out: TextIO) -> int:
+    """Run gunicorn in the foreground until it is stopped (SIGTERM or SIGINT)."""
+    from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
+
+    app = build_app(args)
+    settings = {
+        "bind": [args.bind],
+        "workers": args.workers,
+        "worker_class": "sync",
+        # Sync workers only heartbeat between requests, so a large upload or download
+        # must fit in one timeout; slow clients belong behind a buffering proxy.
+        "timeout": args.timeout,
+        "graceful_timeout": 5,
+        "accesslog": args.access_log,
+        "errorlog": "-",
+        "loglevel": "info",
+        "proc_name": "mkit-http",
+        "limit_request_line": 8190,
+        "limit_request_fields": 64,
+        # No control socket: it lives at one path per user, so two servers would clash.
+        "control_socket_disable": True,
+    }
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in settings.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Callable[..., Any]:
+            return app
+
+    where = args.backend or os.path.abspath(args.root)
+    out.write(f"mkit_transport: serving {where} at http://{args.bind}/NAME\n")
+    out.flush()
+    Server().run()
+    return 0
+
+
+def add_cli(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    serve_commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    command: Callable[..., argparse.ArgumentParser],
+) -> None:
+    """Add ``serve http`` to the command line."""
+    sub = command(serve_commands, "http", serve, "serve packs and refs over HTTP (gunicorn)")
+    sub.set_defaults(opens_transport=False)
+    sub.add_argument("--root", metavar="DIR", help="serve project NAME from DIR/NAME")
+    sub.add_argument(
+        "--backend", metavar="URL", help="serve project NAME from URL with /NAME appended"
+    )
+    sub.add_argument("--bind", type=_bind, default="127.0.0.1:8080", help="HOST:PORT")
+    sub.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    sub.add_argument(
+        "--timeout", type=int, default=600, help="seconds one request may take (default 600)"
+    )
+    sub.add_argument(
+        "--max-pack-bytes", type=int, default=PACK_BODY_LIMIT, help="largest upload accepted"
+    )
+    sub.add_argument("--access-log", default="-", help="access log file ('-': stdout)")
+    sub.add_argument(
+        "--read-token", help=f"bearer token for reads (prefer the env {READ_TOKEN_ENV})"
+    )
+    sub.add_argument(
+        "--write-token", help=f"bearer token for writes (prefer the env {WRITE_TOKEN_ENV})"
+    )

@@ -1,0 +1,419 @@
+"""``mkit+https://host[:port]/project``: packs and refs on an HTTP pack server.
+
+The wire protocol is spec/SPEC-HTTP.md; the reference server is
+``mkit_transport.server.http``. This module is wire code only: the base class
+validates, retries, verifies digests and resolves lost CAS acknowledgements.
+Every foreign failure and every failure status is mapped onto the taxonomy in one
+place, :func:`_mapped`.
+
+Plain ``mkit+http://`` is allowed only towards loopback (127.0.0.0/8, ::1,
+``localhost``), so a bearer token never crosses a network in clear text; for the
+same reason redirects are followed a few times only, never from https to http,
+and the token goes only to the URL's own origin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import re
+import ssl
+from collections.abc import Iterable, Iterator
+from typing import ClassVar, Final, NoReturn, Self
+from urllib.parse import quote, urljoin, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from ..errors import (
+    AccessDenied,
+    ConnectionFailed,
+    InsecureScheme,
+    InvalidRef,
+    InvalidResponse,
+    PackNotFound,
+    PayloadTooLarge,
+    ProtocolError,
+    RefConflict,
+    RemoteError,
+    ServerError,
+    TransportError,
+)
+from ..hashes import Hash, PackKey
+from ..refs import REF_VALUE_SIZE, RefWriteCondition, decode_ref_value, encode_ref_value
+from ..retry import RetryPolicy
+from ..transport import CHUNK_SIZE, PACK_BODY_LIMIT, Transport
+from ..urls import pop_retry, reject_options, split_url
+
+__all__ = ["TOKEN_ENV", "HttpTransport"]
+
+#: The environment variable a bearer token is taken from when no option gives one.
+TOKEN_ENV: Final = "MKIT_API_TOKEN"  # noqa: S105 (a variable name, not a secret)
+MAX_REDIRECTS: Final = 3
+#: Largest ref listing accepted, and largest error body read.
+LISTING_LIMIT: Final = 64 << 20
+_ERROR_BODY_LIMIT: Final = 64 << 10
+_DEFAULT_TIMEOUT: Final = (10.0, 60.0)
+_SEGMENT_RE: Final = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# -- the one place failures are mapped ------------------------------------------------
+
+
+class _BadStatus(Exception):
+    """Internal: a response whose status is a failure; :func:`_mapped` translates it."""
+
+    def __init__(self, response: requests.Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def _read_capped(response: requests.Response, limit: int) -> bytes:
+    """Read a whole (small) body, refusing one over ``limit`` bytes."""
+    data = bytearray()
+    for chunk in response.iter_content(CHUNK_SIZE):
+        data += chunk
+        if len(data) > limit:
+            response.close()
+            raise PayloadTooLarge(f"response body over {limit} bytes", limit=limit)
+    return bytes(data)
+
+
+def _status_error(response: requests.Response) -> TransportError:
+    """The taxonomy error for a failure status (the table in SPEC-HTTP.md)."""
+    status = response.status_code
+    try:
+        body = json.loads(_read_capped(response, _ERROR_BODY_LIMIT))
+    except (ValueError, PayloadTooLarge, requests.RequestException, OSError):
+        body = {}  # the status alone still says what happened
+    if not isinstance(body, dict):
+        body = {}
+    code = response.headers.get("Mkit-Error") or str(body.get("error", ""))
+    message = f"HTTP {status} {code or response.reason}: {body.get('message', '')}".strip()
+    retry_after: float | None = None
+    with contextlib.suppress(ValueError):
+        retry_after = float(response.headers.get("Retry-After", ""))
+    if status in (401, 403):
+        return AccessDenied(message)
+    if status == 404:
+        if code == "pack_not_found":
+            return PackNotFound(message)
+        return RemoteError(f"{message} (is this an mkit pack server?)")
+    if status in (409, 412):
+        current: Hash | None = None
+        if body.get("current") is not None:
+            try:
+                current = Hash.from_hex(body["current"])
+            except InvalidRef:
+                return InvalidResponse(f"conflict names a malformed value: {body['current']!r}")
+        return RefConflict(message, current=current, known="current" in body)
+    if status == 413:
+        return PayloadTooLarge(message)
+    if status == 400 and code == "invalid_ref":
+        return InvalidRef(message)
+    if status == 500 and code == "invalid_stored_value":
+        return InvalidResponse(message)
+    if status == 500 and code == "remote_error":
+        return RemoteError(message)
+    if status == 429 or status >= 500:
+        return ServerError(message, status=status, retry_after=retry_after)
+    if 400 <= status < 500:
+        return ProtocolError(message)
+    return InvalidResponse(f"unexpected HTTP {status} {response.reason}")
+
+
+def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
+    """Say whether ``kind`` is somewhere in the chain requests and urllib3 wrap."""
+    pending: list[BaseException] = [error]
+    for _ in range(16):
+        if not pending:
+            return False
+        seen = pending.pop()
+        if isinstance(seen, kind):
+            return True
+        pending.extend(a for a in getattr(seen, "args", ()) if isinstance(a, BaseException))
+        for linked in (getattr(seen, "reason", None), seen.__cause__, seen.__context__):
+            if isinstance(linked, BaseException):
+                pending.append(linked)
+    return False
+
+
+@contextlib.contextmanager
+def _mapped(what: str) -> Iterator[None]:
+    """Map every failure under it onto the taxonomy, chained (the module's one place)."""
+    try:
+        yield
+    except TransportError:
+        raise
+    except _BadStatus as bad:
+        raise _status_error(bad.response) from None
+    except requests.exceptions.InvalidURL as error:
+        raise InvalidRef(f"{what}: {error}") from error
+    except requests.exceptions.SSLError as error:
+        if _caused_by(error, ssl.SSLCertVerificationError):
+            raise RemoteError(f"{what}: TLS certificate not trusted: {error}") from error
+        raise ConnectionFailed(f"{what}: TLS failed: {error}") from error
+    except (requests.exceptions.RequestException, OSError) as error:
+        raise ConnectionFailed(f"{what}: {type(error).__name__}: {error}") from error
+
+
+def _fail_response(message: str, response: requests.Response) -> NoReturn:
+    response.close()
+    raise InvalidResponse(message)
+
+
+# -- the transport ----------------------------------------------------------------------
+
+
+class _SizedBody:
+    """A streamed request body with a known length, so requests sends Content-Length."""
+
+    def __init__(self, chunks: Iterable[bytes], total: int) -> None:
+        self.chunks = chunks
+        self.total = total
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.chunks)
+
+    def __len__(self) -> int:
+        return self.total
+
+
+class HttpTransport(Transport):
+    """A client of an HTTP pack server (spec/SPEC-HTTP.md), pooled and thread-safe."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("mkit+http", "mkit+https")
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        timeout: float | tuple[float, float] = _DEFAULT_TIMEOUT,
+        verify: bool | str = True,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(retry=retry)
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InvalidRef(f"not an http(s) base URL: {base_url!r}")
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise InsecureScheme(
+                f"plain http to {parts.hostname} would expose data and tokens; use mkit+https"
+            )
+        self.base_url = base_url.rstrip("/") + "/"
+        self._origin = (parts.scheme, parts.netloc)
+        self._token = token or None
+        self.timeout = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+        self._session = requests.Session()
+        self._session.verify = verify
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=16, max_retries=0)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._session.headers.update(
+            {"User-Agent": "mkit-transport", "Accept-Encoding": "identity"}
+        )
+
+    @classmethod
+    def from_url(cls, url: str, **options: object) -> Self:
+        """Open ``mkit+https://host[:port]/project`` (``mkit+http`` to loopback only).
+
+        Options: ``token`` (else the ``MKIT_API_TOKEN`` environment variable),
+        ``timeout`` (seconds), ``verify`` (TLS: true, false or a CA bundle path),
+        ``retries`` or ``retry``. A token in the URL itself is refused.
+        """
+        in_query = "token=" in url.partition("?")[2]
+        parts = split_url(url, options)
+        if in_query:
+            raise InvalidRef("pass the token as an option or in MKIT_API_TOKEN, not in the URL")
+        token = options.pop("token", None) or os.environ.get(TOKEN_ENV) or None
+        timeout = options.pop("timeout", None)
+        verify = options.pop("verify", True)
+        retry = pop_retry(options)
+        reject_options(url, options)
+        scheme = parts.scheme.removeprefix("mkit+")
+        if parts.username is not None or parts.password is not None:
+            raise InvalidRef("credentials do not go in the URL; use the token option")
+        try:
+            port = parts.port
+        except ValueError as error:
+            raise InvalidRef(f"{url!r}: bad port") from error
+        segments = parts.path.strip("/").split("/")
+        if not parts.hostname or not all(_SEGMENT_RE.fullmatch(s) for s in segments):
+            raise InvalidRef(f"{url!r}: expected mkit+https://host[:port]/project")
+        if token is not None and not isinstance(token, str):
+            raise InvalidRef("option 'token' must be a string")
+        if isinstance(verify, str) and verify.lower() in ("true", "false", "1", "0"):
+            verify = verify.lower() in ("true", "1")
+        if not isinstance(verify, bool | str):
+            raise InvalidRef("option 'verify' must be true, false or a CA bundle path")
+        seconds: float | tuple[float, float] = _DEFAULT_TIMEOUT
+        if timeout is not None:
+            try:
+                seconds = float(str(timeout))
+            except ValueError as error:
+                raise InvalidRef(f"option 'timeout' must be seconds, got {timeout!r}") from error
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        netloc = host if port is None else f"{host}:{port}"
+        base = f"{scheme}://{netloc}/{'/'.join(segments)}"
+        return cls(base, token=token, timeout=seconds, verify=verify, retry=retry)
+
+    def __repr__(self) -> str:
+        return f"HttpTransport({self.base_url!r}, token={'***' if self._token else None})"
+
+    # -- one request ---------------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        body: bytes | _SizedBody | None = None,
+        ok: tuple[int, ...] = (200,),
+    ) -> requests.Response:
+        """Send one request (following a few safe redirects); return a 2xx response.
+
+        The body is streamed (``stream=True``): the caller reads it and closes it.
+        A failure status raises the mapped error.
+        """
+        url = urljoin(self.base_url, path)
+        what = f"{method} {url}"
+        with _mapped(what):
+            for _ in range(MAX_REDIRECTS + 1):
+                sent = dict(headers or {})
+                parts = urlsplit(url)
+                if self._token and (parts.scheme, parts.netloc) == self._origin:
+                    sent["Authorization"] = f"Bearer {self._token}"
+                response = self._session.request(
+                    method,
+                    url,
+                    headers=sent,
+                    data=body,
+                    stream=True,
+                    timeout=self.timeout,
+                    allow_redirects=False,
+                )
+                if response.status_code in ok:
+                    return response
+                if response.status_code not in _REDIRECTS:
+                    raise _BadStatus(response)
+                response.close()
+                url = self._redirect_target(url, response, body)
+            raise RemoteError(f"{what}: more than {MAX_REDIRECTS} redirects")
+
+    def _redirect_target(
+        self, url: str, response: requests.Response, body: bytes | _SizedBody | None
+    ) -> str:
+        target = urljoin(url, response.headers.get("Location", ""))
+        parts = urlsplit(target)
+        if isinstance(body, _SizedBody):
+            raise RemoteError(f"redirected a streamed upload to {target}; not followed")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InvalidResponse(f"redirect to an unusable location {target!r}")
+        if parts.scheme == "http" and (
+            urlsplit(url).scheme == "https" or not _is_loopback(parts.hostname)
+        ):
+            raise InsecureScheme(f"refused a redirect from {url} to plain http {target}")
+        return target
+
+    def _chunks(self, response: requests.Response, what: str) -> Iterator[bytes]:
+        """Yield the response body in bounded chunks, closing it at the end."""
+        received = 0
+        with contextlib.closing(response), _mapped(what):
+            for chunk in response.iter_content(CHUNK_SIZE):
+                received += len(chunk)
+                if received > PACK_BODY_LIMIT:
+                    raise PayloadTooLarge("downloaded pack is over the limit")
+                yield chunk
+
+    # -- packs ---------------------------------------------------------------------------
+
+    def _put_pack(self, key: PackKey, data: bytes | bytearray | memoryview) -> None:
+        self._request("PUT", f"packs/{key.hex()}", body=bytes(data), ok=(200, 201, 204)).close()
+
+    def _put_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
+        if total == 0:  # an empty sized body would be sent chunked; send b"" instead
+            self._put_pack(key, b"".join(chunks))
+            return
+        body = _SizedBody(chunks, total)
+        self._request("PUT", f"packs/{key.hex()}", body=body, ok=(200, 201, 204)).close()
+
+    def _get_pack(self, key: PackKey) -> bytes:
+        return b"".join(self._open_pack_stream(key, 0))
+
+    def _open_pack_stream(self, key: PackKey, offset: int) -> Iterator[bytes]:
+        path = f"packs/{key.hex()}"
+        if offset == 0:
+            return self._chunks(self._request("GET", path), path)
+        response = self._request("GET", path, headers={"Range": f"bytes={offset}-"}, ok=(206,))
+        if response.headers.get("Mkit-Range-Start") != str(offset):
+            _fail_response(f"asked for {path} from byte {offset}, got another range", response)
+        return self._chunks(response, path)
+
+    def _has_pack(self, key: PackKey) -> bool:
+        try:
+            self._request("HEAD", f"packs/{key.hex()}").close()
+        except PackNotFound:
+            return False
+        return True
+
+    # -- refs ----------------------------------------------------------------------------
+
+    def _read_ref(self, name: str) -> Hash | None:
+        path = quote(name)
+        response = self._request("GET", path, ok=(200, 404))
+        with _mapped(f"GET {path}"), contextlib.closing(response):
+            if response.status_code == 404:
+                if response.headers.get("Mkit-Error") == "ref_not_found":
+                    return None
+                raise _BadStatus(response)
+            data = _read_capped(response, REF_VALUE_SIZE + 1)
+        return decode_ref_value(data, remote=True, name=name)
+
+    def _update_ref(self, name: str, condition: RefWriteCondition, value: Hash) -> None:
+        headers = {"Content-Type": "text/plain; charset=us-ascii"}
+        if condition.kind == "missing":
+            headers["If-None-Match"] = "*"
+        elif condition.kind == "match":
+            assert condition.expected is not None
+            headers["If-Match"] = f'"{condition.expected.hex()}"'
+        try:
+            self._request(
+                "PUT", quote(name), headers=headers, body=encode_ref_value(value), ok=(200, 204)
+            ).close()
+        except RefConflict as conflict:
+            conflict.name = name
+            raise
+
+    def _list_refs(self, prefix: str) -> Iterable[tuple[str, Hash]]:
+        response = self._request("GET", "refs?" + f"prefix={quote(prefix, safe='/')}")
+        with _mapped("GET refs"), contextlib.closing(response):
+            data = _read_capped(response, LISTING_LIMIT)
+        try:
+            rows = json.loads(data)["refs"]
+            return [(str(row["name"]), Hash.from_hex(row["hash"])) for row in rows]
+        except (ValueError, KeyError, TypeError, InvalidRef) as error:
+            raise InvalidResponse(f"malformed ref listing: {error}") from error
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    def _drop_connection(self, error: BaseException) -> None:
+        if isinstance(error, ConnectionFailed):
+            self._session.close()  # idle pooled connections may be dead; new ones follow
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._session.close()

@@ -1,0 +1,27 @@
+"""The whole conformance suite against a real pack server process on loopback."""
+
+from __future__ import annotations
+
+import pytest
+
+from conformance import ConformanceSuite, FileBackdoor, Harness
+from mkit_transport import RetryPolicy, Transport, open_transport
+from tests.support.http_fixtures import HttpServer
+
+
+class TestHttpConformance(ConformanceSuite):
+    """HTTP: one shared server (2 gunicorn workers, file backend); races in processes."""
+
+    @pytest.fixture
+    def harness(self, http_server: HttpServer) -> Harness:
+        url = http_server.url("conformance")
+
+        def opener(retry: RetryPolicy | None) -> Transport:
+            return open_transport(url, retry=retry)
+
+        return Harness(
+            open=opener,
+            url=url,
+            backdoor=FileBackdoor(http_server.root / "conformance"),
+            fresh=False,
+        )
