@@ -222,10 +222,10 @@ def test_options_are_taken(monkeypatch: pytest.MonkeyPatch) -> None:
         assert isinstance(transport, HttpTransport)
         assert transport.timeout == (2.5, 2.5)
         assert transport.retry is policy
-        assert transport._session.verify is False
+        assert transport._verify is False
     with open_transport("mkit+https://example.com/p", verify="/etc/ca.pem", retries=0) as other:
         assert isinstance(other, HttpTransport)
-        assert other._session.verify == "/etc/ca.pem"
+        assert other._verify == "/etc/ca.pem"
         assert other.retry.retries == 0
 
 

@@ -72,6 +72,11 @@ def serve(args: argparse.Namespace, transport: Transport | None, out: TextIO) ->
         "control_socket_disable": True,
     }
 
+    if args.certfile:
+        # TLS in the server itself; a reverse proxy in front works as well.
+        settings["certfile"] = args.certfile
+        settings["keyfile"] = args.keyfile or args.certfile
+
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             for key, value in settings.items():
@@ -81,7 +86,8 @@ def serve(args: argparse.Namespace, transport: Transport | None, out: TextIO) ->
             return app
 
     where = args.backend or os.path.abspath(args.root)
-    out.write(f"mkit_transport: serving {where} at http://{args.bind}/NAME\n")
+    scheme = "https" if args.certfile else "http"
+    out.write(f"mkit_transport: serving {where} at {scheme}://{args.bind}/NAME\n")
     out.flush()
     Server().run()
     return 0
@@ -108,6 +114,8 @@ def add_cli(
         "--max-pack-bytes", type=int, default=PACK_BODY_LIMIT, help="largest upload accepted"
     )
     sub.add_argument("--access-log", default="-", help="access log file ('-': stdout)")
+    sub.add_argument("--certfile", help="serve TLS with this PEM certificate (chain)")
+    sub.add_argument("--keyfile", help="the certificate's PEM private key")
     sub.add_argument(
         "--read-token", help=f"bearer token for reads (prefer the env {READ_TOKEN_ENV})"
     )

@@ -218,7 +218,10 @@ class HttpTransport(Transport):
         self._token = token or None
         self.timeout = timeout if isinstance(timeout, tuple) else (timeout, timeout)
         self._session = requests.Session()
-        self._session.verify = verify
+        # Passed with every request, not set on the session: requests lets a
+        # REQUESTS_CA_BUNDLE in the environment override a session's verify, which
+        # would silently ignore the CA a caller asked for.
+        self._verify = verify
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=16, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
@@ -304,6 +307,7 @@ class HttpTransport(Transport):
                     data=body,
                     stream=True,
                     timeout=self.timeout,
+                    verify=self._verify,
                     allow_redirects=False,
                 )
                 if response.status_code in ok:
