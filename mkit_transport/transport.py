@@ -274,6 +274,20 @@ class Transport(abc.ABC):
         first = self._call(lambda: self._open_pack_stream(key, 0))
         return self._verified_stream(key, first)
 
+    def relay_pack_stream(self, key: PackKey, offset: int = 0) -> Iterator[bytes]:
+        """Return the stored bytes from ``offset`` on, *without* verifying them.
+
+        For servers (HTTP, SSH) that relay a pack to a client which verifies it end
+        to end: a relay passes damaged bytes on as they are, so the client reports
+        ``InvalidResponse`` rather than retrying a connection the relay cut. Raises
+        :class:`PackNotFound` from the call. Anyone who uses the bytes themselves
+        calls :meth:`download_pack_stream`, which verifies.
+        """
+        _check_key(key)
+        if not isinstance(offset, int) or offset < 0:
+            raise ProtocolError(f"offset must be a non-negative int, got {offset!r}")
+        return self._call(lambda: self._open_pack_stream(key, offset))
+
     def _verified_stream(self, key: PackKey, stream: Iterator[bytes]) -> Iterator[bytes]:
         hasher = Hasher()
         failures = 0

@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -205,8 +206,12 @@ def test_health_and_range(http_server: HttpServer, project: str) -> None:
 
 
 def test_access_log_records_requests(http_server: HttpServer, project: str) -> None:
-    requests.get(f"{http_server.base}/{project}/refs/heads/main", timeout=10)
-    assert f'"GET /{project}/refs/heads/main HTTP/1.1" 200' in http_server.log_text()
+    status = requests.get(f"{http_server.base}/{project}/refs/heads/main", timeout=10).status_code
+    line = f'"GET /{project}/refs/heads/main HTTP/1.1" {status}'
+    deadline = time.monotonic() + 10  # the worker writes its log line after the response
+    while line not in http_server.log_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert line in http_server.log_text()
 
 
 # -- auth ------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ segment). The server is a thin relay, and the policy stays where it lives:
   a cut or wrong upload leaves nothing;
 * a ref condition is decided atomically by the backend, so any number of worker
   processes or hosts over one store stay correct;
-* a download relays the stored bytes unverified (the backend's stream primitive):
+* a download relays the stored bytes unverified (``relay_pack_stream``):
   the client verifies end to end, and a corrupt pack must reach it as such rather
   than as a cut connection it would retry.
 
@@ -338,8 +338,8 @@ class PackServer:
                 _fail(416, "range_not_satisfiable", "only 'Range: bytes=N-' is served")
             offset = int(match.group(1))
         backend = self.store(project)
-        # The stream primitive, not the verifying verb: see the module docstring.
-        chunks = backend._call(lambda: backend._open_pack_stream(key, offset))
+        # Relayed unverified: the client verifies end to end (see the module docstring).
+        chunks = backend.relay_pack_stream(key, offset)
         headers = [("Content-Type", "application/octet-stream"), ("Accept-Ranges", "bytes")]
         if wanted is None:
             return 200, headers, chunks

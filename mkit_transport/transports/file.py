@@ -288,6 +288,16 @@ class FileTransport(Transport):
 
         return chunks()
 
+    def pack_size(self, key: PackKey) -> int:
+        """The stored size of a pack in bytes; :class:`PackNotFound` if absent."""
+        path = self._confine(self.pack_path(key))
+        try:
+            return os.path.getsize(path)
+        except (FileNotFoundError, NotADirectoryError) as error:
+            raise PackNotFound(f"no pack {key.hex()}") from error
+        except OSError as error:
+            raise _os_error(error, f"stat pack {key.hex()}") from error
+
     def _has_pack(self, key: PackKey) -> bool:
         return os.path.isfile(self._confine(self.pack_path(key)))
 

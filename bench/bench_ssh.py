@@ -1,0 +1,295 @@
+"""SSH transport figures against a raw paramiko ``cat`` stream over the same sshd.
+
+    .venv/bin/python bench/bench_ssh.py [--quick]
+
+Starts a private sshd on loopback (as the tests do), then reports, in one run:
+
+* upload and download of N MiB (256 by default) through ``upload_pack_stream`` /
+  ``download_pack_stream``, as a ratio of the time a raw exec channel running
+  ``cat`` takes to move the same bytes (goal >= 0.8);
+* peak RSS growth for 1 GiB each way, on the client (a fresh process) and on the
+  server (the remote command is this script, which serves and records its own peak);
+* 8 processes x 100 read-modify-CAS increments of one ref: the final count must be
+  exactly 800.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import paramiko
+
+from bench.common import MIB, best_of, child_peak_rss, mib, report
+from mkit_transport import (
+    Hash,
+    PackKey,
+    RefConflict,
+    RefWriteCondition,
+    open_transport,
+)
+from mkit_transport.hashes import Hasher
+from tests.support.ssh_fixtures import SshServer, running_sshd
+
+CHUNK = MIB
+REF = "refs/bench/counter"
+
+
+def _chunks(total: int, seed: int = 7) -> Iterator[bytes]:
+    """Deterministic, incompressible chunks without holding the whole pack."""
+    block = Hash.of(seed.to_bytes(8, "big")).hex().encode() * (CHUNK // 64)
+    for index in range(0, total, CHUNK):
+        yield (index.to_bytes(8, "big") + block)[: min(CHUNK, total - index)]
+
+
+def _key(total: int) -> PackKey:
+    hasher = Hasher()
+    hasher.update_all(_chunks(total))
+    return hasher.pack_key()
+
+
+def _options(server: SshServer, remote_command: str | None = None) -> dict[str, object]:
+    options = server.options(timeout=120)
+    if remote_command:
+        options["remote_command"] = remote_command
+    return options
+
+
+def _raw_client(server: SshServer) -> paramiko.SSHClient:
+    client = paramiko.SSHClient()
+    client.load_host_keys(server.known_hosts)
+    client.connect(
+        server.host,
+        port=server.port,
+        username=server.user,
+        key_filename=server.client_key,
+        allow_agent=False,
+        look_for_keys=False,
+    )
+    return client
+
+
+def _raw_upload(server: SshServer, path: Path, total: int) -> None:
+    """Baseline: ``cat > file`` on an exec channel, fed the same chunks."""
+    client = _raw_client(server)
+    try:
+        channel = client.get_transport().open_session()  # type: ignore[union-attr]
+        channel.exec_command(f"cat > {path}")
+        for chunk in _chunks(total):
+            channel.sendall(chunk)
+        channel.shutdown_write()
+        if channel.recv_exit_status() != 0:
+            raise RuntimeError("raw cat upload failed")
+    finally:
+        client.close()
+
+
+def _raw_download(server: SshServer, path: Path, total: int) -> None:
+    client = _raw_client(server)
+    try:
+        channel = client.get_transport().open_session()  # type: ignore[union-attr]
+        channel.exec_command(f"cat {path}")
+        received = 0
+        while data := channel.recv(CHUNK):
+            received += len(data)
+        if received != total or channel.recv_exit_status() != 0:
+            raise RuntimeError(f"raw cat download got {received} of {total}")
+    finally:
+        client.close()
+
+
+def _throughput(server: SshServer, total: int, repeat: int) -> list[dict[str, object]]:
+    root = server.store("throughput")
+    key = _key(total)
+    raw = root / "raw.bin"
+    url = server.url(root)
+    options = _options(server)
+
+    def upload() -> None:
+        for leftover in root.rglob(key.hex()):
+            leftover.unlink()  # a fresh upload each time, not the "already stored" path
+        with open_transport(url, **options) as transport:
+            transport.upload_pack_stream(key, _chunks(total), total)
+
+    def download() -> None:
+        with open_transport(url, **options) as transport:
+            received = sum(len(c) for c in transport.download_pack_stream(key))
+        assert received == total
+
+    rows = []
+    for verb, ours, theirs in (
+        ("upload", upload, lambda: _raw_upload(server, raw, total)),
+        ("download", download, lambda: _raw_download(server, raw, total)),
+    ):
+        baseline = best_of(theirs, repeat)
+        measured = best_of(ours, repeat)
+        rows.append(
+            {
+                "verb": verb,
+                "size": mib(total),
+                "transport_MBps": round(total / measured / 1e6, 1),
+                "raw_cat_MBps": round(total / baseline / 1e6, 1),
+                "ratio": round(baseline / measured, 2),
+                "goal": ">= 0.8",
+            }
+        )
+    raw.unlink()
+    return rows
+
+
+# -- peak RSS -------------------------------------------------------------------------
+
+
+def _rss_now() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def serve_with_rss(report_file: str, path: str) -> int:
+    """Remote command for the RSS figure: serve, then record the peak growth."""
+    from mkit_transport.server.ssh import serve
+
+    before = _rss_now()
+    status = serve(path, sys.stdin.buffer, sys.stdout.buffer)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with open(report_file, "a") as f:
+        f.write(json.dumps({"growth": max(0, peak - before)}) + "\n")
+    return status
+
+
+def rss_upload(url: str, options_json: str, total: str) -> object:
+    """child_peak_rss target: the returned operation uploads ``total`` bytes."""
+    size = int(total)
+    key = _key(size)
+    options = json.loads(options_json)
+    transport = open_transport(url, **options)
+    transport.pack_exists(key)  # connect before measuring
+
+    def operation() -> None:
+        transport.upload_pack_stream(key, _chunks(size), size)
+        transport.close()
+
+    return operation
+
+
+def rss_download(url: str, options_json: str, total: str) -> object:
+    size = int(total)
+    key = _key(size)
+    transport = open_transport(url, **json.loads(options_json))
+    transport.pack_exists(key)
+
+    def operation() -> None:
+        assert sum(len(c) for c in transport.download_pack_stream(key)) == size
+        transport.close()
+
+    return operation
+
+
+def _memory(server: SshServer, total: int) -> list[dict[str, object]]:
+    root = server.store("memory")
+    reports = Path(server.directory) / "server-rss.jsonl"
+    remote = f"{sys.executable} {Path(__file__).resolve()} --serve-with-rss {reports}"
+    options = json.dumps(_options(server, remote))
+    url = server.url(root)
+    rows: list[dict[str, object]] = []
+    for verb, target in (("upload", "rss_upload"), ("download", "rss_download")):
+        reports.unlink(missing_ok=True)
+        client = child_peak_rss(f"bench.bench_ssh:{target}", url, options, str(total))
+        deadline = time.monotonic() + 10
+        while not reports.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)  # the server process records its peak as it exits
+        growths = [json.loads(line)["growth"] for line in reports.read_text().splitlines()]
+        rows.append(
+            {
+                "verb": verb,
+                "size": mib(total),
+                "client_rss_growth": mib(client),
+                "server_rss_growth": mib(max(growths)),
+                "goal": "<= 64 MiB each",
+            }
+        )
+    return rows
+
+
+# -- CAS counter across processes --------------------------------------------------------
+
+
+def _increment(args: tuple[str, dict[str, object], int]) -> int:
+    url, options, count = args
+    conflicts = 0
+    with open_transport(url, **options) as transport:
+        for _ in range(count):
+            while True:
+                current = transport.read_ref(REF)
+                n = int.from_bytes(bytes(current), "big") if current is not None else 0
+                condition = (
+                    RefWriteCondition.match(current) if current else RefWriteCondition.MISSING
+                )
+                try:
+                    transport.update_ref(REF, condition, Hash((n + 1).to_bytes(32, "big")))
+                    break
+                except RefConflict:
+                    conflicts += 1
+    return conflicts
+
+
+def _counter(server: SshServer, workers: int, increments: int) -> list[dict[str, object]]:
+    root = server.store("counter")
+    url = server.url(root)
+    options = _options(server)
+    started = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        conflicts = sum(pool.map(_increment, [(url, options, increments)] * workers))
+    elapsed = time.perf_counter() - started
+    with open_transport(url, **options) as transport:
+        final = transport.read_ref(REF)
+    count = int.from_bytes(bytes(final), "big") if final else 0
+    return [
+        {
+            "processes": workers,
+            "increments_each": increments,
+            "final": count,
+            "expected": workers * increments,
+            "exact": count == workers * increments,
+            "conflicts_retried": conflicts,
+            "seconds": round(elapsed, 1),
+        }
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (CI smoke run)")
+    parser.add_argument("--serve-with-rss", nargs=2, metavar=("REPORT", "PATH"))
+    args = parser.parse_args()
+    if args.serve_with_rss:
+        return serve_with_rss(*args.serve_with_rss)
+    size, rss_size, repeat = (16 * MIB, 32 * MIB, 1) if args.quick else (256 * MIB, 1024 * MIB, 3)
+    increments = 10 if args.quick else 100
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-ssh-") as scratch,
+        running_sshd(Path(scratch)) as server,
+    ):
+        report("ssh_throughput", _throughput(server, size, repeat))
+        report("ssh_peak_rss", _memory(server, rss_size))
+        rows = _counter(server, 8, increments)
+        report("ssh_cas_counter", rows)
+    return 0 if rows[0]["exact"] else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
+    raise SystemExit(main())

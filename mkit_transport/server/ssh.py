@@ -1,0 +1,343 @@
+"""The SSH server: one connection's frame loop over stdin/stdout (spec/SPEC-SSH.md).
+
+``python -m mkit_transport serve ssh PATH`` runs :func:`serve` for a
+:class:`~mkit_transport.FileTransport` rooted at ``PATH``; sshd starts one such
+process per channel, so every connection has its own process and the file
+transport's lock orders them.
+
+The loop trusts nothing it reads. Each frame is checked against the 1 MiB cap
+before it is buffered, each connection has caps on frames, bytes and idle time
+(no slow-loris), and an upload is stored only once the backend has seen every byte
+in order and the BLAKE3 of the whole equals the key. A refused upload is drained
+to its last chunk so the connection stays in step; when that is impossible (a
+declared size over the cap, a non-chunk frame mid-upload) the server says why
+and closes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import select
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, Final, NoReturn
+
+from .. import __version__
+from ..errors import (
+    InvalidRef,
+    PayloadTooLarge,
+    ProtocolError,
+    RemoteError,
+    ServerError,
+    TransportError,
+)
+from ..hashes import Hash, PackKey
+from ..refs import RefWriteCondition
+from ..retry import RetryPolicy
+from ..sshwire import (
+    CHUNK_SIZE,
+    MAX_FRAME,
+    VERSION,
+    Disconnected,
+    Frame,
+    FrameReader,
+    FrameTooLarge,
+    WireError,
+    digest,
+    encode_frame,
+    encode_listing,
+    error_fields,
+    field_of,
+    optional_digest,
+)
+from ..transport import PACK_BODY_LIMIT
+from ..transports.file import FileTransport
+
+__all__ = ["EXIT_CAPPED", "EXIT_LOST", "EXIT_OK", "EXIT_PROTOCOL", "Limits", "serve"]
+
+EXIT_OK: Final = 0  # "bye", or EOF between frames
+EXIT_LOST: Final = 1  # the stream ended inside a frame: nobody left to tell
+EXIT_PROTOCOL: Final = 2  # a frame the loop could not stay in step after
+EXIT_CAPPED: Final = 3  # a per-connection cap or deadline was hit
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-connection caps. The defaults let one connection move many 4 GiB packs."""
+
+    #: Largest declared upload.
+    max_upload: int = PACK_BODY_LIMIT
+    #: Frames one connection may send.
+    max_frames: int = 1_000_000
+    #: Bytes one connection may send.
+    max_bytes: int = 64 << 30
+    #: Seconds to wait for the next request.
+    idle_timeout: float = 600.0
+    #: Seconds to receive a whole frame once it has begun (and the hello).
+    frame_timeout: float = 60.0
+
+
+class _Stop(Exception):
+    """End the connection with this exit status (after any frame already sent)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class _Input:
+    """``recv(n)`` over a file: deadline-aware on a real descriptor (select + read)."""
+
+    def __init__(self, rfile: BinaryIO) -> None:
+        self.rfile = rfile
+        self.deadline: float | None = None
+        try:
+            self.fd: int | None = rfile.fileno()
+        except (OSError, AttributeError, io.UnsupportedOperation):
+            self.fd = None
+
+    def recv(self, size: int) -> bytes:
+        if self.fd is None:
+            return self.rfile.read(size)
+        if self.deadline is not None:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self.fd], [], [], remaining)[0]:
+                raise TimeoutError("the client sent nothing in time")
+        return os.read(self.fd, size)
+
+
+class _Upload:
+    """The chunk frames of one upload, checked as the backend consumes them."""
+
+    def __init__(self, connection: _Connection, total: int) -> None:
+        self.connection = connection
+        self.total = total
+        self.received = 0
+        self.finished = False  # the last chunk was read
+        self.broken = False  # a frame that is not a chunk: the stream is out of step
+
+    def __iter__(self) -> Iterator[bytes]:
+        while not self.finished:
+            frame = self.connection.next_frame(self.connection.limits.frame_timeout)
+            if frame.op != "chunk":
+                self.broken = True
+                raise ProtocolError(f"expected a chunk frame mid-upload, got {frame.op!r}")
+            offset = field_of(frame, "offset", int)
+            self.finished = field_of(frame, "last", bool)
+            if offset != self.received:
+                raise ProtocolError(f"chunk at offset {offset}, expected {self.received}")
+            self.received += len(frame.payload)
+            if self.received > self.total:
+                raise ProtocolError(f"upload is longer than its declared {self.total} bytes")
+            if self.finished and self.received != self.total:
+                raise ProtocolError(f"upload ended after {self.received} of {self.total} bytes")
+            if frame.payload:
+                yield frame.payload
+
+    def drain(self) -> None:
+        """Read and discard chunks up to the last one, so the next frame is a request."""
+        while not self.finished and not self.broken:
+            frame = self.connection.next_frame(self.connection.limits.frame_timeout)
+            if frame.op != "chunk":
+                self.broken = True
+            else:
+                self.finished = field_of(frame, "last", bool)
+
+
+class _Connection:
+    """One client's session: the frame loop, its caps and its verbs."""
+
+    def __init__(
+        self, backend: FileTransport, rfile: BinaryIO, wfile: BinaryIO, limits: Limits
+    ) -> None:
+        self.backend = backend
+        self.input = _Input(rfile)
+        self.reader = FrameReader(self.input.recv)
+        self.wfile = wfile
+        self.limits = limits
+        self.frames = 0
+        self.verbs: dict[str, Callable[[Frame], None]] = {
+            "has": self._has,
+            "get": self._get,
+            "put": self._put,
+            "read-ref": self._read_ref,
+            "update-ref": self._update_ref,
+            "list-refs": self._list_refs,
+        }
+
+    # -- framing ---------------------------------------------------------------------
+
+    def send(self, op: str, payload: bytes = b"", **fields: object) -> None:
+        for piece in encode_frame(op, payload, **fields):
+            self.wfile.write(piece)
+        self.wfile.flush()
+
+    def fail(self, error: TransportError) -> None:
+        """Answer the current request with an error frame; the connection stays in step."""
+        self.send("error", b"", **error_fields(error))
+
+    def close_with(self, error: TransportError, status: int) -> NoReturn:
+        """Say why, then end the connection: the stream cannot be trusted to be in step."""
+        self.fail(error)
+        raise _Stop(status)
+
+    def next_frame(self, timeout: float, *, boundary: bool = False) -> Frame:
+        """Read a frame within ``timeout``, enforcing the caps; EOF ends the connection."""
+        self.input.deadline = time.monotonic() + timeout
+        try:
+            frame = self.reader.read()
+        except TimeoutError as error:
+            self.close_with(ServerError(f"closing: {error}", status=503), EXIT_CAPPED)
+        except Disconnected as error:
+            raise _Stop(EXIT_LOST) from error
+        except WireError as error:
+            # Past a bad length prefix nothing can be trusted: say why, then close.
+            self.close_with(_wire_error(error), EXIT_PROTOCOL)
+        if frame is None:
+            raise _Stop(EXIT_OK if boundary else EXIT_LOST)
+        self.frames += 1
+        if self.frames > self.limits.max_frames or self.reader.bytes_read > self.limits.max_bytes:
+            budget = ServerError("this connection used up its budget; reconnect", status=503)
+            self.close_with(budget, EXIT_CAPPED)
+        return frame
+
+    # -- the loop --------------------------------------------------------------------
+
+    def run(self, refusal: TransportError | None) -> int:
+        try:
+            self._hello(refusal)
+            while True:
+                frame = self.next_frame(self.limits.idle_timeout, boundary=True)
+                if frame.op == "bye":
+                    return EXIT_OK
+                verb = self.verbs.get(frame.op)
+                try:
+                    if verb is None:
+                        raise ProtocolError(f"unknown or misplaced request {frame.op!r}")
+                    verb(frame)
+                except WireError as error:
+                    self.fail(_wire_error(error))
+                except TransportError as error:
+                    self.fail(error)
+        except _Stop as stop:
+            return stop.status
+        except (BrokenPipeError, ConnectionError):
+            return EXIT_LOST
+
+    def _hello(self, refusal: TransportError | None) -> None:
+        frame = self.next_frame(self.limits.frame_timeout)
+        if frame.op != "hello" or frame.fields.get("version") != VERSION:
+            self.close_with(ProtocolError(f"expected hello version {VERSION}"), EXIT_PROTOCOL)
+        if refusal is not None:
+            self.close_with(refusal, EXIT_PROTOCOL)
+        self.send(
+            "hello",
+            version=VERSION,
+            server=f"mkit_transport/{__version__}",
+            max_upload=self.limits.max_upload,
+        )
+
+    # -- verbs -----------------------------------------------------------------------
+
+    def _has(self, frame: Frame) -> None:
+        exists = self.backend.pack_exists(digest(frame, "key", PackKey))
+        self.send("exists", exists=exists)
+
+    def _get(self, frame: Frame) -> None:
+        key = digest(frame, "key", PackKey)
+        offset = field_of(frame, "offset", int)
+        size = self.backend.pack_size(key)
+        if offset > size:
+            raise ProtocolError(f"offset {offset} is past the end of a {size}-byte pack")
+        chunks = self.backend.relay_pack_stream(key, offset)  # the client verifies
+        self.send("pack", size=size, offset=offset)
+        position = offset
+        try:
+            for piece in chunks:
+                for start in range(0, len(piece), CHUNK_SIZE):
+                    part = piece[start : start + CHUNK_SIZE]
+                    self.send("chunk", part, offset=position, last=False)
+                    position += len(part)
+        except TransportError as error:
+            self.fail(error)  # ends the download: the client reads it as its answer
+            return
+        self.send("chunk", offset=position, last=True)
+
+    def _put(self, frame: Frame) -> None:
+        key = digest(frame, "key", PackKey)
+        total = field_of(frame, "total", int)
+        if total > self.limits.max_upload:
+            # Draining up to `total` bytes would be the very cost the cap prevents.
+            error = PayloadTooLarge(
+                f"upload of {total} bytes is over this server's {self.limits.max_upload}",
+                size=total,
+                limit=self.limits.max_upload,
+            )
+            self.close_with(error, EXIT_PROTOCOL)
+        if self.reader.bytes_read + total > self.limits.max_bytes:
+            budget = ServerError("this upload would exceed the connection's budget", status=503)
+            self.close_with(budget, EXIT_CAPPED)
+        upload = _Upload(self, total)
+        outcome: TransportError | None = None
+        try:
+            self.backend.upload_pack_stream(key, upload, total)
+        except WireError as error:
+            outcome = _wire_error(error)
+        except TransportError as error:
+            outcome = error
+        upload.drain()
+        if upload.broken:
+            self.close_with(outcome or ProtocolError("upload out of step"), EXIT_PROTOCOL)
+        if outcome is not None:
+            raise outcome
+        self.send("ok")
+
+    def _read_ref(self, frame: Frame) -> None:
+        value = self.backend.read_ref(field_of(frame, "name", str))
+        self.send("ref", value=value.hex() if value is not None else None)
+
+    def _update_ref(self, frame: Frame) -> None:
+        name = field_of(frame, "name", str)
+        kind = field_of(frame, "condition", str)
+        expected = optional_digest(frame, "expected", Hash)
+        value = digest(frame, "value", Hash)
+        if kind not in ("any", "missing", "match") or (kind == "match") != (expected is not None):
+            raise InvalidRef(f"bad condition {kind!r} (an expected value goes with match only)")
+        condition = RefWriteCondition.match(expected) if expected else RefWriteCondition(kind)  # type: ignore[arg-type]
+        self.backend.update_ref(name, condition, value)
+        self.send("ok")
+
+    def _list_refs(self, frame: Frame) -> None:
+        prefix = field_of(frame, "prefix", str)
+        refs = self.backend.list_refs(prefix)
+        head = prefix.rstrip("/") + "/" if prefix else ""
+        pages = list(encode_listing([(head + ref.name, ref.hash) for ref in refs]))
+        for index, page in enumerate(pages):
+            self.send("refs", page, last=index == len(pages) - 1)
+
+
+def _wire_error(error: WireError) -> TransportError:
+    if isinstance(error, FrameTooLarge):
+        return PayloadTooLarge(str(error), limit=MAX_FRAME)
+    return ProtocolError(str(error))
+
+
+def serve(
+    root: str,
+    rfile: BinaryIO,
+    wfile: BinaryIO,
+    *,
+    limits: Limits | None = None,
+    refusal: TransportError | None = None,
+) -> int:
+    """Serve the store at ``root`` to one client over ``rfile``/``wfile``; return the exit status.
+
+    ``refusal``, when given, is sent in answer to the hello (e.g. the path is outside
+    ``MKIT_SERVE_ROOT``), so the client gets a clean error instead of a dead pipe.
+    """
+    backend = FileTransport(root, retry=RetryPolicy(retries=0))
+    if refusal is None and not os.path.isdir(root):
+        refusal = RemoteError(f"no store at {root} (create the directory first)")
+    return _Connection(backend, rfile, wfile, limits or Limits()).run(refusal)

@@ -1,0 +1,63 @@
+"""The whole conformance suite over a real OpenSSH sshd, in both server modes.
+
+Plain mode: the client asks sshd to run ``serve ssh PATH``. Forced mode: the key is
+pinned in authorized_keys to ``serve ssh --root STORES``, which serves the path the
+client asked for only inside that root. Races run in separate processes, each with
+its own SSH connection, against the same store.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conformance import ConformanceSuite, FileBackdoor, Harness
+from mkit_transport import RetryPolicy, Transport, open_transport
+from tests.support.ssh_fixtures import SshServer
+
+pytestmark = pytest.mark.slow  # the whole suite twice over sshd: about two minutes
+
+
+def _harness(sshd: SshServer, name: str, *, forced: bool) -> Harness:
+    root = sshd.store(name)
+    # Forced mode: a path relative to the forced root (the SCP form of the URL).
+    url = f"mkit+ssh://{sshd.user}@{sshd.host}:{sshd.port}:{name}" if forced else sshd.url(root)
+    options = sshd.options(forced=forced)
+
+    def opener(retry: RetryPolicy | None) -> Transport:
+        return open_transport(url, retry=retry, **options)
+
+    sizes = (
+        {}
+        if not forced
+        else {  # the default sizes once; forced mode a lighter pass
+            "large_pack_size": 32 << 20,
+            "race_rounds": 5,
+            "counter_increments": 10,
+            "stateful_examples": 8,
+            "stateful_steps": 20,
+        }
+    )
+    return Harness(
+        open=opener,
+        url=url,
+        options=options,
+        backdoor=FileBackdoor(root),
+        fresh=False,
+        **sizes,
+    )
+
+
+class TestSshConformance(ConformanceSuite):
+    """``serve ssh PATH`` run as the command the client asks for."""
+
+    @pytest.fixture
+    def harness(self, sshd: SshServer) -> Harness:
+        return _harness(sshd, "conformance-plain", forced=False)
+
+
+class TestSshForcedConformance(ConformanceSuite):
+    """``serve ssh --root STORES`` pinned as a forced command in authorized_keys."""
+
+    @pytest.fixture
+    def harness(self, sshd: SshServer) -> Harness:
+        return _harness(sshd, "conformance-forced", forced=True)
