@@ -9,6 +9,9 @@ Quick start::
         remote.upload_pack(pack, PackKey.of(pack))
         remote.update_ref("refs/heads/main", RefWriteCondition.MISSING, Hash.of(b"commit"))
 
+Snapshot sync on top: ``push(directory, transport, "refs/heads/main")``, ``pull``,
+``mirror``, ``log`` and ``show`` (spec/SPEC-SYNC.md).
+
 ``import mkit_transport`` imports no network library: HTTP (requests), S3 (boto3)
 and SSH (paramiko) load when a URL of their scheme is first opened.
 """
@@ -30,6 +33,7 @@ from .errors import (
 from .hashes import Hash, PackKey
 from .refs import Ref, RefWriteCondition
 from .retry import RetryPolicy, is_retryable
+from .sync import MirrorReport, PullReport, PushReport, log, mirror, pull, push, show
 from .transport import PACK_BODY_LIMIT, Transport
 from .transports import FileTransport, MemoryTransport
 from .urls import open_transport, register_transport
@@ -46,10 +50,13 @@ __all__ = [
     "InvalidRef",
     "InvalidResponse",
     "MemoryTransport",
+    "MirrorReport",
     "PackKey",
     "PackNotFound",
     "PayloadTooLarge",
     "ProtocolError",
+    "PullReport",
+    "PushReport",
     "Ref",
     "RefConflict",
     "RefWriteCondition",
@@ -59,6 +66,11 @@ __all__ = [
     "Transport",
     "TransportError",
     "is_retryable",
+    "log",
+    "mirror",
     "open_transport",
+    "pull",
+    "push",
     "register_transport",
+    "show",
 ]

@@ -16,6 +16,7 @@ from typing import Final, TextIO
 from . import errors
 from .hashes import Hash, PackKey
 from .refs import RefWriteCondition
+from .sync_cli import packs_verify
 from .transport import Transport
 from .urls import open_transport
 
@@ -175,6 +176,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = command(packs_commands, "upload", _packs_upload, "upload a file as a pack")
     sub.add_argument("url")
     sub.add_argument("file")
+    sub = command(packs_commands, "verify", packs_verify, "download a pack and verify it fully")
+    sub.add_argument("url")
+    sub.add_argument("key", help="64 lowercase hex")
 
     serve = commands.add_parser("serve", help="serve a store over HTTP or SSH")
     serve_commands = serve.add_subparsers(dest="serve_command", required=True, metavar="KIND")

@@ -1,0 +1,976 @@
+"""Snapshot sync (spec/SPEC-SYNC.md): push a directory, pull it back, mirror between remotes.
+
+Everything goes through the public :class:`~mkit_transport.transport.Transport`
+verbs, so these functions run unchanged over every transport. The invariants:
+
+* **ref last, all or nothing**: a push uploads every pack, index blob and the
+  record before it compare-and-swaps the ref; on any earlier error the ref is
+  untouched and the remote stays pullable;
+* **incremental**: an object in a pack listed by the remote tip's record is never
+  sent again; what the remote holds is learnt from the record and the small index
+  blobs (metadata), never from the packs;
+* **conflict**: the ref is written with ``match(tip seen at start)`` (``MISSING``
+  for a new ref); a lost race is :class:`RefConflict` saying "non-fast-forward"
+  and carrying the remote's value;
+* **atomic materialisation**: a pull writes into a directory beside the
+  destination and swaps it in only once every object has been verified.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import Final, TypeVar
+
+from .errors import InvalidResponse, PackNotFound, PayloadTooLarge, RefConflict, TransportError
+from .hashes import Hash, PackKey
+from .pack import (
+    KIND_BLOB,
+    KIND_TREE,
+    MAX_ENTRIES,
+    PackFile,
+    PackSummary,
+    PackVerifier,
+    PackWriter,
+    PreparedObject,
+    prepare_object,
+)
+from .refs import RefWriteCondition
+from .snapshot import (
+    MAX_INDEX_SIZE,
+    MAX_RECORD_SIZE,
+    FileEntry,
+    ObjectSource,
+    PackObjects,
+    PackRef,
+    Record,
+    Snapshot,
+    decode_index,
+    decode_record,
+    encode_index,
+    encode_record,
+    iter_file,
+    list_files,
+    materialise,
+    scan,
+)
+from .transport import PACK_BODY_LIMIT, Transport
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_PACK_SIZE",
+    "Listing",
+    "LogEntry",
+    "MirrorReport",
+    "Progress",
+    "PullReport",
+    "PushReport",
+    "default_cache_dir",
+    "log",
+    "mirror",
+    "pull",
+    "push",
+    "show",
+]
+
+#: Target size of one pack (a pack is sealed before it would grow past it).
+DEFAULT_PACK_SIZE: Final = 64 << 20
+#: Uploads and downloads in flight at once.
+DEFAULT_CONCURRENCY: Final = 4
+#: The most objects one pack gets (well under the readers' cap).
+MAX_PACK_OBJECTS: Final = MAX_ENTRIES // 4
+#: The largest file a snapshot can hold: one object in one pack.
+MAX_FILE_SIZE: Final = PACK_BODY_LIMIT - (1 << 20)
+_SMALL: Final = 1 << 20
+_WINDOW: Final = 64
+_CHUNK: Final = 1 << 20
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+# -- values ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A progress event: the phase, bytes moved so far, objects done and skipped."""
+
+    phase: str
+    bytes_in: int = 0
+    bytes_out: int = 0
+    objects_done: int = 0
+    objects_skipped: int = 0
+    objects_total: int = 0
+
+
+def _hex(value: Hash | PackKey | None) -> str | None:
+    return value.hex() if value is not None else None
+
+
+class _Report:
+    def to_json(self) -> dict[str, object]:
+        """Return the report as JSON-ready data (hashes as hex)."""
+        data = asdict(self)  # type: ignore[call-overload]
+        return {k: (_hex(v) if isinstance(v, Hash | PackKey) else v) for k, v in data.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class PushReport(_Report):
+    """What a push did (or, with ``dry_run``, would do)."""
+
+    ref: str
+    old: Hash | None
+    new: Hash | None
+    dry_run: bool
+    updated: bool
+    objects_sent: int
+    objects_skipped: int
+    raw_bytes_sent: int
+    packs_uploaded: int
+    packs_skipped: int
+    bytes_uploaded: int
+    bytes_downloaded: int
+    files: int
+
+
+@dataclass(frozen=True, slots=True)
+class PullReport(_Report):
+    """What a pull did."""
+
+    ref: str
+    value: Hash
+    dest: str
+    files: int
+    packs_downloaded: int
+    packs_cached: int
+    bytes_downloaded: int
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorReport(_Report):
+    """What a mirror did (or, with ``dry_run``, would do)."""
+
+    ref: str
+    old: Hash | None
+    new: Hash
+    dry_run: bool
+    updated: bool
+    objects_sent: int
+    objects_skipped: int
+    packs_uploaded: int
+    packs_skipped: int
+    bytes_uploaded: int
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One snapshot of a ref's history, newest first."""
+
+    key: PackKey
+    root: str
+    parent: PackKey | None
+    created_ns: int
+    packs: int
+    pack_bytes: int
+    parent_missing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """The files of one snapshot (``show``)."""
+
+    ref: str
+    key: PackKey
+    root: str
+    entries: tuple[FileEntry, ...] = field(default=())
+
+
+# -- plumbing ----------------------------------------------------------------------------
+
+
+class _Meter:
+    """Counts bytes and objects from several threads and reports them."""
+
+    def __init__(self, callback: Callable[[Progress], None] | None) -> None:
+        self.callback = callback
+        self.lock = threading.Lock()
+        self.phase = "start"
+        self.bytes_in = self.bytes_out = 0
+        self.done = self.skipped = self.total = 0
+
+    def add(
+        self, *, bytes_in: int = 0, bytes_out: int = 0, done: int = 0, skipped: int = 0
+    ) -> None:
+        with self.lock:
+            self.bytes_in += bytes_in
+            self.bytes_out += bytes_out
+            self.done += done
+            self.skipped += skipped
+            event = self._event()
+        if self.callback is not None:
+            self.callback(event)
+
+    def enter(self, phase: str, total: int | None = None) -> None:
+        with self.lock:
+            self.phase = phase
+            if total is not None:
+                self.total = total
+            event = self._event()
+        if self.callback is not None:
+            self.callback(event)
+
+    def _event(self) -> Progress:
+        return Progress(
+            self.phase, self.bytes_in, self.bytes_out, self.done, self.skipped, self.total
+        )
+
+
+class _Limiter:
+    """A shared bandwidth cap: each chunk reserves its time slot, then waits for it."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self.lock = threading.Lock()
+        self.next = time.monotonic()
+
+    def take(self, n: int) -> None:
+        if not self.rate:
+            return
+        with self.lock:
+            now = time.monotonic()
+            self.next = max(self.next, now) + n / self.rate
+            wait = self.next - now
+        time.sleep(wait)
+
+
+class _FileChunks:
+    """A re-iterable chunk source over a spooled pack (a retried upload replays it)."""
+
+    def __init__(self, path: str, limiter: _Limiter, meter: _Meter) -> None:
+        self.path, self.limiter, self.meter = path, limiter, meter
+
+    def __iter__(self) -> Iterator[bytes]:
+        with open(self.path, "rb", buffering=0) as f:
+            while chunk := f.read(_CHUNK):
+                self.limiter.take(len(chunk))
+                self.meter.add(bytes_out=len(chunk))
+                yield chunk
+
+
+def _parallel(fn: Callable[[_T], _R], items: Sequence[_T], workers: int) -> list[_R]:
+    """Run ``fn`` over ``items`` with a bounded pool; results in order, first error raised."""
+    if len(items) <= 1 or workers <= 1:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(min(workers, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+def _ref_value(key: PackKey) -> Hash:
+    return Hash(bytes(key))
+
+
+def _record_key(value: Hash) -> PackKey:
+    return PackKey(bytes(value))
+
+
+def _fetch_record(transport: Transport, value: Hash, meter: _Meter | None = None) -> Record:
+    data = transport.download_blob(_record_key(value))
+    if meter is not None:
+        meter.add(bytes_in=len(data))
+    if len(data) > MAX_RECORD_SIZE:
+        raise PayloadTooLarge(f"snapshot record {value.hex()} is {len(data)} bytes")
+    return decode_record(data)
+
+
+def _fetch_index(transport: Transport, pack: PackRef, meter: _Meter) -> list[tuple[bytes, int]]:
+    data = transport.download_blob(pack.index)
+    meter.add(bytes_in=len(data))
+    if len(data) > MAX_INDEX_SIZE:
+        raise PayloadTooLarge(f"index blob {pack.index.hex()} is {len(data)} bytes")
+    return decode_index(data, pack.key)
+
+
+def _condition(expect: RefWriteCondition | None, current: Hash | None) -> RefWriteCondition:
+    if expect is not None:
+        return expect
+    return RefWriteCondition.match(current) if current is not None else RefWriteCondition.MISSING
+
+
+def _non_fast_forward(ref: str, current: Hash | None, known: bool = True) -> RefConflict:
+    held = current.hex() if current is not None else "nothing"
+    return RefConflict(
+        f"non-fast-forward: {ref} moved on the remote (it holds {held}); "
+        "pull, then push again, or force with expect=ANY",
+        name=ref,
+        current=current,
+        known=known,
+    )
+
+
+def _write_ref(transport: Transport, ref: str, condition: RefWriteCondition, value: Hash) -> None:
+    """CAS the ref; a lost race becomes a non-fast-forward (the base did any read-back)."""
+    try:
+        transport.update_ref(ref, condition, value)
+    except RefConflict as conflict:
+        raise _non_fast_forward(ref, conflict.current, conflict.known) from conflict
+
+
+# -- push --------------------------------------------------------------------------------
+
+
+def _read_small(oid: bytes, src: ObjectSource, level: int) -> PreparedObject:
+    if src.data is not None:
+        data = src.data
+    else:
+        assert src.path is not None
+        with open(src.path, "rb") as f:
+            data = f.read(src.size + 1)
+    obj = prepare_object(src.kind, data, level)
+    if obj.oid != oid:
+        raise OSError(f"{src.path}: changed while it was being pushed; push again")
+    return obj
+
+
+class _PackBuilder:
+    """Builds the packs of a send-set into spool files, in a deterministic order.
+
+    Trees go into packs of their own (so ``show`` and a pusher's planning never
+    download file contents), then blobs. Small objects are read and compressed by a
+    small thread pool, in order; large files stream through multi-threaded zstd.
+    """
+
+    def __init__(self, snap: Snapshot, spool: str, *, level: int, pack_size: int) -> None:
+        self.snap, self.spool, self.level, self.pack_size = snap, spool, level, pack_size
+        self.threads = 2 if (os.cpu_count() or 1) > 1 else 0
+        self.seq = 0
+
+    def packs(self, send: list[bytes]) -> Iterator[tuple[PackSummary, str]]:
+        trees = [oid for oid in send if self.snap.objects[oid].kind == KIND_TREE]
+        blobs = [oid for oid in send if self.snap.objects[oid].kind == KIND_BLOB]
+        with ThreadPoolExecutor(2) as pool:
+            for group in (trees, blobs):
+                yield from self._group(group, pool)
+
+    def _items(
+        self, group: list[bytes], pool: ThreadPoolExecutor
+    ) -> Iterator[tuple[bytes, Future[PreparedObject] | None]]:
+        window: deque[tuple[bytes, Future[PreparedObject] | None]] = deque()
+        for oid in group:
+            src = self.snap.objects[oid]
+            small = src.data is not None or src.size <= _SMALL
+            future = pool.submit(_read_small, oid, src, self.level) if small else None
+            window.append((oid, future))
+            if len(window) >= _WINDOW:
+                yield window.popleft()
+        yield from window
+
+    def _group(
+        self, group: list[bytes], pool: ThreadPoolExecutor
+    ) -> Iterator[tuple[PackSummary, str]]:
+        writer: PackWriter | None = None
+        out = None
+        path = ""
+        try:
+            for oid, future in self._items(group, pool):
+                src = self.snap.objects[oid]
+                estimate = src.size
+                if writer is not None and (
+                    writer.size + estimate > self.pack_size or len(writer) >= MAX_PACK_OBJECTS
+                ):
+                    assert out is not None
+                    yield writer.finish(), path
+                    out.close()
+                    writer = out = None
+                if writer is None:
+                    self.seq += 1
+                    path = os.path.join(self.spool, f"pack-{self.seq}")
+                    out = open(path, "w+b")  # noqa: SIM115 - closed when the pack is sealed
+                    writer = PackWriter(out, level=self.level, threads=self.threads)
+                if future is not None:
+                    writer.add_prepared(future.result())
+                else:
+                    assert src.path is not None
+                    entry = writer.add_stream(src.kind, src.size, partial(iter_file, src.path))
+                    if entry.oid != oid or entry.raw_len != src.size:
+                        raise OSError(f"{src.path}: changed while it was being pushed; push again")
+            if writer is not None:
+                assert out is not None
+                yield writer.finish(), path
+                out.close()
+                out = None
+        finally:
+            if out is not None:
+                out.close()
+
+
+def _upload_pack(
+    transport: Transport,
+    summary: PackSummary,
+    path: str,
+    limiter: _Limiter,
+    meter: _Meter,
+) -> tuple[PackRef, bool, int]:
+    """Upload one sealed pack (unless it already landed) and its index blob."""
+    index = encode_index(summary.key, [(e.oid, e.kind) for e in summary.entries])
+    index_key = PackKey.of(index)
+    sent = 0
+    uploaded = not transport.pack_exists(summary.key)
+    if uploaded:
+        transport.upload_pack_stream(summary.key, _FileChunks(path, limiter, meter), summary.size)
+        sent += summary.size
+    # Always (idempotent): a push interrupted between a pack and its index left no index.
+    transport.upload_blob(index, index_key)
+    sent += len(index)
+    meter.add(bytes_out=len(index), done=len(summary.entries))
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    return PackRef(summary.key, index_key, summary.size, len(summary.entries)), uploaded, sent
+
+
+def _build_and_upload(
+    transport: Transport,
+    snap: Snapshot,
+    send: list[bytes],
+    *,
+    level: int,
+    pack_size: int,
+    concurrency: int,
+    limiter: _Limiter,
+    meter: _Meter,
+    spool_dir: str | None,
+) -> list[tuple[PackRef, bool, int]]:
+    """Build packs and upload them as they are sealed, with a bounded pool.
+
+    At most ``concurrency + 1`` sealed packs wait on disk, so the spool stays small.
+    """
+    slots = threading.BoundedSemaphore(max(1, concurrency) + 1)
+    futures: list[Future[tuple[PackRef, bool, int]]] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="mkit-push-", dir=spool_dir) as spool,
+        ThreadPoolExecutor(max(1, concurrency)) as pool,
+    ):
+        builder = _PackBuilder(snap, spool, level=level, pack_size=pack_size)
+        failed = threading.Event()
+
+        def upload(summary: PackSummary, path: str) -> tuple[PackRef, bool, int]:
+            if failed.is_set():  # an earlier pack failed: start nothing new
+                raise _Aborted
+            try:
+                return _upload_pack(transport, summary, path, limiter, meter)
+            except BaseException:
+                failed.set()
+                raise
+
+        try:
+            for summary, path in builder.packs(send):
+                while not slots.acquire(timeout=0.5):
+                    _raise_first(futures)
+                _raise_first(futures)
+                future = pool.submit(upload, summary, path)
+                future.add_done_callback(lambda _f: slots.release())
+                futures.append(future)
+            for f in futures:
+                f.exception()  # wait for all, then report the real failure first
+            _raise_first(futures)
+            return [f.result() for f in futures]
+        finally:
+            for f in futures:
+                f.cancel()
+
+
+class _Aborted(Exception):
+    """An upload skipped because an earlier one failed (never escapes push)."""
+
+
+def _raise_first(futures: list[Future[_T]]) -> None:
+    """Raise the first real failure among finished uploads (not a skip it caused)."""
+    for f in futures:
+        if f.done() and not f.cancelled():
+            error = f.exception()
+            if error is not None and not isinstance(error, _Aborted):
+                raise error
+
+
+def push(
+    source_dir: str | os.PathLike[str],
+    transport: Transport,
+    ref: str,
+    *,
+    expect: RefWriteCondition | None = None,
+    dry_run: bool = False,
+    progress: Callable[[Progress], None] | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    level: int = 3,
+    pack_size: int = DEFAULT_PACK_SIZE,
+    bwlimit: float | None = None,
+    spool_dir: str | None = None,
+) -> PushReport:
+    """Push the tree at ``source_dir`` as a snapshot and point ``ref`` at it, last.
+
+    Sends only objects the remote tip's packs do not hold; an unchanged tree writes
+    nothing. The ref is written with ``expect`` (default: ``match`` of the value
+    read at the start, or ``MISSING``); a lost race raises :class:`RefConflict`
+    ("non-fast-forward", with ``current``). ``dry_run`` reads only. ``bwlimit`` caps
+    upload bytes per second; ``spool_dir`` is where packs are built (default: the
+    system temp directory).
+
+    Raises:
+        RefConflict: the ref moved (non-fast-forward) or does not satisfy ``expect``.
+        PayloadTooLarge: a file is larger than one pack can hold.
+        OSError: the source cannot be read, or a file changed while it was pushed.
+    """
+    meter = _Meter(progress)
+    meter.enter("plan")
+    old = transport.read_ref(ref)
+    condition = _condition(expect, old)
+    if not condition.allows(old):
+        raise _non_fast_forward(ref, old)
+    meter.enter("scan")
+    snap = scan(source_dir)
+    for src in snap.objects.values():
+        if src.size > MAX_FILE_SIZE:
+            raise PayloadTooLarge(
+                f"{src.path}: {src.size} bytes is over the {MAX_FILE_SIZE}-byte file limit",
+                size=src.size,
+                limit=MAX_FILE_SIZE,
+            )
+    meter.enter("plan", total=len(snap.objects))
+    base = _base_record(transport, old, condition, meter)
+
+    def report(**kw: object) -> PushReport:
+        values: dict[str, object] = {
+            "ref": ref,
+            "old": old,
+            "new": old,
+            "dry_run": dry_run,
+            "updated": False,
+            "objects_sent": 0,
+            "objects_skipped": len(snap.objects),
+            "raw_bytes_sent": 0,
+            "packs_uploaded": 0,
+            "packs_skipped": 0,
+            "bytes_uploaded": 0,
+            "bytes_downloaded": meter.bytes_in,
+            "files": snap.files,
+        }
+        values.update(kw)
+        meter.enter("done")
+        return PushReport(**values)  # type: ignore[arg-type]
+
+    if base is not None and base.root == snap.root:
+        return report()
+    remote: dict[bytes, int] = {}
+    if base is not None:
+        indexes = _parallel(lambda p: _fetch_index(transport, p, meter), base.packs, concurrency)
+        for position, rows in enumerate(indexes):
+            for oid, _kind in rows:
+                remote.setdefault(oid, position)
+    send = [oid for oid in snap.objects if oid not in remote]
+    kept = sorted({remote[oid] for oid in snap.objects if oid in remote})
+    raw = sum(snap.objects[oid].size for oid in send)
+    meter.add(skipped=len(snap.objects) - len(send))
+    if dry_run:
+        return report(
+            objects_sent=len(send),
+            objects_skipped=len(snap.objects) - len(send),
+            raw_bytes_sent=raw,
+        )
+    meter.enter("upload")
+    uploaded = _build_and_upload(
+        transport,
+        snap,
+        send,
+        level=level,
+        pack_size=pack_size,
+        concurrency=concurrency,
+        limiter=_Limiter(bwlimit),
+        meter=meter,
+        spool_dir=spool_dir,
+    )
+    packs = [base.packs[i] for i in kept] if base is not None else []
+    packs += [pack for pack, _, _ in uploaded]
+    parent = _record_key(old) if base is not None and old is not None else None
+    record = encode_record(Record(snap.root, parent, time.time_ns(), tuple(packs)))
+    record_key = PackKey.of(record)
+    transport.upload_blob(record, record_key)
+    new = _ref_value(record_key)
+    meter.enter("commit")
+    _write_ref(transport, ref, condition, new)
+    return report(
+        new=new,
+        updated=True,
+        objects_sent=len(send),
+        objects_skipped=len(snap.objects) - len(send),
+        raw_bytes_sent=raw,
+        packs_uploaded=sum(1 for _, up, _ in uploaded if up),
+        packs_skipped=sum(1 for _, up, _ in uploaded if not up),
+        bytes_uploaded=sum(sent for _, _, sent in uploaded) + len(record),
+    )
+
+
+def _base_record(
+    transport: Transport, old: Hash | None, condition: RefWriteCondition, meter: _Meter
+) -> Record | None:
+    """The remote tip's record; a forced push tolerates an unreadable one (starts over)."""
+    if old is None:
+        return None
+    try:
+        return _fetch_record(transport, old, meter)
+    except (PackNotFound, InvalidResponse):
+        if condition.kind == "any":
+            return None
+        raise
+
+
+# -- pull --------------------------------------------------------------------------------
+
+
+def default_cache_dir() -> str:
+    """The pack cache used when none is given: ``$XDG_CACHE_HOME/mkit_transport``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "mkit_transport")
+
+
+def _relabel(error: TransportError, what: str) -> TransportError:
+    """The same error class, with ``what`` (a pack's name) in front of its message."""
+    if isinstance(error, PayloadTooLarge):
+        return PayloadTooLarge(f"{what}: {error}", size=error.size, limit=error.limit)
+    return type(error)(f"{what}: {error}")
+
+
+class _PackCache:
+    """Verified packs kept on disk by key: ``<dir>/packs/<hex>`` (only whole, verified packs)."""
+
+    def __init__(self, directory: str) -> None:
+        self.dir = os.path.join(directory, "packs")
+        os.makedirs(self.dir, exist_ok=True)
+
+    def path(self, key: PackKey) -> str:
+        return os.path.join(self.dir, key.hex())
+
+    def fetch(self, transport: Transport, key: PackKey, what: str, meter: _Meter) -> PackSummary:
+        """Download ``key``, verifying it as it streams, and move it into the cache."""
+        fd, temp = tempfile.mkstemp(dir=self.dir, prefix=".download-")
+        try:
+            verifier = PackVerifier()
+            with os.fdopen(fd, "wb") as out:
+                try:
+                    for chunk in transport.download_pack_stream(key):
+                        verifier.feed(chunk)
+                        out.write(chunk)
+                        meter.add(bytes_in=len(chunk))
+                    summary = verifier.finish()
+                except PackNotFound as error:
+                    raise PackNotFound(f"{what} is missing on the remote") from error
+                except (InvalidResponse, PayloadTooLarge) as error:
+                    raise _relabel(error, f"{what} is corrupt on the remote") from error
+            os.replace(temp, self.path(key))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        return summary
+
+    def open(self, transport: Transport, pack: PackRef, meter: _Meter) -> tuple[PackFile, bool]:
+        """Return the pack as a :class:`PackFile`, downloading it unless cached and intact."""
+        what = f"pack {pack.key.hex()}"
+        path = self.path(pack.key)
+        if os.path.exists(path):
+            try:
+                return PackFile(path, check_trailer=True), False
+            except InvalidResponse:
+                os.unlink(path)  # damaged in the cache: fetch it again
+        self.fetch(transport, pack.key, what, meter)
+        return PackFile(path, check_trailer=False), True
+
+
+def _open_packs(
+    transport: Transport,
+    packs: Sequence[PackRef],
+    cache_dir: str | None,
+    concurrency: int,
+    meter: _Meter,
+) -> tuple[PackObjects, int]:
+    cache = _PackCache(cache_dir or default_cache_dir())
+    opened = _parallel(lambda p: cache.open(transport, p, meter), packs, concurrency)
+    files = [f for f, _ in opened]
+    downloaded = sum(1 for _, fresh in opened if fresh)
+    return PackObjects(files), downloaded
+
+
+def pull(
+    transport: Transport,
+    ref: str,
+    dest_dir: str | os.PathLike[str],
+    *,
+    cache_dir: str | None = None,
+    replace: bool = False,
+    progress: Callable[[Progress], None] | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> PullReport:
+    """Restore the snapshot ``ref`` points at into ``dest_dir``, atomically.
+
+    Downloads only packs missing from the cache (``cache_dir``, default
+    :func:`default_cache_dir`), verifies every pack and object, writes the tree into
+    a new directory beside ``dest_dir`` and swaps it in. An existing ``dest_dir``
+    that is not an empty directory is refused unless ``replace`` (then it is
+    replaced whole). On any failure ``dest_dir`` is unchanged.
+
+    Raises:
+        PackNotFound: the ref is absent, or a pack it needs is missing (named).
+        InvalidResponse: a pack, record, tree or object is corrupt (named).
+        FileExistsError: ``dest_dir`` is in the way and ``replace`` is false.
+    """
+    meter = _Meter(progress)
+    dest = os.path.abspath(os.fspath(dest_dir))
+    _check_dest(dest, replace)
+    meter.enter("plan")
+    value = transport.read_ref(ref)
+    if value is None:
+        raise PackNotFound(f"ref {ref} is absent: nothing to pull")
+    record = _fetch_record(transport, value, meter)
+    meter.enter("download", total=sum(p.objects for p in record.packs))
+    objects, downloaded = _open_packs(transport, record.packs, cache_dir, concurrency, meter)
+    try:
+        meter.enter("write")
+        parent = os.path.dirname(dest)
+        os.makedirs(parent, exist_ok=True)
+        stage = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.pull-", dir=parent)
+        try:
+            files = materialise(objects, record.root, stage)
+            os.chmod(stage, 0o755)  # noqa: S103 - mkdtemp makes it 0o700; a tree is readable
+            _swap_in(stage, dest, replace)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+    finally:
+        objects.close()
+    meter.enter("done")
+    return PullReport(
+        ref, value, dest, files, downloaded, len(record.packs) - downloaded, meter.bytes_in
+    )
+
+
+def _check_dest(dest: str, replace: bool) -> None:
+    if not os.path.lexists(dest) or replace:
+        return
+    if not os.path.isdir(dest) or os.path.islink(dest) or os.listdir(dest):
+        raise FileExistsError(f"{dest} exists and is not an empty directory (use replace)")
+
+
+def _swap_in(stage: str, dest: str, replace: bool) -> None:
+    """Move ``stage`` to ``dest``; an existing ``dest`` is moved aside first, then deleted."""
+    _check_dest(dest, replace)
+    if not os.path.lexists(dest):
+        os.rename(stage, dest)
+        return
+    aside = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.old-", dir=os.path.dirname(dest))
+    old = os.path.join(aside, "old")
+    os.rename(dest, old)
+    try:
+        os.rename(stage, dest)
+    except BaseException:
+        os.rename(old, dest)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+# -- mirror ------------------------------------------------------------------------------
+
+
+class _RemotePack:
+    """A re-iterable source of one pack's bytes from a remote, verified as they pass.
+
+    Each iteration re-opens the download (so the destination's upload can be
+    retried) and feeds a :class:`PackVerifier`: a corrupt pack raises from inside the
+    iteration, so the destination never commits it.
+    """
+
+    def __init__(self, src: Transport, pack: PackRef, meter: _Meter) -> None:
+        self.src, self.pack, self.meter = src, pack, meter
+        self.summary: PackSummary | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        verifier = PackVerifier()
+        what = f"pack {self.pack.key.hex()}"
+        try:
+            for chunk in self.src.download_pack_stream(self.pack.key):
+                verifier.feed(chunk)
+                self.meter.add(bytes_in=len(chunk), bytes_out=len(chunk))
+                yield chunk
+            self.summary = verifier.finish()
+        except PackNotFound as error:
+            raise PackNotFound(f"{what} is missing on the source") from error
+        except (InvalidResponse, PayloadTooLarge) as error:
+            raise _relabel(error, f"{what} is corrupt on the source") from error
+
+
+def _copy_blob(src: Transport, dst: Transport, key: PackKey) -> int:
+    data = src.download_blob(key)
+    dst.upload_blob(data, key)
+    return len(data)
+
+
+def mirror(
+    src: Transport,
+    dst: Transport,
+    ref: str,
+    *,
+    expect: RefWriteCondition | None = None,
+    dry_run: bool = False,
+    progress: Callable[[Progress], None] | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> MirrorReport:
+    """Copy the snapshot ``ref`` points at on ``src`` to ``dst``, destination ref last.
+
+    Bytes flow from one transport to the other through memory only (streamed and
+    verified on the way); packs ``dst`` already holds are skipped. The destination
+    ref is written with ``expect`` (default: ``match`` of its value at the start, or
+    ``MISSING``). Only the tip record is copied: ``log`` on ``dst`` stops at the
+    first parent record it lacks.
+    """
+    meter = _Meter(progress)
+    meter.enter("plan")
+    value = src.read_ref(ref)
+    if value is None:
+        raise PackNotFound(f"ref {ref} is absent on the source: nothing to mirror")
+    old = dst.read_ref(ref)
+    condition = _condition(expect, old)
+    if not condition.allows(old):
+        raise _non_fast_forward(ref, old)
+    if old == value:
+        return MirrorReport(ref, old, value, dry_run, False, 0, 0, 0, 0, 0)
+    record_key = _record_key(value)
+    record_bytes = src.download_blob(record_key)
+    record = decode_record(record_bytes)
+    present = _parallel(lambda p: dst.pack_exists(p.key), record.packs, concurrency)
+    missing = [p for p, here in zip(record.packs, present, strict=True) if not here]
+    sent_objects = sum(p.objects for p in missing)
+    skipped_objects = sum(p.objects for p in record.packs) - sent_objects
+    if dry_run:
+        return MirrorReport(ref, old, value, True, False, sent_objects, skipped_objects, 0, 0, 0)
+    meter.enter("upload", total=sum(p.objects for p in record.packs))
+
+    def copy(pack: PackRef) -> int:
+        source = _RemotePack(src, pack, meter)
+        dst.upload_pack_stream(pack.key, source, pack.size)
+        index_size = _copy_blob(src, dst, pack.index)
+        meter.add(done=pack.objects)
+        return pack.size + index_size
+
+    sent = _parallel(copy, missing, concurrency)
+    for pack in record.packs:  # indexes of packs that were already there may be missing
+        if pack not in missing and not dst.pack_exists(pack.index):
+            sent.append(_copy_blob(src, dst, pack.index))
+    dst.upload_blob(record_bytes, record_key)
+    meter.enter("commit")
+    _write_ref(dst, ref, condition, value)
+    meter.enter("done")
+    return MirrorReport(
+        ref,
+        old,
+        value,
+        False,
+        True,
+        sent_objects,
+        skipped_objects,
+        len(missing),
+        len(record.packs) - len(missing),
+        sum(sent) + len(record_bytes),
+    )
+
+
+# -- log and show ------------------------------------------------------------------------
+
+
+def log(transport: Transport, ref: str, *, limit: int | None = None) -> list[LogEntry]:
+    """Return the snapshots of ``ref``, newest first, following parent records.
+
+    Stops at the first snapshot without a parent, after ``limit`` entries, or at a
+    parent record the remote does not hold (a mirrored history), which the last
+    entry marks with ``parent_missing``.
+    """
+    value = transport.read_ref(ref)
+    entries: list[LogEntry] = []
+    key = _record_key(value) if value is not None else None
+    seen: set[PackKey] = set()
+    while key is not None and (limit is None or len(entries) < limit):
+        if key in seen:
+            raise InvalidResponse(f"snapshot history loops at record {key.hex()}")
+        seen.add(key)
+        try:
+            record = _fetch_record(transport, _ref_value(key))
+        except PackNotFound:
+            if not entries:
+                raise
+            last = entries.pop()
+            entries.append(
+                LogEntry(
+                    last.key,
+                    last.root,
+                    last.parent,
+                    last.created_ns,
+                    last.packs,
+                    last.pack_bytes,
+                    True,
+                )
+            )
+            break
+        entries.append(
+            LogEntry(
+                key,
+                record.root.hex(),
+                record.parent,
+                record.created_ns,
+                len(record.packs),
+                sum(p.size for p in record.packs),
+            )
+        )
+        key = record.parent
+    return entries
+
+
+def show(
+    transport: Transport,
+    ref: str,
+    path: str | None = None,
+    *,
+    cache_dir: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> Listing:
+    """List the files of the snapshot ``ref`` points at (or those under ``path``).
+
+    Downloads only the packs that hold trees (found through the index blobs), never
+    the packs of file contents.
+
+    Raises:
+        PackNotFound: the ref is absent, or a pack it needs is missing.
+        FileNotFoundError: ``path`` is not in the snapshot.
+    """
+    value = transport.read_ref(ref)
+    if value is None:
+        raise PackNotFound(f"ref {ref} is absent: nothing to show")
+    meter = _Meter(None)
+    record = _fetch_record(transport, value, meter)
+    indexes = _parallel(lambda p: _fetch_index(transport, p, meter), record.packs, concurrency)
+    tree_packs = [
+        pack
+        for pack, rows in zip(record.packs, indexes, strict=True)
+        if any(kind == KIND_TREE for _, kind in rows)
+    ]
+    objects, _ = _open_packs(transport, tree_packs, cache_dir, concurrency, meter)
+    try:
+        entries = list_files(objects, record.root, path)
+    finally:
+        objects.close()
+    return Listing(ref, _record_key(value), record.root.hex(), tuple(entries))

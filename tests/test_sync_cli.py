@@ -1,0 +1,112 @@
+"""The sync verbs on the command line: push, pull, mirror, log, show, packs verify."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mkit_transport import FileTransport, InvalidResponse, PackKey
+from mkit_transport.cli import EXIT_CODES, main
+from mkit_transport.snapshot import decode_record
+from mkit_transport.sync import push
+from mkit_transport.sync_cli import packs_verify
+from tests.support.sync_fixtures import describe, write_tree
+
+REF = "refs/heads/main"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(list(argv), out=out)
+    return code, out.getvalue()
+
+
+def test_push_pull_log_show_mirror(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = write_tree(tmp_path / "src", files=10)
+    url = f"mkit+file://{tmp_path / 'remote'}"
+    code, out = run("push", str(src), url, REF, "--json")
+    first = json.loads(out)
+    assert code == 0 and first["updated"] and first["old"] is None and len(first["new"]) == 64
+    code, out = run("push", str(src), url, REF)
+    assert code == 0 and "(unchanged)" in out and "sent 0 objects" in out
+    (src / "d0" / "e0" / "f0.txt").write_text("edit")
+    code, out = run("push", str(src), url, REF, "--dry-run", "--json")
+    assert json.loads(out)["objects_sent"] == 4 and json.loads(out)["updated"] is False
+    assert run("push", str(src), url, REF)[0] == 0
+    cache = str(tmp_path / "cache")
+    code, out = run("pull", url, REF, str(tmp_path / "out"), "--cache-dir", cache, "--json")
+    assert code == 0 and json.loads(out)["files"] == 13
+    assert describe(tmp_path / "out") == describe(src)
+    code, out = run("log", url, REF, "--json")
+    rows = json.loads(out)
+    assert code == 0 and [r["parent"] for r in rows] == [first["new"], None]
+    code, out = run("show", url, REF, "d0", "--cache-dir", cache)
+    assert code == 0 and "d0/e0/f0.txt" in out
+    code, out = run("show", url, REF, "--json", "--cache-dir", cache)
+    assert {r["path"] for r in json.loads(out)} >= {"run.sh", "empty/deeper", "link-in"}
+    mirror_url = f"mkit+file://{tmp_path / 'mirror'}"
+    code, out = run("mirror", url, mirror_url, REF, "--json")
+    assert code == 0 and json.loads(out)["new"] == rows[0]["key"]
+    capsys.readouterr()
+
+
+def test_conflict_and_force_and_exit_codes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"mkit+file://{tmp_path / 'remote'}"
+    a = write_tree(tmp_path / "a", seed=1, files=3)
+    b = write_tree(tmp_path / "b", seed=2, files=4)
+    assert run("push", str(a), url, REF)[0] == 0
+    assert run("refs", "write", url, REF, "0" * 64)[0] == 0  # someone moved the ref
+    capsys.readouterr()
+    assert run("push", str(b), url, REF)[0] == EXIT_CODES["PackNotFound"]  # unreadable tip
+    assert run("push", str(b), url, REF, "--force")[0] == 0
+    code, _ = run("pull", url, "refs/heads/none", str(tmp_path / "x"), "--cache-dir", "c")
+    assert code == EXIT_CODES["PackNotFound"]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and "absent" in err
+    dest = tmp_path / "full"
+    dest.mkdir()
+    (dest / "f").write_text("x")
+    assert run("pull", url, REF, str(dest), "--cache-dir", str(tmp_path / "c"))[0] == 1
+    assert "exists" in capsys.readouterr().err
+
+
+def test_push_as_a_real_subprocess(tmp_path: Path) -> None:
+    url = f"mkit+file://{tmp_path / 'remote'}"
+    a = write_tree(tmp_path / "a", seed=1, files=3)
+    command = [sys.executable, "-m", "mkit_transport", "push", str(a), url, REF, "--json"]
+    first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0 and first.stderr == ""  # no progress bar: not a terminal
+    (a / "new").write_text("n")
+    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0 and json.loads(second.stdout)["objects_sent"] == 2
+
+
+def test_packs_verify_handler(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    remote = FileTransport(tmp_path / "remote")
+    src = write_tree(tmp_path / "src", files=5)
+    report = push(src, remote, REF)
+    assert report.new is not None
+    record = decode_record(remote.download_blob(PackKey(bytes(report.new))))
+    key = record.packs[-1].key
+    out = io.StringIO()
+    args = argparse.Namespace(url=str(tmp_path), key=key.hex(), json=True)
+    assert packs_verify(args, remote, out) == 0
+    data = json.loads(out.getvalue())
+    assert data["key"] == key.hex() and data["entries"] == record.packs[-1].objects
+    path = remote.pack_path(key)
+    raw = bytearray(Path(path).read_bytes())
+    raw[len(raw) // 2] ^= 1
+    Path(path).write_bytes(bytes(raw))
+    with pytest.raises(InvalidResponse):
+        packs_verify(args, remote, io.StringIO())
+    assert os.path.exists(path)

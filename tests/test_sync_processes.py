@@ -1,0 +1,94 @@
+"""Concurrency with real processes: racing pushers, and pushers killed with SIGKILL."""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mkit_transport import FileTransport
+from mkit_transport.sync import pull, push
+from tests.support.sync_fixtures import describe, push_after_barrier, write_tree
+
+REF = "refs/heads/main"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_two_pushers_from_the_same_base_exactly_one_wins(tmp_path: Path) -> None:
+    remote = FileTransport(tmp_path / "remote")
+    base = write_tree(tmp_path / "base", files=30)
+    push(base, remote, REF)
+    trees = []
+    for i in range(2):
+        tree = tmp_path / f"tree{i}"
+        shutil.copytree(base, tree, symlinks=True)
+        (tree / f"mine{i}.txt").write_text(f"pusher {i}")
+        trees.append(tree)
+    url = f"mkit+file://{tmp_path / 'remote'}"
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Manager().Barrier(2)
+    with ctx.Pool(2) as pool:
+        results = pool.starmap(
+            push_after_barrier, [(url, str(tree), REF, barrier) for tree in trees]
+        )
+    won = [i for i, (outcome, _) in enumerate(results) if outcome == "won"]
+    assert len(won) == 1, results
+    winner, loser = won[0], 1 - won[0]
+    assert results[loser][0].startswith("lost: non-fast-forward")
+    assert results[loser][1] == results[winner][1] == remote.read_ref(REF).hex()  # type: ignore[union-attr]
+    pull(remote, REF, tmp_path / "third", cache_dir=str(tmp_path / "cache"))
+    assert describe(tmp_path / "third") == describe(trees[winner])
+
+
+_PUSHER = """
+import sys
+from mkit_transport import FileTransport
+from mkit_transport.sync import push
+from mkit_transport.refs import RefWriteCondition
+push(sys.argv[1], FileTransport(sys.argv[2]), sys.argv[3], expect=RefWriteCondition.ANY,
+     pack_size=1 << 20, concurrency=2)
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_points_never_leaves_the_ref_on_an_incomplete_snapshot(
+    tmp_path: Path,
+) -> None:
+    tree = write_tree(tmp_path / "tree", files=300)
+    store = tmp_path / "remote"
+    rng = random.Random(7)
+    pushed: list[dict[str, object]] = []  # every tree a pusher was started on
+    killed = 0
+    duration = 0.0
+    for round_ in range(12):
+        # new content each round, so every push has real work to be interrupted in
+        (tree / "payload.bin").write_bytes(rng.randbytes(24 << 20))
+        (tree / "d1" / "e1" / "f1.txt").write_text(f"round {round_}")
+        pushed.append(describe(tree))
+        child = subprocess.Popen(
+            [sys.executable, "-c", _PUSHER, str(tree), str(store), REF], cwd=ROOT
+        )
+        if round_ == 0:  # the first push runs to the end: it times a whole push
+            started = time.monotonic()
+            assert child.wait(60) == 0
+            duration = time.monotonic() - started
+        time.sleep(rng.uniform(0.05, 0.95) * duration)
+        if child.poll() is None:
+            child.send_signal(signal.SIGKILL)
+            killed += 1
+        child.wait(60)
+        remote = FileTransport(store)
+        if remote.read_ref(REF) is None:
+            continue
+        dest = tmp_path / f"out{round_}"
+        pull(remote, REF, dest, cache_dir=str(tmp_path / "cache"))
+        assert describe(dest) in pushed  # a complete snapshot of some pushed tree
+        shutil.rmtree(dest)
+    assert killed >= 3, "the loop never interrupted a push: it tested nothing"
