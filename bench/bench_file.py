@@ -21,41 +21,16 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import MIB, best_of, child_peak_rss, report
+from bench.common import MIB, FileChunks, best_of, child_peak_rss, make_source, report
 from conformance.workers import UrlOpener, counter_worker, run_workers, value
 from mkit_transport import FileTransport, PackKey, RefWriteCondition
-from mkit_transport.hashes import Hasher
 
 CHUNK = 1 << 20
-
-
-class FileChunks:
-    """A re-iterable chunk source over a file (so an upload can be retried)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __iter__(self) -> Iterator[bytes]:
-        with open(self.path, "rb", buffering=0) as f:
-            while chunk := f.read(CHUNK):
-                yield chunk
-
-
-def make_source(path: str, size: int) -> PackKey:
-    """Write ``size`` pseudo-random bytes to ``path`` and return their key."""
-    block = os.urandom(CHUNK)
-    hasher = Hasher()
-    with open(path, "wb") as f:
-        for i in range(size // CHUNK):
-            chunk = i.to_bytes(8, "big") + block[8:]
-            f.write(chunk)
-            hasher.update(chunk)
-    return hasher.pack_key()
 
 
 def copy_durable(src: str, dst: str) -> None:

@@ -21,46 +21,19 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import requests
 
-from bench.common import MIB, best_of, child_peak_rss, report
+from bench.common import MIB, FileChunks, best_of, child_peak_rss, make_source, report
 from conformance.workers import UrlOpener, counter_worker, run_workers, value
 from mkit_transport import PackKey, RefWriteCondition, open_transport
-from mkit_transport.hashes import Hasher
 from tests.support.http_fixtures import HttpServer, running_http_server
 
 CHUNK = 1 << 20
-
-
-class FileChunks:
-    """A re-iterable, sized chunk source over a file (requests sends Content-Length)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __iter__(self) -> Iterator[bytes]:
-        with open(self.path, "rb", buffering=0) as f:
-            while chunk := f.read(CHUNK):
-                yield chunk
-
-    def __len__(self) -> int:
-        return os.path.getsize(self.path)
-
-
-def make_source(path: str, size: int) -> PackKey:
-    block = os.urandom(CHUNK)
-    hasher = Hasher()
-    with open(path, "wb") as f:
-        for i in range(size // CHUNK):
-            chunk = i.to_bytes(8, "big") + block[8:]
-            f.write(chunk)
-            hasher.update(chunk)
-    return hasher.pack_key()
 
 
 def upload_op(url: str, src: str, key_hex: str, size: str) -> Callable[[], None]:

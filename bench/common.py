@@ -11,12 +11,47 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["best_of", "child_peak_rss", "mib", "report"]
+from mkit_transport import PackKey
+from mkit_transport.hashes import Hasher
+
+__all__ = ["MIB", "FileChunks", "best_of", "child_peak_rss", "make_source", "mib", "report"]
 
 MIB = 1 << 20
+CHUNK = 1 << 20
+
+
+class FileChunks:
+    """A re-iterable, sized chunk source over a file.
+
+    Re-iterable, so an upload can be retried; sized, so ``requests`` sends a
+    Content-Length instead of a chunked body.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __iter__(self) -> Iterator[bytes]:
+        with open(self.path, "rb", buffering=0) as f:
+            while chunk := f.read(CHUNK):
+                yield chunk
+
+    def __len__(self) -> int:
+        return os.path.getsize(self.path)
+
+
+def make_source(path: str, size: int) -> PackKey:
+    """Write ``size`` incompressible bytes to ``path``; return their pack key."""
+    block = os.urandom(CHUNK)
+    hasher = Hasher()
+    with open(path, "wb") as f:
+        for i in range(size // CHUNK):
+            chunk = i.to_bytes(8, "big") + block[8:]
+            f.write(chunk)
+            hasher.update(chunk)
+    return hasher.pack_key()
 
 
 def mib(n: float) -> str:
