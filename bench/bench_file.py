@@ -30,8 +30,6 @@ from bench.common import MIB, FileChunks, best_of, child_peak_rss, make_source, 
 from conformance.workers import UrlOpener, counter_worker, run_workers, value
 from mkit_transport import FileTransport, PackKey, RefWriteCondition
 
-CHUNK = 1 << 20
-
 
 def copy_durable(src: str, dst: str) -> None:
     shutil.copyfile(src, dst)

@@ -33,7 +33,7 @@ from conformance.workers import UrlOpener, counter_worker, run_workers, value
 from mkit_transport import PackKey, RefWriteCondition, open_transport
 from tests.support.http_fixtures import HttpServer, running_http_server
 
-CHUNK = 1 << 20
+CHUNK = MIB
 
 
 def upload_op(url: str, src: str, key_hex: str, size: str) -> Callable[[], None]:
