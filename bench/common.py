@@ -69,20 +69,21 @@ def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
 
 
 _CHILD = r"""
-import json, resource, sys, importlib
-def rss():
+import json, sys, importlib
+def status(field):
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-    return 0
+    raise RuntimeError(field + " not in /proc/self/status")
 module, func = sys.argv[1].split(":")
 fn = getattr(importlib.import_module(module), func)
 setup = fn(*sys.argv[2:])          # returns the zero-argument operation to measure
-before = rss()
+before = status("VmRSS")
 setup()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"before": before, "peak": peak}))
+# VmHWM is this process image's own peak; ru_maxrss is not: Linux carries the
+# parent's peak across fork and exec, which would report the parent's memory.
+print(json.dumps({"before": before, "peak": status("VmHWM")}))
 """
 
 
@@ -91,8 +92,8 @@ def child_peak_rss(target: str, *args: str) -> int:
 
     ``target`` is ``"module:function"``; ``function(*args)`` prepares everything
     (imports, servers, files) and returns the operation to measure, so only the
-    operation's own memory counts. Note: ``ru_maxrss`` is the peak of the whole
-    process, so preparation must not allocate more than the operation does.
+    operation's own memory counts. The peak is the process's VmHWM, so preparation
+    must not allocate more than the operation does.
     """
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), *sys.path]))
     out = (

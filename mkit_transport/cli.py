@@ -13,11 +13,13 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Final, TextIO
 
-from . import errors
+from . import errors, sync_cli
 from .hashes import Hash, PackKey
 from .refs import RefWriteCondition
+from .server import http_cli, ssh_cli
 from .sync_cli import packs_verify
 from .transport import Transport
+from .transports import s3_cli
 from .urls import open_transport
 
 __all__ = ["EXIT_CODES", "main"]
@@ -54,13 +56,9 @@ _EPILOG = (
 #: Modules that add verbs: each has ``add_cli(commands, serve_commands, command)``, where
 #: ``command(group, name, handler, help)`` makes a sub-command with ``--json``; a handler
 #: is ``handler(args, transport, out) -> int`` and opens no transport when its parser
-#: sets ``opens_transport=False`` (then ``transport`` is None).
-_EXTENSIONS: Final = (
-    "mkit_transport.sync_cli",
-    "mkit_transport.server.http_cli",
-    "mkit_transport.server.ssh_cli",
-    "mkit_transport.transports.s3_cli",
-)
+#: sets ``opens_transport=False`` (then ``transport`` is None). None of them imports a
+#: network library at import time.
+_EXTENSIONS: Final = (sync_cli, http_cli, ssh_cli, s3_cli)
 
 
 def _emit(args: argparse.Namespace, out: TextIO, data: object, text: str) -> None:
@@ -182,13 +180,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve a store over HTTP or SSH")
     serve_commands = serve.add_subparsers(dest="serve_command", required=True, metavar="KIND")
-    for module_name in _EXTENSIONS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name == module_name:
-                continue  # that part of the CLI is not built yet
-            raise
+    for module in _EXTENSIONS:
         module.add_cli(commands, serve_commands, command)
 
     sub = command(commands, "conformance", _conformance, "run the conformance suite on a URL")

@@ -15,7 +15,7 @@ everything a transport can raise and each leaf means one thing everywhere::
      ├── ConnectionFailed   the remote could not be reached or the connection
      │                      broke (retried)
      ├── ServerError        the remote answered with a failure status: .status
-     │                      (retried when >= 500 or 429)
+     │                      (retried when >= 500, 429, or marked .transient)
      ├── InvalidResponse    the remote answered with bytes that break the
      │                      contract (bad ref value, digest mismatch, bad JSON)
      ├── ProtocolError      the request or stream itself breaks the protocol
@@ -25,7 +25,7 @@ everything a transport can raise and each leaf means one thing everywhere::
      └── InsecureScheme     a plaintext scheme towards a non-loopback host
 
 Only :class:`ConnectionFailed` and :class:`ServerError` with a status of 429 or
->= 500 are transient (see :func:`mkit_transport.retry.is_retryable`).
+>= 500 (or marked ``transient``) are transient (see :func:`mkit_transport.retry.is_retryable`).
 
 Every error pickles with its attributes, so conformance races that run in worker
 processes can report exactly what they saw.
@@ -107,12 +107,25 @@ class ConnectionFailed(TransportError):
 
 
 class ServerError(TransportError):
-    """The remote answered with a failure status (``status`` 0 when it has none)."""
+    """The remote answered with a failure status (``status`` 0 when it has none).
 
-    def __init__(self, message: str = "", *, status: int = 0, retry_after: float | None = None):
+    ``transient`` marks a status that is not 429 or 5xx but that the remote's own
+    error code calls temporary (S3's 409 ``ConditionalRequestConflict``): the status
+    stays truthful and the retry policy still retries it.
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        status: int = 0,
+        retry_after: float | None = None,
+        transient: bool = False,
+    ):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        self.transient = transient
 
 
 class InvalidResponse(TransportError):

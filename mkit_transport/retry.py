@@ -20,15 +20,16 @@ __all__ = ["RetryPolicy", "is_retryable"]
 
 
 def is_retryable(error: BaseException) -> bool:
-    """Say whether ``error`` is transient: a broken connection, a 5xx or a 429.
+    """Say whether ``error`` is transient, so worth another attempt.
 
-    Everything else (conflicts, denials, bad input, bad answers) would fail the
-    same way again, so it fails at once.
+    Transient: a broken connection, a 5xx, a 429, or a status the remote's own error
+    code calls temporary (``ServerError.transient``). Everything else (conflicts,
+    denials, bad input, bad answers) would fail the same way again, so it fails at once.
     """
     if isinstance(error, ConnectionFailed):
         return True
     if isinstance(error, ServerError):
-        return error.status >= 500 or error.status == 429
+        return error.transient or error.status >= 500 or error.status == 429
     return False
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import ipaddress
 import threading
 from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Final
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "is_loopback_host",
     "open_transport",
     "pop_bool",
     "pop_retry",
@@ -136,6 +138,19 @@ def open_transport(url: str, **options: object) -> Transport:
 
 
 # -- helpers for a transport's from_url ---------------------------------------------
+
+
+def is_loopback_host(host: str) -> bool:
+    """Say whether ``host`` is loopback (127.0.0.0/8, ::1 or ``localhost``).
+
+    Plaintext schemes (``mkit+http``, ``mkit+s3+http``) are allowed only there.
+    """
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def split_url(url: str, options: MutableMapping[str, object]) -> SplitResult:

@@ -64,6 +64,8 @@ def test_six_calls_at_most() -> None:
         (ServerError(status=0), False),
         (ServerError(status=404), False),
         (ServerError(status=499), False),
+        (ServerError(status=409), False),
+        (ServerError(status=409, transient=True), True),
         (RefConflict(), False),
         (AccessDenied(), False),
         (InvalidResponse(), False),

@@ -15,7 +15,6 @@ and the token goes only to the URL's own origin.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
 import re
@@ -45,7 +44,7 @@ from ..hashes import Hash, PackKey
 from ..refs import REF_VALUE_SIZE, RefWriteCondition, decode_ref_value, encode_ref_value
 from ..retry import RetryPolicy
 from ..transport import CHUNK_SIZE, PACK_BODY_LIMIT, Transport
-from ..urls import pop_retry, reject_options, split_url
+from ..urls import is_loopback_host, pop_retry, reject_options, split_url
 
 __all__ = ["TOKEN_ENV", "HttpTransport"]
 
@@ -58,15 +57,6 @@ _ERROR_BODY_LIMIT: Final = 64 << 10
 _DEFAULT_TIMEOUT: Final = (10.0, 60.0)
 _SEGMENT_RE: Final = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # -- the one place failures are mapped ------------------------------------------------
@@ -209,7 +199,7 @@ class HttpTransport(Transport):
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidRef(f"not an http(s) base URL: {base_url!r}")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
             raise InsecureScheme(
                 f"plain http to {parts.hostname} would expose data and tokens; use mkit+https"
             )
@@ -328,7 +318,7 @@ class HttpTransport(Transport):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidResponse(f"redirect to an unusable location {target!r}")
         if parts.scheme == "http" and (
-            urlsplit(url).scheme == "https" or not _is_loopback(parts.hostname)
+            urlsplit(url).scheme == "https" or not is_loopback_host(parts.hostname)
         ):
             raise InsecureScheme(f"refused a redirect from {url} to plain http {target}")
         return target

@@ -1,0 +1,176 @@
+"""S3 transport: pack throughput vs raw boto3, peak RSS of 1 GiB, parallel listing.
+
+Usage: ``python bench/bench_s3.py [--quick]``. Starts moto_server and SeaweedFS
+(``weed mini``) on loopback, as the tests do, and on each server measures ratios
+against a baseline taken in the same run on the same bytes:
+
+* upload:   ``upload_pack`` (BLAKE3 check + one PUT) and ``upload_pack_stream``
+            (multipart, 8 MiB parts) vs raw boto3 ``put_object`` of the same bytes;
+* download: ``download_pack`` and ``download_pack_stream`` (both verify BLAKE3) vs
+            raw ``get_object(...)["Body"].read()``;
+  (the raw client uses the same tuned config as the transport: no boto3 retries,
+  ``when_required`` checksums, path style; default boto3 would be slower);
+* memory:   peak RSS growth of a 1 GiB streaming upload then download (child process);
+* listing:  ``list_refs`` of 2,000 refs vs a serial ``get_object`` of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import MIB, best_of, child_peak_rss, mib, report
+from mkit_transport import Hash, PackKey, open_transport
+from mkit_transport.hashes import Hasher
+from mkit_transport.transports.s3 import S3Transport
+from tests.support.s3_fixtures import BUCKET, S3Server, raw_client, start_moto, start_seaweedfs
+
+
+class Chunks:
+    """A re-iterable source of ``size`` deterministic bytes in 1 MiB chunks."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.block = Hash.of(b"bench").hex().encode() * (MIB // 64)
+
+    def __iter__(self) -> Iterator[bytes]:
+        for i in range(0, self.size, MIB):
+            yield (i.to_bytes(8, "big") + self.block[8:])[: min(MIB, self.size - i)]
+
+    def key(self) -> PackKey:
+        """Hash the source without holding it."""
+        hasher = Hasher()
+        hasher.update_all(self)
+        return hasher.pack_key()
+
+
+def _open(port: int, access: str, secret: str, prefix: str) -> S3Transport:
+    url = f"mkit+s3+http://127.0.0.1:{port}/{BUCKET}/{prefix}"
+    transport = open_transport(url, access_key_id=access, secret_access_key=secret)
+    assert isinstance(transport, S3Transport)
+    return transport
+
+
+def rss_op(port: str, access: str, secret: str, size: str) -> Callable[[], None]:
+    """Child-process target: prepare a transport, return a streamed 1 GiB round trip."""
+    source = Chunks(int(size))
+    key = source.key()
+    s3 = _open(int(port), access, secret, f"rss-{uuid.uuid4().hex[:8]}")
+    s3.pack_exists(key)  # connect and warm up before measuring
+
+    def run() -> None:
+        s3.upload_pack_stream(key, source, source.size)
+        received = sum(len(chunk) for chunk in s3.download_pack_stream(key))
+        assert received == source.size
+
+    return run
+
+
+def bench_packs(server: S3Server, size: int, repeat: int) -> dict[str, object]:
+    source = Chunks(size)
+    data = b"".join(source)
+    key = PackKey.of(data)
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    raw = raw_client(server.endpoint, server.access_key, server.secret_key)
+    raw_key = f"{prefix}/raw/{key.hex()}"
+    with _open(server.port, server.access_key, server.secret_key, prefix) as s3:
+        raw_put = best_of(lambda: raw.put_object(Bucket=BUCKET, Key=raw_key, Body=data), repeat)
+        put = best_of(lambda: s3.upload_pack(data, key), repeat)
+        stream_key = PackKey.of(data)
+
+        def put_stream() -> None:
+            raw.delete_object(Bucket=BUCKET, Key=s3.pack_key(stream_key))  # no skip
+            s3.upload_pack_stream(stream_key, source, size)
+
+        put_streamed = best_of(put_stream, repeat)
+
+        def raw_download() -> bytes:
+            return raw.get_object(Bucket=BUCKET, Key=raw_key)["Body"].read()
+
+        raw_get = best_of(raw_download, repeat)
+        get = best_of(lambda: s3.download_pack(key), repeat)
+        get_streamed = best_of(lambda: sum(map(len, s3.download_pack_stream(key))), repeat)
+    mbps = size / MIB
+    return {
+        "server": server.name,
+        "size": mib(size),
+        "raw_put_MiBps": round(mbps / raw_put),
+        "upload_pack_x": round(raw_put / put, 2),
+        "upload_stream_x": round(raw_put / put_streamed, 2),
+        "raw_get_MiBps": round(mbps / raw_get),
+        "download_pack_x": round(raw_get / get, 2),
+        "download_stream_x": round(raw_get / get_streamed, 2),
+    }
+
+
+def bench_listing(server: S3Server, refs: int) -> dict[str, object]:
+    prefix = f"list-{uuid.uuid4().hex[:8]}"
+    raw = raw_client(server.endpoint, server.access_key, server.secret_key)
+    body = Hash.of(b"v").hex().encode() + b"\n"
+    keys = [f"{prefix}/refs/heads/r{i:05d}/.ref" for i in range(refs)]
+    for object_key in keys:
+        raw.put_object(Bucket=BUCKET, Key=object_key, Body=body)
+
+    def serial() -> None:
+        for object_key in keys:
+            raw.get_object(Bucket=BUCKET, Key=object_key)["Body"].read()
+
+    with _open(server.port, server.access_key, server.secret_key, prefix) as s3:
+        assert len(s3.list_refs("refs/heads")) == refs
+        listed = best_of(lambda: s3.list_refs("refs/heads"), 3)
+    baseline = best_of(serial, 1)
+    return {
+        "server": server.name,
+        "refs": refs,
+        "list_refs_s": round(listed, 3),
+        "serial_get_s": round(baseline, 3),
+        "speedup_x": round(baseline / listed, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="small sizes (CI smoke run)")
+    args = parser.parse_args()
+    size = 16 * MIB if args.quick else 256 * MIB
+    rss_size = 32 * MIB if args.quick else 1024 * MIB
+    refs = 200 if args.quick else 2000
+    packs, memory, listing = [], [], []
+    servers = [start_moto(), start_seaweedfs()]
+    try:
+        # Memory first: each measurement runs in a fresh child (bench.common).
+        for server in servers:
+            growth = child_peak_rss(
+                "bench.bench_s3:rss_op",
+                str(server.port),
+                server.access_key,
+                server.secret_key,
+                str(rss_size),
+            )
+            memory.append(
+                {
+                    "server": server.name,
+                    "size": mib(rss_size),
+                    "peak_rss_growth": mib(growth),
+                    "goal": "<= 64 MiB",
+                    "met": growth <= 64 * MIB,
+                }
+            )
+        for server in servers:
+            packs.append(bench_packs(server, size, 1 if args.quick else 3))
+            listing.append(bench_listing(server, refs))
+    finally:
+        for server in servers:
+            server.stop()
+    report("s3_packs", packs)
+    report("s3_memory", memory)
+    report("s3_listing", listing)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,595 @@
+"""``mkit+s3://host[:port]/bucket[/prefix]``: packs and CAS refs on S3-compatible storage.
+
+Wire code only (spec/SPEC-S3.md); the base class holds validation, retries and
+digest checks. Keys, with ``<prefix>/`` in front when the URL has a prefix::
+
+    packs/<64 hex>      a pack's bytes
+    refs/<name...>/.ref a ref: exactly its 65-byte wire form
+
+CAS: ``MISSING`` is a PUT with ``If-None-Match: *``. ``match(h)`` GETs the ref's
+body and ETag, compares the body with ``h`` and PUTs with ``If-Match: <that ETag>``:
+the server decides atomically, and nothing assumes how it computes ETags.
+
+boto3 is imported only here, with its own retries off (one attempt per call): the
+core :class:`~mkit_transport.retry.RetryPolicy` is the only retry layer.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import re
+import threading
+import uuid
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
+from urllib.parse import parse_qsl, urlsplit
+
+import boto3
+import botocore.exceptions as bce
+from botocore.config import Config
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from ..errors import (
+    AccessDenied,
+    ConnectionFailed,
+    InsecureScheme,
+    InvalidRef,
+    InvalidResponse,
+    PackNotFound,
+    PayloadTooLarge,
+    RefConflict,
+    RemoteError,
+    ServerError,
+)
+from ..hashes import Hash, PackKey
+from ..refs import (
+    REF_VALUE_SIZE,
+    RefWriteCondition,
+    decode_ref_value,
+    encode_ref_value,
+    is_valid_ref_name,
+)
+from ..retry import RetryPolicy
+from ..transport import CHUNK_SIZE, PACK_BODY_LIMIT, Transport
+from ..urls import is_loopback_host, pop_bool, pop_retry, reject_options, split_url
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import PutObjectRequestTypeDef
+
+__all__ = ["MIN_PART_SIZE", "REF_SUFFIX", "ProbeResult", "S3Transport"]
+
+#: A ref's object key is its name plus this (see :meth:`S3Transport.ref_key`).
+REF_SUFFIX: Final = "/.ref"
+#: S3's smallest multipart part (all but the last).
+MIN_PART_SIZE: Final = 5 << 20
+#: Default part size and single-PUT threshold of streamed uploads.
+DEFAULT_PART_SIZE: Final = 8 << 20
+#: S3's largest number of parts in one upload.
+MAX_PARTS: Final = 10_000
+#: A ``match`` write re-reads and retries when the ETag moved but the value did not
+#: (an A->B->A change, or a server whose ETags are not content hashes); this bounds it.
+MATCH_ROUNDS: Final = 4
+_MD5_BELOW: Final = 4096  # bodies up to this size carry Content-MD5 (see _put)
+_MAX_PREFIX: Final = 500  # keeps prefix + "/" + a 512-byte ref name under S3's 1024
+_BUCKET_RE: Final = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
+_PREFIX_SEGMENT_RE: Final = re.compile(r"[A-Za-z0-9._-]+")
+_DENIED: Final = frozenset(
+    {"AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidToken",
+     "ExpiredToken", "AllAccessDisabled", "AccountProblem", "InvalidSecurity"}
+)  # fmt: skip
+_MISSING_KEY: Final = frozenset({"NoSuchKey", "NoSuchUpload", "404", "NotFound"})
+
+_EMPTY_PACK: Final = PackKey.of(b"")
+
+#: Probe verdicts per (endpoint, bucket), for this process: probing once is enough.
+_probed: dict[tuple[str, str], ProbeResult] = {}
+_probe_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Whether an endpoint really honours conditional PUTs."""
+
+    if_none_match: bool
+    if_match: bool
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        """Say whether both conditions are honoured, so CAS is safe here."""
+        return self.if_none_match and self.if_match
+
+
+@contextlib.contextmanager
+def _mapped(what: str) -> Iterator[None]:
+    """Map every boto3/botocore/urllib3 failure onto the taxonomy (the one place).
+
+    404 on a key becomes :class:`PackNotFound` and 412 :class:`RefConflict`; the
+    primitives turn those into what they mean for their verb (absent ref, CAS loss).
+    """
+    try:
+        yield
+    except bce.ClientError as error:
+        info = error.response.get("Error", {})
+        code = str(info.get("Code", ""))
+        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        message = f"{what}: {status} {code}: {info.get('Message', '')}".rstrip(": ")
+        if status == 412 or code == "PreconditionFailed":
+            raise RefConflict(message) from error
+        if code in _DENIED or status in (401, 403):
+            raise AccessDenied(message) from error
+        if code == "NoSuchBucket":
+            raise RemoteError(message) from error
+        if code in _MISSING_KEY or status == 404:
+            raise PackNotFound(message) from error
+        if code == "ConditionalRequestConflict":
+            # S3: "a conflicting operation occurred, retry". Marked transient so the
+            # core ladder retries it (by code, not status); a later conflict is read back.
+            raise ServerError(message, status=status, transient=True) from error
+        raise ServerError(message, status=status) from error
+    except (bce.NoCredentialsError, bce.PartialCredentialsError, bce.ProfileNotFound) as error:
+        raise AccessDenied(f"{what}: {error}") from error
+    except (bce.ConnectionError, bce.HTTPClientError, bce.IncompleteReadError) as error:
+        raise ConnectionFailed(f"{what}: {error}") from error
+    except Urllib3Error as error:  # a body read that broke below botocore
+        raise ConnectionFailed(f"{what}: {error}") from error
+    except bce.BotoCoreError as error:
+        raise RemoteError(f"{what}: {error}") from error
+
+
+def _parse_location(url: str, path: str) -> tuple[str, str]:
+    """Split ``/bucket[/prefix]`` and check both (contract: no empty, ``.``, ``..``)."""
+    bucket, _, prefix = path.removeprefix("/").partition("/")
+    if not _BUCKET_RE.fullmatch(bucket) or ".." in bucket:
+        raise InvalidRef(
+            f"{url!r}: expected mkit+s3://host[:port]/bucket[/prefix], bucket {bucket!r}"
+        )
+    if prefix:
+        segments = prefix.split("/")
+        bad = [s for s in segments if s in ("", ".", "..") or not _PREFIX_SEGMENT_RE.fullmatch(s)]
+        if bad or len(prefix) > _MAX_PREFIX:
+            raise InvalidRef(
+                f"{url!r}: the prefix must be segments of [A-Za-z0-9._-] joined by '/', "
+                f"none '.' or '..', no empty segment, at most {_MAX_PREFIX} characters"
+            )
+    return bucket, prefix
+
+
+class S3Transport(Transport):
+    """A transport over one bucket (and key prefix) of an S3-compatible server."""
+
+    schemes: ClassVar[tuple[str, ...]] = ("mkit+s3", "mkit+s3+http")
+
+    def __init__(
+        self,
+        endpoint: str,
+        bucket: str,
+        prefix: str = "",
+        *,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        session_token: str | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+        probe: bool = True,
+        part_size: int = DEFAULT_PART_SIZE,
+        list_workers: int = 8,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(retry=retry)
+        if part_size < MIN_PART_SIZE:
+            raise InvalidRef(f"part_size must be at least {MIN_PART_SIZE} bytes")
+        if list_workers < 1:
+            raise InvalidRef("list_workers must be at least 1")
+        if (access_key_id is None) != (secret_access_key is None):
+            raise InvalidRef("give both access_key_id and secret_access_key, or neither")
+        self.endpoint = endpoint
+        self.bucket = bucket
+        self.prefix = prefix
+        self.probe_before_cas = probe
+        self.part_size = part_size
+        self.list_workers = list_workers
+        aws = (urlsplit(endpoint).hostname or "").endswith(".amazonaws.com")
+        config = Config(
+            retries={"mode": "standard", "total_max_attempts": 1},  # tenacity owns retries
+            # Custom endpoints: only the checksums an operation requires, which every
+            # S3 server accepts (and which do not cost 40 % of PUT throughput).
+            request_checksum_calculation="when_supported" if aws else "when_required",
+            response_checksum_validation="when_supported" if aws else "when_required",
+            s3={"addressing_style": "virtual" if aws else "path"},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_pool_connections=max(10, list_workers + 2),
+        )
+        with _mapped(f"open {endpoint}"):
+            session = boto3.session.Session(profile_name=profile)
+            self.client: S3Client = session.client(
+                "s3",
+                endpoint_url=endpoint,
+                aws_access_key_id=access_key_id,
+                aws_secret_access_key=secret_access_key,
+                aws_session_token=session_token,
+                region_name=region or session.region_name or "us-east-1",
+                config=config,
+            )
+
+    @classmethod
+    def from_url(cls, url: str, **options: object) -> Self:
+        """Open ``mkit+s3://host[:port]/bucket[/prefix]`` (TLS) or ``mkit+s3+http://`` (loopback).
+
+        Options (URL query or keywords): ``access_key_id``, ``secret_access_key``
+        (keyword or environment only, never the URL), ``session_token``, ``region``,
+        ``profile``, ``probe`` (default true), ``part_size``, ``list_workers``,
+        ``connect_timeout``, ``read_timeout``, ``retries``/``retry``. Without keys,
+        boto3's standard chain applies (``AWS_ACCESS_KEY_ID``, profiles, roles...).
+        """
+        query = dict(parse_qsl(url.partition("?")[2]))
+        for secret in ("secret_access_key", "session_token"):
+            if secret in query:
+                raise InvalidRef(f"{secret} may not appear in a URL; pass it as an option")
+        parts = split_url(url, options)
+        scheme = parts.scheme
+        if scheme not in cls.schemes:
+            raise InvalidRef(f"{url!r}: not an S3 URL (use mkit+s3:// or mkit+s3+http://)")
+        if "@" in parts.netloc:
+            raise InvalidRef(f"{url!r}: credentials in the URL are refused; use options")
+        try:
+            host, port = parts.hostname, parts.port
+        except ValueError as error:
+            raise InvalidRef(f"{url!r}: {error}") from error
+        if not host:
+            raise InvalidRef(f"{url!r}: no host")
+        if scheme == "mkit+s3+http" and not is_loopback_host(host):
+            raise InsecureScheme(f"{url!r}: plain http is only allowed to a loopback host")
+        bucket, prefix = _parse_location(url, parts.path)
+        shown = f"[{host}]" if ":" in host else host
+        endpoint = f"{'http' if scheme == 'mkit+s3+http' else 'https'}://{shown}"
+        endpoint += f":{port}" if port else ""
+        kwargs: dict[str, Any] = {
+            "retry": pop_retry(options),
+            "probe": pop_bool(options, "probe", True),
+        }
+        for name in ("access_key_id", "secret_access_key", "session_token", "region", "profile"):
+            if name in options:
+                kwargs[name] = str(options.pop(name))
+        for name, kind in (("part_size", int), ("list_workers", int),
+                           ("connect_timeout", float), ("read_timeout", float)):  # fmt: skip
+            if name in options:
+                try:
+                    kwargs[name] = kind(str(options.pop(name)))
+                except ValueError as error:
+                    raise InvalidRef(f"{url!r}: option {name} must be a number") from error
+        reject_options(url, options)
+        return cls(endpoint, bucket, prefix, **kwargs)
+
+    def __repr__(self) -> str:
+        where = f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
+        return f"S3Transport({self.endpoint!r}, {where!r})"
+
+    def _key(self, tail: str) -> str:
+        return f"{self.prefix}/{tail}" if self.prefix else tail
+
+    def pack_key(self, key: PackKey) -> str:
+        """The object key of a pack."""
+        return self._key(f"packs/{key.hex()}")
+
+    def ref_key(self, name: str) -> str:
+        """The object key of a ref (``name`` already validated): ``<name>/.ref``.
+
+        Never the bare name: on file-system backed servers an object cannot also be
+        a "directory", and ``refs/a`` and ``refs/a/b`` must coexist (SeaweedFS refused
+        ``If-None-Match`` on ``refs/a`` once ``refs/a/b`` existed). No segment starts
+        with ``.``, so ``.ref`` never collides with a ref or one of its parents.
+        """
+        return self._key(name + REF_SUFFIX)
+
+    def _put(
+        self,
+        object_key: str,
+        body: bytes,
+        what: str,
+        *,
+        if_match: str = "",
+        if_none_match: str = "",
+    ) -> str:
+        """PUT one object, optionally conditional; return its new ETag.
+
+        Small bodies (refs, the probe) carry Content-MD5: SeaweedFS 4.48 was seen
+        storing an EMPTY object when a connection broke after ``100 Continue``,
+        which would leave a ref unreadable; with the digest it refuses the upload.
+        """
+        request: PutObjectRequestTypeDef = {"Bucket": self.bucket, "Key": object_key, "Body": body}
+        if len(body) <= _MD5_BELOW:
+            digest = hashlib.md5(body, usedforsecurity=False).digest()
+            request["ContentMD5"] = base64.b64encode(digest).decode()
+        if if_none_match:
+            request["IfNoneMatch"] = if_none_match
+        if if_match:
+            request["IfMatch"] = if_match
+        with _mapped(what):
+            return str(self.client.put_object(**request).get("ETag", ""))
+
+    # -- packs -----------------------------------------------------------------------
+
+    def _put_pack(self, key: PackKey, data: bytes | bytearray | memoryview) -> None:
+        # A plain PUT: the same bytes under the same name, so repeating it is harmless
+        # and it heals a damaged copy.
+        self._put(self.pack_key(key), bytes(data), f"upload pack {key.hex()}")
+
+    def _stored_size(self, object_key: str) -> int | None:
+        try:
+            with _mapped(f"head {object_key}"):
+                head = self.client.head_object(Bucket=self.bucket, Key=object_key)
+        except PackNotFound:
+            return None
+        return int(head["ContentLength"])
+
+    def _put_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
+        if self._stored_size(self.pack_key(key)) == total:
+            for _ in chunks:  # already stored; still drain so a bad stream is refused
+                pass
+            return
+        if total <= self.part_size:
+            self._put_pack(key, b"".join(chunks))
+        else:
+            self._multipart(key, chunks, total)
+
+    def _multipart(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
+        """Upload parts of ``part_size``, each retried on its own; abort on any failure.
+
+        Two part buffers, reused: one part uploads on a worker thread while the next
+        is filled from ``chunks`` (whose hashing then overlaps the upload), so memory
+        stays at two parts whatever the pack's size.
+        """
+        object_key = self.pack_key(key)
+        part_size = max(self.part_size, -(-total // MAX_PARTS))
+        with _mapped(f"start upload of {key.hex()}"):
+            created = self.client.create_multipart_upload(Bucket=self.bucket, Key=object_key)
+        upload_id = created["UploadId"]
+        parts: list[dict[str, Any]] = []
+
+        def send(number: int, body: bytearray) -> None:
+            def attempt() -> str:
+                with _mapped(f"upload part {number} of {key.hex()}"):
+                    return self.client.upload_part(
+                        Bucket=self.bucket, Key=object_key, UploadId=upload_id,
+                        PartNumber=number, Body=body,  # type: ignore[arg-type]
+                    )["ETag"]  # fmt: skip
+
+            parts.append({"PartNumber": number, "ETag": self._call(attempt)})
+
+        buffers, fill, number = (bytearray(part_size), bytearray(part_size)), 0, 1
+        try:
+            with ThreadPoolExecutor(1, thread_name_prefix="mkit-s3-part") as uploader:
+                pending: Future[None] | None = None
+                for chunk in chunks:
+                    view = memoryview(chunk)
+                    while view:
+                        n = min(len(view), part_size - fill)
+                        buffers[number % 2][fill : fill + n] = view[:n]
+                        fill, view = fill + n, view[n:]
+                        if fill == part_size:
+                            if pending is not None:
+                                pending.result()  # frees the other buffer
+                            pending = uploader.submit(send, number, buffers[number % 2])
+                            fill, number = 0, number + 1
+                if pending is not None:
+                    pending.result()
+            if fill or not parts:
+                send(number, buffers[number % 2][:fill])
+            self._call(lambda: self._complete(object_key, upload_id, parts, total))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._call(lambda: self._abort(object_key, upload_id))
+            raise
+
+    def _complete(
+        self, object_key: str, upload_id: str, parts: list[dict[str, Any]], total: int
+    ) -> None:
+        try:
+            with _mapped(f"complete upload of {object_key}"):
+                self.client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=object_key, UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                )  # fmt: skip
+        except PackNotFound:
+            # The upload is gone: an earlier attempt completed it and its answer was
+            # lost. The object is there, of the right size, or this is a real failure.
+            if self._stored_size(object_key) != total:
+                raise
+            return
+
+    def _abort(self, object_key: str, upload_id: str) -> None:
+        try:
+            with _mapped(f"abort upload of {object_key}"):
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=object_key, UploadId=upload_id
+                )
+        except PackNotFound:
+            return  # already completed or aborted
+
+    def _get_object(self, object_key: str, what: str, offset: int = 0) -> dict[str, Any] | None:
+        try:
+            with _mapped(what):
+                if offset:
+                    got = self.client.get_object(
+                        Bucket=self.bucket, Key=object_key, Range=f"bytes={offset}-"
+                    )
+                else:
+                    got = self.client.get_object(Bucket=self.bucket, Key=object_key)
+                reply: dict[str, Any] = dict(got)
+        except ServerError as error:
+            if offset and error.status == 416:  # resuming exactly at the end
+                return None
+            raise
+        if int(reply.get("ContentLength", 0)) > PACK_BODY_LIMIT:
+            reply["Body"].close()
+            raise PayloadTooLarge(f"{what}: object over the limit", size=reply["ContentLength"])
+        return reply
+
+    def _get_pack(self, key: PackKey) -> bytes:
+        what = f"download pack {key.hex()}"
+        reply = self._get_object(self.pack_key(key), what)
+        assert reply is not None
+        with _mapped(what), contextlib.closing(reply["Body"]) as body:
+            return bytes(body.read())
+
+    def _open_pack_stream(self, key: PackKey, offset: int) -> Iterator[bytes]:
+        what = f"download pack {key.hex()}"
+        reply = self._get_object(self.pack_key(key), what, offset)
+
+        def chunks() -> Iterator[bytes]:
+            if reply is None:
+                return
+            with _mapped(what), contextlib.closing(reply["Body"]) as body:
+                yield from body.iter_chunks(CHUNK_SIZE)
+
+        return chunks()
+
+    def _has_pack(self, key: PackKey) -> bool:
+        # An empty object under a non-empty pack's key is a torn upload (moto stores
+        # one when a request is cut inside its headers): not a pack.
+        size = self._stored_size(self.pack_key(key))
+        return size is not None and (size > 0 or key == _EMPTY_PACK)
+
+    # -- refs ------------------------------------------------------------------------
+
+    def _get_ref(self, name: str) -> tuple[Hash, str] | None:
+        """The ref's value and ETag, or ``None``; a body that is not 65 bytes is refused."""
+        what = f"read ref {name}"
+        try:
+            reply = self._get_object(self.ref_key(name), what)
+        except PackNotFound:
+            return None
+        assert reply is not None
+        with _mapped(what), contextlib.closing(reply["Body"]) as body:
+            data = body.read(REF_VALUE_SIZE + 1)
+        return decode_ref_value(bytes(data), remote=True, name=name), str(reply["ETag"])
+
+    def _read_ref(self, name: str) -> Hash | None:
+        found = self._get_ref(name)
+        return None if found is None else found[0]
+
+    def _conflict(self, name: str, condition: RefWriteCondition) -> RefConflict:
+        """A RefConflict carrying what the ref holds now (read after the refusal)."""
+        current = self._read_ref(name)
+        shown = current.hex() if current is not None else "nothing"
+        return RefConflict(
+            f"ref {name} does not satisfy {condition!r}: it holds {shown}",
+            name=name, current=current, known=True,
+        )  # fmt: skip
+
+    def _update_ref(self, name: str, condition: RefWriteCondition, value: Hash) -> None:
+        object_key, body, what = self.ref_key(name), encode_ref_value(value), f"write ref {name}"
+        if condition.kind == "any":
+            self._put(object_key, body, what)
+            return
+        self._require_probe()
+        if condition.kind == "missing":
+            try:
+                self._put(object_key, body, what, if_none_match="*")
+                return
+            except RefConflict:
+                raise self._conflict(name, condition) from None
+        for _ in range(MATCH_ROUNDS):
+            found = self._get_ref(name)
+            if found is None or found[0] != condition.expected:
+                current = None if found is None else found[0]
+                condition.require(name, current)  # raises: it does not hold expected
+            assert found is not None
+            try:
+                self._put(object_key, body, what, if_match=found[1])
+                return
+            except (RefConflict, PackNotFound):
+                continue  # changed (or deleted) since our read: the next read decides
+        raise RefConflict(f"ref {name} kept changing while match() tried to write it", name=name)
+
+    def _list_refs(self, prefix: str) -> Iterable[tuple[str, Hash]]:
+        # Only under refs/: the S3 prefix ends with "/" so it is a component boundary,
+        # and pack keys are never listed or fetched.
+        head = self._key("")
+        names: list[str] = []
+        with _mapped(f"list refs under {prefix or 'refs'}"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self._key((prefix or "refs") + "/")
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    name = item["Key"][len(head) : -len(REF_SUFFIX)]
+                    if not item["Key"].endswith(REF_SUFFIX) or not is_valid_ref_name(name):
+                        continue  # a foreign object (e.g. a console's folder marker)
+                    if item.get("Size") != REF_VALUE_SIZE:
+                        raise InvalidResponse(f"ref {name} is {item.get('Size')} bytes, not 65")
+                    names.append(name)
+        if not names:
+            return []
+        with ThreadPoolExecutor(min(self.list_workers, len(names))) as pool:
+            values = list(pool.map(self._read_ref, names))
+        return [(n, v) for n, v in zip(names, values, strict=True) if v is not None]
+
+    # -- probe -----------------------------------------------------------------------
+
+    def probe(self) -> ProbeResult:
+        """Check that the endpoint honours ``If-None-Match`` and ``If-Match`` on PUT.
+
+        Writes, overwrites and deletes one small object under ``[prefix/]mkit-probe/``
+        (never under ``refs/`` or ``packs/``): seven requests.
+        """
+        object_key = self._key(f"mkit-probe/{uuid.uuid4().hex}")
+        what = f"probe {object_key}"
+        notes = []
+
+        def refused(**condition: str) -> bool:
+            try:
+                self._put(object_key, b"overwritten", what, **condition)
+            except (RefConflict, PackNotFound):
+                return True
+            return False
+
+        etag = self._put(object_key, b"first", what, if_none_match="*")
+        try:
+            none_match = refused(if_none_match="*")
+            if not none_match:
+                notes.append("If-None-Match: * on an existing key was ignored")
+                etag = self._put(object_key, b"first", what)
+            match = refused(if_match='"0"' if etag != '"0"' else '"1"')
+            if not match:
+                notes.append("If-Match with a stale ETag was ignored")
+            else:
+                self._put(object_key, b"second", what, if_match=etag)
+                reply = self._get_object(object_key, what)
+                assert reply is not None
+                with _mapped(what), contextlib.closing(reply["Body"]) as body:
+                    if body.read() != b"second":
+                        match = False
+                        notes.append("If-Match with the current ETag did not write")
+        finally:
+            with contextlib.suppress(Exception), _mapped(f"probe cleanup {object_key}"):
+                self.client.delete_object(Bucket=self.bucket, Key=object_key)
+        return ProbeResult(none_match, match, "; ".join(notes) or "conditional writes honoured")
+
+    def _require_probe(self) -> None:
+        """Refuse conditional writes on an endpoint that failed the probe (once per process)."""
+        if not self.probe_before_cas:
+            return
+        place = (self.endpoint, self.bucket)
+        with _probe_lock:
+            verdict = _probed.get(place)
+            if verdict is None:
+                verdict = _probed[place] = self.probe()
+        if not verdict.ok:
+            raise RemoteError(
+                f"{self.endpoint} ignores conditional writes ({verdict.detail}): CAS refused; "
+                "check the gateway, or see spec/SPEC-S3.md about the probe"
+            )
+
+    def close(self) -> None:
+        """Close the client's connection pool."""
+        self.client.close()

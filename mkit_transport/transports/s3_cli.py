@@ -1,0 +1,62 @@
+"""``python -m mkit_transport probe URL``: check that an S3 endpoint honours conditional PUTs.
+
+Some gateways and proxies drop ``If-None-Match`` / ``If-Match`` and every
+conditional write then "succeeds", which silently breaks CAS. The probe writes,
+overwrites and deletes one small object under ``[prefix/]mkit-probe/`` to find out.
+Credentials come from boto3's standard chain (``AWS_ACCESS_KEY_ID``... or
+``AWS_PROFILE``); a secret never goes in the URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from typing import TextIO
+
+from ..errors import InvalidRef
+from ..transport import Transport
+
+__all__ = ["add_cli"]
+
+#: Exit status when the endpoint ignores a condition (the CLI's generic failure).
+NOT_HONOURED = 1
+
+
+def _probe(args: argparse.Namespace, transport: Transport | None, out: TextIO) -> int:
+    from .s3 import S3Transport  # boto3 loads only when an S3 verb runs
+
+    if not isinstance(transport, S3Transport):
+        raise InvalidRef(f"probe works on mkit+s3:// and mkit+s3+http:// URLs, not {args.url!r}")
+    result = transport.probe()
+    if args.json:
+        record = {
+            "url": args.url,
+            "if_none_match": result.if_none_match,
+            "if_match": result.if_match,
+            "ok": result.ok,
+            "detail": result.detail,
+        }
+        out.write(json.dumps(record, sort_keys=True) + "\n")
+    else:
+        yes_no = {True: "honoured", False: "IGNORED"}
+        out.write(f"If-None-Match: {yes_no[result.if_none_match]}\n")
+        out.write(f"If-Match:      {yes_no[result.if_match]}\n")
+        verdict = "CAS is safe on this endpoint" if result.ok else "CAS is NOT safe here"
+        out.write(f"{verdict} ({result.detail})\n")
+    return 0 if result.ok else NOT_HONOURED
+
+
+def add_cli(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    serve_commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    command: Callable[..., argparse.ArgumentParser],
+) -> None:
+    """Add ``probe URL`` to the command line."""
+    sub = command(
+        commands,
+        "probe",
+        _probe,
+        "check that an S3 endpoint honours If-None-Match and If-Match (exit 1 if not)",
+    )
+    sub.add_argument("url", help="mkit+s3://host[:port]/bucket[/prefix]")
