@@ -20,7 +20,7 @@ from mkit_transport.hashes import Hasher
 __all__ = ["MIB", "FileChunks", "best_of", "child_peak_rss", "make_source", "mib", "report"]
 
 MIB = 1 << 20
-CHUNK = 1 << 20
+CHUNK = 4 << 20  # the chunk size a caller streams with; 4 MiB measured faster than 1
 
 
 class FileChunks:
