@@ -10,9 +10,10 @@ A pack holds content-addressed objects, each named by the BLAKE3 of its raw byte
 
 Integers are little endian. The pack key is the BLAKE3 of the whole pack, trailer
 included. The writer streams into a seekable file (a spool), so building a pack of
-any size holds a bounded amount of memory; :class:`PackVerifier` checks a pack fed
+any size holds a bounded amount of memory (a large file that does not compress
+stays in place and is spliced in, see :func:`iter_pack`); :class:`PackVerifier` checks a pack fed
 chunk by chunk (a download, a copy between remotes) and :class:`PackFile` reads one
-object from a pack file through its index, without a scan. Both refuse a bad pack
+object from a pack file through its index, without a scan (thread safe). Both refuse a bad pack
 with :class:`InvalidResponse` (a pack comes from a remote) and a pack whose declared
 sizes exceed the caps with :class:`PayloadTooLarge`, before allocating anything.
 """
@@ -23,9 +24,10 @@ import contextlib
 import os
 import struct
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, BinaryIO, Final, cast
+from functools import partial
+from typing import IO, Any, BinaryIO, Final, cast
 
 import blake3
 import zstandard
@@ -41,12 +43,14 @@ __all__ = [
     "KIND_TREE",
     "MAX_ENTRIES",
     "MAX_OBJECT_SIZE",
+    "External",
     "PackEntry",
     "PackFile",
     "PackSummary",
     "PackVerifier",
     "PackWriter",
     "PreparedObject",
+    "iter_pack",
     "prepare_object",
     "verify_pack_file",
 ]
@@ -78,6 +82,8 @@ SMALL_OBJECT: Final = 1 << 20
 MAX_WINDOW: Final = 1 << 24
 #: Read size when streaming a pack file.
 CHUNK: Final = 1 << 20
+#: Read size when compressing a file (zstd's input block: ~1.7x faster than 1 MiB).
+ZSTD_FEED: Final = 128 << 10
 
 _local = threading.local()
 
@@ -89,6 +95,39 @@ def _decoding(what: str) -> Iterator[None]:
         yield
     except (zstandard.ZstdError, struct.error) as exc:
         raise InvalidResponse(f"{what}: {exc}") from exc
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """Return this thread's decompressor (contexts are not thread safe)."""
+    dctx: zstandard.ZstdDecompressor | None = getattr(_local, "dctx", None)
+    if dctx is None:
+        dctx = _local.dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
+    return dctx
+
+
+def _blake3(data: bytes) -> bytes:
+    if len(data) >= 1 << 20:
+        return blake3.blake3(data, max_threads=blake3.blake3.AUTO).digest()
+    return blake3.blake3(data).digest()
+
+
+def _inflate_small(frame: bytes, raw_len: int, where: str) -> bytes | None:
+    """Decompress a small entry in one call, allocating at most ``raw_len`` bytes.
+
+    A frame that declares its content size (every frame our writer makes does) must
+    declare ``raw_len``, so a bomb is refused before it allocates; a second frame or
+    trailing bytes are refused too. Returns None for a frame that does not declare
+    its size: the caller streams it through the bounded decoder instead.
+    """
+    with _decoding(where):
+        declared = zstandard.frame_content_size(frame)
+        if declared == -1:
+            return None
+        if declared != raw_len:
+            raise InvalidResponse(
+                f"{where}: zstd frame declares {declared} bytes, the entry {raw_len}"
+            )
+        return _decompressor().decompress(frame, allow_extra_data=False)
 
 
 def _compressor(level: int) -> zstandard.ZstdCompressor:
@@ -166,13 +205,67 @@ class _Counted:
         self.out.flush()
 
 
+@dataclass(frozen=True, slots=True)
+class External:
+    """Pack bytes left in a source file instead of being copied into the spool.
+
+    ``size`` bytes of ``path`` go in at ``spool_offset`` of the spool and must hash
+    to ``oid``.
+    """
+
+    spool_offset: int
+    path: str
+    size: int
+    oid: bytes
+
+
+def iter_pack(spool: BinaryIO | str, externals: Sequence[External]) -> Iterator[bytes]:
+    """Yield a pack's bytes: the spool with each external file spliced in at its offset.
+
+    A file that shrank yields fewer bytes (the caller's length and key checks refuse
+    the result); one that grew is read to its recorded size only.
+    """
+    for _ext, chunk in _segments(spool, externals):
+        yield chunk
+
+
+def _segments(
+    spool: BinaryIO | str, externals: Sequence[External]
+) -> Iterator[tuple[External | None, bytes]]:
+    with contextlib.ExitStack() as stack:
+        f = spool if not isinstance(spool, str) else stack.enter_context(open(spool, "rb"))
+        f.seek(0)
+        pos = 0
+        for ext in [*externals, None]:
+            stop = ext.spool_offset if ext is not None else None
+            while stop is None or pos < stop:
+                data = f.read(CHUNK if stop is None else min(CHUNK, stop - pos))
+                if not data:
+                    break
+                pos += len(data)
+                yield None, data
+            if ext is not None:
+                src = stack.enter_context(open(ext.path, "rb", buffering=0))
+                remaining = ext.size
+                while remaining and (data := src.read(min(CHUNK, remaining))):
+                    remaining -= len(data)
+                    yield ext, data
+                src.close()
+
+
 class PackWriter:
-    """Append objects to a pack in a seekable, empty binary file.
+    """Append objects to a pack in a seekable, empty binary file (the spool).
 
     Entries land in the order they are added; :meth:`finish` writes the index, the
     footer and the trailer and returns the pack's key. The output is a function of
     the objects, their order and the level only, so rebuilding the same pack gives
     the same key (an interrupted push finds the packs that already landed).
+
+    A large file that does not compress (:meth:`add_file`) is not copied into the
+    spool: the pack references it (:attr:`externals`) and :func:`iter_pack` splices
+    it in, so a push of incompressible data writes no spool bytes for it. Its bytes
+    are hashed against its id when the pack is sealed (with the trailer), and the
+    transport checks the key again when they are uploaded.
     """
 
     def __init__(self, out: BinaryIO, *, level: int = 3, threads: int = 0) -> None:
@@ -182,8 +275,11 @@ class PackWriter:
         self._rows: list[tuple[bytes, int]] = []
         self._entries: list[PackEntry] = []
         self._ids: set[bytes] = set()
+        #: Source files spliced into the pack, in order (see :func:`iter_pack`).
+        self.externals: list[External] = []
         self.out.write(_HEADER.pack(MAGIC, VERSION, 0, 0, 0))
-        self.size = _HEADER.size
+        self.size = _HEADER.size  # the pack's size so far
+        self._spooled = _HEADER.size  # the bytes of it in the spool
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -204,10 +300,12 @@ class PackWriter:
             raise ValueError(f"unknown object kind {obj.kind}")
         if obj.oid in self._ids:
             return False
-        offset = self.size
+        offset = self.size  # every method leaves the spool positioned at its end
         self.out.write(_ENTRY.pack(obj.kind, obj.codec, obj.oid, obj.raw_len, len(obj.stored)))
         self.out.write(obj.stored)
-        self.size += _ENTRY.size + len(obj.stored)
+        grown = _ENTRY.size + len(obj.stored)
+        self.size += grown
+        self._spooled += grown
         self._record(offset, PackEntry(obj.oid, obj.kind, obj.raw_len, len(obj.stored)))
         return True
 
@@ -230,26 +328,71 @@ class PackWriter:
         """
         if kind not in KINDS:
             raise ValueError(f"unknown object kind {kind}")
-        offset = self.size
-        self.out.seek(offset)
+        offset, start = self.size, self._spooled
+        self.out.seek(start)
         self.out.write(b"\0" * _ENTRY.size)
         entry = self._stream_body(raw_len, source, compress=self._pays(source))
         if not entry.codec_is_raw and entry.stored_len >= entry.raw_len:
-            self.out.seek(offset + _ENTRY.size)
+            self.out.seek(start + _ENTRY.size)
             self.out.truncate()
             entry = self._stream_body(raw_len, source, compress=False)
         codec = CODEC_RAW if entry.codec_is_raw else CODEC_ZSTD
         result = PackEntry(entry.oid, kind, entry.raw_len, entry.stored_len)
         if result.oid in self._ids:  # a duplicate: drop what was written
-            self.out.seek(offset)
+            self.out.seek(start)
             self.out.truncate()
             return result
-        self.out.seek(offset)
+        self.out.seek(start)
         self.out.write(_ENTRY.pack(kind, codec, result.oid, result.raw_len, result.stored_len))
-        self.out.seek(0, os.SEEK_END)
         self.size = offset + _ENTRY.size + result.stored_len
+        self._spooled = start + _ENTRY.size + result.stored_len
+        self.out.seek(self._spooled)
         self._record(offset, result)
         return result
+
+    def add_file(self, kind: int, oid: bytes, size: int, path: str) -> bool:
+        """Append the object held by file ``path`` (``size`` bytes hashing to ``oid``).
+
+        Compressed through the spool when a sample of its first megabyte compresses
+        and the whole shrinks; otherwise stored raw as an :class:`External`, read
+        from ``path`` only when the pack is sealed and when it is uploaded. Returns
+        False (adding nothing) for an object already in the pack.
+
+        Raises:
+            OSError: the file does not hold ``size`` bytes hashing to ``oid`` (it
+                changed since it was hashed), here or when the pack is sealed.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"unknown object kind {kind}")
+        if oid in self._ids:
+            return False
+        # zstd's own input block size: larger writes stall its worker threads (measured).
+        source = partial(_iter_path, path, ZSTD_FEED)
+        offset, start = self.size, self._spooled
+        if size > 64 and self._pays(source):
+            self.out.seek(start)
+            self.out.write(b"\0" * _ENTRY.size)
+            body = self._stream_body(size, source, compress=True)
+            if body.oid != oid or body.raw_len != size:
+                self.out.seek(start)
+                self.out.truncate()
+                raise OSError(f"{path}: changed while it was being packed; push again")
+            if body.stored_len < size:
+                self.out.seek(start)
+                self.out.write(_ENTRY.pack(kind, CODEC_ZSTD, oid, size, body.stored_len))
+                self.size = offset + _ENTRY.size + body.stored_len
+                self._spooled = start + _ENTRY.size + body.stored_len
+                self.out.seek(self._spooled)
+                self._record(offset, PackEntry(oid, kind, size, body.stored_len))
+                return True
+        self.out.seek(start)
+        self.out.truncate()
+        self.out.write(_ENTRY.pack(kind, CODEC_RAW, oid, size, size))
+        self._spooled = start + _ENTRY.size
+        self.externals.append(External(self._spooled, path, size, oid))
+        self.size = offset + _ENTRY.size + size
+        self._record(offset, PackEntry(oid, kind, size, size))
+        return True
 
     def _pays(self, source: Callable[[], Iterable[bytes]]) -> bool:
         sample = bytearray()
@@ -285,24 +428,59 @@ class PackWriter:
         return _Streamed(hasher.digest(), length, stored, not compress)
 
     def finish(self) -> PackSummary:
-        """Write the index, footer and trailer; return the pack's key and contents."""
+        """Write the index, footer and trailer; return the pack's key and contents.
+
+        The trailer pass reads the spool back (recently written: from the page
+        cache) and every external file, checking each against its id.
+        """
         index_offset = self.size
-        self.out.seek(index_offset)
-        for oid, offset in sorted(self._rows):
-            self.out.write(_ROW.pack(oid, offset))
+        self.out.seek(self._spooled)
+        self.out.truncate()
+        self.out.write(b"".join(_ROW.pack(oid, offset) for oid, offset in sorted(self._rows)))
         self.out.write(_FOOTER.pack(index_offset, len(self._rows), END_MAGIC))
         self.out.seek(0)
         self.out.write(_HEADER.pack(MAGIC, VERSION, 0, 0, len(self._rows)))
         self.out.flush()
-        self.out.seek(0)
-        hasher = Hasher()
-        while chunk := self.out.read(CHUNK):
+        hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        length = 0
+        check: tuple[External, Any, list[int]] | None = None
+        for ext, chunk in _segments(self.out, self.externals):
+            if check is not None and ext is not check[0]:
+                self._check_external(*check)
+                check = None
+            if ext is not None and check is None:
+                check = (ext, blake3.blake3(max_threads=blake3.blake3.AUTO), [0])
+            if check is not None:
+                check[1].update(chunk)
+                check[2][0] += len(chunk)
             hasher.update(chunk)
-        trailer = bytes(hasher.pack_key())
+            length += len(chunk)
+        if check is not None:
+            self._check_external(*check)
+        for ext in self.externals:
+            if ext.size == 0:  # an empty file yields no chunk
+                self._check_external(ext, blake3.blake3(), [0])
+        trailer = hasher.digest()
+        self.out.seek(0, os.SEEK_END)
         self.out.write(trailer)
         self.out.flush()
         hasher.update(trailer)
-        return PackSummary(hasher.pack_key(), hasher.length, tuple(self._entries))
+        length += TRAILER_SIZE
+        expected = self.size + len(self._rows) * _ROW.size + _FOOTER.size + TRAILER_SIZE
+        if length != expected:
+            raise OSError("a file of the pack changed while it was being packed; push again")
+        return PackSummary(PackKey(hasher.digest()), length, tuple(self._entries))
+
+    @staticmethod
+    def _check_external(ext: External, hasher: Any, length: list[int]) -> None:
+        if length[0] != ext.size or hasher.digest() != ext.oid:
+            raise OSError(f"{ext.path}: changed while it was being packed; push again")
+
+
+def _iter_path(path: str, chunk: int = CHUNK) -> Iterator[bytes]:
+    with open(path, "rb", buffering=0) as f:
+        while data := f.read(chunk):
+            yield data
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,18 +588,29 @@ class PackVerifier:
 
     Feed every chunk to :meth:`feed`, then call :meth:`finish`, which returns the
     :class:`PackSummary` only if the whole pack checks: structure, caps, every object
-    against its id, the index against the entries, the trailer, no trailing bytes.
-    Errors can surface from any call; nothing read is trustworthy before
-    :meth:`finish` returns.
+    against its id (unless ``objects`` is false: then the caller verifies each object
+    when it reads it, PACK-14), the index against the entries, the trailer, no
+    trailing bytes. Errors can surface from any call; nothing read is trustworthy
+    before :meth:`finish` returns.
     """
 
     def __init__(
-        self, *, max_entries: int = MAX_ENTRIES, max_object: int = MAX_OBJECT_SIZE
+        self,
+        *,
+        max_entries: int = MAX_ENTRIES,
+        max_object: int = MAX_OBJECT_SIZE,
+        objects: bool = True,
     ) -> None:
         self.max_entries = max_entries
         self.max_object = max_object
-        self._hasher = Hasher()  # over everything but the trailer
-        self._key = Hasher()  # over everything: the pack key
+        #: Decompress and re-hash every object (False: structure, trailer and key
+        #: only, for a caller that verifies each object when it reads it, see PACK-13).
+        self.objects = objects
+        # One pass over the bytes: the trailer is a digest of a copy of this state,
+        # the pack key the digest after the trailer is fed too.
+        self._hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        self._length = 0
+        self._key: PackKey | None = None
         self._buf = bytearray()
         self._state = "header"
         self._need = _HEADER.size
@@ -440,15 +629,15 @@ class PackVerifier:
     def feed(self, chunk: bytes | bytearray | memoryview) -> None:
         """Consume the next chunk of the pack."""
         view = memoryview(chunk).cast("B")
-        self._key.update(view)
-        if self._key.length > PACK_BODY_LIMIT:
+        self._length += len(view)
+        if self._length > PACK_BODY_LIMIT:
             raise PayloadTooLarge("pack is over the size limit", limit=PACK_BODY_LIMIT)
         while view:
             if self._state == "data":
                 take = view[: self._remaining]
                 self._consume(take)
-                assert self._decoder is not None
-                self._decoder.feed(bytes(take))
+                if self._decoder is not None:
+                    self._decoder.feed(bytes(take))
                 self._remaining -= len(take)
                 view = view[len(take) :]
                 if self._remaining == 0:
@@ -482,8 +671,10 @@ class PackVerifier:
             elif self._state == "footer":
                 self._check_footer(block)
             elif self._state == "trailer":
-                if block != bytes(self._hasher.pack_key()):
+                if block != self._hasher.copy().digest():
                     raise InvalidResponse("pack trailer does not match its contents")
+                self._hasher.update(block)
+                self._key = PackKey(self._hasher.digest())
                 self._state = "done"
 
     def _next_entry_or_index(self) -> None:
@@ -507,15 +698,17 @@ class PackVerifier:
         if self._offset + stored_len > PACK_BODY_LIMIT:
             raise PayloadTooLarge(f"{where} runs past the pack size limit")
         self._pending = (kind, codec, oid, raw_len, stored_len)
-        self._decoder = _Decoder(codec, _ObjectCheck(oid, raw_len, None))
+        if self.objects:
+            self._decoder = _Decoder(codec, _ObjectCheck(oid, raw_len, None))
         self._remaining = stored_len
         self._state = "data"
         if stored_len == 0:
             self._end_entry()
 
     def _end_entry(self) -> None:
-        assert self._decoder is not None and self._pending is not None
-        self._decoder.done()
+        assert self._pending is not None
+        if self._decoder is not None:
+            self._decoder.done()
         kind, _codec, oid, raw_len, stored_len = self._pending
         self._entries.append(PackEntry(oid, kind, raw_len, stored_len))
         self._rows.append((oid, self._entry_offset))
@@ -541,9 +734,9 @@ class PackVerifier:
 
     def finish(self) -> PackSummary:
         """Return the summary of a complete, valid pack (else InvalidResponse)."""
-        if self._state != "done":
+        if self._state != "done" or self._key is None:
             raise InvalidResponse(f"pack is truncated (stopped in its {self._state})")
-        return PackSummary(self._key.pack_key(), self._key.length, tuple(self._entries))
+        return PackSummary(self._key, self._length, tuple(self._entries))
 
 
 def verify_pack_file(path: str | os.PathLike[str]) -> PackSummary:
@@ -572,6 +765,7 @@ class PackFile:
     ) -> None:
         self.path = os.fspath(path)
         self._file = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+        self._fd = self._file.fileno()
         try:
             self._load(check_trailer, max_entries)
         except BaseException:
@@ -646,31 +840,54 @@ class PackFile:
 
         Raises KeyError when the pack does not hold it, InvalidResponse when its entry
         is malformed or its bytes do not hash to ``oid`` (after ``out`` saw them:
-        callers write into a staging area they discard on error).
+        callers write into a staging area they discard on error). Safe to call from
+        several threads at once (positioned reads, per-thread decompressors).
         """
         offset = self.find(oid)
         if offset is None:
             raise KeyError(oid.hex())
-        f = self._file
         where = f"pack {self.path}, object {oid.hex()}"
         if offset + _ENTRY.size > self._index_offset:
             raise InvalidResponse(f"{where}: entry out of bounds")
-        f.seek(offset)
         with _decoding(where):
-            kind, codec, entry_id, raw_len, stored_len = _ENTRY.unpack(f.read(_ENTRY.size))
+            kind, codec, entry_id, raw_len, stored_len = _ENTRY.unpack(
+                self._pread(_ENTRY.size, offset, where)
+            )
         _check_entry(kind, codec, raw_len, stored_len, max_size or MAX_OBJECT_SIZE, where)
-        if entry_id != oid or offset + _ENTRY.size + stored_len > self._index_offset:
+        start = offset + _ENTRY.size
+        if entry_id != oid or start + stored_len > self._index_offset:
             raise InvalidResponse(f"{where}: entry does not match the index")
+        if stored_len <= SMALL_OBJECT and raw_len <= SMALL_OBJECT:
+            data = self._pread(stored_len, start, where)
+            if codec == CODEC_ZSTD:
+                inflated = _inflate_small(data, raw_len, where)
+                if inflated is None:  # a frame without its size: the bounded streaming path
+                    decoder = _Decoder(codec, _ObjectCheck(oid, raw_len, out))
+                    decoder.feed(data)
+                    decoder.done()
+                    return kind, raw_len
+                data = inflated
+            if len(data) != raw_len or _blake3(data) != oid:
+                raise InvalidResponse(f"{where}: does not hash to its id")
+            if out is not None and data:
+                out(data)
+            return kind, raw_len
         decoder = _Decoder(codec, _ObjectCheck(oid, raw_len, out))
         remaining = stored_len
         while remaining:
-            chunk = f.read(min(CHUNK, remaining))
-            if not chunk:
-                raise InvalidResponse(f"{where}: pack file is truncated")
+            chunk = self._pread(min(CHUNK, remaining), start, where)
             decoder.feed(chunk)
+            start += len(chunk)
             remaining -= len(chunk)
         decoder.done()
         return kind, raw_len
+
+    def _pread(self, size: int, offset: int, where: str) -> bytes:
+        """Read exactly ``size`` bytes at ``offset`` (no shared file position)."""
+        data = os.pread(self._fd, size, offset)
+        if len(data) != size:
+            raise InvalidResponse(f"{where}: pack file is truncated")
+        return data
 
     def read_bytes(self, oid: bytes, *, max_size: int) -> tuple[int, bytes]:
         """Return ``(kind, raw bytes)`` of a small object (at most ``max_size`` bytes)."""

@@ -14,8 +14,11 @@ from __future__ import annotations
 import os
 import stat
 import struct
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Final, Protocol
 
 import blake3
@@ -283,13 +286,17 @@ def _hash_file(path: str) -> tuple[bytes, int]:
 
 
 def scan(
-    source_dir: str | os.PathLike[str], on_file: Callable[[int], None] | None = None
+    source_dir: str | os.PathLike[str],
+    on_file: Callable[[int], None] | None = None,
+    on_blob: Callable[[bytes, ObjectSource], None] | None = None,
 ) -> Snapshot:
     """Hash a directory tree into a :class:`Snapshot`, never following a symlink.
 
     Regular files, directories and symlinks are kept (with their permission bits);
     anything else (a socket, a device) is an OSError. ``on_file(size)`` is called
-    after each file is hashed, for progress.
+    after each file is hashed, for progress; ``on_blob(oid, source)`` once per
+    distinct blob, in walk order, as soon as it is hashed (a first push packs blobs
+    while the scan goes on). An exception from a callback stops the scan.
     """
     root_path = os.fspath(source_dir)
     if not os.path.isdir(root_path):
@@ -308,14 +315,20 @@ def scan(
             if stat.S_ISLNK(st.st_mode):
                 target = os.fsencode(os.readlink(child.path))
                 oid = blake3.blake3(target).digest()
-                blobs.setdefault(oid, ObjectSource(KIND_BLOB, len(target), data=target))
+                if oid not in blobs:
+                    blobs[oid] = ObjectSource(KIND_BLOB, len(target), data=target)
+                    if on_blob is not None:
+                        on_blob(oid, blobs[oid])
                 entries.append(TreeEntry(name, TYPE_SYMLINK, 0, len(target), oid))
             elif stat.S_ISDIR(st.st_mode):
                 oid = walk(child.path)
                 entries.append(TreeEntry(name, TYPE_DIR, stat.S_IMODE(st.st_mode) & 0o777, 0, oid))
             elif stat.S_ISREG(st.st_mode):
                 oid, size = _hash_file(child.path)
-                blobs.setdefault(oid, ObjectSource(KIND_BLOB, size, path=child.path))
+                if oid not in blobs:
+                    blobs[oid] = ObjectSource(KIND_BLOB, size, path=child.path)
+                    if on_blob is not None:
+                        on_blob(oid, blobs[oid])
                 entries.append(
                     TreeEntry(name, TYPE_FILE, stat.S_IMODE(st.st_mode) & 0o777, size, oid)
                 )
@@ -406,17 +419,34 @@ def _check_size(entry: TreeEntry, raw_len: int) -> None:
         raise _bad(f"{entry.name!r}: object has {raw_len} bytes, the tree says {entry.size}")
 
 
-def materialise(objects: PackObjects, root: bytes, dest: str) -> int:
+def materialise(objects: PackObjects, root: bytes, dest: str, *, workers: int = 1) -> int:
     """Write tree ``root`` into the existing empty directory ``dest``; return the file count.
 
     Names come from validated trees (no ``/``, ``.`` or ``..``) and every parent is a
     directory this function created, so no write ever passes through a symlink.
-    Directory modes are applied after their contents are written.
+    Trees are walked in this thread; with ``workers > 1`` file contents are
+    decompressed, verified and written by a pool of that many threads (zstd, BLAKE3
+    and file writes release the GIL), with a bounded number of files in flight.
+    Directory modes are applied once every file is written, deepest first. On an
+    error, the files in flight finish or stop before this returns (the caller then
+    removes ``dest``).
     """
     count = 0
     budget = [MAX_TOTAL_ENTRIES]
+    modes: list[tuple[bytes, int]] = []  # directories, children before parents
 
-    def fill(tree: bytes, path: str, depth: int) -> None:
+    def write_file(target: bytes, entry: TreeEntry) -> None:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            _, raw_len = objects.read_object(
+                entry.oid, partial(_write_all, fd), max_size=entry.size
+            )
+        finally:
+            os.close(fd)
+        _check_size(entry, raw_len)
+        os.chmod(target, entry.mode)
+
+    def fill(tree: bytes, path: bytes, depth: int, run: Callable[[bytes, TreeEntry], None]) -> None:
         nonlocal count
         if depth > MAX_DEPTH:
             raise _bad(f"tree nesting is deeper than {MAX_DEPTH}")
@@ -424,25 +454,73 @@ def materialise(objects: PackObjects, root: bytes, dest: str) -> int:
             budget[0] -= 1
             if budget[0] < 0:
                 raise PayloadTooLarge(f"snapshot has more than {MAX_TOTAL_ENTRIES} entries")
-            target = os.path.join(os.fsencode(path), entry.name)
+            target = os.path.join(path, entry.name)
             if entry.type == TYPE_DIR:
                 os.mkdir(target, 0o700)
-                fill(entry.oid, os.fsdecode(target), depth + 1)
-                os.chmod(target, entry.mode)
+                fill(entry.oid, target, depth + 1, run)
+                modes.append((target, entry.mode))
             elif entry.type == TYPE_SYMLINK:
                 _kind, link = objects.read_bytes(entry.oid, MAX_SYMLINK)
                 _check_size(entry, len(link))
                 os.symlink(link, target)
             else:
-                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-                with os.fdopen(fd, "wb") as out:
-                    _, raw_len = objects.read_object(entry.oid, out.write, max_size=entry.size)
-                _check_size(entry, raw_len)
-                os.chmod(target, entry.mode)
+                run(target, entry)
                 count += 1
 
-    fill(root, dest, 0)
+    if workers <= 1:
+        fill(root, os.fsencode(dest), 0, write_file)
+    else:
+        with _Pool(workers) as pool:
+            fill(root, os.fsencode(dest), 0, partial(pool.submit, write_file))
+    for target, mode in modes:
+        os.chmod(target, mode)
     return count
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``, looping over short writes (no buffer copy)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class _Pool:
+    """A thread pool with a bounded window of pending calls; the first error wins.
+
+    ``submit`` blocks while ``4 * workers`` calls are pending (memory stays bounded
+    whatever the tree) and raises the first failure it sees; leaving the ``with``
+    block waits for everything, cancels what has not started after an error, and
+    raises the first failure.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.executor = ThreadPoolExecutor(workers, thread_name_prefix="mkit-write")
+        self.window = 4 * workers
+        self.pending: deque[Future[None]] = deque()
+
+    def submit(self, fn: Callable[[bytes, TreeEntry], None], *args: object) -> None:
+        while len(self.pending) >= self.window:
+            self.pending.popleft().result()
+        self.pending.append(self.executor.submit(fn, *args))  # type: ignore[arg-type]
+
+    def __enter__(self) -> _Pool:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        failed = exc_type is not None
+        try:
+            while self.pending:
+                future = self.pending.popleft()
+                if failed:
+                    future.cancel()
+                else:
+                    try:
+                        future.result()
+                    except BaseException:
+                        failed = True
+                        raise
+        finally:
+            self.executor.shutdown(wait=True, cancel_futures=True)
 
 
 def list_files(objects: PackObjects, root: bytes, path: str | None = None) -> list[FileEntry]:

@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import shutil
 import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
-from typing import Final, TypeVar
+from typing import Final, TypeVar, cast
 
 from .errors import InvalidResponse, PackNotFound, PayloadTooLarge, RefConflict, TransportError
 from .hashes import Hash, PackKey
@@ -37,11 +38,13 @@ from .pack import (
     KIND_BLOB,
     KIND_TREE,
     MAX_ENTRIES,
+    External,
     PackFile,
     PackSummary,
     PackVerifier,
     PackWriter,
     PreparedObject,
+    iter_pack,
     prepare_object,
 )
 from .refs import RefWriteCondition
@@ -58,7 +61,6 @@ from .snapshot import (
     decode_record,
     encode_index,
     encode_record,
-    iter_file,
     list_files,
     materialise,
     scan,
@@ -253,18 +255,27 @@ class _Limiter:
         time.sleep(wait)
 
 
-class _FileChunks:
-    """A re-iterable chunk source over a spooled pack (a retried upload replays it)."""
+@dataclass(frozen=True, slots=True)
+class _Sealed:
+    """A pack ready to upload: its summary, its spool file and the files spliced in."""
 
-    def __init__(self, path: str, limiter: _Limiter, meter: _Meter) -> None:
-        self.path, self.limiter, self.meter = path, limiter, meter
+    summary: PackSummary
+    path: str
+    externals: tuple[External, ...]
+    group: int = 0
+
+
+class _FileChunks:
+    """A re-iterable chunk source over a sealed pack (a retried upload replays it)."""
+
+    def __init__(self, sealed: _Sealed, limiter: _Limiter, meter: _Meter) -> None:
+        self.sealed, self.limiter, self.meter = sealed, limiter, meter
 
     def __iter__(self) -> Iterator[bytes]:
-        with open(self.path, "rb", buffering=0) as f:
-            while chunk := f.read(_CHUNK):
-                self.limiter.take(len(chunk))
-                self.meter.add(bytes_out=len(chunk))
-                yield chunk
+        for chunk in iter_pack(self.sealed.path, self.sealed.externals):
+            self.limiter.take(len(chunk))
+            self.meter.add(bytes_out=len(chunk))
+            yield chunk
 
 
 def _parallel(fn: Callable[[_T], _R], items: Sequence[_T], workers: int) -> list[_R]:
@@ -342,53 +353,53 @@ def _read_small(oid: bytes, src: ObjectSource, level: int) -> PreparedObject:
 
 
 class _PackBuilder:
-    """Builds the packs of a send-set into spool files, in a deterministic order.
+    """Builds the packs of groups of objects into spool files, in a deterministic order.
 
     Trees go into packs of their own (so ``show`` and a pusher's planning never
-    download file contents), then blobs. Small objects are read and compressed by a
-    small thread pool, in order; large files stream through multi-threaded zstd.
+    download file contents): a push passes the trees and the blobs as separate
+    groups. Small objects are read and compressed by a small thread pool, in order
+    (zstd releases the GIL); large files stream through multi-threaded zstd, or are
+    spliced in from the source when they do not compress (SPEC-PACK PACK-13).
     """
 
-    def __init__(self, snap: Snapshot, spool: str, *, level: int, pack_size: int) -> None:
-        self.snap, self.spool, self.level, self.pack_size = snap, spool, level, pack_size
+    def __init__(self, spool: str, *, level: int, pack_size: int) -> None:
+        self.spool, self.level, self.pack_size = spool, level, pack_size
         self.threads = 2 if (os.cpu_count() or 1) > 1 else 0
         self.seq = 0
 
-    def packs(self, send: list[bytes]) -> Iterator[tuple[PackSummary, str]]:
-        trees = [oid for oid in send if self.snap.objects[oid].kind == KIND_TREE]
-        blobs = [oid for oid in send if self.snap.objects[oid].kind == KIND_BLOB]
+    def packs(self, groups: Iterable[Iterable[tuple[bytes, ObjectSource]]]) -> Iterator[_Sealed]:
+        """Yield the sealed packs of each group of objects, in order (no pack spans two)."""
         with ThreadPoolExecutor(2) as pool:
-            for group in (trees, blobs):
-                yield from self._group(group, pool)
+            for number, group in enumerate(groups):
+                for sealed in self._group(group, pool):
+                    yield replace(sealed, group=number)
 
     def _items(
-        self, group: list[bytes], pool: ThreadPoolExecutor
-    ) -> Iterator[tuple[bytes, Future[PreparedObject] | None]]:
-        window: deque[tuple[bytes, Future[PreparedObject] | None]] = deque()
-        for oid in group:
-            src = self.snap.objects[oid]
+        self, group: Iterable[tuple[bytes, ObjectSource]], pool: ThreadPoolExecutor
+    ) -> Iterator[tuple[bytes, ObjectSource, Future[PreparedObject] | None]]:
+        window: deque[tuple[bytes, ObjectSource, Future[PreparedObject] | None]] = deque()
+        for oid, src in group:
             small = src.data is not None or src.size <= _SMALL
             future = pool.submit(_read_small, oid, src, self.level) if small else None
-            window.append((oid, future))
+            window.append((oid, src, future))
             if len(window) >= _WINDOW:
                 yield window.popleft()
         yield from window
 
     def _group(
-        self, group: list[bytes], pool: ThreadPoolExecutor
-    ) -> Iterator[tuple[PackSummary, str]]:
+        self, group: Iterable[tuple[bytes, ObjectSource]], pool: ThreadPoolExecutor
+    ) -> Iterator[_Sealed]:
         writer: PackWriter | None = None
         out = None
         path = ""
         try:
-            for oid, future in self._items(group, pool):
-                src = self.snap.objects[oid]
+            for oid, src, future in self._items(group, pool):
                 estimate = src.size
                 if writer is not None and (
                     writer.size + estimate > self.pack_size or len(writer) >= MAX_PACK_OBJECTS
                 ):
                     assert out is not None
-                    yield writer.finish(), path
+                    yield _Sealed(writer.finish(), path, tuple(writer.externals))
                     out.close()
                     writer = out = None
                 if writer is None:
@@ -400,12 +411,10 @@ class _PackBuilder:
                     writer.add_prepared(future.result())
                 else:
                     assert src.path is not None
-                    entry = writer.add_stream(src.kind, src.size, partial(iter_file, src.path))
-                    if entry.oid != oid or entry.raw_len != src.size:
-                        raise OSError(f"{src.path}: changed while it was being pushed; push again")
+                    writer.add_file(src.kind, oid, src.size, src.path)
             if writer is not None:
                 assert out is not None
-                yield writer.finish(), path
+                yield _Sealed(writer.finish(), path, tuple(writer.externals))
                 out.close()
                 out = None
         finally:
@@ -414,33 +423,29 @@ class _PackBuilder:
 
 
 def _upload_pack(
-    transport: Transport,
-    summary: PackSummary,
-    path: str,
-    limiter: _Limiter,
-    meter: _Meter,
+    transport: Transport, sealed: _Sealed, limiter: _Limiter, meter: _Meter
 ) -> tuple[PackRef, bool, int]:
     """Upload one sealed pack (unless it already landed) and its index blob."""
+    summary = sealed.summary
     index = encode_index(summary.key, [(e.oid, e.kind) for e in summary.entries])
     index_key = PackKey.of(index)
     sent = 0
     uploaded = not transport.pack_exists(summary.key)
     if uploaded:
-        transport.upload_pack_stream(summary.key, _FileChunks(path, limiter, meter), summary.size)
+        transport.upload_pack_stream(summary.key, _FileChunks(sealed, limiter, meter), summary.size)
         sent += summary.size
     # Always (idempotent): a push interrupted between a pack and its index left no index.
     transport.upload_blob(index, index_key)
     sent += len(index)
     meter.add(bytes_out=len(index), done=len(summary.entries))
     with contextlib.suppress(OSError):
-        os.unlink(path)
+        os.unlink(sealed.path)
     return PackRef(summary.key, index_key, summary.size, len(summary.entries)), uploaded, sent
 
 
 def _build_and_upload(
     transport: Transport,
-    snap: Snapshot,
-    send: list[bytes],
+    groups: Iterable[Iterable[tuple[bytes, ObjectSource]]],
     *,
     level: int,
     pack_size: int,
@@ -448,41 +453,47 @@ def _build_and_upload(
     limiter: _Limiter,
     meter: _Meter,
     spool_dir: str | None,
+    first: int = 0,
 ) -> list[tuple[PackRef, bool, int]]:
     """Build packs and upload them as they are sealed, with a bounded pool.
 
     At most ``concurrency + 1`` sealed packs wait on disk, so the spool stays small.
+    Results come in seal order, except that the packs of group ``first`` come first
+    (a first push seals its trees last but lists them first, as every push does).
     """
     slots = threading.BoundedSemaphore(max(1, concurrency) + 1)
     futures: list[Future[tuple[PackRef, bool, int]]] = []
+    groups_sealed: list[int] = []
     with (
         tempfile.TemporaryDirectory(prefix="mkit-push-", dir=spool_dir) as spool,
         ThreadPoolExecutor(max(1, concurrency)) as pool,
     ):
-        builder = _PackBuilder(snap, spool, level=level, pack_size=pack_size)
+        builder = _PackBuilder(spool, level=level, pack_size=pack_size)
         failed = threading.Event()
 
-        def upload(summary: PackSummary, path: str) -> tuple[PackRef, bool, int]:
+        def upload(sealed: _Sealed) -> tuple[PackRef, bool, int]:
             if failed.is_set():  # an earlier pack failed: start nothing new
                 raise _Aborted
             try:
-                return _upload_pack(transport, summary, path, limiter, meter)
+                return _upload_pack(transport, sealed, limiter, meter)
             except BaseException:
                 failed.set()
                 raise
 
         try:
-            for summary, path in builder.packs(send):
+            for sealed in builder.packs(groups):
                 while not slots.acquire(timeout=0.5):
                     _raise_first(futures)
                 _raise_first(futures)
-                future = pool.submit(upload, summary, path)
+                future = pool.submit(upload, sealed)
+                groups_sealed.append(sealed.group)
                 future.add_done_callback(lambda _f: slots.release())
                 futures.append(future)
             for f in futures:
                 f.exception()  # wait for all, then report the real failure first
             _raise_first(futures)
-            return [f.result() for f in futures]
+            order = sorted(range(len(futures)), key=lambda i: (groups_sealed[i] != first, i))
+            return [futures[i].result() for i in order]
         finally:
             for f in futures:
                 f.cancel()
@@ -536,14 +547,30 @@ def push(
     if not condition.allows(old):
         raise _non_fast_forward(ref, old)
     meter.enter("scan")
+    build = partial(
+        _build_and_upload,
+        transport,
+        level=level,
+        pack_size=pack_size,
+        concurrency=concurrency,
+        limiter=_Limiter(bwlimit),
+        meter=meter,
+        spool_dir=spool_dir,
+    )
+    if old is None and not dry_run:
+        # A first push sends everything: pack blobs while the scan goes on.
+        meter.enter("upload")
+        with _ScanStream(source_dir) as stream:
+            uploaded = build(stream.groups(), first=1)  # trees first in the record
+        assert stream.snap is not None
+        snap = stream.snap
+        meter.enter("upload", total=len(snap.objects))
+        raw = sum(src.size for src in snap.objects.values())
+        sent = len(snap.objects)
+        return _commit(transport, ref, condition, snap, None, [], uploaded, meter, raw, old, sent)
     snap = scan(source_dir)
     for src in snap.objects.values():
-        if src.size > MAX_FILE_SIZE:
-            raise PayloadTooLarge(
-                f"{src.path}: {src.size} bytes is over the {MAX_FILE_SIZE}-byte file limit",
-                size=src.size,
-                limit=MAX_FILE_SIZE,
-            )
+        _check_file_size(src)
     meter.enter("plan", total=len(snap.objects))
     base = _base_record(transport, old, condition, meter)
 
@@ -586,19 +613,39 @@ def push(
             raw_bytes_sent=raw,
         )
     meter.enter("upload")
-    uploaded = _build_and_upload(
-        transport,
-        snap,
-        send,
-        level=level,
-        pack_size=pack_size,
-        concurrency=concurrency,
-        limiter=_Limiter(bwlimit),
-        meter=meter,
-        spool_dir=spool_dir,
+    trees = [(oid, snap.objects[oid]) for oid in send if snap.objects[oid].kind == KIND_TREE]
+    blobs = [(oid, snap.objects[oid]) for oid in send if snap.objects[oid].kind == KIND_BLOB]
+    uploaded = build([trees, blobs])
+    kept_packs = [base.packs[i] for i in kept] if base is not None else []
+    return _commit(
+        transport, ref, condition, snap, base, kept_packs, uploaded, meter, raw, old, len(send)
     )
-    packs = [base.packs[i] for i in kept] if base is not None else []
-    packs += [pack for pack, _, _ in uploaded]
+
+
+def _check_file_size(src: ObjectSource) -> None:
+    if src.size > MAX_FILE_SIZE:
+        raise PayloadTooLarge(
+            f"{src.path}: {src.size} bytes is over the {MAX_FILE_SIZE}-byte file limit",
+            size=src.size,
+            limit=MAX_FILE_SIZE,
+        )
+
+
+def _commit(
+    transport: Transport,
+    ref: str,
+    condition: RefWriteCondition,
+    snap: Snapshot,
+    base: Record | None,
+    kept: list[PackRef],
+    uploaded: list[tuple[PackRef, bool, int]],
+    meter: _Meter,
+    raw: int,
+    old: Hash | None,
+    sent: int,
+) -> PushReport:
+    """Upload the record naming the kept and new packs, then CAS the ref (last)."""
+    packs = kept + [pack for pack, _, _ in uploaded]
     parent = _record_key(old) if base is not None and old is not None else None
     record = encode_record(Record(snap.root, parent, time.time_ns(), tuple(packs)))
     record_key = PackKey.of(record)
@@ -606,16 +653,82 @@ def push(
     new = _ref_value(record_key)
     meter.enter("commit")
     _write_ref(transport, ref, condition, new)
-    return report(
+    meter.enter("done")
+    return PushReport(
+        ref=ref,
+        old=old,
         new=new,
+        dry_run=False,
         updated=True,
-        objects_sent=len(send),
-        objects_skipped=len(snap.objects) - len(send),
+        objects_sent=sent,
+        objects_skipped=len(snap.objects) - sent,
         raw_bytes_sent=raw,
         packs_uploaded=sum(1 for _, up, _ in uploaded if up),
         packs_skipped=sum(1 for _, up, _ in uploaded if not up),
-        bytes_uploaded=sum(sent for _, _, sent in uploaded) + len(record),
+        bytes_uploaded=sum(n for _, _, n in uploaded) + len(record),
+        bytes_downloaded=meter.bytes_in,
+        files=snap.files,
     )
+
+
+class _ScanStream:
+    """Run the scan in a thread and hand its blobs over as they are hashed.
+
+    For a first push, where everything is sent: packing starts with the first file
+    instead of after the whole tree is hashed. :meth:`groups` yields the blobs (as
+    the scan finds them), then the trees (once it is done). Leaving the ``with``
+    block stops and joins the scan (a failed upload stops it at its next blob).
+    """
+
+    _END: Final = object()
+
+    def __init__(self, source_dir: str | os.PathLike[str]) -> None:
+        self.queue: queue.Queue[object] = queue.Queue(maxsize=4 * _WINDOW)
+        self.stopped = threading.Event()
+        self.snap: Snapshot | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(
+            target=self._run, args=(source_dir,), name="mkit-scan", daemon=True
+        )
+
+    def _put(self, item: object) -> None:
+        while not self.stopped.is_set():
+            with contextlib.suppress(queue.Full):
+                self.queue.put(item, timeout=0.1)
+                return
+        raise _Aborted
+
+    def _on_blob(self, oid: bytes, src: ObjectSource) -> None:
+        _check_file_size(src)
+        self._put((oid, src))
+
+    def _run(self, source_dir: str | os.PathLike[str]) -> None:
+        try:
+            self.snap = scan(source_dir, on_blob=self._on_blob)
+        except BaseException as error:  # handed to the consumer
+            self.error = error
+        with contextlib.suppress(_Aborted):
+            self._put(self._END)
+
+    def _blobs(self) -> Iterator[tuple[bytes, ObjectSource]]:
+        while (item := self.queue.get()) is not self._END:
+            yield cast(tuple[bytes, ObjectSource], item)
+        if self.error is not None:
+            raise self.error
+
+    def groups(self) -> Iterator[Iterable[tuple[bytes, ObjectSource]]]:
+        """Yield the blobs as they come, then the trees."""
+        yield self._blobs()
+        assert self.snap is not None
+        yield [(oid, src) for oid, src in self.snap.objects.items() if src.kind == KIND_TREE]
+
+    def __enter__(self) -> _ScanStream:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        self.thread.join()
 
 
 def _base_record(
@@ -659,10 +772,15 @@ class _PackCache:
         return os.path.join(self.dir, key.hex())
 
     def fetch(self, transport: Transport, key: PackKey, what: str, meter: _Meter) -> PackSummary:
-        """Download ``key``, verifying it as it streams, and move it into the cache."""
+        """Download ``key``, verifying it as it streams, and move it into the cache.
+
+        The transport checks the key; the verifier checks the structure and the
+        trailer. Objects are not decompressed here: each is verified against its id
+        when it is read for writing (SYNC-13), so the bytes are inflated once.
+        """
         fd, temp = tempfile.mkstemp(dir=self.dir, prefix=".download-")
         try:
-            verifier = PackVerifier()
+            verifier = PackVerifier(objects=False)
             with os.fdopen(fd, "wb") as out:
                 try:
                     for chunk in transport.download_pack_stream(key):
@@ -747,7 +865,7 @@ def pull(
         os.makedirs(parent, exist_ok=True)
         stage = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.pull-", dir=parent)
         try:
-            files = materialise(objects, record.root, stage)
+            files = materialise(objects, record.root, stage, workers=concurrency)
             os.chmod(stage, 0o755)  # noqa: S103 - mkdtemp makes it 0o700; a tree is readable
             _swap_in(stage, dest, replace)
         except BaseException:
