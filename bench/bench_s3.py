@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import MIB, best_of, child_peak_rss, mib, report
+from bench.common import MIB, best_of, best_of_pair, child_peak_rss, mib, report
 from mkit_transport import Hash, PackKey, open_transport
 from mkit_transport.hashes import Hasher
 from mkit_transport.transports.s3 import S3Transport
@@ -79,8 +79,11 @@ def bench_packs(server: S3Server, size: int, repeat: int) -> dict[str, object]:
     raw = raw_client(server.endpoint, server.access_key, server.secret_key)
     raw_key = f"{prefix}/raw/{key.hex()}"
     with _open(server.port, server.access_key, server.secret_key, prefix) as s3:
-        raw_put = best_of(lambda: raw.put_object(Bucket=BUCKET, Key=raw_key, Body=data), repeat)
-        put = best_of(lambda: s3.upload_pack(data, key), repeat)
+        raw_put, put = best_of_pair(
+            lambda: raw.put_object(Bucket=BUCKET, Key=raw_key, Body=data),
+            lambda: s3.upload_pack(data, key),
+            repeat,
+        )
         stream_key = PackKey.of(data)
 
         def put_stream() -> None:
@@ -92,8 +95,7 @@ def bench_packs(server: S3Server, size: int, repeat: int) -> dict[str, object]:
         def raw_download() -> bytes:
             return raw.get_object(Bucket=BUCKET, Key=raw_key)["Body"].read()
 
-        raw_get = best_of(raw_download, repeat)
-        get = best_of(lambda: s3.download_pack(key), repeat)
+        raw_get, get = best_of_pair(raw_download, lambda: s3.download_pack(key), repeat)
         get_streamed = best_of(lambda: sum(map(len, s3.download_pack_stream(key))), repeat)
     mbps = size / MIB
     return {

@@ -17,7 +17,16 @@ from typing import Any
 from mkit_transport import PackKey
 from mkit_transport.hashes import Hasher
 
-__all__ = ["MIB", "FileChunks", "best_of", "child_peak_rss", "make_source", "mib", "report"]
+__all__ = [
+    "MIB",
+    "FileChunks",
+    "best_of",
+    "best_of_pair",
+    "child_peak_rss",
+    "make_source",
+    "mib",
+    "report",
+]
 
 MIB = 1 << 20
 CHUNK = 4 << 20  # the chunk size a caller streams with; 4 MiB measured faster than 1
@@ -66,6 +75,24 @@ def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
         fn()
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def best_of_pair(
+    baseline: Callable[[], object], ours: Callable[[], object], repeat: int = 3
+) -> tuple[float, float]:
+    """Best wall times of ``baseline`` and ``ours``, run alternately ``repeat`` times.
+
+    Alternating puts both sides under the same conditions (a server's growing
+    memory, page-cache state, a neighbour's load) instead of measuring one side
+    first and the other after the machine has changed.
+    """
+    best = [float("inf"), float("inf")]
+    for _ in range(repeat):
+        for side, fn in enumerate((baseline, ours)):
+            start = time.perf_counter()
+            fn()
+            best[side] = min(best[side], time.perf_counter() - start)
+    return best[0], best[1]
 
 
 _CHILD = r"""

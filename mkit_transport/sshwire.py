@@ -100,7 +100,9 @@ class Frame:
     payload: bytes = b""
 
 
-def encode_frame(op: str, payload: bytes = b"", **fields: object) -> list[bytes]:
+def encode_frame(
+    op: str, payload: bytes | memoryview = b"", **fields: object
+) -> list[bytes | memoryview]:
     """Encode a frame as the pieces to write in order (the payload is not copied).
 
     Raises :class:`WireError` if the frame would break a cap: a sender never sends
@@ -136,34 +138,37 @@ class FrameReader:
             self._buffer += data
         return True
 
-    def _take(self, size: int) -> bytes:
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return data
-
     def read(self) -> Frame | None:
-        """Return the next frame, or ``None`` on EOF exactly between two frames."""
+        """Return the next frame, or ``None`` on EOF exactly between two frames.
+
+        The header is parsed in place and the payload copied out once: at pack
+        speeds every extra copy of a megabyte frame shows in the throughput.
+        """
         if not self._fill(4, at_boundary=True):
             return None
-        (length,) = struct.unpack(">I", self._buffer[:4])
+        (length,) = struct.unpack_from(">I", self._buffer, 0)
         if length > MAX_FRAME:
             raise FrameTooLarge(f"frame length {length} is over the {MAX_FRAME}-byte cap")
         if length < 2:
             raise WireError(f"frame length {length} is too short for a header")
-        self._fill(4 + length, at_boundary=False)
-        raw = self._take(4 + length)
-        self.bytes_read += len(raw)
-        (header_len,) = struct.unpack(">H", raw[4:6])
-        if header_len > MAX_HEADER or 6 + header_len > len(raw):
+        end = 4 + length
+        self._fill(end, at_boundary=False)
+        (header_len,) = struct.unpack_from(">H", self._buffer, 4)
+        if header_len > MAX_HEADER or 6 + header_len > end:
             raise WireError(f"header length {header_len} does not fit the frame")
+        with memoryview(self._buffer) as view:
+            header_bytes = bytes(view[6 : 6 + header_len])
+            payload = bytes(view[6 + header_len : end])
+        del self._buffer[:end]  # CPython drops a bytearray's head without moving the rest
+        self.bytes_read += end
         try:
-            header = json.loads(raw[6 : 6 + header_len].decode("utf-8"))
+            header = json.loads(header_bytes.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as error:
             raise WireError(f"frame header is not JSON: {error}") from error
         if not isinstance(header, dict) or not isinstance(header.get("op"), str):
             raise WireError("frame header is not an object with a string 'op'")
         op = header.pop("op")
-        return Frame(op, header, raw[6 + header_len :])
+        return Frame(op, header, payload)
 
 
 def field_of(frame: Frame, name: str, kind: type[_T]) -> _T:

@@ -169,7 +169,7 @@ class _Connection:
 
     # -- framing ---------------------------------------------------------------------
 
-    def send(self, op: str, payload: bytes = b"", **fields: object) -> None:
+    def send(self, op: str, payload: bytes | memoryview = b"", **fields: object) -> None:
         for piece in encode_frame(op, payload, **fields):
             self.wfile.write(piece)
         self.wfile.flush()
@@ -256,8 +256,9 @@ class _Connection:
         position = offset
         try:
             for piece in chunks:
-                for start in range(0, len(piece), CHUNK_SIZE):
-                    part = piece[start : start + CHUNK_SIZE]
+                view = memoryview(piece)  # frames slice it without copying
+                for start in range(0, len(view), CHUNK_SIZE):
+                    part = view[start : start + CHUNK_SIZE]
                     self.send("chunk", part, offset=position, last=False)
                     position += len(part)
         except TransportError as error:

@@ -185,7 +185,7 @@ class _Link:
 
     def send(self, op: str, payload: bytes = b"", **fields: object) -> None:
         for piece in encode_frame(op, payload, **fields):
-            self.channel.sendall(piece)
+            self.channel.sendall(bytes(piece) if isinstance(piece, memoryview) else piece)
 
     def read(self, *expected: str) -> Frame:
         """Read the next frame; an error frame is raised as its taxonomy error."""
@@ -433,7 +433,12 @@ class SshTransport(Transport):
                     view = memoryview(chunk)
                     for start in range(0, len(view), CHUNK_SIZE):
                         link.early_answer()
-                        part = bytes(view[start : start + CHUNK_SIZE])
+                        # paramiko wants bytes: copy only when a chunk must be split.
+                        part = (
+                            chunk
+                            if len(view) <= CHUNK_SIZE
+                            else bytes(view[start : start + CHUNK_SIZE])
+                        )
                         link.send("chunk", part, offset=sent, last=False)
                         sent += len(part)
                 link.send("chunk", offset=sent, last=True)
