@@ -535,7 +535,7 @@ def test_mkit_serve_root_confines_a_pinned_path(tmp_path: Path) -> None:
 
 
 def test_wire_header_is_json_and_capped() -> None:
-    head = encode_frame("has", key="k")[0]
+    head = bytes(encode_frame("has", key="k")[0])
     (length, header_len) = struct.unpack(">IH", head[:6])
     assert json.loads(head[6:]) == {"op": "has", "key": "k"}
     assert length == 2 + header_len
