@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 from collections.abc import Callable, Sequence
 from typing import Final, TextIO
 
 from . import errors, sync_cli
+from .cli_output import emit
 from .hashes import Hash, PackKey
 from .refs import RefWriteCondition
 from .server import http_cli, ssh_cli
@@ -61,29 +61,21 @@ _EPILOG = (
 _EXTENSIONS: Final = (sync_cli, http_cli, ssh_cli, s3_cli)
 
 
-def _emit(args: argparse.Namespace, out: TextIO, data: object, text: str) -> None:
-    if args.json:
-        json.dump(data, out, sort_keys=True)
-        out.write("\n")
-    elif text:
-        out.write(text + "\n")
-
-
 def _refs_list(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
     refs = transport.list_refs(args.prefix)
     rows = [{"name": ref.name, "hash": ref.hash.hex()} for ref in refs]
-    _emit(args, out, rows, "\n".join(f"{r['hash']}  {r['name']}" for r in rows))
+    emit(args, out, rows, "\n".join(f"{r['hash']}  {r['name']}" for r in rows))
     return 0
 
 
 def _refs_read(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
     value = transport.read_ref(args.name)
     if value is None:
-        _emit(args, out, {"name": args.name, "hash": None}, "")
+        emit(args, out, {"name": args.name, "hash": None}, "")
         if not args.json:
             sys.stderr.write(f"mkit_transport: ref {args.name} is absent\n")
         return EXIT_CODES["absent"]
-    _emit(args, out, {"name": args.name, "hash": value.hex()}, value.hex())
+    emit(args, out, {"name": args.name, "hash": value.hex()}, value.hex())
     return 0
 
 
@@ -96,13 +88,13 @@ def _refs_write(args: argparse.Namespace, transport: Transport, out: TextIO) -> 
     else:
         condition = RefWriteCondition.ANY
     transport.update_ref(args.name, condition, value)
-    _emit(args, out, {"name": args.name, "hash": value.hex()}, f"{args.name} -> {value.hex()}")
+    emit(args, out, {"name": args.name, "hash": value.hex()}, f"{args.name} -> {value.hex()}")
     return 0
 
 
 def _packs_exists(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
     exists = transport.pack_exists(PackKey.from_hex(args.key))
-    _emit(args, out, {"key": args.key, "exists": exists}, "yes" if exists else "no")
+    emit(args, out, {"key": args.key, "exists": exists}, "yes" if exists else "no")
     return 0 if exists else EXIT_CODES["absent"]
 
 
@@ -111,7 +103,7 @@ def _packs_upload(args: argparse.Namespace, transport: Transport, out: TextIO) -
         data = f.read()
     key = PackKey.of(data)
     transport.upload_pack(data, key)
-    _emit(args, out, {"key": key.hex(), "size": len(data)}, key.hex())
+    emit(args, out, {"key": key.hex(), "size": len(data)}, key.hex())
     return 0
 
 

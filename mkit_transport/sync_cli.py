@@ -8,12 +8,12 @@ stderr is a terminal.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from .cli_output import emit
 from .hashes import PackKey
 from .pack import PackVerifier
 from .refs import RefWriteCondition
@@ -24,14 +24,6 @@ from .urls import open_transport
 __all__ = ["add_cli", "packs_verify"]
 
 _Command = Callable[..., argparse.ArgumentParser]
-
-
-def _emit(args: argparse.Namespace, out: TextIO, data: object, text: str) -> None:
-    if args.json:
-        json.dump(data, out, sort_keys=True)
-        out.write("\n")
-    elif text:
-        out.write(text + "\n")
 
 
 class _Bar:
@@ -93,7 +85,7 @@ def _push(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
         f"{verb} {report.objects_sent} objects, skipped {report.objects_skipped}, "
         f"{report.packs_uploaded} packs, {_mib(report.bytes_uploaded)} uploaded"
     )
-    _emit(args, out, report.to_json(), text)
+    emit(args, out, report.to_json(), text)
     return 0
 
 
@@ -112,7 +104,7 @@ def _pull(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
         f"({report.packs_downloaded} packs downloaded, {report.packs_cached} cached, "
         f"{_mib(report.bytes_downloaded)})"
     )
-    _emit(args, out, report.to_json(), text)
+    emit(args, out, report.to_json(), text)
     return 0
 
 
@@ -133,7 +125,7 @@ def _mirror(args: argparse.Namespace, transport: Transport | None, out: TextIO) 
         f"{verb} {report.objects_sent} objects, skipped {report.objects_skipped}, "
         f"{report.packs_uploaded} packs, {_mib(report.bytes_uploaded)} uploaded"
     )
-    _emit(args, out, report.to_json(), text)
+    emit(args, out, report.to_json(), text)
     return 0
 
 
@@ -157,7 +149,7 @@ def _log(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
         + ("  (older history not on this remote)" if r["parent_missing"] else "")
         for r in rows
     ]
-    _emit(args, out, rows, "\n".join(lines))
+    emit(args, out, rows, "\n".join(lines))
     return 0
 
 
@@ -168,7 +160,7 @@ def _show(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
         for e in listing.entries
     ]
     lines = [f"{r['type']:<7} {r['mode']:04o} {r['size']:>12}  {r['path']}" for r in rows]
-    _emit(args, out, rows, "\n".join(lines))
+    emit(args, out, rows, "\n".join(lines))
     return 0
 
 
@@ -198,7 +190,7 @@ def packs_verify(args: argparse.Namespace, transport: Transport, out: TextIO) ->
         f"{data['key']}: ok, {data['entries']} objects, {_mib(summary.size)} "
         f"({_mib(summary.raw_bytes)} raw)"
     )
-    _emit(args, out, data, text)
+    emit(args, out, data, text)
     return 0
 
 
