@@ -125,6 +125,17 @@ class PackSuite(SuiteBase):
         if harness.backdoor is not None:
             assert harness.backdoor.read_pack_bytes(key) is None
 
+    @spec("T-PACK-5")
+    def test_bad_stream_for_a_stored_pack_is_still_refused(
+        self, transport: Transport, salt: bytes
+    ) -> None:
+        data, key = make_pack(salt, "stored-then-bad", 50_000)
+        transport.upload_pack(data, key)
+        wrong = bytes(reversed(data))  # same length, other bytes
+        with pytest.raises(ProtocolError):
+            transport.upload_pack_stream(key, [wrong], len(wrong))
+        assert transport.download_pack(key) == data
+
     @spec("T-PACK-6")
     def test_empty_pack(self, transport: Transport) -> None:
         key = PackKey.of(b"")

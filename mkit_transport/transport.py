@@ -24,7 +24,9 @@ validated arguments, raise only :mod:`mkit_transport.errors` types, and must:
 
 * store a pack atomically (never visible partially written), and commit a
   streamed upload only after its chunk iterator is exhausted without error (the
-  base raises from the iterator when the stream is short, long or mis-hashed);
+  base raises from the iterator when the stream is short, long or mis-hashed); a
+  primitive that finds the pack already stored may return without reading the
+  chunks (the base then checks the stream itself);
 * decide every ref condition atomically with the write (``_update_ref`` raises
   :class:`~mkit_transport.errors.RefConflict`, with ``current`` where known);
 * return full ref names from ``_list_refs`` (at least those under the prefix).
@@ -261,6 +263,11 @@ class Transport(abc.ABC):
             lambda: self._put_pack_stream(key, checked, total),
             may_retry=(lambda: not checked.started) if one_shot else None,
         )
+        if not checked.started:
+            # The transport found the pack already stored and read nothing: the
+            # stream is still checked, so a bad one is refused all the same.
+            for _ in checked:
+                pass
 
     def download_pack_stream(self, key: PackKey) -> Iterator[bytes]:
         """Return the pack's bytes as an iterator of chunks, holding a bounded amount.

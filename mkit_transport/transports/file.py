@@ -237,10 +237,9 @@ class FileTransport(Transport):
         self._sweep_pack_stage()
         try:
             if os.path.getsize(path) == total:
-                # Content-addressed: same name and size means already stored. A
-                # different size means a damaged copy, which the rename replaces.
-                for _ in chunks:  # still drain, so a bad stream is refused
-                    pass
+                # Content-addressed: same name and size means already stored (the
+                # base still checks the stream). A different size means a damaged
+                # copy, which the rename replaces.
                 return
         except FileNotFoundError:
             pass

@@ -333,9 +333,7 @@ class S3Transport(Transport):
 
     def _put_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
         if self._stored_size(self.pack_key(key)) == total:
-            for _ in chunks:  # already stored; still drain so a bad stream is refused
-                pass
-            return
+            return  # already stored; the base still checks the stream
         if total <= self.part_size:
             self._put_pack(key, b"".join(chunks))
         else:
