@@ -17,7 +17,7 @@ from .cli_output import emit
 from .hashes import PackKey
 from .pack import PackVerifier
 from .refs import RefWriteCondition
-from .sync import Progress, log, mirror, pull, push, show
+from .sync import MirrorReport, Progress, PushReport, log, mirror, pull, push, show
 from .transport import Transport
 from .urls import open_transport
 
@@ -78,15 +78,20 @@ def _push(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
         level=args.level,
         bwlimit=args.bwlimit,
     )
-    verb = "would send" if report.dry_run else "sent"
+    emit(args, out, report.to_json(), _sent(args.ref, report, "send"))
+    return 0
+
+
+def _sent(ref: str, report: PushReport | MirrorReport, action: str) -> str:
+    """The one-line summary of a push ("send") or mirror ("copy")."""
+    done = {"send": "sent", "copy": "copied"}[action]
+    verb = f"would {action}" if report.dry_run else done
     new = report.new.hex() if report.new else "nothing"
-    text = (
-        f"{args.ref} -> {new} ({'updated' if report.updated else 'unchanged'}): "
+    return (
+        f"{ref} -> {new} ({'updated' if report.updated else 'unchanged'}): "
         f"{verb} {report.objects_sent} objects, skipped {report.objects_skipped}, "
         f"{report.packs_uploaded} packs, {_mib(report.bytes_uploaded)} uploaded"
     )
-    emit(args, out, report.to_json(), text)
-    return 0
 
 
 def _pull(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
@@ -119,13 +124,7 @@ def _mirror(args: argparse.Namespace, transport: Transport | None, out: TextIO) 
             progress=_progress(args),
             concurrency=args.concurrency,
         )
-    verb = "would copy" if report.dry_run else "copied"
-    text = (
-        f"{args.ref} -> {report.new.hex()} ({'updated' if report.updated else 'unchanged'}): "
-        f"{verb} {report.objects_sent} objects, skipped {report.objects_skipped}, "
-        f"{report.packs_uploaded} packs, {_mib(report.bytes_uploaded)} uploaded"
-    )
-    emit(args, out, report.to_json(), text)
+    emit(args, out, report.to_json(), _sent(args.ref, report, "copy"))
     return 0
 
 
