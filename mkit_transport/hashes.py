@@ -107,12 +107,17 @@ class PackKey(_Digest):
 
 
 class Hasher:
-    """Incremental BLAKE3 over a stream of chunks, finishing as a :class:`PackKey`."""
+    """Incremental BLAKE3 over a stream of chunks, finishing as a :class:`PackKey`.
+
+    Single-threaded on purpose: streams are hashed beside other work (uploads in
+    parallel, compression), where BLAKE3's thread pool only added waiting and
+    spinning (push of the bench tree ~8% slower with it; bench/bench_sync.py).
+    """
 
     __slots__ = ("_state", "length")
 
     def __init__(self) -> None:
-        self._state = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        self._state = blake3.blake3()
         self.length = 0
 
     def update(self, chunk: bytes | bytearray | memoryview) -> None:

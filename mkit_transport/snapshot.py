@@ -4,28 +4,25 @@ A directory tree becomes content-addressed objects, each named by the BLAKE3 of
 its bytes: a **blob** per file content (and per symlink target) and a **tree**
 per directory. A **record** names a root tree, its parent record and the packs a
 reader needs; an **index blob** lists the objects of one pack, so a pusher learns
-what the remote holds from metadata alone. This module holds the byte layouts,
-the scan of a local directory (streaming: file contents are hashed, never held)
-and the materialisation of a tree into a fresh directory.
+what the remote holds from metadata alone. This module holds the byte layouts
+and the materialisation of a tree into a fresh directory; ``scanner`` turns a
+local directory into objects.
 """
 
 from __future__ import annotations
 
 import os
-import stat
 import struct
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Final, Protocol
 
-import blake3
-
 from .errors import InvalidResponse, PayloadTooLarge
 from .hashes import PackKey
-from .pack import KIND_BLOB, KIND_TREE, KINDS, MAX_ENTRIES, PackFile
+from .pack import KIND_TREE, KINDS, MAX_ENTRIES, PackFile
 
 __all__ = [
     "TYPE_DIR",
@@ -33,11 +30,9 @@ __all__ = [
     "TYPE_SYMLINK",
     "FileEntry",
     "ObjectReader",
-    "ObjectSource",
     "PackObjects",
     "PackRef",
     "Record",
-    "Snapshot",
     "TreeEntry",
     "decode_index",
     "decode_record",
@@ -47,7 +42,6 @@ __all__ = [
     "encode_tree",
     "list_files",
     "materialise",
-    "scan",
 ]
 
 TYPE_FILE: Final = 1
@@ -78,6 +72,8 @@ MAX_NAME: Final = 255
 MAX_DEPTH: Final = 512
 MAX_TOTAL_ENTRIES: Final = 50_000_000
 _SMALL_FILE: Final = 1 << 20
+#: ``scan`` hands ``on_blob`` the bytes of files up to this size (it read them whole).
+HANDOFF_SIZE: Final = 64 << 10
 _READ: Final = 1 << 20
 
 
@@ -243,117 +239,6 @@ def decode_index(data: bytes, pack: PackKey) -> list[tuple[bytes, int]]:
             raise _bad("index blob rows are malformed or unsorted")
         rows.append((oid, kind))
     return rows
-
-
-# -- scanning a directory ---------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectSource:
-    """Where an object's bytes come from: a file on disk, or bytes held (trees, links)."""
-
-    kind: int
-    size: int
-    path: str | None = None
-    data: bytes | None = None
-
-
-@dataclass
-class Snapshot:
-    """A scanned directory: its root tree id and every object of its closure.
-
-    ``objects`` is ordered (trees first, deepest last, then blobs in walk order) so
-    that packs built from it are deterministic.
-    """
-
-    root: bytes
-    objects: dict[bytes, ObjectSource]
-    files: int
-    file_bytes: int
-
-
-def _hash_file(path: str) -> tuple[bytes, int]:
-    with open(path, "rb", buffering=0) as f:
-        first = f.read(_SMALL_FILE)
-        if len(first) < _SMALL_FILE:
-            return blake3.blake3(first).digest(), len(first)
-        hasher = blake3.blake3(first, max_threads=blake3.blake3.AUTO)
-        size = len(first)
-        while chunk := f.read(4 * _READ):
-            hasher.update(chunk)
-            size += len(chunk)
-        return hasher.digest(), size
-
-
-def scan(
-    source_dir: str | os.PathLike[str],
-    on_file: Callable[[int], None] | None = None,
-    on_blob: Callable[[bytes, ObjectSource], None] | None = None,
-) -> Snapshot:
-    """Hash a directory tree into a :class:`Snapshot`, never following a symlink.
-
-    Regular files, directories and symlinks are kept (with their permission bits);
-    anything else (a socket, a device) is an OSError. ``on_file(size)`` is called
-    after each file is hashed, for progress; ``on_blob(oid, source)`` once per
-    distinct blob, in walk order, as soon as it is hashed (a first push packs blobs
-    while the scan goes on). An exception from a callback stops the scan.
-    """
-    root_path = os.fspath(source_dir)
-    if not os.path.isdir(root_path):
-        raise NotADirectoryError(f"{root_path}: not a directory")
-    trees: dict[bytes, ObjectSource] = {}
-    blobs: dict[bytes, ObjectSource] = {}
-    counts = [0, 0]
-
-    def walk(path: str) -> bytes:
-        entries: list[TreeEntry] = []
-        with os.scandir(path) as it:
-            children = sorted(it, key=lambda d: os.fsencode(d.name))
-        for child in children:
-            name = os.fsencode(child.name)
-            st = child.stat(follow_symlinks=False)
-            if stat.S_ISLNK(st.st_mode):
-                target = os.fsencode(os.readlink(child.path))
-                oid = blake3.blake3(target).digest()
-                if oid not in blobs:
-                    blobs[oid] = ObjectSource(KIND_BLOB, len(target), data=target)
-                    if on_blob is not None:
-                        on_blob(oid, blobs[oid])
-                entries.append(TreeEntry(name, TYPE_SYMLINK, 0, len(target), oid))
-            elif stat.S_ISDIR(st.st_mode):
-                oid = walk(child.path)
-                entries.append(TreeEntry(name, TYPE_DIR, stat.S_IMODE(st.st_mode) & 0o777, 0, oid))
-            elif stat.S_ISREG(st.st_mode):
-                oid, size = _hash_file(child.path)
-                if oid not in blobs:
-                    blobs[oid] = ObjectSource(KIND_BLOB, size, path=child.path)
-                    if on_blob is not None:
-                        on_blob(oid, blobs[oid])
-                entries.append(
-                    TreeEntry(name, TYPE_FILE, stat.S_IMODE(st.st_mode) & 0o777, size, oid)
-                )
-                counts[0] += 1
-                counts[1] += size
-                if on_file is not None:
-                    on_file(size)
-            else:
-                raise OSError(f"{child.path}: not a regular file, directory or symlink")
-        data = encode_tree(entries)
-        oid = blake3.blake3(data).digest()
-        trees.setdefault(oid, ObjectSource(KIND_TREE, len(data), data=data))
-        return oid
-
-    root = walk(root_path)
-    objects = dict(reversed(list(trees.items())))
-    objects.update((k, v) for k, v in blobs.items() if k not in objects)
-    return Snapshot(root, objects, counts[0], counts[1])
-
-
-def iter_file(path: str) -> Iterator[bytes]:
-    """Yield a file's bytes in bounded chunks."""
-    with open(path, "rb", buffering=0) as f:
-        while chunk := f.read(4 * _READ):
-            yield chunk
 
 
 # -- reading objects back ---------------------------------------------------------------

@@ -1,0 +1,223 @@
+"""Scan a local directory into snapshot objects (spec/SPEC-SYNC.md).
+
+File contents are hashed, never held (except the bytes of a small file handed to
+a consumer that is about to pack them). The walk is single-threaded, in sorted
+name order; files over a megabyte are hashed on a second thread meanwhile, so a
+tree of many small files and a few large ones keeps both cores busy, and a first
+push gets its small files without waiting behind the large ones.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Final
+
+import blake3
+
+from .pack import KIND_BLOB, KIND_TREE
+from .snapshot import TYPE_DIR, TYPE_FILE, TYPE_SYMLINK, TreeEntry, encode_tree
+
+__all__ = ["HANDOFF_SIZE", "ObjectSource", "Snapshot", "scan"]
+
+#: Files up to this size are read in one call (and hashed inline by the walk).
+_SMALL_FILE: Final = 1 << 20
+#: ``scan`` hands ``on_blob`` the bytes of files up to this size (it read them whole).
+HANDOFF_SIZE: Final = 64 << 10
+_READ: Final = 4 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectSource:
+    """Where an object's bytes come from: a file on disk, or bytes held (trees, links)."""
+
+    kind: int
+    size: int
+    path: str | None = None
+    data: bytes | None = None
+
+
+@dataclass
+class Snapshot:
+    """A scanned directory: its root tree id and every object of its closure.
+
+    ``objects`` is ordered (trees first, deepest last, then blobs in the order
+    :func:`scan` found them) so that packs built from it are deterministic.
+    """
+
+    root: bytes
+    objects: dict[bytes, ObjectSource]
+    files: int
+    file_bytes: int
+
+
+_Hashed = tuple[bytes, int, "bytes | None"]
+
+
+def _hash_file(path: str, expected: int = _SMALL_FILE) -> _Hashed:
+    """Hash a file; return its id, size and, for a small file, the bytes hashed.
+
+    ``expected`` is the size ``stat`` gave: a small file is read in one call of
+    exactly that size plus one byte (a read of a whole megabyte costs ~4x more,
+    allocating it for every file; measured). A file that grew is still hashed whole.
+    """
+    with open(path, "rb", buffering=0) as f:
+        want = min(expected + 1, _SMALL_FILE)
+        first = f.read(want)
+        if len(first) < want:
+            return blake3.blake3(first).digest(), len(first), first
+        hasher = blake3.blake3(first)
+        size = len(first)
+        while chunk := f.read(_READ):
+            hasher.update(chunk)
+            size += len(chunk)
+        return hasher.digest(), size, None
+
+
+#: One entry of a directory being scanned: name, type, mode, then the size and id,
+#: or the subdirectory (and no id), or a file's pending hash (and size 0).
+_Entry = tuple[bytes, int, int, "int | _Dir", "bytes | Future[_Hashed]"]
+
+
+class _Dir:
+    """A scanned directory whose tree is encoded once every file in it is hashed."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self, entries: list[_Entry]) -> None:
+        self.entries = entries
+
+
+class _Scanner:
+    """One scan: the walk, the pending large files and the objects found so far."""
+
+    def __init__(
+        self,
+        on_file: Callable[[int], None] | None,
+        on_blob: Callable[[bytes, ObjectSource], None] | None,
+        eager: int | None,
+        hasher: ThreadPoolExecutor,
+    ) -> None:
+        self.on_file, self.on_blob, self.eager, self.hasher = on_file, on_blob, eager, hasher
+        self.blobs: dict[bytes, ObjectSource] = {}
+        self.trees: dict[bytes, ObjectSource] = {}
+        self.files = self.file_bytes = 0
+        self.large: deque[tuple[str, Future[_Hashed]]] = deque()
+        self.early: deque[tuple[str, Future[_Hashed]]] = deque()
+
+    def found(self, oid: bytes, source: ObjectSource, handoff: bytes | None = None) -> None:
+        if oid in self.blobs:
+            return
+        self.blobs[oid] = source
+        if self.on_blob is not None:
+            small = handoff is not None and len(handoff) <= HANDOFF_SIZE
+            self.on_blob(oid, replace(source, data=handoff) if small else source)
+
+    def file_done(self, size: int) -> None:
+        self.files += 1
+        self.file_bytes += size
+        if self.on_file is not None:
+            self.on_file(size)
+
+    def hashed(self, path: str, future: Future[_Hashed]) -> None:
+        oid, size, data = future.result()
+        self.found(oid, ObjectSource(KIND_BLOB, size, path=path), data)
+        self.file_done(size)
+
+    def poll(self) -> None:
+        """Hand over the eager files hashed so far."""
+        while self.early and self.early[0][1].done():
+            self.hashed(*self.early.popleft())
+
+    def finish(self) -> None:
+        """Wait for the large files and hand them over (eager ones first)."""
+        while self.early:
+            self.hashed(*self.early.popleft())
+        while self.large:
+            self.hashed(*self.large.popleft())
+
+    def walk(self, path: str) -> _Dir:
+        entries: list[_Entry] = []
+        with os.scandir(path) as it:
+            children = sorted(it, key=lambda d: os.fsencode(d.name))
+        for child in children:
+            self.poll()
+            name = os.fsencode(child.name)
+            st = child.stat(follow_symlinks=False)
+            mode = stat.S_IMODE(st.st_mode) & 0o777
+            if stat.S_ISLNK(st.st_mode):
+                target = os.fsencode(os.readlink(child.path))
+                oid = blake3.blake3(target).digest()
+                self.found(oid, ObjectSource(KIND_BLOB, len(target), data=target))
+                entries.append((name, TYPE_SYMLINK, 0, len(target), oid))
+            elif stat.S_ISDIR(st.st_mode):
+                entries.append((name, TYPE_DIR, mode, self.walk(child.path), b""))
+            elif stat.S_ISREG(st.st_mode) and st.st_size > _SMALL_FILE:
+                future = self.hasher.submit(_hash_file, child.path, st.st_size)
+                eager = self.eager is not None and st.st_size >= self.eager
+                (self.early if eager else self.large).append((child.path, future))
+                entries.append((name, TYPE_FILE, mode, 0, future))
+            elif stat.S_ISREG(st.st_mode):
+                oid, size, data = _hash_file(child.path, st.st_size)
+                self.found(oid, ObjectSource(KIND_BLOB, size, path=child.path), data)
+                entries.append((name, TYPE_FILE, mode, size, oid))
+                self.file_done(size)
+            else:
+                raise OSError(f"{child.path}: not a regular file, directory or symlink")
+        return _Dir(entries)
+
+    def encode(self, node: _Dir) -> bytes:
+        """Encode ``node``'s tree (and its subtrees, first); return its id."""
+        entries: list[TreeEntry] = []
+        for name, kind, mode, size, ref in node.entries:
+            if isinstance(size, _Dir):
+                entries.append(TreeEntry(name, kind, mode, 0, self.encode(size)))
+            elif isinstance(ref, Future):
+                oid, real_size, _data = ref.result()
+                entries.append(TreeEntry(name, kind, mode, real_size, oid))
+            else:
+                entries.append(TreeEntry(name, kind, mode, size, ref))
+        data = encode_tree(entries)
+        oid = blake3.blake3(data).digest()
+        self.trees.setdefault(oid, ObjectSource(KIND_TREE, len(data), data=data))
+        return oid
+
+
+def scan(
+    source_dir: str | os.PathLike[str],
+    on_file: Callable[[int], None] | None = None,
+    on_blob: Callable[[bytes, ObjectSource], None] | None = None,
+    eager: int | None = None,
+) -> Snapshot:
+    """Hash a directory tree into a :class:`Snapshot`, never following a symlink.
+
+    Regular files, directories and symlinks are kept (with their permission bits);
+    anything else (a socket, a device) is an OSError. ``on_file(size)`` is called
+    after each file is hashed, for progress; ``on_blob(oid, source)`` once per
+    distinct blob as soon as it is hashed (a first push packs blobs while the scan
+    goes on), with the bytes in ``source.data`` for a file of at most
+    :data:`HANDOFF_SIZE` bytes. The order is deterministic: symlinks and small
+    files in walk order, then files over a megabyte in walk order. Files of at
+    least ``eager`` bytes are handed over as soon as they are hashed, out of that
+    order (for a consumer that packs each of them alone, so order does not matter
+    to it). An exception from a callback stops the scan.
+    """
+    root_path = os.fspath(source_dir)
+    if not os.path.isdir(root_path):
+        raise NotADirectoryError(f"{root_path}: not a directory")
+    with ThreadPoolExecutor(1, thread_name_prefix="mkit-hash") as hasher:
+        scanner = _Scanner(on_file, on_blob, eager, hasher)
+        try:
+            top = scanner.walk(root_path)
+            scanner.finish()
+        except BaseException:
+            hasher.shutdown(cancel_futures=True)
+            raise
+    root = scanner.encode(top)
+    objects = dict(reversed(list(scanner.trees.items())))
+    objects.update((k, v) for k, v in scanner.blobs.items() if k not in objects)
+    return Snapshot(root, objects, scanner.files, scanner.file_bytes)
