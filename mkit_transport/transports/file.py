@@ -31,6 +31,7 @@ from collections.abc import Iterable, Iterator
 from typing import ClassVar, Final, Self
 from urllib.parse import unquote
 
+from ..directio import DIRECT_MIN, write_chunks
 from ..errors import AccessDenied, InvalidRef, PackNotFound, RemoteError
 from ..hashes import Hash, PackKey
 from ..refs import (
@@ -76,6 +77,7 @@ class FileTransport(Transport):
         root: str | os.PathLike[str],
         *,
         durable: bool = True,
+        direct_io: bool = True,
         retry: RetryPolicy | None = None,
     ) -> None:
         super().__init__(retry=retry)
@@ -83,6 +85,9 @@ class FileTransport(Transport):
         #: fsync files and directories (on by default; off trades crash durability,
         #: never atomicity, for speed).
         self.durable = durable
+        #: write packs of at least DIRECT_MIN bytes around the page cache where the
+        #: file system allows it (see mkit_transport.directio); same bytes either way.
+        self.direct_io = direct_io
         key = os.path.realpath(self.root)
         with _root_locks_guard:
             self._thread_lock = _root_locks.setdefault(key, threading.Lock())
@@ -90,9 +95,10 @@ class FileTransport(Transport):
 
     @classmethod
     def from_url(cls, url: str, **options: object) -> Self:
-        """Open ``mkit+file:///absolute/path`` (options: ``durable``, ``retries``)."""
+        """Open ``mkit+file:///absolute/path`` (``durable``, ``direct_io``, ``retries``)."""
         parts = split_url(url, options)
         durable = pop_bool(options, "durable", True)
+        direct_io = pop_bool(options, "direct_io", True)
         retry = pop_retry(options)
         reject_options(url, options)
         if parts.netloc not in ("", "localhost"):
@@ -103,7 +109,7 @@ class FileTransport(Transport):
         path = unquote(parts.path)
         if not path.startswith("/") or "\x00" in path:
             raise InvalidRef(f"{url!r}: a file URL needs an absolute path")
-        return cls(path, durable=durable, retry=retry)
+        return cls(path, durable=durable, direct_io=direct_io, retry=retry)
 
     def __repr__(self) -> str:
         return f"FileTransport({self.root!r})"
@@ -165,7 +171,9 @@ class FileTransport(Transport):
                 os.mkdir(directory)
             self._fsync_dir(os.path.dirname(directory))
 
-    def _write_atomic(self, target: str, chunks: Iterable[bytes], stage: str | None = None) -> None:
+    def _write_atomic(
+        self, target: str, chunks: Iterable[bytes], stage: str | None = None, direct: bool = False
+    ) -> None:
         """Write ``chunks`` to a temp file, then rename it over ``target``.
 
         The temp file lives in ``stage`` (default: the target's directory; it must be
@@ -181,13 +189,12 @@ class FileTransport(Transport):
         )
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
-            with os.fdopen(fd, "wb", buffering=0) as out:
-                for chunk in chunks:
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[out.write(view) :]
+            try:
+                write_chunks(fd, chunks, direct=direct)
                 if self.durable:
-                    os.fsync(out.fileno())
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
             self._make_dirs(directory)
             os.replace(temp, target)
         except BaseException:
@@ -246,7 +253,12 @@ class FileTransport(Transport):
         except OSError as error:
             raise _os_error(error, f"stat {path}") from error
         try:
-            self._write_atomic(path, chunks, stage=os.path.join(self.root, "packs"))
+            self._write_atomic(
+                path,
+                chunks,
+                stage=os.path.join(self.root, "packs"),
+                direct=self.direct_io and total >= DIRECT_MIN,
+            )
         except OSError as error:
             raise _os_error(error, f"store pack {key.hex()}") from error
 
