@@ -15,6 +15,8 @@ baseline measured in the same run on the same bytes:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import os
 import shutil
 import sys
@@ -26,7 +28,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import MIB, FileChunks, best_of, child_peak_rss, make_source, report
+from bench.common import (
+    MIB,
+    FileChunks,
+    best_of,
+    best_of_pair,
+    child_peak_rss,
+    make_source,
+    report,
+)
 from conformance.workers import UrlOpener, counter_worker, run_workers, value
 from mkit_transport import FileTransport, PackKey, RefWriteCondition
 
@@ -66,18 +76,32 @@ def download_op(root: str, dst: str, key_hex: str) -> Callable[[], None]:
 def bench_size(tmp: str, size: int, repeat: int, rss: bool) -> dict[str, object]:
     src, dst, root = f"{tmp}/src.bin", f"{tmp}/dst.bin", f"{tmp}/store"
     key = make_source(src, size)
-    copy = best_of(lambda: shutil.copyfile(src, dst), repeat)
-    durable = best_of(lambda: copy_durable(src, dst), repeat)
-    up = best_of(lambda: _fresh(root).upload_pack_stream(key, FileChunks(src), size), repeat)
+    fresh = itertools.count()
+
+    def out() -> str:
+        # Every run writes a new file and nothing is deleted until the end: on these
+        # VMs truncating or deleting a large file discards its blocks, which stalls
+        # whichever run comes next (seconds, measured), whatever it is.
+        return f"{tmp}/out-{next(fresh)}"
+
+    os.sync()
+    durable = best_of(lambda: copy_durable(src, out()), repeat)
+
+    def upload() -> None:
+        FileTransport(out()).upload_pack_stream(key, FileChunks(src), size)
+
+    copy, up = best_of_pair(lambda: shutil.copyfile(src, out()), upload, repeat, settle=os.sync)
     transport = FileTransport(root)
-    copy_back = best_of(lambda: shutil.copyfile(transport.pack_path(key), dst), repeat)
+    transport.upload_pack_stream(key, FileChunks(src), size)
 
     def download() -> None:
-        with open(dst, "wb") as out:
+        with open(out(), "wb") as f:
             for chunk in transport.download_pack_stream(key):
-                out.write(chunk)
+                f.write(chunk)
 
-    down = best_of(download, repeat)
+    copy_back, down = best_of_pair(
+        lambda: shutil.copyfile(transport.pack_path(key), out()), download, repeat, settle=os.sync
+    )
     row: dict[str, object] = {
         "size": f"{size // MIB} MiB",
         "upload_MBps": round(size / up / 1e6),
@@ -96,7 +120,12 @@ def bench_size(tmp: str, size: int, repeat: int, rss: bool) -> dict[str, object]
             child_peak_rss("bench.bench_file:download_op", root, dst, key.hex()) / MIB, 1
         )
     for path in (src, dst):
-        os.unlink(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    for n in range(next(fresh)):
+        shutil.rmtree(f"{tmp}/out-{n}", ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{tmp}/out-{n}")
     shutil.rmtree(root, ignore_errors=True)
     return row
 
@@ -131,7 +160,7 @@ def main() -> None:
     sizes = [16 * MIB] if args.quick else [256 * MIB, 1024 * MIB]
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         rows = [
-            bench_size(tmp, s, 1 if args.quick else 3, rss=s >= 1024 * MIB or args.quick)
+            bench_size(tmp, s, 1 if args.quick else 5, rss=s >= 1024 * MIB or args.quick)
             for s in sizes
         ]
         report("file_transport", rows)

@@ -78,17 +78,24 @@ def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
 
 
 def best_of_pair(
-    baseline: Callable[[], object], ours: Callable[[], object], repeat: int = 3
+    baseline: Callable[[], object],
+    ours: Callable[[], object],
+    repeat: int = 3,
+    settle: Callable[[], object] | None = None,
 ) -> tuple[float, float]:
     """Best wall times of ``baseline`` and ``ours``, run alternately ``repeat`` times.
 
     Alternating puts both sides under the same conditions (a server's growing
     memory, page-cache state, a neighbour's load) instead of measuring one side
-    first and the other after the machine has changed.
+    first and the other after the machine has changed. ``settle`` runs, untimed,
+    before each run (e.g. ``os.sync``, so one side's dirty pages are not written
+    back during the other's run).
     """
     best = [float("inf"), float("inf")]
     for _ in range(repeat):
         for side, fn in enumerate((baseline, ours)):
+            if settle is not None:
+                settle()
             start = time.perf_counter()
             fn()
             best[side] = min(best[side], time.perf_counter() - start)

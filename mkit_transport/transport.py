@@ -296,7 +296,7 @@ class Transport(abc.ABC):
         return self._call(lambda: self._open_pack_stream(key, offset))
 
     def _verified_stream(self, key: PackKey, stream: Iterator[bytes]) -> Iterator[bytes]:
-        hasher = Hasher()
+        hasher = Hasher(parallel=True)
         failures = 0
         while True:
             try:
