@@ -14,42 +14,38 @@ verbs, so these functions run unchanged over every transport. The invariants:
   and carrying the remote's value;
 * **atomic materialisation**: a pull writes into a directory beside the
   destination and swaps it in only once every object has been verified.
+
+The push pipeline's machinery (scan hand-off, pack building, parallel uploads)
+lives in :mod:`mkit_transport.packer`; progress events in
+:mod:`mkit_transport.progress`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
-import queue
 import shutil
 import tempfile
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from functools import partial
-from typing import Final, TypeVar, cast
+from typing import Final, TypeVar
 
 from .errors import InvalidResponse, PackNotFound, PayloadTooLarge, RefConflict, TransportError
 from .hashes import Hash, PackKey
 from .pack import (
     KIND_BLOB,
     KIND_TREE,
-    MAX_ENTRIES,
-    External,
     PackFile,
     PackSummary,
     PackVerifier,
-    PackWriter,
-    PreparedObject,
-    iter_pack,
-    prepare_objects,
 )
+from .packer import ScanStream, build_and_upload, check_file_size
+from .progress import Limiter, Meter, Progress
 from .refs import RefWriteCondition
-from .scanner import ObjectSource, Snapshot, scan
+from .scanner import Snapshot, scan
 from .snapshot import (
     MAX_INDEX_SIZE,
     MAX_RECORD_SIZE,
@@ -59,12 +55,11 @@ from .snapshot import (
     Record,
     decode_index,
     decode_record,
-    encode_index,
     encode_record,
     list_files,
     materialise,
 )
-from .transport import PACK_BODY_LIMIT, Transport
+from .transport import Transport
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -87,20 +82,6 @@ __all__ = [
 DEFAULT_PACK_SIZE: Final = 64 << 20
 #: Uploads and downloads in flight at once.
 DEFAULT_CONCURRENCY: Final = 4
-#: The most objects one pack gets (well under the readers' cap).
-MAX_PACK_OBJECTS: Final = MAX_ENTRIES // 4
-#: The largest file a snapshot can hold: one object in one pack.
-MAX_FILE_SIZE: Final = PACK_BODY_LIMIT - (1 << 20)
-_SMALL: Final = 1 << 20
-#: The scan hands blobs to a first push in lists of at most this many objects or
-#: bytes of file contents held (the queue holds 16 lists: bounded memory).
-_HANDOFF_ITEMS: Final = 128
-_HANDOFF_BYTES: Final = 1 << 20
-#: Small objects are prepared in batches of at most this many objects or bytes ...
-_BATCH_OBJECTS: Final = 256
-_BATCH_BYTES: Final = 2 << 20
-#: ... with at most this many batches (or large files) queued ahead of the writer.
-_BATCHES_AHEAD: Final = 2
 _CHUNK: Final = 1 << 20
 
 _T = TypeVar("_T")
@@ -108,18 +89,6 @@ _R = TypeVar("_R")
 
 
 # -- values ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """A progress event: the phase, bytes moved so far, objects done and skipped."""
-
-    phase: str
-    bytes_in: int = 0
-    bytes_out: int = 0
-    objects_done: int = 0
-    objects_skipped: int = 0
-    objects_total: int = 0
 
 
 def _hex(value: Hash | PackKey | None) -> str | None:
@@ -207,99 +176,6 @@ class Listing:
 # -- plumbing ----------------------------------------------------------------------------
 
 
-class _Meter:
-    """Counts bytes and objects from several threads and reports them."""
-
-    def __init__(self, callback: Callable[[Progress], None] | None) -> None:
-        self.callback = callback
-        self.lock = threading.Lock()
-        self.phase = "start"
-        self.bytes_in = self.bytes_out = 0
-        self.done = self.skipped = self.total = 0
-
-    def add(
-        self, *, bytes_in: int = 0, bytes_out: int = 0, done: int = 0, skipped: int = 0
-    ) -> None:
-        with self.lock:
-            self.bytes_in += bytes_in
-            self.bytes_out += bytes_out
-            self.done += done
-            self.skipped += skipped
-            event = self._event()
-        if self.callback is not None:
-            self.callback(event)
-
-    def enter(self, phase: str, total: int | None = None) -> None:
-        with self.lock:
-            self.phase = phase
-            if total is not None:
-                self.total = total
-            event = self._event()
-        if self.callback is not None:
-            self.callback(event)
-
-    def _event(self) -> Progress:
-        return Progress(
-            self.phase, self.bytes_in, self.bytes_out, self.done, self.skipped, self.total
-        )
-
-
-class _Limiter:
-    """A shared bandwidth cap: each chunk reserves its time slot, then waits for it."""
-
-    def __init__(self, rate: float | None) -> None:
-        self.rate = rate
-        self.lock = threading.Lock()
-        self.next = time.monotonic()
-
-    def take(self, n: int) -> None:
-        if not self.rate:
-            return
-        with self.lock:
-            now = time.monotonic()
-            self.next = max(self.next, now) + n / self.rate
-            wait = self.next - now
-        time.sleep(wait)
-
-
-@dataclass(frozen=True, slots=True)
-class _Sealed:
-    """A pack ready to upload: its summary, its spool file and the files spliced in."""
-
-    summary: PackSummary
-    path: str
-    externals: tuple[External, ...]
-    group: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class _Solo:
-    """A large file that makes a pack of its own, built by the upload worker.
-
-    Compressing (or checksumming) a large file then overlaps with packing the many
-    small ones, instead of following it in the one builder thread (push of the
-    bench tree: ~25% faster, bench/bench_sync.py). Its pack is the same whichever
-    thread builds it, so packs stay deterministic.
-    """
-
-    oid: bytes
-    src: ObjectSource
-    group: int = 0
-
-
-class _FileChunks:
-    """A re-iterable chunk source over a sealed pack (a retried upload replays it)."""
-
-    def __init__(self, sealed: _Sealed, limiter: _Limiter, meter: _Meter) -> None:
-        self.sealed, self.limiter, self.meter = sealed, limiter, meter
-
-    def __iter__(self) -> Iterator[bytes]:
-        for chunk in iter_pack(self.sealed.path, self.sealed.externals):
-            self.limiter.take(len(chunk))
-            self.meter.add(bytes_out=len(chunk))
-            yield chunk
-
-
 def _parallel(fn: Callable[[_T], _R], items: Sequence[_T], workers: int) -> list[_R]:
     """Run ``fn`` over ``items`` with a bounded pool; results in order, first error raised."""
     if len(items) <= 1 or workers <= 1:
@@ -316,7 +192,7 @@ def _record_key(value: Hash) -> PackKey:
     return PackKey(bytes(value))
 
 
-def _fetch_record(transport: Transport, value: Hash, meter: _Meter | None = None) -> Record:
+def _fetch_record(transport: Transport, value: Hash, meter: Meter | None = None) -> Record:
     data = transport.download_blob(_record_key(value))
     if meter is not None:
         meter.add(bytes_in=len(data))
@@ -325,7 +201,7 @@ def _fetch_record(transport: Transport, value: Hash, meter: _Meter | None = None
     return decode_record(data)
 
 
-def _fetch_index(transport: Transport, pack: PackRef, meter: _Meter) -> list[tuple[bytes, int]]:
+def _fetch_index(transport: Transport, pack: PackRef, meter: Meter) -> list[tuple[bytes, int]]:
     data = transport.download_blob(pack.index)
     meter.add(bytes_in=len(data))
     if len(data) > MAX_INDEX_SIZE:
@@ -361,242 +237,6 @@ def _write_ref(transport: Transport, ref: str, condition: RefWriteCondition, val
 # -- push --------------------------------------------------------------------------------
 
 
-def _prepare_batch(
-    batch: list[tuple[bytes, ObjectSource]], level: int, threads: int
-) -> list[PreparedObject]:
-    """Read (unless the scan handed the bytes over), hash and compress a batch."""
-    items: list[tuple[int, bytes]] = []
-    for _oid, src in batch:
-        if src.data is not None:
-            items.append((src.kind, src.data))
-        else:
-            assert src.path is not None
-            with open(src.path, "rb") as f:
-                items.append((src.kind, f.read(src.size + 1)))
-    prepared = prepare_objects(items, level, threads)
-    for (oid, src), obj in zip(batch, prepared, strict=True):
-        if obj.oid != oid:
-            raise OSError(f"{src.path}: changed while it was being pushed; push again")
-    return prepared
-
-
-_Pending = tuple[list[tuple[bytes, ObjectSource]], Future[list[PreparedObject]] | None]
-
-
-class _PackBuilder:
-    """Builds the packs of groups of objects into spool files, in a deterministic order.
-
-    Trees go into packs of their own (so ``show`` and a pusher's planning never
-    download file contents): a push passes the trees and the blobs as separate
-    groups. Small objects are read and compressed in batches by a worker, a few
-    batches ahead, each batch in one call into zstd on both cores (zstd releases the
-    GIL); large files stream through multi-threaded zstd, or are spliced in from the
-    source when they do not compress (SPEC-PACK PACK-13).
-    """
-
-    def __init__(self, spool: str, *, level: int, pack_size: int) -> None:
-        self.spool, self.level, self.pack_size = spool, level, pack_size
-        self.threads = 2 if (os.cpu_count() or 1) > 1 else 0
-        self.seq = itertools.count(1)
-        #: Held while a large file streams through multi-threaded zstd: one such
-        #: context (~45 MiB at level 3) at a time keeps a push's memory bounded.
-        self.compressing = threading.Lock()
-
-    def packs(
-        self, groups: Iterable[Iterable[tuple[bytes, ObjectSource]]]
-    ) -> Iterator[_Sealed | _Solo]:
-        """Yield the packs of each group of objects, in order (no pack spans two).
-
-        A pack is sealed, or a :class:`_Solo` that :meth:`build_solo` builds.
-        """
-        with ThreadPoolExecutor(1) as pool:
-            for number, group in enumerate(groups):
-                for sealed in self._group(group, pool):
-                    yield replace(sealed, group=number)
-
-    def _spool_path(self) -> str:
-        return os.path.join(self.spool, f"pack-{next(self.seq)}")
-
-    def build_solo(self, solo: _Solo) -> _Sealed:
-        """Build the pack of one large file (safe to call from any thread)."""
-        assert solo.src.path is not None
-        path = self._spool_path()
-        with open(path, "w+b") as out:
-            writer = PackWriter(out, level=self.level, threads=self.threads)
-            with self.compressing:
-                writer.add_file(solo.src.kind, solo.oid, solo.src.size, solo.src.path)
-            return _Sealed(writer.finish(), path, tuple(writer.externals), solo.group)
-
-    def _items(
-        self, group: Iterable[tuple[bytes, ObjectSource]], pool: ThreadPoolExecutor
-    ) -> Iterator[tuple[bytes, ObjectSource, PreparedObject | None]]:
-        """Yield each object in order, small ones prepared (batched, a few batches ahead)."""
-        pending: deque[_Pending] = deque()
-        batch: list[tuple[bytes, ObjectSource]] = []
-        batch_bytes = 0
-
-        def flush() -> None:
-            nonlocal batch, batch_bytes
-            if batch:
-                pending.append(
-                    (batch, pool.submit(_prepare_batch, batch, self.level, self.threads))
-                )
-                batch, batch_bytes = [], 0
-
-        for oid, src in group:
-            if src.data is not None or src.size <= _SMALL:
-                batch.append((oid, src))
-                batch_bytes += src.size
-                if len(batch) >= _BATCH_OBJECTS or batch_bytes >= _BATCH_BYTES:
-                    flush()
-            else:
-                flush()
-                pending.append(([(oid, src)], None))
-            while len(pending) > _BATCHES_AHEAD:
-                yield from _drain(pending.popleft())
-        flush()
-        while pending:
-            yield from _drain(pending.popleft())
-
-    def _group(
-        self, group: Iterable[tuple[bytes, ObjectSource]], pool: ThreadPoolExecutor
-    ) -> Iterator[_Sealed | _Solo]:
-        writer: PackWriter | None = None
-        out = None
-        path = ""
-        try:
-            for oid, src, prepared in self._items(group, pool):
-                if prepared is None and src.size >= self.pack_size // 2:
-                    yield _Solo(oid, src)
-                    continue
-                estimate = src.size
-                if writer is not None and (
-                    writer.size + estimate > self.pack_size or len(writer) >= MAX_PACK_OBJECTS
-                ):
-                    assert out is not None
-                    yield _Sealed(writer.finish(), path, tuple(writer.externals))
-                    out.close()
-                    writer = out = None
-                if writer is None:
-                    path = self._spool_path()
-                    out = open(path, "w+b")  # noqa: SIM115 - closed when the pack is sealed
-                    writer = PackWriter(out, level=self.level, threads=self.threads)
-                if prepared is not None:
-                    writer.add_prepared(prepared)
-                else:
-                    assert src.path is not None
-                    with self.compressing:
-                        writer.add_file(src.kind, oid, src.size, src.path)
-            if writer is not None:
-                assert out is not None
-                yield _Sealed(writer.finish(), path, tuple(writer.externals))
-                out.close()
-                out = None
-        finally:
-            if out is not None:
-                out.close()
-
-
-def _drain(entry: _Pending) -> Iterator[tuple[bytes, ObjectSource, PreparedObject | None]]:
-    batch, future = entry
-    if future is None:
-        yield batch[0][0], batch[0][1], None
-        return
-    for (oid, src), obj in zip(batch, future.result(), strict=True):
-        yield oid, src, obj
-
-
-def _upload_pack(
-    transport: Transport, sealed: _Sealed, limiter: _Limiter, meter: _Meter
-) -> tuple[PackRef, bool, int]:
-    """Upload one sealed pack (unless it already landed) and its index blob."""
-    summary = sealed.summary
-    index = encode_index(summary.key, [(e.oid, e.kind) for e in summary.entries])
-    index_key = PackKey.of(index)
-    sent = 0
-    uploaded = not transport.pack_exists(summary.key)
-    if uploaded:
-        transport.upload_pack_stream(summary.key, _FileChunks(sealed, limiter, meter), summary.size)
-        sent += summary.size
-    # Always (idempotent): a push interrupted between a pack and its index left no index.
-    transport.upload_blob(index, index_key)
-    sent += len(index)
-    meter.add(bytes_out=len(index), done=len(summary.entries))
-    with contextlib.suppress(OSError):
-        os.unlink(sealed.path)
-    return PackRef(summary.key, index_key, summary.size, len(summary.entries)), uploaded, sent
-
-
-def _build_and_upload(
-    transport: Transport,
-    groups: Iterable[Iterable[tuple[bytes, ObjectSource]]],
-    *,
-    level: int,
-    pack_size: int,
-    concurrency: int,
-    limiter: _Limiter,
-    meter: _Meter,
-    spool_dir: str | None,
-    first: int = 0,
-) -> list[tuple[PackRef, bool, int]]:
-    """Build packs and upload them as they are sealed, with a bounded pool.
-
-    At most ``concurrency + 1`` sealed packs wait on disk, so the spool stays small.
-    Results come in seal order, except that the packs of group ``first`` come first
-    (a first push seals its trees last but lists them first, as every push does).
-    """
-    slots = threading.BoundedSemaphore(max(1, concurrency) + 1)
-    futures: list[Future[tuple[PackRef, bool, int]]] = []
-    groups_sealed: list[int] = []
-    with (
-        tempfile.TemporaryDirectory(prefix="mkit-push-", dir=spool_dir) as spool,
-        ThreadPoolExecutor(max(1, concurrency)) as pool,
-    ):
-        builder = _PackBuilder(spool, level=level, pack_size=pack_size)
-        failed = threading.Event()
-
-        def upload(item: _Sealed | _Solo) -> tuple[PackRef, bool, int]:
-            if failed.is_set():  # an earlier pack failed: start nothing new
-                raise _Aborted
-            try:
-                sealed = builder.build_solo(item) if isinstance(item, _Solo) else item
-                return _upload_pack(transport, sealed, limiter, meter)
-            except BaseException:
-                failed.set()
-                raise
-
-        try:
-            for sealed in builder.packs(groups):
-                while not slots.acquire(timeout=0.5):
-                    _raise_first(futures)
-                _raise_first(futures)
-                future = pool.submit(upload, sealed)
-                groups_sealed.append(sealed.group)
-                future.add_done_callback(lambda _f: slots.release())
-                futures.append(future)
-            for f in futures:
-                f.exception()  # wait for all, then report the real failure first
-            _raise_first(futures)
-            order = sorted(range(len(futures)), key=lambda i: (groups_sealed[i] != first, i))
-            return [futures[i].result() for i in order]
-        finally:
-            for f in futures:
-                f.cancel()
-
-
-class _Aborted(Exception):
-    """An upload skipped because an earlier one failed (never escapes push)."""
-
-
-def _raise_first(futures: list[Future[_T]]) -> None:
-    """Raise the first real failure among finished uploads (not a skip it caused)."""
-    for f in futures:
-        if f.done() and not f.cancelled():
-            error = f.exception()
-            if error is not None and not isinstance(error, _Aborted):
-                raise error
-
-
 def push(
     source_dir: str | os.PathLike[str],
     transport: Transport,
@@ -625,7 +265,7 @@ def push(
         PayloadTooLarge: a file is larger than one pack can hold.
         OSError: the source cannot be read, or a file changed while it was pushed.
     """
-    meter = _Meter(progress)
+    meter = Meter(progress)
     meter.enter("plan")
     old = transport.read_ref(ref)
     condition = _condition(expect, old)
@@ -633,19 +273,19 @@ def push(
         raise _non_fast_forward(ref, old)
     meter.enter("scan")
     build = partial(
-        _build_and_upload,
+        build_and_upload,
         transport,
         level=level,
         pack_size=pack_size,
         concurrency=concurrency,
-        limiter=_Limiter(bwlimit),
+        limiter=Limiter(bwlimit),
         meter=meter,
         spool_dir=spool_dir,
     )
     if old is None and not dry_run:
         # A first push sends everything: pack blobs while the scan goes on.
         meter.enter("upload")
-        with _ScanStream(source_dir, eager=pack_size // 2) as stream:
+        with ScanStream(source_dir, eager=pack_size // 2) as stream:
             uploaded = build(stream.groups(), first=1)  # trees first in the record
         assert stream.snap is not None
         snap = stream.snap
@@ -655,7 +295,7 @@ def push(
         return _commit(transport, ref, condition, snap, None, [], uploaded, meter, raw, old, sent)
     snap = scan(source_dir)
     for src in snap.objects.values():
-        _check_file_size(src)
+        check_file_size(src)
     meter.enter("plan", total=len(snap.objects))
     base = _base_record(transport, old, condition, meter)
 
@@ -707,15 +347,6 @@ def push(
     )
 
 
-def _check_file_size(src: ObjectSource) -> None:
-    if src.size > MAX_FILE_SIZE:
-        raise PayloadTooLarge(
-            f"{src.path}: {src.size} bytes is over the {MAX_FILE_SIZE}-byte file limit",
-            size=src.size,
-            limit=MAX_FILE_SIZE,
-        )
-
-
 def _commit(
     transport: Transport,
     ref: str,
@@ -724,7 +355,7 @@ def _commit(
     base: Record | None,
     kept: list[PackRef],
     uploaded: list[tuple[PackRef, bool, int]],
-    meter: _Meter,
+    meter: Meter,
     raw: int,
     old: Hash | None,
     sent: int,
@@ -756,87 +387,8 @@ def _commit(
     )
 
 
-class _ScanStream:
-    """Run the scan in a thread and hand its blobs over as they are hashed.
-
-    For a first push, where everything is sent: packing starts with the first file
-    instead of after the whole tree is hashed. :meth:`groups` yields the blobs (as
-    the scan finds them), then the trees (once it is done). Leaving the ``with``
-    block stops and joins the scan (a failed upload stops it at its next blob).
-    """
-
-    _END: Final = object()
-
-    def __init__(self, source_dir: str | os.PathLike[str], eager: int | None = None) -> None:
-        self.eager = eager
-        # Blobs cross in lists (one queue operation per list, not per file: per-file
-        # hand-offs cost ~40% of the scan's time, measured), flushed at
-        # _HANDOFF_ITEMS objects or _HANDOFF_BYTES bytes held, or at a large file.
-        self.queue: queue.Queue[object] = queue.Queue(maxsize=8)
-        self.pending: list[tuple[bytes, ObjectSource]] = []
-        self.pending_bytes = 0
-        self.stopped = threading.Event()
-        self.snap: Snapshot | None = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(
-            target=self._run, args=(source_dir,), name="mkit-scan", daemon=True
-        )
-
-    def _put(self, item: object) -> None:
-        while not self.stopped.is_set():
-            with contextlib.suppress(queue.Full):
-                self.queue.put(item, timeout=0.1)
-                return
-        raise _Aborted
-
-    def _flush(self) -> None:
-        if self.pending:
-            self._put(self.pending)
-            self.pending, self.pending_bytes = [], 0
-
-    def _on_blob(self, oid: bytes, src: ObjectSource) -> None:
-        _check_file_size(src)
-        self.pending.append((oid, src))
-        self.pending_bytes += len(src.data) if src.data is not None else 0
-        if (
-            len(self.pending) >= _HANDOFF_ITEMS
-            or self.pending_bytes >= _HANDOFF_BYTES
-            or src.size > _SMALL
-        ):
-            self._flush()
-
-    def _run(self, source_dir: str | os.PathLike[str]) -> None:
-        try:
-            self.snap = scan(source_dir, on_blob=self._on_blob, eager=self.eager)
-            self._flush()
-        except BaseException as error:  # handed to the consumer
-            self.error = error
-        with contextlib.suppress(_Aborted):
-            self._put(self._END)
-
-    def _blobs(self) -> Iterator[tuple[bytes, ObjectSource]]:
-        while (item := self.queue.get()) is not self._END:
-            yield from cast(list[tuple[bytes, ObjectSource]], item)
-        if self.error is not None:
-            raise self.error
-
-    def groups(self) -> Iterator[Iterable[tuple[bytes, ObjectSource]]]:
-        """Yield the blobs as they come, then the trees."""
-        yield self._blobs()
-        assert self.snap is not None
-        yield [(oid, src) for oid, src in self.snap.objects.items() if src.kind == KIND_TREE]
-
-    def __enter__(self) -> _ScanStream:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopped.set()
-        self.thread.join()
-
-
 def _base_record(
-    transport: Transport, old: Hash | None, condition: RefWriteCondition, meter: _Meter
+    transport: Transport, old: Hash | None, condition: RefWriteCondition, meter: Meter
 ) -> Record | None:
     """The remote tip's record; a forced push tolerates an unreadable one (starts over)."""
     if old is None:
@@ -875,7 +427,7 @@ class _PackCache:
     def path(self, key: PackKey) -> str:
         return os.path.join(self.dir, key.hex())
 
-    def fetch(self, transport: Transport, key: PackKey, what: str, meter: _Meter) -> PackSummary:
+    def fetch(self, transport: Transport, key: PackKey, what: str, meter: Meter) -> PackSummary:
         """Download ``key``, verifying it as it streams, and move it into the cache.
 
         The transport checks the key; the verifier checks the structure and the
@@ -903,7 +455,7 @@ class _PackCache:
             raise
         return summary
 
-    def open(self, transport: Transport, pack: PackRef, meter: _Meter) -> tuple[PackFile, bool]:
+    def open(self, transport: Transport, pack: PackRef, meter: Meter) -> tuple[PackFile, bool]:
         """Return the pack as a :class:`PackFile`, downloading it unless cached and intact."""
         what = f"pack {pack.key.hex()}"
         path = self.path(pack.key)
@@ -921,7 +473,7 @@ def _open_packs(
     packs: Sequence[PackRef],
     cache_dir: str | None,
     concurrency: int,
-    meter: _Meter,
+    meter: Meter,
 ) -> tuple[PackObjects, int]:
     cache = _PackCache(cache_dir or default_cache_dir())
     opened = _parallel(lambda p: cache.open(transport, p, meter), packs, concurrency)
@@ -953,7 +505,7 @@ def pull(
         InvalidResponse: a pack, record, tree or object is corrupt (named).
         FileExistsError: ``dest_dir`` is in the way and ``replace`` is false.
     """
-    meter = _Meter(progress)
+    meter = Meter(progress)
     dest = os.path.abspath(os.fspath(dest_dir))
     _check_dest(dest, replace)
     meter.enter("plan")
@@ -1018,7 +570,7 @@ class _RemotePack:
     iteration, so the destination never commits it.
     """
 
-    def __init__(self, src: Transport, pack: PackRef, meter: _Meter) -> None:
+    def __init__(self, src: Transport, pack: PackRef, meter: Meter) -> None:
         self.src, self.pack, self.meter = src, pack, meter
         self.summary: PackSummary | None = None
 
@@ -1061,7 +613,7 @@ def mirror(
     ``MISSING``). Only the tip record is copied: ``log`` on ``dst`` stops at the
     first parent record it lacks.
     """
-    meter = _Meter(progress)
+    meter = Meter(progress)
     meter.enter("plan")
     value = src.read_ref(ref)
     if value is None:
@@ -1182,7 +734,7 @@ def show(
     value = transport.read_ref(ref)
     if value is None:
         raise PackNotFound(f"ref {ref} is absent: nothing to show")
-    meter = _Meter(None)
+    meter = Meter(None)
     record = _fetch_record(transport, value, meter)
     indexes = _parallel(lambda p: _fetch_index(transport, p, meter), record.packs, concurrency)
     tree_packs = [
