@@ -131,7 +131,10 @@ class PackBuilder:
 
     def __init__(self, spool: str, *, level: int, pack_size: int) -> None:
         self.spool, self.level, self.pack_size = spool, level, pack_size
-        self.threads = 2 if (os.cpu_count() or 1) > 1 else 0
+        # Never 0: zstd's multi-threaded output does not depend on the number of
+        # workers but differs from its single-threaded mode, so with at least one
+        # worker a large file packs to the same bytes on every machine (PACK-3).
+        self.threads = 2 if (os.cpu_count() or 1) > 1 else 1
         self.seq = itertools.count(1)
         #: Held while a large file streams through multi-threaded zstd: one such
         #: context (~45 MiB at level 3) at a time keeps a push's memory bounded.

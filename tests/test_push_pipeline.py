@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from mkit_transport import MemoryTransport, PackKey, RemoteError, pull, push
-from mkit_transport.pack import KIND_BLOB, KIND_TREE, prepare_object, prepare_objects
+from mkit_transport.pack import (
+    KIND_BLOB,
+    KIND_TREE,
+    PackWriter,
+    prepare_object,
+    prepare_objects,
+)
 from mkit_transport.scanner import HANDOFF_SIZE, ObjectSource, _hash_file, scan
 from mkit_transport.snapshot import decode_record
 from tests.support.sync_fixtures import describe, write_tree
@@ -141,3 +147,19 @@ def test_interrupted_first_push_resumes_skipping_every_pack_that_landed(tmp_path
     assert resumed.packs_skipped == 3 and landed <= set(_pack_keys(remote))
     pull(remote, REF, tmp_path / "out", cache_dir=str(tmp_path / "cache"))
     assert describe(tmp_path / "out") == describe(src)
+
+
+def test_a_large_file_packs_the_same_with_one_or_more_zstd_workers(tmp_path: Path) -> None:
+    """One-core machines use one worker, not zstd's single-threaded mode (other bytes)."""
+    path = tmp_path / "big"
+    path.write_bytes(b"squeeze me %d " * 400_000 % tuple(range(400_000)))
+    oid = bytes(PackKey.of(path.read_bytes()))
+    keys = []
+    for threads in (1, 2, 4):
+        with open(tmp_path / f"pack{threads}", "w+b") as out:
+            writer = PackWriter(out, level=3, threads=threads)
+            assert writer.add_file(KIND_BLOB, oid, path.stat().st_size, str(path))
+            summary = writer.finish()
+        assert summary.entries[0].stored_len < path.stat().st_size  # compressed
+        keys.append(summary.key)
+    assert keys[0] == keys[1] == keys[2]
