@@ -106,12 +106,6 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return dctx
 
 
-def _blake3(data: bytes) -> bytes:
-    if len(data) >= 1 << 20:
-        return blake3.blake3(data, max_threads=blake3.blake3.AUTO).digest()
-    return blake3.blake3(data).digest()
-
-
 def _inflate_small(frame: bytes, raw_len: int, where: str) -> bytes | None:
     """Decompress a small entry in one call, allocating at most ``raw_len`` bytes.
 
@@ -156,27 +150,41 @@ class PreparedObject:
     stored: bytes
 
 
-def prepare_object(kind: int, data: bytes, level: int = 3) -> PreparedObject:
-    """Hash ``data`` and compress it if that saves bytes; safe to call from threads."""
-    oid = blake3.blake3(data).digest()
-    if len(data) > 64:
-        packed = _compressor(_check_level(level)).compress(data)
-        if len(packed) + 16 < len(data):
-            return PreparedObject(kind, oid, len(data), CODEC_ZSTD, packed)
+def _prepared(kind: int, oid: bytes, data: bytes, frame: bytes | None) -> PreparedObject:
+    """Keep the zstd frame only if it saves more than its entry's worth of bytes."""
+    if frame is not None and len(frame) + 16 < len(data):
+        return PreparedObject(kind, oid, len(data), CODEC_ZSTD, frame)
     return PreparedObject(kind, oid, len(data), CODEC_RAW, bytes(data))
 
 
+def prepare_object(kind: int, data: bytes, level: int = 3) -> PreparedObject:
+    """Hash ``data`` and compress it if that saves bytes; safe to call from threads."""
+    oid = blake3.blake3(data).digest()
+    frame = _compressor(_check_level(level)).compress(data) if len(data) > 64 else None
+    return _prepared(kind, oid, data, frame)
+
+
 def prepare_objects(
-    items: Sequence[tuple[int, bytes]], level: int = 3, threads: int = 0
+    items: Sequence[tuple[int, bytes]],
+    level: int = 3,
+    threads: int = 0,
+    *,
+    oids: Sequence[bytes | None] | None = None,
 ) -> list[PreparedObject]:
     """:func:`prepare_object` over a batch, compressing on ``threads`` zstd workers.
 
     One call into zstd for the whole batch: thousands of small files cost one
     release of the GIL instead of one each (per-object calls spent a fifth of a
-    push's CPU time switching threads, measured in bench/bench_sync.py).
+    push's CPU time switching threads, measured in bench/bench_sync.py). An id
+    given in ``oids`` is taken as is (the caller hashed those very bytes); None
+    there, or no ``oids``, hashes the object.
     """
     level = _check_level(level)
-    oids = [blake3.blake3(data).digest() for _, data in items]
+    known = oids if oids is not None else [None] * len(items)
+    ids = [
+        oid if oid is not None else blake3.blake3(data).digest()
+        for (_, data), oid in zip(items, known, strict=True)
+    ]
     todo = [i for i, (_, data) in enumerate(items) if len(data) > 64]
     packed: list[bytes | None] = [None] * len(items)
     if len(todo) > 1 and threads > 1:
@@ -190,13 +198,10 @@ def prepare_objects(
     else:
         for i in todo:
             packed[i] = _compressor(level).compress(items[i][1])
-    out = []
-    for (kind, data), oid, frame in zip(items, oids, packed, strict=True):
-        if frame is not None and len(frame) + 16 < len(data):
-            out.append(PreparedObject(kind, oid, len(data), CODEC_ZSTD, frame))
-        else:
-            out.append(PreparedObject(kind, oid, len(data), CODEC_RAW, bytes(data)))
-    return out
+    return [
+        _prepared(kind, oid, data, frame)
+        for (kind, data), oid, frame in zip(items, ids, packed, strict=True)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -901,7 +906,7 @@ class PackFile:
                     decoder.done()
                     return kind, raw_len
                 data = inflated
-            if len(data) != raw_len or _blake3(data) != oid:
+            if len(data) != raw_len or bytes(PackKey.of(data)) != oid:
                 raise InvalidResponse(f"{where}: does not hash to its id")
             if out is not None and data:
                 out(data)

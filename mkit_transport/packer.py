@@ -46,7 +46,7 @@ MAX_PACK_OBJECTS: Final = MAX_ENTRIES // 4
 MAX_FILE_SIZE: Final = PACK_BODY_LIMIT - (1 << 20)
 _SMALL: Final = 1 << 20
 #: The scan hands blobs to a first push in lists of at most this many objects or
-#: bytes of file contents held (the queue holds 16 lists: bounded memory).
+#: bytes of file contents held (the queue holds 8 lists: bounded memory).
 _HANDOFF_ITEMS: Final = 128
 _HANDOFF_BYTES: Final = 1 << 20
 #: Small objects are prepared in batches of at most this many objects or bytes ...
@@ -56,6 +56,11 @@ _BATCH_BYTES: Final = 2 << 20
 _BATCHES_AHEAD: Final = 2
 
 _T = TypeVar("_T")
+
+
+def solo_size(pack_size: int) -> int:
+    """Files of at least this many bytes get a pack of their own (:class:`_Solo`)."""
+    return pack_size // 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,16 +104,19 @@ class _FileChunks:
 def _prepare_batch(
     batch: list[tuple[bytes, ObjectSource]], level: int, threads: int
 ) -> list[PreparedObject]:
-    """Read (unless the scan handed the bytes over), hash and compress a batch."""
+    """Read and hash (unless the scan handed the bytes over) and compress a batch."""
     items: list[tuple[int, bytes]] = []
-    for _oid, src in batch:
-        if src.data is not None:
+    known: list[bytes | None] = []
+    for oid, src in batch:
+        if src.data is not None:  # the bytes the scan hashed: their id is known
             items.append((src.kind, src.data))
+            known.append(oid)
         else:
             assert src.path is not None
             with open(src.path, "rb") as f:
                 items.append((src.kind, f.read(src.size + 1)))
-    prepared = prepare_objects(items, level, threads)
+            known.append(None)
+    prepared = prepare_objects(items, level, threads, oids=known)
     for (oid, src), obj in zip(batch, prepared, strict=True):
         if obj.oid != oid:
             raise OSError(f"{src.path}: changed while it was being pushed; push again")
@@ -204,7 +212,7 @@ class PackBuilder:
         path = ""
         try:
             for oid, src, prepared in self._items(group, pool):
-                if prepared is None and src.size >= self.pack_size // 2:
+                if prepared is None and src.size >= solo_size(self.pack_size):
                     yield _Solo(oid, src)
                     continue
                 estimate = src.size
@@ -336,6 +344,7 @@ def _raise_first(futures: list[Future[_T]]) -> None:
 
 
 def check_file_size(src: ObjectSource) -> None:
+    """Refuse a file too large for one pack (PayloadTooLarge), before anything is sent."""
     if src.size > MAX_FILE_SIZE:
         raise PayloadTooLarge(
             f"{src.path}: {src.size} bytes is over the {MAX_FILE_SIZE}-byte file limit",
@@ -355,8 +364,10 @@ class ScanStream:
 
     _END: Final = object()
 
-    def __init__(self, source_dir: str | os.PathLike[str], eager: int | None = None) -> None:
-        self.eager = eager
+    def __init__(self, source_dir: str | os.PathLike[str], pack_size: int) -> None:
+        # Files that get a pack of their own may come early (their order changes
+        # no pack's bytes): the scan hands them over as soon as they are hashed.
+        self.eager = solo_size(pack_size)
         # Blobs cross in lists (one queue operation per list, not per file: per-file
         # hand-offs cost ~40% of the scan's time, measured), flushed at
         # _HANDOFF_ITEMS objects or _HANDOFF_BYTES bytes held, or at a large file.

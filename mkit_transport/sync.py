@@ -285,7 +285,7 @@ def push(
     if old is None and not dry_run:
         # A first push sends everything: pack blobs while the scan goes on.
         meter.enter("upload")
-        with ScanStream(source_dir, eager=pack_size // 2) as stream:
+        with ScanStream(source_dir, pack_size) as stream:
             uploaded = build(stream.groups(), first=1)  # trees first in the record
         assert stream.snap is not None
         snap = stream.snap
