@@ -16,13 +16,12 @@ verbs, so these functions run unchanged over every transport. The invariants:
   destination and swaps it in only once every object has been verified.
 
 The push pipeline's machinery (scan hand-off, pack building, parallel uploads)
-lives in :mod:`mkit_transport.packer`; progress events in
-:mod:`mkit_transport.progress`.
+lives in :mod:`mkit_transport.packer`; pull's pack cache and atomic swap in
+:mod:`mkit_transport.restore`; progress events in :mod:`mkit_transport.progress`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
@@ -33,18 +32,18 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Final, TypeVar
 
-from .errors import InvalidResponse, PackNotFound, PayloadTooLarge, RefConflict, TransportError
+from .errors import InvalidResponse, PackNotFound, PayloadTooLarge, RefConflict
 from .hashes import Hash, PackKey
 from .pack import (
     KIND_BLOB,
     KIND_TREE,
-    PackFile,
     PackSummary,
     PackVerifier,
 )
 from .packer import ScanStream, build_and_upload, check_file_size
 from .progress import Limiter, Meter, Progress
 from .refs import RefWriteCondition
+from .restore import PackCache, check_dest, default_cache_dir, relabel, swap_in
 from .scanner import Snapshot, scan
 from .snapshot import (
     MAX_INDEX_SIZE,
@@ -404,70 +403,6 @@ def _base_record(
 # -- pull --------------------------------------------------------------------------------
 
 
-def default_cache_dir() -> str:
-    """The pack cache used when none is given: ``$XDG_CACHE_HOME/mkit_transport``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "mkit_transport")
-
-
-def _relabel(error: TransportError, what: str) -> TransportError:
-    """The same error class, with ``what`` (a pack's name) in front of its message."""
-    if isinstance(error, PayloadTooLarge):
-        return PayloadTooLarge(f"{what}: {error}", size=error.size, limit=error.limit)
-    return type(error)(f"{what}: {error}")
-
-
-class _PackCache:
-    """Verified packs kept on disk by key: ``<dir>/packs/<hex>`` (only whole, verified packs)."""
-
-    def __init__(self, directory: str) -> None:
-        self.dir = os.path.join(directory, "packs")
-        os.makedirs(self.dir, exist_ok=True)
-
-    def path(self, key: PackKey) -> str:
-        return os.path.join(self.dir, key.hex())
-
-    def fetch(self, transport: Transport, key: PackKey, what: str, meter: Meter) -> PackSummary:
-        """Download ``key``, verifying it as it streams, and move it into the cache.
-
-        The transport checks the key; the verifier checks the structure and the
-        trailer. Objects are not decompressed here: each is verified against its id
-        when it is read for writing (SYNC-13), so the bytes are inflated once.
-        """
-        fd, temp = tempfile.mkstemp(dir=self.dir, prefix=".download-")
-        try:
-            verifier = PackVerifier(objects=False)
-            with os.fdopen(fd, "wb") as out:
-                try:
-                    for chunk in transport.download_pack_stream(key):
-                        verifier.feed(chunk)
-                        out.write(chunk)
-                        meter.add(bytes_in=len(chunk))
-                    summary = verifier.finish()
-                except PackNotFound as error:
-                    raise PackNotFound(f"{what} is missing on the remote") from error
-                except (InvalidResponse, PayloadTooLarge) as error:
-                    raise _relabel(error, f"{what} is corrupt on the remote") from error
-            os.replace(temp, self.path(key))
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
-        return summary
-
-    def open(self, transport: Transport, pack: PackRef, meter: Meter) -> tuple[PackFile, bool]:
-        """Return the pack as a :class:`PackFile`, downloading it unless cached and intact."""
-        what = f"pack {pack.key.hex()}"
-        path = self.path(pack.key)
-        if os.path.exists(path):
-            try:
-                return PackFile(path, check_trailer=True), False
-            except InvalidResponse:
-                os.unlink(path)  # damaged in the cache: fetch it again
-        self.fetch(transport, pack.key, what, meter)
-        return PackFile(path, check_trailer=False), True
-
-
 def _open_packs(
     transport: Transport,
     packs: Sequence[PackRef],
@@ -475,7 +410,7 @@ def _open_packs(
     concurrency: int,
     meter: Meter,
 ) -> tuple[PackObjects, int]:
-    cache = _PackCache(cache_dir or default_cache_dir())
+    cache = PackCache(cache_dir or default_cache_dir())
     opened = _parallel(lambda p: cache.open(transport, p, meter), packs, concurrency)
     files = [f for f, _ in opened]
     downloaded = sum(1 for _, fresh in opened if fresh)
@@ -507,7 +442,7 @@ def pull(
     """
     meter = Meter(progress)
     dest = os.path.abspath(os.fspath(dest_dir))
-    _check_dest(dest, replace)
+    check_dest(dest, replace)
     meter.enter("plan")
     value = transport.read_ref(ref)
     if value is None:
@@ -523,7 +458,7 @@ def pull(
         try:
             files = materialise(objects, record.root, stage, workers=concurrency)
             os.chmod(stage, 0o755)  # noqa: S103 - mkdtemp makes it 0o700; a tree is readable
-            _swap_in(stage, dest, replace)
+            swap_in(stage, dest, replace)
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
@@ -533,30 +468,6 @@ def pull(
     return PullReport(
         ref, value, dest, files, downloaded, len(record.packs) - downloaded, meter.bytes_in
     )
-
-
-def _check_dest(dest: str, replace: bool) -> None:
-    if not os.path.lexists(dest) or replace:
-        return
-    if not os.path.isdir(dest) or os.path.islink(dest) or os.listdir(dest):
-        raise FileExistsError(f"{dest} exists and is not an empty directory (use replace)")
-
-
-def _swap_in(stage: str, dest: str, replace: bool) -> None:
-    """Move ``stage`` to ``dest``; an existing ``dest`` is moved aside first, then deleted."""
-    _check_dest(dest, replace)
-    if not os.path.lexists(dest):
-        os.rename(stage, dest)
-        return
-    aside = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.old-", dir=os.path.dirname(dest))
-    old = os.path.join(aside, "old")
-    os.rename(dest, old)
-    try:
-        os.rename(stage, dest)
-    except BaseException:
-        os.rename(old, dest)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
 
 
 # -- mirror ------------------------------------------------------------------------------
@@ -586,7 +497,7 @@ class _RemotePack:
         except PackNotFound as error:
             raise PackNotFound(f"{what} is missing on the source") from error
         except (InvalidResponse, PayloadTooLarge) as error:
-            raise _relabel(error, f"{what} is corrupt on the source") from error
+            raise relabel(error, f"{what} is corrupt on the source") from error
 
 
 def _copy_blob(src: Transport, dst: Transport, key: PackKey) -> int:
