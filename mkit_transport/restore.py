@@ -93,7 +93,10 @@ def check_dest(dest: str, replace: bool) -> None:
     if not os.path.lexists(dest) or replace:
         return
     if not os.path.isdir(dest) or os.path.islink(dest) or os.listdir(dest):
-        raise FileExistsError(f"{dest} exists and is not an empty directory (use replace)")
+        raise FileExistsError(
+            f"{dest} exists and is not an empty directory "
+            "(replace=True, or --replace, replaces it whole)"
+        )
 
 
 def swap_in(stage: str, dest: str, replace: bool) -> None:

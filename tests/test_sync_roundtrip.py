@@ -168,7 +168,7 @@ def test_pull_refuses_a_non_empty_destination_unless_replacing(
     dest = tmp_path / "dest"
     dest.mkdir()
     (dest / "keep.txt").write_text("mine")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match="--replace"):
         pull(sync_remote, REF, dest, cache_dir=cache())
     assert describe(dest) == {"keep.txt": ("file", 0o644, b"mine")}
     pull(sync_remote, REF, dest, cache_dir=cache(), replace=True)
