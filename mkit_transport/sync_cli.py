@@ -8,9 +8,10 @@ stderr is a terminal.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 from .cli_output import emit
@@ -45,17 +46,34 @@ class _Bar:
             f"  in {event.bytes_in / 1048576:.1f} MiB  out {event.bytes_out / 1048576:.1f} MiB"
         )
         self.stream.write("\r" + line.ljust(72))
-        self.stream.flush()
         self.shown = True
         if event.phase == "done":
+            self.end()
+        self.stream.flush()
+
+    def end(self) -> None:
+        """Finish the bar's line, so whatever follows (a report, an error) starts clean."""
+        if self.shown:
             self.stream.write("\n")
+            self.stream.flush()
             self.shown = False
 
 
-def _progress(args: argparse.Namespace) -> Callable[[Progress], None] | None:
+@contextlib.contextmanager
+def _progress(args: argparse.Namespace) -> Iterator[Callable[[Progress], None] | None]:
+    """A progress bar for one command, when stderr is a terminal (and not ``--json``).
+
+    Its line is ended on the way out, also when the command fails mid-way: the
+    error message then starts on a line of its own instead of after the bar.
+    """
     if args.json or not sys.stderr.isatty():
-        return None
-    return _Bar(sys.stderr)
+        yield None
+        return
+    bar = _Bar(sys.stderr)
+    try:
+        yield bar
+    finally:
+        bar.end()
 
 
 def _expect(args: argparse.Namespace) -> RefWriteCondition | None:
@@ -67,17 +85,18 @@ def _mib(n: int) -> str:
 
 
 def _push(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
-    report = push(
-        args.dir,
-        transport,
-        args.ref,
-        expect=_expect(args),
-        dry_run=args.dry_run,
-        progress=_progress(args),
-        concurrency=args.concurrency,
-        level=args.level,
-        bwlimit=args.bwlimit,
-    )
+    with _progress(args) as progress:
+        report = push(
+            args.dir,
+            transport,
+            args.ref,
+            expect=_expect(args),
+            dry_run=args.dry_run,
+            progress=progress,
+            concurrency=args.concurrency,
+            level=args.level,
+            bwlimit=args.bwlimit,
+        )
     emit(args, out, report.to_json(), _sent(args.ref, report, "send"))
     return 0
 
@@ -95,15 +114,16 @@ def _sent(ref: str, report: PushReport | MirrorReport, action: str) -> str:
 
 
 def _pull(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
-    report = pull(
-        transport,
-        args.ref,
-        args.dir,
-        cache_dir=args.cache_dir,
-        replace=args.replace,
-        progress=_progress(args),
-        concurrency=args.concurrency,
-    )
+    with _progress(args) as progress:
+        report = pull(
+            transport,
+            args.ref,
+            args.dir,
+            cache_dir=args.cache_dir,
+            replace=args.replace,
+            progress=progress,
+            concurrency=args.concurrency,
+        )
     text = (
         f"{report.dest}: {report.files} files from {report.value.hex()} "
         f"({report.packs_downloaded} packs downloaded, {report.packs_cached} cached, "
@@ -114,14 +134,18 @@ def _pull(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
 
 
 def _mirror(args: argparse.Namespace, transport: Transport | None, out: TextIO) -> int:
-    with open_transport(args.src_url) as src, open_transport(args.dst_url) as dst:
+    with (
+        open_transport(args.src_url) as src,
+        open_transport(args.dst_url) as dst,
+        _progress(args) as progress,
+    ):
         report = mirror(
             src,
             dst,
             args.ref,
             expect=_expect(args),
             dry_run=args.dry_run,
-            progress=_progress(args),
+            progress=progress,
             concurrency=args.concurrency,
         )
     emit(args, out, report.to_json(), _sent(args.ref, report, "copy"))

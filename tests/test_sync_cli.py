@@ -6,8 +6,12 @@ import argparse
 import io
 import json
 import os
+import pty
+import re
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -110,3 +114,69 @@ def test_packs_verify_handler(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     with pytest.raises(InvalidResponse):
         packs_verify(args, remote, io.StringIO())
     assert os.path.exists(path)
+
+
+def _on_a_terminal(*argv: str, timeout: float = 60.0) -> tuple[int, str, str]:
+    """Run the CLI with stderr on a pseudo-terminal; return (status, stdout, terminal text)."""
+    master, slave = pty.openpty()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "mkit_transport", *argv],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+    )
+    os.close(slave)
+    seen = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if not ready:
+                if child.poll() is not None:
+                    break
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            seen += data
+        assert child.stdout is not None
+        out = child.stdout.read().decode()
+        status = child.wait(timeout)
+    finally:
+        os.close(master)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    return status, out, seen.decode().replace("\r\n", "\n")  # the tty's own newline mapping
+
+
+def test_progress_bar_on_a_terminal_ends_its_line_also_on_failure(tmp_path: Path) -> None:
+    url = f"mkit+file://{tmp_path / 'remote'}"
+    src = write_tree(tmp_path / "src", seed=4, files=30)
+    status, out, bar = _on_a_terminal("push", str(src), url, REF)
+    assert status == 0 and out.startswith(f"{REF} -> ")  # the report stays on stdout
+    sent = re.search(r"sent (\d+) objects", out)
+    assert sent is not None
+    # redrawn in place, phase by phase, ending with every object accounted for
+    assert bar.startswith("\rplan ") and bar.endswith("\n")
+    assert re.search(rf"\rdone +objects {sent[1]}/{sent[1]} ", bar), repr(bar)
+
+    remote = FileTransport(tmp_path / "remote")
+    value = remote.read_ref(REF)
+    assert value is not None
+    record = decode_record(remote.download_blob(PackKey(bytes(value))))
+    path = Path(remote.pack_path(record.packs[-1].key))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x55
+    path.write_bytes(bytes(data))
+    status, out, bar = _on_a_terminal(
+        "pull", url, REF, str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c")
+    )
+    assert status == EXIT_CODES["InvalidResponse"] and out == ""
+    assert bar.startswith("\r")  # the bar was drawn, then the error on a line of its own
+    assert "\nmkit_transport: InvalidResponse: pack " in bar, repr(bar)
+    assert not (tmp_path / "out").exists()
