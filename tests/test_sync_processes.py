@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import random
 import shutil
 import signal
@@ -14,37 +13,15 @@ from pathlib import Path
 import pytest
 
 from mkit_transport import FileTransport
-from mkit_transport.sync import pull, push
-from tests.support.sync_fixtures import describe, push_after_barrier, write_tree
+from mkit_transport.sync import pull
+from tests.support.sync_fixtures import describe, race_two_pushers, write_tree
 
 REF = "refs/heads/main"
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_two_pushers_from_the_same_base_exactly_one_wins(tmp_path: Path) -> None:
-    remote = FileTransport(tmp_path / "remote")
-    base = write_tree(tmp_path / "base", files=30)
-    push(base, remote, REF)
-    trees = []
-    for i in range(2):
-        tree = tmp_path / f"tree{i}"
-        shutil.copytree(base, tree, symlinks=True)
-        (tree / f"mine{i}.txt").write_text(f"pusher {i}")
-        trees.append(tree)
-    url = f"mkit+file://{tmp_path / 'remote'}"
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Manager().Barrier(2)
-    with ctx.Pool(2) as pool:
-        results = pool.starmap(
-            push_after_barrier, [(url, str(tree), REF, barrier) for tree in trees]
-        )
-    won = [i for i, (outcome, _) in enumerate(results) if outcome == "won"]
-    assert len(won) == 1, results
-    winner, loser = won[0], 1 - won[0]
-    assert results[loser][0].startswith("lost: non-fast-forward")
-    assert results[loser][1] == results[winner][1] == remote.read_ref(REF).hex()  # type: ignore[union-attr]
-    pull(remote, REF, tmp_path / "third", cache_dir=str(tmp_path / "cache"))
-    assert describe(tmp_path / "third") == describe(trees[winner])
+    race_two_pushers(f"mkit+file://{tmp_path / 'remote'}", tmp_path, REF)
 
 
 _PUSHER = """

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import multiprocessing
-import shutil
 import subprocess
 import sys
 import uuid
@@ -27,7 +25,7 @@ from mkit_transport.sync import mirror, pull, push
 from tests.support.http_fixtures import HttpServer
 from tests.support.s3_fixtures import BUCKET, S3Server, S3Store
 from tests.support.ssh_fixtures import SshServer
-from tests.support.sync_fixtures import describe, push_after_barrier, write_tree
+from tests.support.sync_fixtures import describe, race_two_pushers, write_tree
 
 REF = "refs/heads/main"
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,27 +163,4 @@ def test_cli_push_and_pull_over_http_as_real_processes(
 
 
 def test_two_pushers_over_http_exactly_one_wins(http_server: HttpServer, tmp_path: Path) -> None:
-    url = http_server.url(f"race-{uuid.uuid4().hex[:8]}")
-    base = write_tree(tmp_path / "base", files=20)
-    with open_transport(url) as transport:
-        push(base, transport, REF)
-    trees = []
-    for i in range(2):
-        tree = tmp_path / f"tree{i}"
-        shutil.copytree(base, tree, symlinks=True)
-        (tree / f"mine{i}.txt").write_text(f"pusher {i}")
-        trees.append(tree)
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Manager().Barrier(2)
-    with ctx.Pool(2) as pool:
-        results = pool.starmap(
-            push_after_barrier, [(url, str(tree), REF, barrier) for tree in trees]
-        )
-    won = [i for i, (outcome, _) in enumerate(results) if outcome == "won"]
-    assert len(won) == 1, results
-    winner, loser = won[0], 1 - won[0]
-    assert results[loser][0].startswith("lost: non-fast-forward")
-    with open_transport(url) as transport:
-        assert results[loser][1] == results[winner][1] == transport.read_ref(REF).hex()  # type: ignore[union-attr]
-        pull(transport, REF, tmp_path / "third", cache_dir=str(tmp_path / "cache"))
-    assert describe(tmp_path / "third") == describe(trees[winner])
+    race_two_pushers(http_server.url(f"race-{uuid.uuid4().hex[:8]}"), tmp_path, REF)

@@ -145,3 +145,41 @@ def push_after_barrier(url: str, src: str, ref: str, barrier: Any) -> tuple[str,
             return (f"lost: {lost}", current)
     assert report.new is not None
     return ("won", report.new.hex())
+
+
+def race_two_pushers(url: str, tmp_path: Path, ref: str) -> None:
+    """Two processes push different edits of one pushed base to ``url`` at once.
+
+    Both wait on a barrier just before their ref CAS. Asserts exactly one wins, the
+    other gets a non-fast-forward carrying the winner's value, and a third pull is
+    byte-identical to the winner's tree.
+    """
+    import multiprocessing
+    import shutil
+
+    from mkit_transport import open_transport
+    from mkit_transport.sync import pull, push
+
+    base = write_tree(tmp_path / "base", files=30)
+    with open_transport(url) as transport:
+        push(base, transport, ref)
+    trees = []
+    for i in range(2):
+        tree = tmp_path / f"tree{i}"
+        shutil.copytree(base, tree, symlinks=True)
+        (tree / f"mine{i}.txt").write_text(f"pusher {i}")
+        trees.append(tree)
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Manager().Barrier(2)
+    with ctx.Pool(2) as pool:
+        results = pool.starmap(push_after_barrier, [(url, str(t), ref, barrier) for t in trees])
+    won = [i for i, (outcome, _) in enumerate(results) if outcome == "won"]
+    assert len(won) == 1, results
+    winner, loser = won[0], 1 - won[0]
+    assert results[loser][0].startswith("lost: non-fast-forward")
+    with open_transport(url) as transport:
+        current = transport.read_ref(ref)
+        assert current is not None
+        assert results[loser][1] == results[winner][1] == current.hex()
+        pull(transport, ref, tmp_path / "third", cache_dir=str(tmp_path / "cache"))
+    assert describe(tmp_path / "third") == describe(trees[winner])
