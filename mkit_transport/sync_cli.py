@@ -12,7 +12,7 @@ import contextlib
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 from .cli_output import emit
 from .hashes import PackKey
@@ -22,7 +22,7 @@ from .sync import MirrorReport, Progress, PushReport, log, mirror, pull, push, s
 from .transport import Transport
 from .urls import open_transport
 
-__all__ = ["add_cli", "packs_verify"]
+__all__ = ["add_cli", "packs_verify", "quote_path"]
 
 _Command = Callable[..., argparse.ArgumentParser]
 
@@ -176,13 +176,48 @@ def _log(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
     return 0
 
 
+_ESCAPES: Final = {"\a": "a", "\b": "b", "\t": "t", "\n": "n", "\v": "v", "\f": "f", "\r": "r"}
+
+
+def quote_path(path: str) -> str:
+    r"""Return ``path`` for a one-entry-per-line listing, quoted the way git quotes names.
+
+    A name may hold any byte but ``/`` and NUL: a newline in it would split the
+    listing, and bytes that are not UTF-8 (kept as lone surrogates by
+    ``surrogateescape``) can not be printed as text. Such a name is printed in
+    double quotes with C escapes (``\n``, ``\"``, ``\\``, octal ``\351`` for a raw
+    byte); every other name, UTF-8 included, is printed as is.
+    """
+    if not any(_needs_quote(c) for c in path):
+        return path
+    parts = []
+    for c in path:
+        if c in _ESCAPES:
+            parts.append("\\" + _ESCAPES[c])
+        elif c in '"\\':
+            parts.append("\\" + c)
+        elif _needs_quote(c):
+            raw = c.encode("utf-8", "surrogateescape")
+            parts.append("".join(f"\\{b:03o}" for b in raw))
+        else:
+            parts.append(c)
+    return '"' + "".join(parts) + '"'
+
+
+def _needs_quote(c: str) -> bool:
+    code = ord(c)
+    return code < 0x20 or code == 0x7F or 0xDC80 <= code <= 0xDCFF or c in '"\\'
+
+
 def _show(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
     listing = show(transport, args.ref, args.path, cache_dir=args.cache_dir)
     rows = [
         {"path": e.path, "type": e.type, "mode": e.mode, "size": e.size, "id": e.oid}
         for e in listing.entries
     ]
-    lines = [f"{r['type']:<7} {r['mode']:04o} {r['size']:>12}  {r['path']}" for r in rows]
+    lines = [
+        f"{e.type:<7} {e.mode:04o} {e.size:>12}  {quote_path(e.path)}" for e in listing.entries
+    ]
     emit(args, out, rows, "\n".join(lines))
     return 0
 

@@ -20,7 +20,7 @@ from mkit_transport import FileTransport, InvalidResponse, PackKey
 from mkit_transport.cli import EXIT_CODES, main
 from mkit_transport.snapshot import decode_record
 from mkit_transport.sync import push
-from mkit_transport.sync_cli import packs_verify
+from mkit_transport.sync_cli import packs_verify, quote_path
 from tests.support.sync_fixtures import describe, write_tree
 
 REF = "refs/heads/main"
@@ -180,3 +180,36 @@ def test_progress_bar_on_a_terminal_ends_its_line_also_on_failure(tmp_path: Path
     assert bar.startswith("\r")  # the bar was drawn, then the error on a line of its own
     assert "\nmkit_transport: InvalidResponse: pack " in bar, repr(bar)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "printed"),
+    [
+        ("plain.txt", "plain.txt"),
+        ("ünïcødé ok", "ünïcødé ok"),  # valid UTF-8 and spaces: as is
+        ("a\nb", '"a\\nb"'),
+        ("tab\there", '"tab\\there"'),
+        ('say "hi"', '"say \\"hi\\""'),
+        ("back\\slash", '"back\\\\slash"'),
+        (b"\xff\xe9.bin".decode("utf-8", "surrogateescape"), '"\\377\\351.bin"'),
+        ("bell\x07del\x7f", '"bell\\adel\\177"'),
+    ],
+)
+def test_quote_path(name: str, printed: str) -> None:
+    assert quote_path(name) == printed
+
+
+def test_show_prints_one_line_per_entry_whatever_the_names(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for raw in (b"a\nb", b"\xff.txt", b"ok.txt"):
+        (src / os.fsdecode(raw)).write_bytes(b"x")
+    url = f"mkit+file://{tmp_path / 'remote'}"
+    push(src, FileTransport(tmp_path / "remote"), REF)
+    code, out = run("show", url, REF)
+    assert code == 0
+    # sorted by the names' bytes, as in the tree objects
+    names = [line.split("  ")[-1] for line in out.splitlines()]
+    assert names == ['"a\\nb"', "ok.txt", '"\\377.txt"']
+    code, out = run("show", url, REF, "--json")
+    assert sorted(row["path"] for row in json.loads(out)) == ["a\nb", "ok.txt", "\udcff.txt"]

@@ -54,6 +54,31 @@ def test_round_trip_many_small_and_large_files(
     assert describe(tmp_path / "out") == describe(src)
 
 
+def test_round_trip_names_of_any_bytes(
+    sync_remote: Transport, tmp_path: Path, cache: Callable[[], str]
+) -> None:
+    """A POSIX name is any bytes but "/" and NUL: not UTF-8, newlines, dashes, spaces."""
+    src = tmp_path / "src"
+    names = [
+        b"\xff\xfe",
+        b"caf\xe9",
+        b"a\nb",
+        b"-rf",
+        b" lead",
+        b"trail ",
+        b"\x01ctl",
+        b"\xe2\x82\xac",
+    ]
+    for i, raw in enumerate(names):
+        folder = src / os.fsdecode(raw)
+        folder.mkdir(parents=True)
+        (folder / os.fsdecode(raw + b".f")).write_bytes(b"%d" % i)
+    push(src, sync_remote, REF)
+    pull(sync_remote, REF, tmp_path / "out", cache_dir=cache())
+    assert describe(tmp_path / "out") == describe(src)
+    assert sorted(os.listdir(os.fsencode(tmp_path / "out"))) == sorted(names)
+
+
 def test_unchanged_repush_sends_nothing_in_at_most_three_calls(
     source_tree: Path,
 ) -> None:
