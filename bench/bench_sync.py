@@ -228,6 +228,8 @@ def main() -> None:
             str(work / "rss-out"),
             str(work / "rss-cache"),
         )
+        # a smoke run's timings (hundredths of a second) are noise: goals are for the full run
+        smoke = "(quick run: not judged)" if args.quick else None
         rows: list[dict[str, Any]] = [
             {
                 "case": "push vs zstd bound",
@@ -235,7 +237,7 @@ def main() -> None:
                 "push_s": round(t_push, 2),
                 "zstd_bound_s": round(bound, 2),
                 "ratio": round(bound / t_push, 2),
-                "goal": ">= 0.7",
+                "goal": smoke or ">= 0.7",
                 "uploaded": mib(first.bytes_uploaded),
             },
             {
@@ -250,14 +252,14 @@ def main() -> None:
                 "push_s": round(t_push, 2),
                 "git_s": round(git_push, 2),
                 "speedup": round(git_push / t_push, 2),
-                "goal": "> 1",
+                "goal": smoke or "> 1",
             },
             {
                 "case": "pull vs git clone --no-local",
                 "pull_s": round(t_pull, 2),
                 "git_s": round(git_clone_nl, 2),
                 "speedup": round(git_clone_nl / t_pull, 2),
-                "goal": "> 1",
+                "goal": smoke or "> 1",
             },
             {
                 "case": "pull vs git clone (local: hardlinks + checkout, no transfer)",
@@ -287,6 +289,11 @@ def main() -> None:
             },
         ]
         report("sync_quick" if args.quick else "sync", rows)
+        # the exact figures are claims, not measurements: a miss fails the run
+        if unchanged.bytes_uploaded or calls > 3:
+            raise SystemExit(f"re-push sent {unchanged.bytes_uploaded} bytes in {calls} calls")
+        if one.bytes_uploaded > bound_one:
+            raise SystemExit(f"one-file push sent {one.bytes_uploaded} bytes, over {bound_one}")
 
 
 if __name__ == "__main__":

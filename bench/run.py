@@ -22,6 +22,13 @@ def main() -> int:
     scripts = sorted(HERE.glob("bench_*.py"))
     if args.only:
         scripts = [s for s in scripts if s.stem.removeprefix("bench_") in args.only]
+    if args.quick:
+        print(
+            "quick smoke run: small sizes, to check that every benchmark runs and its exact\n"
+            "figures (bytes, counts, lost updates) hold; timing ratios at these sizes are\n"
+            "noise and are not judged. The figures: `make bench` (python bench/run.py).",
+            flush=True,
+        )
     failed = []
     for script in scripts:
         print(f"\n### {script.name}", flush=True)
