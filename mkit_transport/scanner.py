@@ -52,7 +52,6 @@ class Snapshot:
     root: bytes
     objects: dict[bytes, ObjectSource]
     files: int
-    file_bytes: int
 
 
 _Hashed = tuple[bytes, int, "bytes | None"]
@@ -97,48 +96,50 @@ class _Scanner:
 
     def __init__(
         self,
-        on_file: Callable[[int], None] | None,
         on_blob: Callable[[bytes, ObjectSource], None] | None,
         eager: int | None,
         hasher: ThreadPoolExecutor,
     ) -> None:
-        self.on_file, self.on_blob, self.eager, self.hasher = on_file, on_blob, eager, hasher
+        self.on_blob, self.eager, self.hasher = on_blob, eager, hasher
         self.blobs: dict[bytes, ObjectSource] = {}
         self.trees: dict[bytes, ObjectSource] = {}
-        self.files = self.file_bytes = 0
-        self.large: deque[tuple[str, Future[_Hashed]]] = deque()
+        self.files = 0
+        #: Files over a megabyte, in walk order (their place in ``blobs``).
+        self.large: list[tuple[str, Future[_Hashed]]] = []
+        #: The eager ones among them, not yet handed to ``on_blob``.
         self.early: deque[tuple[str, Future[_Hashed]]] = deque()
+        #: Blobs ``on_blob`` got ahead of their place in ``blobs``.
+        self.announced: set[bytes] = set()
 
     def found(self, oid: bytes, source: ObjectSource, handoff: bytes | None = None) -> None:
+        """Record a blob at its place in the order; hand it over unless it went early."""
         if oid in self.blobs:
             return
         self.blobs[oid] = source
-        if self.on_blob is not None:
+        if self.on_blob is not None and oid not in self.announced:
             small = handoff is not None and len(handoff) <= HANDOFF_SIZE
             self.on_blob(oid, replace(source, data=handoff) if small else source)
 
-    def file_done(self, size: int) -> None:
-        self.files += 1
-        self.file_bytes += size
-        if self.on_file is not None:
-            self.on_file(size)
-
-    def hashed(self, path: str, future: Future[_Hashed]) -> None:
-        oid, size, data = future.result()
-        self.found(oid, ObjectSource(KIND_BLOB, size, path=path), data)
-        self.file_done(size)
+    def announce(self, path: str, future: Future[_Hashed]) -> None:
+        """Hand an eager file over now; it is recorded at its walk-order place later."""
+        oid, size, _data = future.result()
+        if self.on_blob is not None and oid not in self.blobs and oid not in self.announced:
+            self.announced.add(oid)
+            self.on_blob(oid, ObjectSource(KIND_BLOB, size, path=path))
 
     def poll(self) -> None:
         """Hand over the eager files hashed so far."""
         while self.early and self.early[0][1].done():
-            self.hashed(*self.early.popleft())
+            self.announce(*self.early.popleft())
 
     def finish(self) -> None:
-        """Wait for the large files and hand them over (eager ones first)."""
+        """Wait for the large files: the eager ones go first, then all in walk order."""
         while self.early:
-            self.hashed(*self.early.popleft())
-        while self.large:
-            self.hashed(*self.large.popleft())
+            self.announce(*self.early.popleft())
+        for path, future in self.large:
+            oid, size, data = future.result()
+            self.found(oid, ObjectSource(KIND_BLOB, size, path=path), data)
+            self.files += 1
 
     def walk(self, path: str) -> _Dir:
         entries: list[_Entry] = []
@@ -158,14 +159,15 @@ class _Scanner:
                 entries.append((name, TYPE_DIR, mode, self.walk(child.path), b""))
             elif stat.S_ISREG(st.st_mode) and st.st_size > _SMALL_FILE:
                 future = self.hasher.submit(_hash_file, child.path, st.st_size)
-                eager = self.eager is not None and st.st_size >= self.eager
-                (self.early if eager else self.large).append((child.path, future))
+                self.large.append((child.path, future))
+                if self.eager is not None and st.st_size >= self.eager:
+                    self.early.append((child.path, future))
                 entries.append((name, TYPE_FILE, mode, 0, future))
             elif stat.S_ISREG(st.st_mode):
                 oid, size, data = _hash_file(child.path, st.st_size)
                 self.found(oid, ObjectSource(KIND_BLOB, size, path=child.path), data)
                 entries.append((name, TYPE_FILE, mode, size, oid))
-                self.file_done(size)
+                self.files += 1
             else:
                 raise OSError(f"{child.path}: not a regular file, directory or symlink")
         return _Dir(entries)
@@ -189,28 +191,27 @@ class _Scanner:
 
 def scan(
     source_dir: str | os.PathLike[str],
-    on_file: Callable[[int], None] | None = None,
     on_blob: Callable[[bytes, ObjectSource], None] | None = None,
     eager: int | None = None,
 ) -> Snapshot:
     """Hash a directory tree into a :class:`Snapshot`, never following a symlink.
 
     Regular files, directories and symlinks are kept (with their permission bits);
-    anything else (a socket, a device) is an OSError. ``on_file(size)`` is called
-    after each file is hashed, for progress; ``on_blob(oid, source)`` once per
+    anything else (a socket, a device) is an OSError. ``on_blob(oid, source)`` once per
     distinct blob as soon as it is hashed (a first push packs blobs while the scan
     goes on), with the bytes in ``source.data`` for a file of at most
     :data:`HANDOFF_SIZE` bytes. The order is deterministic: symlinks and small
-    files in walk order, then files over a megabyte in walk order. Files of at
-    least ``eager`` bytes are handed over as soon as they are hashed, out of that
-    order (for a consumer that packs each of them alone, so order does not matter
-    to it). An exception from a callback stops the scan.
+    files in walk order, then files over a megabyte in walk order, and
+    ``Snapshot.objects`` keeps that order. Files of at least ``eager`` bytes are
+    handed to ``on_blob`` as soon as they are hashed, ahead of it (for a consumer
+    that packs each of them alone, so the order does not matter to it). An
+    exception from a callback stops the scan.
     """
     root_path = os.fspath(source_dir)
     if not os.path.isdir(root_path):
         raise NotADirectoryError(f"{root_path}: not a directory")
     with ThreadPoolExecutor(1, thread_name_prefix="mkit-hash") as hasher:
-        scanner = _Scanner(on_file, on_blob, eager, hasher)
+        scanner = _Scanner(on_blob, eager, hasher)
         try:
             top = scanner.walk(root_path)
             scanner.finish()
@@ -220,4 +221,4 @@ def scan(
     root = scanner.encode(top)
     objects = dict(reversed(list(scanner.trees.items())))
     objects.update((k, v) for k, v in scanner.blobs.items() if k not in objects)
-    return Snapshot(root, objects, scanner.files, scanner.file_bytes)
+    return Snapshot(root, objects, scanner.files)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -85,6 +86,27 @@ def test_scan_order_and_hand_off(tmp_path: Path) -> None:
     names = [name for name, _ in seen]
     assert sorted(names) == ["a/big1", "a/small1", "b/big2", "b/mid", "c"]
     assert [n for n in names if "big" not in n] == ["a/small1", "b/mid", "c"]
+
+
+def test_an_early_hand_off_leaves_the_snapshot_order_alone(tmp_path: Path) -> None:
+    """An eager file handed over ahead of its turn keeps its walk-order place in objects."""
+    root = tmp_path / "t"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "big").write_bytes(random.Random(5).randbytes(3 * MIB))
+    (root / "a" / "small").write_bytes(b"first small")
+    (root / "b").mkdir()
+    (root / "b" / "small").write_bytes(b"second small")
+    plain = scan(root)
+    seen: list[str] = []
+
+    def slow_on_blob(oid: bytes, src: ObjectSource) -> None:
+        seen.append(os.path.relpath(src.path or "", root))
+        if seen == ["a/small"]:
+            time.sleep(0.5)  # the big file's hash finishes meanwhile: handed over next
+
+    early = scan(root, on_blob=slow_on_blob, eager=2 * MIB)
+    assert seen == ["a/small", "a/big", "b/small"]  # handed over ahead of its turn...
+    assert list(early.objects) == list(plain.objects)  # ...but recorded in its place
 
 
 def _big_tree(root: Path) -> Path:
