@@ -71,10 +71,6 @@ MAX_NAME: Final = 255
 #: Deepest directory nesting and most entries a materialisation accepts.
 MAX_DEPTH: Final = 512
 MAX_TOTAL_ENTRIES: Final = 50_000_000
-_SMALL_FILE: Final = 1 << 20
-#: ``scan`` hands ``on_blob`` the bytes of files up to this size (it read them whole).
-HANDOFF_SIZE: Final = 64 << 10
-_READ: Final = 1 << 20
 
 
 def _bad(what: str) -> InvalidResponse:

@@ -22,6 +22,7 @@ lives in :mod:`mkit_transport.packer`; pull's pack cache and atomic swap in
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -37,7 +38,6 @@ from .hashes import Hash, PackKey
 from .pack import (
     KIND_BLOB,
     KIND_TREE,
-    PackSummary,
     PackVerifier,
 )
 from .packer import ScanStream, build_and_upload, check_file_size
@@ -81,7 +81,6 @@ __all__ = [
 DEFAULT_PACK_SIZE: Final = 64 << 20
 #: Uploads and downloads in flight at once.
 DEFAULT_CONCURRENCY: Final = 4
-_CHUNK: Final = 1 << 20
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -150,7 +149,7 @@ class MirrorReport(_Report):
 
 
 @dataclass(frozen=True, slots=True)
-class LogEntry:
+class LogEntry(_Report):
     """One snapshot of a ref's history, newest first."""
 
     key: PackKey
@@ -483,7 +482,6 @@ class _RemotePack:
 
     def __init__(self, src: Transport, pack: PackRef, meter: Meter) -> None:
         self.src, self.pack, self.meter = src, pack, meter
-        self.summary: PackSummary | None = None
 
     def __iter__(self) -> Iterator[bytes]:
         verifier = PackVerifier()
@@ -493,7 +491,7 @@ class _RemotePack:
                 verifier.feed(chunk)
                 self.meter.add(bytes_in=len(chunk), bytes_out=len(chunk))
                 yield chunk
-            self.summary = verifier.finish()
+            verifier.finish()
         except PackNotFound as error:
             raise PackNotFound(f"{what} is missing on the source") from error
         except (InvalidResponse, PayloadTooLarge) as error:
@@ -554,8 +552,9 @@ def mirror(
         return pack.size + index_size
 
     sent = _parallel(copy, missing, concurrency)
-    for pack in record.packs:  # indexes of packs that were already there may be missing
-        if pack not in missing and not dst.pack_exists(pack.index):
+    # indexes of packs that were already there may be missing
+    for pack, here in zip(record.packs, present, strict=True):
+        if here and not dst.pack_exists(pack.index):
             sent.append(_copy_blob(src, dst, pack.index))
     dst.upload_blob(record_bytes, record_key)
     meter.enter("commit")
@@ -598,18 +597,7 @@ def log(transport: Transport, ref: str, *, limit: int | None = None) -> list[Log
         except PackNotFound:
             if not entries:
                 raise
-            last = entries.pop()
-            entries.append(
-                LogEntry(
-                    last.key,
-                    last.root,
-                    last.parent,
-                    last.created_ns,
-                    last.packs,
-                    last.pack_bytes,
-                    True,
-                )
-            )
+            entries[-1] = dataclasses.replace(entries[-1], parent_missing=True)
             break
         entries.append(
             LogEntry(

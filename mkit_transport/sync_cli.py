@@ -12,7 +12,7 @@ import contextlib
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Final, TextIO
+from typing import Final, TextIO
 
 from .cli_output import emit
 from .hashes import PackKey
@@ -154,25 +154,13 @@ def _mirror(args: argparse.Namespace, transport: Transport | None, out: TextIO) 
 
 def _log(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
     entries = log(transport, args.ref, limit=args.limit)
-    rows: list[dict[str, Any]] = [
-        {
-            "key": e.key.hex(),
-            "root": e.root,
-            "parent": e.parent.hex() if e.parent else None,
-            "created_ns": e.created_ns,
-            "packs": e.packs,
-            "pack_bytes": e.pack_bytes,
-            "parent_missing": e.parent_missing,
-        }
+    lines = [
+        f"{e.key.hex()}  {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(e.created_ns / 1e9))}Z"
+        f"  {e.packs} packs  {_mib(e.pack_bytes)}"
+        + ("  (older history not on this remote)" if e.parent_missing else "")
         for e in entries
     ]
-    lines = [
-        f"{r['key']}  {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(r['created_ns'] / 1e9))}Z"
-        f"  {r['packs']} packs  {_mib(r['pack_bytes'])}"
-        + ("  (older history not on this remote)" if r["parent_missing"] else "")
-        for r in rows
-    ]
-    emit(args, out, rows, "\n".join(lines))
+    emit(args, out, [e.to_json() for e in entries], "\n".join(lines))
     return 0
 
 
