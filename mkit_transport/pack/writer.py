@@ -7,12 +7,12 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import IO, Any, BinaryIO, cast
+from typing import BinaryIO
 
 import blake3
 import zstandard
 
-from ..hashes import PackKey
+from ..hashes import Hasher
 from .codec import check_level, compressor
 from .format import (
     CHUNK,
@@ -54,10 +54,12 @@ def _prepared(kind: int, oid: bytes, data: bytes, frame: bytes | None) -> Prepar
 
 
 def prepare_object(kind: int, data: bytes, level: int = 3) -> PreparedObject:
-    """Hash ``data`` and compress it if that saves bytes; safe to call from threads."""
-    oid = blake3.blake3(data).digest()
-    frame = compressor(check_level(level)).compress(data) if len(data) > 64 else None
-    return _prepared(kind, oid, data, frame)
+    """Hash ``data`` and compress it if that saves bytes; safe to call from threads.
+
+    A batch of one: without ``threads`` the batch compresses each object on its
+    own, so this is the same object :func:`prepare_objects` makes for it.
+    """
+    return prepare_objects([(kind, data)], level)[0]
 
 
 def prepare_objects(
@@ -98,22 +100,6 @@ def prepare_objects(
         _prepared(kind, oid, data, frame)
         for (kind, data), oid, frame in zip(items, ids, packed, strict=True)
     ]
-
-
-class _Counted:
-    """A write-only file wrapper counting bytes (the compressor's output)."""
-
-    def __init__(self, out: BinaryIO) -> None:
-        self.out = out
-        self.count = 0
-
-    def write(self, data: bytes) -> int:
-        self.out.write(data)
-        self.count += len(data)
-        return len(data)
-
-    def flush(self) -> None:
-        self.out.flush()
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,21 +230,14 @@ class PackWriter:
         self.out.write(b"\0" * ENTRY.size)
         entry = self._stream_body(raw_len, source, compress=self._pays(source))
         if not entry.codec_is_raw and entry.stored_len >= entry.raw_len:
-            self.out.seek(start + ENTRY.size)
-            self.out.truncate()
+            self._drop_from(start + ENTRY.size)
             entry = self._stream_body(raw_len, source, compress=False)
         codec = CODEC_RAW if entry.codec_is_raw else CODEC_ZSTD
         result = PackEntry(entry.oid, kind, entry.raw_len, entry.stored_len)
         if result.oid in self._ids:  # a duplicate: drop what was written
-            self.out.seek(start)
-            self.out.truncate()
+            self._drop_from(start)
             return result
-        self.out.seek(start)
-        self.out.write(ENTRY.pack(kind, codec, result.oid, result.raw_len, result.stored_len))
-        self.size = offset + ENTRY.size + result.stored_len
-        self._spooled = start + ENTRY.size + result.stored_len
-        self.out.seek(self._spooled)
-        self._record(offset, result)
+        self._commit_spooled(offset, start, codec, result)
         return result
 
     def add_file(self, kind: int, oid: bytes, size: int, path: str) -> bool:
@@ -285,25 +264,44 @@ class PackWriter:
             self.out.write(b"\0" * ENTRY.size)
             body = self._stream_body(size, source, compress=True)
             if body.oid != oid or body.raw_len != size:
-                self.out.seek(start)
-                self.out.truncate()
+                self._drop_from(start)
                 raise OSError(f"{path}: changed while it was being packed; push again")
             if body.stored_len < size:
-                self.out.seek(start)
-                self.out.write(ENTRY.pack(kind, CODEC_ZSTD, oid, size, body.stored_len))
-                self.size = offset + ENTRY.size + body.stored_len
-                self._spooled = start + ENTRY.size + body.stored_len
-                self.out.seek(self._spooled)
-                self._record(offset, PackEntry(oid, kind, size, body.stored_len))
+                self._commit_spooled(
+                    offset, start, CODEC_ZSTD, PackEntry(oid, kind, size, body.stored_len)
+                )
                 return True
-        self.out.seek(start)
-        self.out.truncate()
+        self._drop_from(start)
         self.out.write(ENTRY.pack(kind, CODEC_RAW, oid, size, size))
         self._spooled = start + ENTRY.size
         self.externals.append(External(self._spooled, path, size, oid))
         self.size = offset + ENTRY.size + size
         self._record(offset, PackEntry(oid, kind, size, size))
         return True
+
+    def _drop_from(self, start: int) -> None:
+        """Cut the spool back to ``start``, leaving it positioned there.
+
+        Undoes a streamed body that is rewritten raw, a duplicate, or a file that
+        changed: the spool must hold only committed entries, since :meth:`finish`
+        and the next entry start at its end.
+        """
+        self.out.seek(start)
+        self.out.truncate()
+
+    def _commit_spooled(self, offset: int, start: int, codec: int, entry: PackEntry) -> None:
+        """Keep an entry streamed into the spool at ``start`` (``offset`` in the pack).
+
+        Its body's id and length are known only once it is written, so the header
+        goes over the placeholder left at ``start``; the spool is left at its end,
+        where every method expects it.
+        """
+        self.out.seek(start)
+        self.out.write(ENTRY.pack(entry.kind, codec, entry.oid, entry.raw_len, entry.stored_len))
+        self.size = offset + ENTRY.size + entry.stored_len
+        self._spooled = start + ENTRY.size + entry.stored_len
+        self.out.seek(self._spooled)
+        self._record(offset, entry)
 
     def _pays(self, source: Callable[[], Iterable[bytes]]) -> bool:
         sample = bytearray()
@@ -322,14 +320,14 @@ class PackWriter:
         length = 0
         if compress:
             cctx = zstandard.ZstdCompressor(level=self.level, threads=self.threads)
-            counted = _Counted(self.out)
-            writer = cctx.stream_writer(cast(IO[bytes], counted), size=raw_len, closefd=False)
+            writer = cctx.stream_writer(self.out, size=raw_len, closefd=False)
             for chunk in source():
                 hasher.update(chunk)
                 length += len(chunk)
                 writer.write(chunk)
             writer.flush(zstandard.FLUSH_FRAME)
-            stored = counted.count
+            # The compressed bytes written (checked with and without zstd threads).
+            stored = writer.tell()
         else:
             for chunk in source():
                 hasher.update(chunk)
@@ -352,40 +350,25 @@ class PackWriter:
         self.out.seek(0)
         self.out.write(HEADER.pack(MAGIC, VERSION, 0, 0, len(self._rows)))
         self.out.flush()
-        hasher = blake3.blake3()
-        length = 0
-        check: tuple[External, Any, list[int]] | None = None
+        hasher = Hasher()
+        # One per external, made up front so an empty file (no chunk) is checked too.
+        files = {ext: Hasher() for ext in self.externals}
         for ext, chunk in _segments(self.out, self.externals):
-            if check is not None and ext is not check[0]:
-                self._check_external(*check)
-                check = None
-            if ext is not None and check is None:
-                check = (ext, blake3.blake3(), [0])
-            if check is not None:
-                check[1].update(chunk)
-                check[2][0] += len(chunk)
+            if ext is not None:
+                files[ext].update(chunk)
             hasher.update(chunk)
-            length += len(chunk)
-        if check is not None:
-            self._check_external(*check)
-        for ext in self.externals:
-            if ext.size == 0:  # an empty file yields no chunk
-                self._check_external(ext, blake3.blake3(), [0])
-        trailer = hasher.digest()
+        for ext, file in files.items():
+            if file.length != ext.size or bytes(file.pack_key()) != ext.oid:
+                raise OSError(f"{ext.path}: changed while it was being packed; push again")
+        trailer = bytes(hasher.pack_key())  # of everything before it
         self.out.seek(0, os.SEEK_END)
         self.out.write(trailer)
         self.out.flush()
-        hasher.update(trailer)
-        length += TRAILER_SIZE
+        hasher.update(trailer)  # the key covers the trailer too
         expected = self.size + len(self._rows) * ROW.size + FOOTER.size + TRAILER_SIZE
-        if length != expected:
+        if hasher.length != expected:
             raise OSError("a file of the pack changed while it was being packed; push again")
-        return PackSummary(PackKey(hasher.digest()), length, tuple(self._entries))
-
-    @staticmethod
-    def _check_external(ext: External, hasher: Any, length: list[int]) -> None:
-        if length[0] != ext.size or hasher.digest() != ext.oid:
-            raise OSError(f"{ext.path}: changed while it was being packed; push again")
+        return PackSummary(hasher.pack_key(), hasher.length, tuple(self._entries))
 
 
 def _iter_path(path: str, chunk: int = CHUNK) -> Iterator[bytes]:
