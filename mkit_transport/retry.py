@@ -74,11 +74,15 @@ class RetryPolicy:
 
     def ladder(self) -> list[float]:
         """The sleeps between attempts, without jitter: ``[1, 2, 4, 8, 16]`` by default."""
-        return [min(self.initial * self.multiplier**i, self.max_delay) for i in range(self.retries)]
+        return [self._step(n) for n in range(1, self.retries + 1)]
+
+    def _step(self, retry_number: int) -> float:
+        """The jitter-free sleep before retry number ``retry_number`` (1-based)."""
+        return min(self.initial * self.multiplier ** (retry_number - 1), self.max_delay)
 
     def delay(self, retry_number: int, error: BaseException | None = None) -> float:
         """The sleep before retry number ``retry_number`` (1-based) after ``error``."""
-        delay = min(self.initial * self.multiplier ** (retry_number - 1), self.max_delay)
+        delay = self._step(retry_number)
         if self.jitter:
             delay = random.uniform(0, delay)
         if (

@@ -39,6 +39,8 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import ClassVar, Final, Self, TypeVar
 
+import tenacity
+
 from .errors import (
     InvalidRef,
     InvalidResponse,
@@ -75,15 +77,18 @@ def _check_key(key: object) -> PackKey:
     return key
 
 
+def _too_large(what: str, size: int) -> PayloadTooLarge:
+    """The error for an upload of ``size`` bytes over the limit (``what`` names it)."""
+    return PayloadTooLarge(
+        f"{what} is over the {PACK_BODY_LIMIT}-byte limit", size=size, limit=PACK_BODY_LIMIT
+    )
+
+
 def _check_data(data: object) -> _Bytes:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ProtocolError(f"pack data must be bytes, not {type(data).__name__}")
     if len(data) > PACK_BODY_LIMIT:
-        raise PayloadTooLarge(
-            f"pack of {len(data)} bytes is over the {PACK_BODY_LIMIT}-byte limit",
-            size=len(data),
-            limit=PACK_BODY_LIMIT,
-        )
+        raise _too_large(f"pack of {len(data)} bytes", len(data))
     return data
 
 
@@ -131,7 +136,10 @@ class Transport(abc.ABC):
     connections. See the module docstring for what a subclass implements.
     """
 
-    #: URL schemes this class opens (used by the registry and in messages).
+    #: URL schemes this class opens, for information only: ``open_transport``
+    #: dispatches on :data:`~mkit_transport.urls.BUILTIN_SCHEMES`, entry points and
+    #: ``register_transport``, never on this attribute (registering a scheme is what
+    #: makes it open). A transport's own ``from_url`` may read it (S3 does).
     schemes: ClassVar[tuple[str, ...]] = ()
     #: Whether two instances opened on the same URL in different processes see the
     #: same state (false for the in-process memory store). The conformance suite
@@ -200,13 +208,12 @@ class Transport(abc.ABC):
         """Run ``op`` under the retry policy."""
         retrying = self.retry.retrying(before_retry=self._drop_connection)
         if may_retry is not None:
+            # The policy's own rule first (retry_all short-circuits), so ``may_retry``
+            # is asked only about a failure that would otherwise be retried.
             allowed = may_retry
             retrying = retrying.copy(
-                retry=lambda state: (
-                    state.outcome is not None
-                    and state.outcome.failed
-                    and is_retryable(state.outcome.exception())  # type: ignore[arg-type,unused-ignore]
-                    and allowed()
+                retry=tenacity.retry_all(
+                    retrying.retry, tenacity.retry_if_exception(lambda _: allowed())
                 )
             )
         return retrying(op)
@@ -252,11 +259,7 @@ class Transport(abc.ABC):
         if not isinstance(total, int) or isinstance(total, bool) or total < 0:
             raise ProtocolError(f"total must be a non-negative int, got {total!r}")
         if total > PACK_BODY_LIMIT:
-            raise PayloadTooLarge(
-                f"declared total {total} is over the {PACK_BODY_LIMIT}-byte limit",
-                size=total,
-                limit=PACK_BODY_LIMIT,
-            )
+            raise _too_large(f"declared total {total}", total)
         one_shot = isinstance(chunks, Iterator)
         checked = _CheckedUpload(key, chunks, total)
         self._call(

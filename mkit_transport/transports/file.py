@@ -60,6 +60,15 @@ _root_locks: dict[str, threading.Lock] = {}
 _root_locks_guard = threading.Lock()
 
 
+def _looks_temp(name: str) -> bool:
+    """Whether ``name`` is shaped like one of our temporaries (``.<name>.tmp.<pid>.<seq>``).
+
+    The one naming rule both sweeps apply (tested before any ``stat``), so it
+    follows :meth:`FileTransport._write_atomic` from one place.
+    """
+    return name.startswith(".") and ".tmp." in name
+
+
 def _os_error(error: OSError, what: str) -> Exception:
     """Map an OS error onto the taxonomy (one place for the whole module)."""
     if isinstance(error, PermissionError):
@@ -88,9 +97,10 @@ class FileTransport(Transport):
         #: write packs of at least DIRECT_MIN bytes around the page cache where the
         #: file system allows it (see mkit_transport.directio); same bytes either way.
         self.direct_io = direct_io
-        key = os.path.realpath(self.root)
+        #: The root with symlinks resolved: the lock key and what ``_confine`` checks.
+        self._real_root = os.path.realpath(self.root)
         with _root_locks_guard:
-            self._thread_lock = _root_locks.setdefault(key, threading.Lock())
+            self._thread_lock = _root_locks.setdefault(self._real_root, threading.Lock())
         self._swept = False
 
     @classmethod
@@ -140,9 +150,8 @@ class FileTransport(Transport):
             probe = parent
         if probe == self.root:
             return path
-        real_root = os.path.realpath(self.root)
         real = os.path.realpath(probe)
-        if real != real_root and not real.startswith(real_root + os.sep):
+        if real != self._real_root and not real.startswith(self._real_root + os.sep):
             raise RemoteError(f"path escapes the store root through a symlink: {path}")
         return path
 
@@ -195,7 +204,8 @@ class FileTransport(Transport):
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            self._make_dirs(directory)
+            if stage != directory:  # else made above, and the temp file keeps it
+                self._make_dirs(directory)
             os.replace(temp, target)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -216,7 +226,7 @@ class FileTransport(Transport):
         cutoff = time.time() - older_than
         for directory, _subdirs, files in os.walk(self.root, followlinks=False):
             for name in files:
-                if name.startswith(".") and ".tmp." in name:
+                if _looks_temp(name):
                     path = os.path.join(directory, name)
                     with contextlib.suppress(FileNotFoundError):
                         if os.lstat(path).st_mtime < cutoff:
@@ -232,7 +242,7 @@ class FileTransport(Transport):
         cutoff = time.time() - STALE_AFTER
         with contextlib.suppress(OSError), os.scandir(stage) as entries:
             for entry in entries:
-                if entry.name.startswith(".") and ".tmp." in entry.name and entry.is_file():
+                if _looks_temp(entry.name) and entry.is_file():
                     with contextlib.suppress(OSError):
                         if entry.stat().st_mtime < cutoff:
                             os.unlink(entry.path)
@@ -315,7 +325,7 @@ class FileTransport(Transport):
     # -- refs ------------------------------------------------------------------------
 
     def _read_ref_file(self, name: str, path: str) -> Hash | None:
-        self._confine(path)
+        """Read the ref file at ``path``, which the caller has already confined."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except (FileNotFoundError, NotADirectoryError):
@@ -329,7 +339,7 @@ class FileTransport(Transport):
         return decode_ref_value(data, remote=False, name=name)
 
     def _read_ref(self, name: str) -> Hash | None:
-        return self._read_ref_file(name, self.ref_path(name))
+        return self._read_ref_file(name, self._confine(self.ref_path(name)))
 
     @contextlib.contextmanager
     def _ref_lock(self) -> Iterator[None]:
@@ -373,6 +383,8 @@ class FileTransport(Transport):
                 continue
             name = os.path.relpath(directory, self.root).replace(os.sep, "/")
             path = os.path.join(directory, REF_FILE)
+            # No _confine per ref: top is confined, the walk follows no symlinked
+            # directory and a symlinked .ref is skipped here.
             if is_valid_ref_name(name) and not os.path.islink(path):
                 value = self._read_ref_file(name, path)
                 if value is not None:
