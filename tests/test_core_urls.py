@@ -17,7 +17,7 @@ from mkit_transport import (
     open_transport,
     register_transport,
 )
-from mkit_transport.urls import BUILTIN_SCHEMES, registered_schemes
+from mkit_transport.urls import BUILTIN_SCHEMES, pop_seconds, registered_schemes, split_url
 
 
 def test_memory_urls_share_by_name() -> None:
@@ -95,6 +95,30 @@ def test_options_from_query_and_keywords(tmp_path: Path) -> None:
 def test_bad_options(url: str, options: dict[str, object]) -> None:
     with pytest.raises(InvalidRef):
         open_transport(url, **options)
+
+
+def test_split_url_refuses_secret_keys_however_spelled() -> None:
+    for query in ("pw=SECRET", "%70w=SECRET", "a=1&p%77", "pw=SECRET x#frag", "PW=SECRET"):
+        with pytest.raises(InvalidRef, match="pw may not appear in a URL") as refused:
+            split_url(f"mkit+x://h/p?{query}", {}, secrets=("pw",))
+        assert "SECRET" not in str(refused.value)
+    options: dict[str, object] = {"pw": "kw"}  # as a keyword argument it is fine
+    split_url("mkit+x://h/p?a=1", options, secrets=("pw",))
+    assert options == {"pw": "kw", "a": "1"}
+    plain: dict[str, object] = {}
+    split_url("mkit+x://h/p?%70w=1", plain)  # only the secrets given are refused
+    assert plain == {"pw": "1"}
+
+
+def test_pop_seconds() -> None:
+    options: dict[str, object] = {"a": "2.5", "b": 3, "c": "soon", "d": None}
+    assert pop_seconds(options, "a", None) == 2.5
+    assert pop_seconds(options, "b", None) == 3.0
+    assert pop_seconds(options, "d", 7.0) == 7.0
+    assert pop_seconds(options, "missing", None) is None
+    with pytest.raises(InvalidRef, match="option 'c' must be seconds, got 'soon'"):
+        pop_seconds(options, "c", None)
+    assert options == {}
 
 
 def test_scheme_table_covers_every_transport() -> None:

@@ -214,6 +214,21 @@ def test_refused_urls(url: str) -> None:
         open_transport(url)
 
 
+@pytest.mark.parametrize(
+    "query", ["token=SECRET", "%74oken=SECRET", "tok%65n=SECRET", "retries=1&%74oken=SECRET"]
+)
+def test_a_token_in_the_url_is_refused_however_spelled(
+    monkeypatch: pytest.MonkeyPatch, query: str
+) -> None:
+    """Query keys are percent-decoded before use, so the refusal must see them decoded."""
+    opened: list[object] = []
+    monkeypatch.setattr(HttpTransport, "__init__", lambda *args, **kw: opened.append(args))
+    with pytest.raises(InvalidRef, match="token may not appear in a URL") as refused:
+        open_transport(f"mkit+http://127.0.0.1:1/p?{query}")
+    assert "SECRET" not in str(refused.value)
+    assert opened == []
+
+
 def test_options_are_taken(monkeypatch: pytest.MonkeyPatch) -> None:
     policy = RetryPolicy(retries=1)
     with open_transport(

@@ -105,6 +105,26 @@ def test_bad_urls_are_invalid_ref(url: str) -> None:
         open_transport(url)
 
 
+@pytest.mark.parametrize(
+    ("query", "key"),
+    [
+        ("secret_access_key=SECRET", "secret_access_key"),
+        ("%73ecret_access_key=SECRET", "secret_access_key"),
+        ("region=x&session%5Ftoken=SECRET", "session_token"),
+        ("session_token=SECRET%20x", "session_token"),  # refused before the space is
+    ],
+)
+def test_a_secret_in_the_url_is_refused_however_spelled(
+    monkeypatch: pytest.MonkeyPatch, query: str, key: str
+) -> None:
+    opened: list[object] = []
+    monkeypatch.setattr(S3Transport, "__init__", lambda *args, **kw: opened.append(args))
+    with pytest.raises(InvalidRef, match=f"{key} may not appear in a URL") as refused:
+        open_transport(f"mkit+s3+http://127.0.0.1:1/bkt?{query}")
+    assert "SECRET" not in str(refused.value)
+    assert opened == []
+
+
 @pytest.mark.parametrize("host", ["example.com", "10.0.0.1", "[2001:db8::1]", "127.0.0.1.nip.io"])
 def test_plain_http_only_to_loopback(host: str) -> None:
     with pytest.raises(InsecureScheme):

@@ -55,7 +55,7 @@ from ..refs import (
 )
 from ..transport import PACK_BODY_LIMIT, Transport
 from ..transports.file import FileTransport
-from ..urls import open_transport
+from ..urls import PROJECT_NAME_RE, open_transport
 
 __all__ = [
     "FAULT_FILE_ENV",
@@ -70,7 +70,6 @@ log = logging.getLogger("mkit_transport.server.http")
 #: Test only: a JSON file that makes the server fail requests on purpose.
 FAULT_FILE_ENV: Final = "MKIT_HTTP_TEST_FAULT_FILE"
 _READ_SIZE: Final = 1 << 20
-_PROJECT_RE: Final = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 _HEX_RE: Final = re.compile(r"[0-9a-f]{64}")
 _RANGE_RE: Final = re.compile(r"bytes=(\d{1,19})-")
 _IF_MATCH_RE: Final = re.compile(r'"([0-9a-f]{64})"')
@@ -240,25 +239,18 @@ class PackServer:
                 HttpFailure(500, "internal_error", "internal server error")
             )
         start_response(f"{status} {_REASONS.get(status, 'Unknown')}", headers)
-        if method == "HEAD":
-            if hasattr(body, "close"):
-                body.close()
+        if method == "HEAD":  # every HEAD answer is a list (the pack check, errors)
             return [b""]
         return body
 
     @staticmethod
     def _error(failure: HttpFailure) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
         payload = {"error": failure.code, "message": failure.message, **failure.extra}
-        data = json.dumps(payload, sort_keys=True).encode() + b"\n"
-        headers = [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(data))),
-            ("Mkit-Error", failure.code),
-            *failure.headers,
-        ]
+        status, headers, body = _json(failure.status, payload)
+        headers += [("Mkit-Error", failure.code), *failure.headers]
         if failure.status == 401:
             headers.append(("WWW-Authenticate", 'Bearer realm="mkit"'))
-        return failure.status, headers, [data]
+        return status, headers, body
 
     def _route(
         self, environ: Environ, method: str
@@ -269,7 +261,7 @@ class PackServer:
                 _fail(405, "method_not_allowed", "the health check takes GET")
             return _json(200, {"status": "ok"})
         parts = path.split("/")[1:]
-        if len(parts) < 2 or not _PROJECT_RE.fullmatch(parts[0]) or parts[0].endswith(".lock"):
+        if len(parts) < 2 or not PROJECT_NAME_RE.fullmatch(parts[0]) or parts[0].endswith(".lock"):
             _fail(
                 404, "not_found", "no such route; paths are /PROJECT/packs/KEY or /PROJECT/refs/..."
             )

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import ssl
 from collections.abc import Iterable, Iterator
 from typing import ClassVar, Final, NoReturn, Self
@@ -44,7 +43,14 @@ from ..hashes import Hash, PackKey
 from ..refs import REF_VALUE_SIZE, RefWriteCondition, decode_ref_value, encode_ref_value
 from ..retry import RetryPolicy
 from ..transport import CHUNK_SIZE, PACK_BODY_LIMIT, Transport
-from ..urls import is_loopback_host, pop_retry, reject_options, split_url
+from ..urls import (
+    PROJECT_NAME_RE,
+    is_loopback_host,
+    pop_retry,
+    pop_seconds,
+    reject_options,
+    split_url,
+)
 
 __all__ = ["TOKEN_ENV", "HttpTransport"]
 
@@ -55,7 +61,6 @@ MAX_REDIRECTS: Final = 3
 LISTING_LIMIT: Final = 64 << 20
 _ERROR_BODY_LIMIT: Final = 64 << 10
 _DEFAULT_TIMEOUT: Final = (10.0, 60.0)
-_SEGMENT_RE: Final = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 
 
@@ -227,12 +232,9 @@ class HttpTransport(Transport):
         ``timeout`` (seconds), ``verify`` (TLS: true, false or a CA bundle path),
         ``retries`` or ``retry``. A token in the URL itself is refused.
         """
-        in_query = "token=" in url.partition("?")[2]
-        parts = split_url(url, options)
-        if in_query:
-            raise InvalidRef("pass the token as an option or in MKIT_API_TOKEN, not in the URL")
+        parts = split_url(url, options, secrets=("token",))
         token = options.pop("token", None) or os.environ.get(TOKEN_ENV) or None
-        timeout = options.pop("timeout", None)
+        seconds = pop_seconds(options, "timeout", _DEFAULT_TIMEOUT)
         verify = options.pop("verify", True)
         retry = pop_retry(options)
         reject_options(url, options)
@@ -244,7 +246,7 @@ class HttpTransport(Transport):
         except ValueError as error:
             raise InvalidRef(f"{url!r}: bad port") from error
         segments = parts.path.strip("/").split("/")
-        if not parts.hostname or not all(_SEGMENT_RE.fullmatch(s) for s in segments):
+        if not parts.hostname or not all(PROJECT_NAME_RE.fullmatch(s) for s in segments):
             raise InvalidRef(f"{url!r}: expected mkit+https://host[:port]/project")
         if token is not None and not isinstance(token, str):
             raise InvalidRef("option 'token' must be a string")
@@ -252,12 +254,6 @@ class HttpTransport(Transport):
             verify = verify.lower() in ("true", "1")
         if not isinstance(verify, bool | str):
             raise InvalidRef("option 'verify' must be true, false or a CA bundle path")
-        seconds: float | tuple[float, float] = _DEFAULT_TIMEOUT
-        if timeout is not None:
-            try:
-                seconds = float(str(timeout))
-            except ValueError as error:
-                raise InvalidRef(f"option 'timeout' must be seconds, got {timeout!r}") from error
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         netloc = host if port is None else f"{host}:{port}"
         base = f"{scheme}://{netloc}/{'/'.join(segments)}"
@@ -384,13 +380,10 @@ class HttpTransport(Transport):
         elif condition.kind == "match":
             assert condition.expected is not None
             headers["If-Match"] = f'"{condition.expected.hex()}"'
-        try:
-            self._request(
-                "PUT", quote(name), headers=headers, body=encode_ref_value(value), ok=(200, 204)
-            ).close()
-        except RefConflict as conflict:
-            conflict.name = name
-            raise
+        # A RefConflict is raised without a name: update_ref gives it this one.
+        self._request(
+            "PUT", quote(name), headers=headers, body=encode_ref_value(value), ok=(200, 204)
+        ).close()
 
     def _list_refs(self, prefix: str) -> Iterable[tuple[str, Hash]]:
         response = self._request("GET", "refs?" + f"prefix={quote(prefix, safe='/')}")

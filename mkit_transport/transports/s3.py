@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import boto3
 import botocore.exceptions as bce
@@ -55,7 +55,14 @@ from ..refs import (
 )
 from ..retry import RetryPolicy
 from ..transport import CHUNK_SIZE, PACK_BODY_LIMIT, Transport
-from ..urls import is_loopback_host, pop_bool, pop_retry, reject_options, split_url
+from ..urls import (
+    is_loopback_host,
+    pop_bool,
+    pop_retry,
+    pop_seconds,
+    reject_options,
+    split_url,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -230,11 +237,7 @@ class S3Transport(Transport):
         ``connect_timeout``, ``read_timeout``, ``retries``/``retry``. Without keys,
         boto3's standard chain applies (``AWS_ACCESS_KEY_ID``, profiles, roles...).
         """
-        query = dict(parse_qsl(url.partition("?")[2]))
-        for secret in ("secret_access_key", "session_token"):
-            if secret in query:
-                raise InvalidRef(f"{secret} may not appear in a URL; pass it as an option")
-        parts = split_url(url, options)
+        parts = split_url(url, options, secrets=("secret_access_key", "session_token"))
         scheme = parts.scheme
         if scheme not in cls.schemes:
             raise InvalidRef(f"{url!r}: not an S3 URL (use mkit+s3:// or mkit+s3+http://)")
@@ -259,13 +262,16 @@ class S3Transport(Transport):
         for name in ("access_key_id", "secret_access_key", "session_token", "region", "profile"):
             if name in options:
                 kwargs[name] = str(options.pop(name))
-        for name, kind in (("part_size", int), ("list_workers", int),
-                           ("connect_timeout", float), ("read_timeout", float)):  # fmt: skip
+        for name in ("part_size", "list_workers"):
             if name in options:
                 try:
-                    kwargs[name] = kind(str(options.pop(name)))
+                    kwargs[name] = int(str(options.pop(name)))
                 except ValueError as error:
                     raise InvalidRef(f"{url!r}: option {name} must be a number") from error
+        for name in ("connect_timeout", "read_timeout"):
+            seconds = pop_seconds(options, name, None)
+            if seconds is not None:
+                kwargs[name] = seconds
         reject_options(url, options)
         return cls(endpoint, bucket, prefix, **kwargs)
 
@@ -380,7 +386,7 @@ class S3Transport(Transport):
                             fill, number = 0, number + 1
                 if pending is not None:
                     pending.result()
-            if fill or not parts:
+            if fill:  # total > part_size: at least one full part went already
                 send(number, buffers[number % 2][:fill])
             self._call(lambda: self._complete(object_key, upload_id, parts, total))
         except BaseException:
@@ -413,20 +419,15 @@ class S3Transport(Transport):
         except PackNotFound:
             return  # already completed or aborted
 
-    def _get_object(self, object_key: str, what: str, offset: int = 0) -> dict[str, Any] | None:
-        try:
-            with _mapped(what):
-                if offset:
-                    got = self.client.get_object(
-                        Bucket=self.bucket, Key=object_key, Range=f"bytes={offset}-"
-                    )
-                else:
-                    got = self.client.get_object(Bucket=self.bucket, Key=object_key)
-                reply: dict[str, Any] = dict(got)
-        except ServerError as error:
-            if offset and error.status == 416:  # resuming exactly at the end
-                return None
-            raise
+    def _get_object(self, object_key: str, what: str, offset: int = 0) -> dict[str, Any]:
+        with _mapped(what):
+            if offset:
+                got = self.client.get_object(
+                    Bucket=self.bucket, Key=object_key, Range=f"bytes={offset}-"
+                )
+            else:
+                got = self.client.get_object(Bucket=self.bucket, Key=object_key)
+            reply: dict[str, Any] = dict(got)
         if int(reply.get("ContentLength", 0)) > PACK_BODY_LIMIT:
             reply["Body"].close()
             raise PayloadTooLarge(f"{what}: object over the limit", size=reply["ContentLength"])
@@ -435,17 +436,19 @@ class S3Transport(Transport):
     def _get_pack(self, key: PackKey) -> bytes:
         what = f"download pack {key.hex()}"
         reply = self._get_object(self.pack_key(key), what)
-        assert reply is not None
         with _mapped(what), contextlib.closing(reply["Body"]) as body:
             return bytes(body.read())
 
     def _open_pack_stream(self, key: PackKey, offset: int) -> Iterator[bytes]:
         what = f"download pack {key.hex()}"
-        reply = self._get_object(self.pack_key(key), what, offset)
+        try:
+            reply = self._get_object(self.pack_key(key), what, offset)
+        except ServerError as error:
+            if offset and error.status == 416:  # resuming exactly at the end
+                return iter(())
+            raise
 
         def chunks() -> Iterator[bytes]:
-            if reply is None:
-                return
             with _mapped(what), contextlib.closing(reply["Body"]) as body:
                 yield from body.iter_chunks(CHUNK_SIZE)
 
@@ -466,7 +469,6 @@ class S3Transport(Transport):
             reply = self._get_object(self.ref_key(name), what)
         except PackNotFound:
             return None
-        assert reply is not None
         with _mapped(what), contextlib.closing(reply["Body"]) as body:
             data = body.read(REF_VALUE_SIZE + 1)
         return decode_ref_value(bytes(data), remote=True, name=name), str(reply["ETag"])
@@ -498,10 +500,8 @@ class S3Transport(Transport):
                 raise self._conflict(name, condition) from None
         for _ in range(MATCH_ROUNDS):
             found = self._get_ref(name)
-            if found is None or found[0] != condition.expected:
-                current = None if found is None else found[0]
-                condition.require(name, current)  # raises: it does not hold expected
-            assert found is not None
+            condition.require(name, None if found is None else found[0])
+            assert found is not None  # match() never allows a missing ref
             try:
                 self._put(object_key, body, what, if_match=found[1])
                 return
@@ -563,7 +563,6 @@ class S3Transport(Transport):
             else:
                 self._put(object_key, b"second", what, if_match=etag)
                 reply = self._get_object(object_key, what)
-                assert reply is not None
                 with _mapped(what), contextlib.closing(reply["Body"]) as body:
                     if body.read() != b"second":
                         match = False
