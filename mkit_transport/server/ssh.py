@@ -28,7 +28,6 @@ from typing import BinaryIO, Final, NoReturn
 
 from .. import __version__
 from ..errors import (
-    InvalidRef,
     PayloadTooLarge,
     ProtocolError,
     RemoteError,
@@ -111,11 +110,15 @@ class _Input:
 
 
 class _Upload:
-    """The chunk frames of one upload, checked as the backend consumes them."""
+    """The chunk frames of one upload, checked as the backend consumes them.
 
-    def __init__(self, connection: _Connection, total: int) -> None:
+    Here: every frame is a chunk, in order. The backend's ``upload_pack_stream``
+    refuses a stream longer or shorter than its total, or mis-hashed, from inside the
+    iteration (so before it commits), with the same ``ProtocolError``.
+    """
+
+    def __init__(self, connection: _Connection) -> None:
         self.connection = connection
-        self.total = total
         self.received = 0
         self.finished = False  # the last chunk was read
         self.broken = False  # a frame that is not a chunk: the stream is out of step
@@ -131,10 +134,6 @@ class _Upload:
             if offset != self.received:
                 raise ProtocolError(f"chunk at offset {offset}, expected {self.received}")
             self.received += len(frame.payload)
-            if self.received > self.total:
-                raise ProtocolError(f"upload is longer than its declared {self.total} bytes")
-            if self.finished and self.received != self.total:
-                raise ProtocolError(f"upload ended after {self.received} of {self.total} bytes")
             if frame.payload:
                 yield frame.payload
 
@@ -282,7 +281,7 @@ class _Connection:
         if self.reader.bytes_read + total > self.limits.max_bytes:
             budget = ServerError("this upload would exceed the connection's budget", status=503)
             self.close_with(budget, EXIT_CAPPED)
-        upload = _Upload(self, total)
+        upload = _Upload(self)
         outcome: TransportError | None = None
         try:
             self.backend.upload_pack_stream(key, upload, total)
@@ -306,9 +305,8 @@ class _Connection:
         kind = field_of(frame, "condition", str)
         expected = optional_digest(frame, "expected", Hash)
         value = digest(frame, "value", Hash)
-        if kind not in ("any", "missing", "match") or (kind == "match") != (expected is not None):
-            raise InvalidRef(f"bad condition {kind!r} (an expected value goes with match only)")
-        condition = RefWriteCondition.match(expected) if expected else RefWriteCondition(kind)  # type: ignore[arg-type]
+        # InvalidRef (code invalid-ref) for an unknown kind, or expected without match.
+        condition = RefWriteCondition(kind, expected)  # type: ignore[arg-type]
         self.backend.update_ref(name, condition, value)
         self.send("ok")
 

@@ -183,15 +183,18 @@ class _Link:
             time.sleep(0.01)
         return self.channel.recv_exit_status() if self.channel.exit_status_ready() else -1
 
-    def send(self, op: str, payload: bytes = b"", **fields: object) -> None:
+    def send(self, op: str, payload: bytes | memoryview = b"", **fields: object) -> None:
+        # A memoryview payload goes in as it is: paramiko's sendall slices what is left
+        # after each ~32 KiB packet, free for a view but a copy of the rest for bytes.
+        # (Its stubs say bytes, but Message.add_string writes any buffer as it is.)
         for piece in encode_frame(op, payload, **fields):
-            self.channel.sendall(bytes(piece) if isinstance(piece, memoryview) else piece)
+            self.channel.sendall(piece)  # type: ignore[arg-type]
 
     def read(self, *expected: str) -> Frame:
         """Read the next frame; an error frame is raised as its taxonomy error."""
         frame = self.reader.read()
-        if frame is None:
-            raise Disconnected(f"the channel closed (remote exit status {self.exit_status()})")
+        # _recv raises Disconnected rather than return b"", so the reader never sees EOF.
+        assert frame is not None
         if frame.op == "error":
             self.in_step = True
             raise error_from_fields(frame)
@@ -421,7 +424,10 @@ class SshTransport(Transport):
             return field_of(link.request("has", "exists", key=key.hex()), "exists", bool)
 
     def _put_pack(self, key: PackKey, data: bytes | bytearray | memoryview) -> None:
-        self._put_pack_stream(key, [bytes(data)], len(data))
+        # bytes go as they are (the frames take views of them); a mutable buffer is
+        # copied once, so the caller may change it as soon as this returns or raises.
+        whole = data if isinstance(data, bytes) else bytes(data)
+        self._put_pack_stream(key, [whole], len(whole))
 
     def _put_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
         with self._link() as link:
@@ -433,19 +439,22 @@ class SshTransport(Transport):
                     view = memoryview(chunk)
                     for start in range(0, len(view), CHUNK_SIZE):
                         link.early_answer()
-                        # paramiko wants bytes: copy only when a chunk must be split.
-                        part = (
-                            chunk
-                            if len(view) <= CHUNK_SIZE
-                            else bytes(view[start : start + CHUNK_SIZE])
-                        )
+                        part = view[start : start + CHUNK_SIZE]  # a view: nothing is copied
                         link.send("chunk", part, offset=sent, last=False)
                         sent += len(part)
                 link.send("chunk", offset=sent, last=True)
             except (OSError, EOFError, paramiko.SSHException):
                 link.early_answer()  # a refusal that closed the channel explains the failure
                 raise
-            link.read("ok")
+            try:
+                link.read("ok")
+            except TransportError:
+                # An early refusal (a total over the server's cap, answered from the put
+                # header before the server closes) may only arrive once every chunk has
+                # been sent; it reads just like a refusal after a drain, so never reuse a
+                # channel whose upload was refused.
+                link.in_step = False
+                raise
             link.in_step = True
 
     def _get_pack(self, key: PackKey) -> bytes:
