@@ -56,7 +56,7 @@ from ..sshwire import (
     optional_digest,
 )
 from ..transport import PACK_BODY_LIMIT, Transport
-from ..urls import pop_retry, reject_options, split_url
+from ..urls import pop_retry, pop_seconds, reject_options, split_url
 
 __all__ = ["DEFAULT_REMOTE_COMMAND", "SshTransport", "parse_ssh_url"]
 
@@ -298,19 +298,13 @@ class SshTransport(Transport):
             if env:
                 options.setdefault(name, env)
         text = {n: options.pop(n, None) for n in (*ENV_OPTIONS, "config_file")}
-        numbers = {n: options.pop(n, None) for n in ("timeout", "keepalive")}
+        given = {n: pop_seconds(options, n, None) for n in ("timeout", "keepalive")}
+        seconds = {n: s for n, s in given.items() if s is not None}
         retry = pop_retry(options)
         reject_options(url, options)
         for name, value in text.items():
             if value is not None and not isinstance(value, str):
                 raise InvalidRef(f"option {name!r} must be a string, got {value!r}")
-        seconds: dict[str, float] = {}
-        for name, value in numbers.items():
-            if value is not None:
-                try:
-                    seconds[name] = float(str(value))
-                except ValueError:
-                    raise InvalidRef(f"option {name!r} must be seconds, got {value!r}") from None
         return cls(user, host, path, port=port, retry=retry, **text, **seconds)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
