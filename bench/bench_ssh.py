@@ -20,6 +20,7 @@ import json
 import multiprocessing
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -162,15 +163,22 @@ def _rss_now() -> int:
     return 0
 
 
-def serve_with_rss(report_file: str, path: str) -> int:
-    """Remote command for the RSS figure: serve, then record the peak growth."""
+def serve_with_rss(report_dir: str, path: str) -> int:
+    """Remote command for the RSS figure: serve, then record the peak growth.
+
+    Each server process marks its start and publishes its figure by rename, so the
+    reader can wait for exactly the processes that ran and never sees half a report.
+    """
     from mkit_transport.server.ssh import serve
 
     before = _rss_now()
+    name = Path(report_dir) / str(os.getpid())
+    name.with_suffix(".start").touch()
     status = serve(path, sys.stdin.buffer, sys.stdout.buffer)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    with open(report_file, "a") as f:
-        f.write(json.dumps({"growth": max(0, peak - before)}) + "\n")
+    partial = name.with_suffix(".partial")
+    partial.write_text(json.dumps({"growth": max(0, peak - before)}))
+    partial.rename(name.with_suffix(".json"))
     return status
 
 
@@ -202,26 +210,37 @@ def rss_download(url: str, options_json: str, total: str) -> object:
     return operation
 
 
+def _server_growths(reports: Path, timeout: float = 10.0) -> list[int]:
+    """Peak growths of every server process that started, once each has reported."""
+    deadline = time.monotonic() + timeout
+    while True:
+        started = {p.stem for p in reports.glob("*.start")}
+        done = {p.stem: p for p in reports.glob("*.json")}
+        if started and started <= done.keys():
+            return [int(json.loads(done[s].read_text())["growth"]) for s in started]
+        if time.monotonic() > deadline:
+            missing = sorted(started - done.keys()) or ["(none started)"]
+            raise RuntimeError(f"ssh server processes did not report their RSS: {missing}")
+        time.sleep(0.05)  # a server process records its peak as it exits
+
+
 def _memory(server: SshServer, total: int) -> list[dict[str, object]]:
     root = server.store("memory")
-    reports = Path(server.directory) / "server-rss.jsonl"
-    remote = f"{sys.executable} {Path(__file__).resolve()} --serve-with-rss {reports}"
-    options = json.dumps(_options(server, remote))
     url = server.url(root)
     rows: list[dict[str, object]] = []
     for verb, target in (("upload", "rss_upload"), ("download", "rss_download")):
-        reports.unlink(missing_ok=True)
+        reports = Path(server.directory) / f"server-rss-{verb}"
+        shutil.rmtree(reports, ignore_errors=True)
+        reports.mkdir()
+        remote = f"{sys.executable} {Path(__file__).resolve()} --serve-with-rss {reports}"
+        options = json.dumps(_options(server, remote))
         client = child_peak_rss(f"bench.bench_ssh:{target}", url, options, str(total))
-        deadline = time.monotonic() + 10
-        while not reports.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)  # the server process records its peak as it exits
-        growths = [json.loads(line)["growth"] for line in reports.read_text().splitlines()]
         rows.append(
             {
                 "verb": verb,
                 "size": mib(total),
                 "client_rss_growth": mib(client),
-                "server_rss_growth": mib(max(growths)),
+                "server_rss_growth": mib(max(_server_growths(reports))),
                 "goal": "<= 64 MiB each",
             }
         )
@@ -277,7 +296,7 @@ def _counter(server: SshServer, workers: int, increments: int) -> list[dict[str,
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (CI smoke run)")
-    parser.add_argument("--serve-with-rss", nargs=2, metavar=("REPORT", "PATH"))
+    parser.add_argument("--serve-with-rss", nargs=2, metavar=("REPORT_DIR", "PATH"))
     args = parser.parse_args()
     if args.serve_with_rss:
         return serve_with_rss(*args.serve_with_rss)
