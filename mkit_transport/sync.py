@@ -17,7 +17,8 @@ verbs, so these functions run unchanged over every transport. The invariants:
 
 The push pipeline's machinery (scan hand-off, pack building, parallel uploads)
 lives in :mod:`mkit_transport.packer`; pull's pack cache and atomic swap in
-:mod:`mkit_transport.restore`; progress events in :mod:`mkit_transport.progress`.
+:mod:`mkit_transport.restore`; progress events in :mod:`mkit_transport.progress`; the
+reports the verbs return in :mod:`mkit_transport.reports`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Final, TypeVar
 
@@ -43,12 +43,12 @@ from .pack import (
 from .packer import ScanStream, build_and_upload, check_file_size
 from .progress import Limiter, Meter, Progress
 from .refs import RefWriteCondition
+from .reports import Listing, LogEntry, MirrorReport, PullReport, PushReport
 from .restore import PackCache, check_dest, default_cache_dir, relabel, swap_in
 from .scanner import Snapshot, scan
 from .snapshot import (
     MAX_INDEX_SIZE,
     MAX_RECORD_SIZE,
-    FileEntry,
     PackObjects,
     PackRef,
     Record,
@@ -84,91 +84,6 @@ DEFAULT_CONCURRENCY: Final = 4
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
-
-
-# -- values ------------------------------------------------------------------------------
-
-
-def _hex(value: Hash | PackKey | None) -> str | None:
-    return value.hex() if value is not None else None
-
-
-class _Report:
-    def to_json(self) -> dict[str, object]:
-        """Return the report as JSON-ready data (hashes as hex)."""
-        data = asdict(self)  # type: ignore[call-overload]
-        return {k: (_hex(v) if isinstance(v, Hash | PackKey) else v) for k, v in data.items()}
-
-
-@dataclass(frozen=True, slots=True)
-class PushReport(_Report):
-    """What a push did (or, with ``dry_run``, would do)."""
-
-    ref: str
-    old: Hash | None
-    new: Hash | None
-    dry_run: bool
-    updated: bool
-    objects_sent: int
-    objects_skipped: int
-    raw_bytes_sent: int
-    packs_uploaded: int
-    packs_skipped: int
-    bytes_uploaded: int
-    bytes_downloaded: int
-    files: int
-
-
-@dataclass(frozen=True, slots=True)
-class PullReport(_Report):
-    """What a pull did."""
-
-    ref: str
-    value: Hash
-    dest: str
-    files: int
-    packs_downloaded: int
-    packs_cached: int
-    bytes_downloaded: int
-
-
-@dataclass(frozen=True, slots=True)
-class MirrorReport(_Report):
-    """What a mirror did (or, with ``dry_run``, would do)."""
-
-    ref: str
-    old: Hash | None
-    new: Hash
-    dry_run: bool
-    updated: bool
-    objects_sent: int
-    objects_skipped: int
-    packs_uploaded: int
-    packs_skipped: int
-    bytes_uploaded: int
-
-
-@dataclass(frozen=True, slots=True)
-class LogEntry(_Report):
-    """One snapshot of a ref's history, newest first."""
-
-    key: PackKey
-    root: str
-    parent: PackKey | None
-    created_ns: int
-    packs: int
-    pack_bytes: int
-    parent_missing: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Listing:
-    """The files of one snapshot (``show``)."""
-
-    ref: str
-    key: PackKey
-    root: str
-    entries: tuple[FileEntry, ...] = field(default=())
 
 
 # -- plumbing ----------------------------------------------------------------------------
