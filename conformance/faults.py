@@ -62,8 +62,8 @@ class FaultyTransport(Transport):
             raise fault.error()
         return result
 
-    def _put_pack(self, key: PackKey, data: bytes | bytearray | memoryview) -> None:
-        self._run("put_pack", lambda: self.inner.upload_pack(bytes(data), key))
+    def _put_pack(self, key: PackKey, data: bytes) -> None:
+        self._run("put_pack", lambda: self.inner.upload_pack(data, key))
 
     def _put_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
         self._run("put_pack_stream", lambda: self.inner.upload_pack_stream(key, chunks, total))

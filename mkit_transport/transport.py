@@ -78,18 +78,24 @@ def _check_key(key: object) -> PackKey:
 
 
 def _too_large(what: str, size: int) -> PayloadTooLarge:
-    """The error for an upload of ``size`` bytes over the limit (``what`` names it)."""
+    """The error for a pack of ``size`` bytes over the limit (``what`` names it)."""
     return PayloadTooLarge(
         f"{what} is over the {PACK_BODY_LIMIT}-byte limit", size=size, limit=PACK_BODY_LIMIT
     )
 
 
-def _check_data(data: object) -> _Bytes:
+def _check_data(data: object) -> bytes:
+    """Return an upload's bytes, taken once, before they are hashed.
+
+    A mutable buffer is copied here, so the bytes hashed are the bytes stored even
+    if the caller changes its buffer meanwhile; ``bytes`` pass through uncopied.
+    """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ProtocolError(f"pack data must be bytes, not {type(data).__name__}")
-    if len(data) > PACK_BODY_LIMIT:
-        raise _too_large(f"pack of {len(data)} bytes", len(data))
-    return data
+    size = memoryview(data).nbytes
+    if size > PACK_BODY_LIMIT:
+        raise _too_large(f"pack of {size} bytes", size)
+    return data if isinstance(data, bytes) else bytes(data)
 
 
 def _verify_key(key: PackKey, actual: PackKey, error: type[TransportError], what: str) -> None:
@@ -108,7 +114,8 @@ class _CheckedUpload:
         self.key = key
         self.chunks = chunks
         self.total = total
-        self.started = False
+        self.started = False  # a first chunk was asked for (a one-shot stream is spent)
+        self.verified = False  # a pass reached the end and matched length and key
 
     def __iter__(self) -> Iterator[bytes]:
         self.started = True
@@ -126,6 +133,7 @@ class _CheckedUpload:
                 f"stream ended after {hasher.length} of its declared {self.total} bytes"
             )
         _verify_key(self.key, hasher.pack_key(), ProtocolError, "upload refused")
+        self.verified = True
 
 
 class Transport(abc.ABC):
@@ -155,7 +163,7 @@ class Transport(abc.ABC):
     # -- primitives: wire code only -------------------------------------------------
 
     @abc.abstractmethod
-    def _put_pack(self, key: PackKey, data: _Bytes) -> None:
+    def _put_pack(self, key: PackKey, data: bytes) -> None:
         """Store ``data`` (already verified to hash to ``key``) atomically; idempotent."""
 
     @abc.abstractmethod
@@ -227,7 +235,7 @@ class Transport(abc.ABC):
         and nothing is stored. Uploading a pack that is already stored succeeds.
         """
         _check_key(key)
-        _check_data(data)
+        data = _check_data(data)
         _verify_key(key, PackKey.of(data), ProtocolError, "upload refused")
         self._call(lambda: self._put_pack(key, data))
 
@@ -236,7 +244,7 @@ class Transport(abc.ABC):
         _check_key(key)
         data = self._call(lambda: self._get_pack(key))
         if len(data) > PACK_BODY_LIMIT:
-            raise PayloadTooLarge("downloaded pack is over the limit", size=len(data))
+            raise _too_large(f"downloaded pack of {len(data)} bytes", len(data))
         _verify_key(key, PackKey.of(data), InvalidResponse, "download refused")
         return data
 
@@ -266,9 +274,10 @@ class Transport(abc.ABC):
             lambda: self._put_pack_stream(key, checked, total),
             may_retry=(lambda: not checked.started) if one_shot else None,
         )
-        if not checked.started:
-            # The transport found the pack already stored and read nothing: the
-            # stream is still checked, so a bad one is refused all the same.
+        if not checked.verified:
+            # The transport found the pack already stored before reading the stream
+            # to its end (at once, or on a retry after a partial pass): the stream
+            # is still checked, so a bad one is refused all the same.
             for _ in checked:
                 pass
 
@@ -306,9 +315,7 @@ class Transport(abc.ABC):
                 for chunk in stream:
                     hasher.update(chunk)
                     if hasher.length > PACK_BODY_LIMIT:
-                        raise PayloadTooLarge(
-                            "downloaded pack is over the limit", limit=PACK_BODY_LIMIT
-                        )
+                        raise _too_large("downloaded pack", hasher.length)
                     yield chunk
                 break
             except TransportError as error:

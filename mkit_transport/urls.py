@@ -218,19 +218,26 @@ def pop_seconds(
         raise InvalidRef(f"option {name!r} must be seconds, got {value!r}") from None
 
 
+def pop_int(options: MutableMapping[str, object], name: str) -> int | None:
+    """Take a whole-number option (a string when it came from a URL query), if given."""
+    value = options.pop(name, None)
+    if value is None:
+        return None
+    try:
+        return int(str(value))
+    except ValueError:
+        raise InvalidRef(f"option {name!r} must be a whole number, got {value!r}") from None
+
+
 def pop_retry(options: MutableMapping[str, object]) -> RetryPolicy | None:
     """Take ``retry`` (a RetryPolicy) or ``retries`` (a count) from the options."""
     retry = options.pop("retry", None)
-    retries = options.pop("retries", None)
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise InvalidRef(f"option 'retry' must be a RetryPolicy, got {type(retry).__name__}")
-    if retries is not None:
-        try:
-            count = int(str(retries))
-        except ValueError:
-            count = -1
+    count = pop_int(options, "retries")
+    if count is not None:
         if count < 0:
-            raise InvalidRef(f"option 'retries' must be a count >= 0, got {retries!r}")
+            raise InvalidRef(f"option 'retries' must be a count >= 0, got {count}")
         retry = (retry or RetryPolicy()).replace(retries=count)
     return retry
 

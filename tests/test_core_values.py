@@ -192,3 +192,40 @@ def test_a_minimal_third_party_transport_gets_the_policy() -> None:
         u.write_ref("refs/a", Hash.of(b"a"))
         with pytest.raises(RefConflict):
             u.update_ref("refs/a", RefWriteCondition.MISSING, Hash.of(b"b"))
+
+
+def test_a_stream_cut_short_then_found_stored_on_retry_is_still_checked() -> None:
+    """T-PACK-5 across a retry: a first attempt reads part of a re-iterable stream and
+    fails; another writer stores the pack meanwhile; the retry finds it stored and
+    reads nothing. The base must still read the stream to its end and refuse a bad one.
+    """
+    from collections.abc import Iterable
+
+    from mkit_transport import ConnectionFailed, MemoryTransport, ProtocolError, RetryPolicy
+
+    good = b"the pack another writer stored" * 100
+    key = PackKey.of(good)
+    bad = [good[:1000], bytes(len(good) - 1000)]  # same length, wrong bytes
+
+    class Racy(MemoryTransport):
+        attempts = 0
+
+        def _put_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
+            self.attempts += 1
+            if self.attempts == 1:
+                next(iter(chunks))  # the first part goes out, then the link drops
+                self._put_pack(key, good)  # ...while another writer lands the pack
+                raise ConnectionFailed("link dropped")
+            if self._has_pack(key):
+                return  # already stored: nothing to send
+            super()._put_pack_stream(key, chunks, total)
+
+    transport = Racy(retry=RetryPolicy(sleep=lambda s: None))
+    with pytest.raises(ProtocolError):
+        transport.upload_pack_stream(key, bad, len(good))
+    assert transport.attempts == 2
+    assert transport.download_pack(key) == good
+    # A good stream in the same race succeeds.
+    again = Racy(retry=RetryPolicy(sleep=lambda s: None))
+    again.upload_pack_stream(key, [good[:1000], good[1000:]], len(good))
+    assert again.attempts == 2

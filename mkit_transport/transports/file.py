@@ -272,8 +272,8 @@ class FileTransport(Transport):
         except OSError as error:
             raise _os_error(error, f"store pack {key.hex()}") from error
 
-    def _put_pack(self, key: PackKey, data: bytes | bytearray | memoryview) -> None:
-        self._store_pack(key, [bytes(data) if not isinstance(data, bytes) else data], len(data))
+    def _put_pack(self, key: PackKey, data: bytes) -> None:
+        self._store_pack(key, [data], len(data))
 
     def _put_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
         self._store_pack(key, chunks, total)

@@ -331,8 +331,8 @@ class HttpTransport(Transport):
 
     # -- packs ---------------------------------------------------------------------------
 
-    def _put_pack(self, key: PackKey, data: bytes | bytearray | memoryview) -> None:
-        self._request("PUT", f"packs/{key.hex()}", body=bytes(data), ok=(200, 201, 204)).close()
+    def _put_pack(self, key: PackKey, data: bytes) -> None:
+        self._request("PUT", f"packs/{key.hex()}", body=data, ok=(200, 201, 204)).close()
 
     def _put_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
         if total == 0:  # an empty sized body would be sent chunked; send b"" instead

@@ -67,10 +67,9 @@ class MemoryTransport(Transport):
     def __repr__(self) -> str:
         return f"MemoryTransport({self.name!r})" if self.name else "MemoryTransport()"
 
-    def _put_pack(self, key: PackKey, data: bytes | bytearray | memoryview) -> None:
-        copy = bytes(data)  # a private copy: the caller may reuse its buffer
+    def _put_pack(self, key: PackKey, data: bytes) -> None:
         with self.store.lock:
-            self.store.packs.setdefault(key, copy)
+            self.store.packs.setdefault(key, data)
 
     def _get_pack(self, key: PackKey) -> bytes:
         with self.store.lock:

@@ -58,6 +58,7 @@ from ..transport import CHUNK_SIZE, PACK_BODY_LIMIT, Transport
 from ..urls import (
     is_loopback_host,
     pop_bool,
+    pop_int,
     pop_retry,
     pop_seconds,
     reject_options,
@@ -263,11 +264,9 @@ class S3Transport(Transport):
             if name in options:
                 kwargs[name] = str(options.pop(name))
         for name in ("part_size", "list_workers"):
-            if name in options:
-                try:
-                    kwargs[name] = int(str(options.pop(name)))
-                except ValueError as error:
-                    raise InvalidRef(f"{url!r}: option {name} must be a number") from error
+            number = pop_int(options, name)
+            if number is not None:
+                kwargs[name] = number
         for name in ("connect_timeout", "read_timeout"):
             seconds = pop_seconds(options, name, None)
             if seconds is not None:
@@ -324,10 +323,10 @@ class S3Transport(Transport):
 
     # -- packs -----------------------------------------------------------------------
 
-    def _put_pack(self, key: PackKey, data: bytes | bytearray | memoryview) -> None:
+    def _put_pack(self, key: PackKey, data: bytes) -> None:
         # A plain PUT: the same bytes under the same name, so repeating it is harmless
         # and it heals a damaged copy.
-        self._put(self.pack_key(key), bytes(data), f"upload pack {key.hex()}")
+        self._put(self.pack_key(key), data, f"upload pack {key.hex()}")
 
     def _stored_size(self, object_key: str) -> int | None:
         try:
@@ -477,15 +476,6 @@ class S3Transport(Transport):
         found = self._get_ref(name)
         return None if found is None else found[0]
 
-    def _conflict(self, name: str, condition: RefWriteCondition) -> RefConflict:
-        """A RefConflict carrying what the ref holds now (read after the refusal)."""
-        current = self._read_ref(name)
-        shown = current.hex() if current is not None else "nothing"
-        return RefConflict(
-            f"ref {name} does not satisfy {condition!r}: it holds {shown}",
-            name=name, current=current, known=True,
-        )  # fmt: skip
-
     def _update_ref(self, name: str, condition: RefWriteCondition, value: Hash) -> None:
         object_key, body, what = self.ref_key(name), encode_ref_value(value), f"write ref {name}"
         if condition.kind == "any":
@@ -496,8 +486,11 @@ class S3Transport(Transport):
             try:
                 self._put(object_key, body, what, if_none_match="*")
                 return
-            except RefConflict:
-                raise self._conflict(name, condition) from None
+            except RefConflict as refused:
+                # Say what the ref holds, read after the refusal; if it was deleted
+                # again meanwhile, the refusal itself is the answer.
+                condition.require(name, self._read_ref(name))
+                raise refused
         for _ in range(MATCH_ROUNDS):
             found = self._get_ref(name)
             condition.require(name, None if found is None else found[0])
@@ -538,7 +531,8 @@ class S3Transport(Transport):
         """Check that the endpoint honours ``If-None-Match`` and ``If-Match`` on PUT.
 
         Writes, overwrites and deletes one small object under ``[prefix/]mkit-probe/``
-        (never under ``refs/`` or ``packs/``): seven requests.
+        (never under ``refs/`` or ``packs/``): six requests (seven if ``If-None-Match``
+        is ignored).
         """
         object_key = self._key(f"mkit-probe/{uuid.uuid4().hex}")
         what = f"probe {object_key}"

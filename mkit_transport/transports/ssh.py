@@ -417,11 +417,8 @@ class SshTransport(Transport):
         with self._link() as link:
             return field_of(link.request("has", "exists", key=key.hex()), "exists", bool)
 
-    def _put_pack(self, key: PackKey, data: bytes | bytearray | memoryview) -> None:
-        # bytes go as they are (the frames take views of them); a mutable buffer is
-        # copied once, so the caller may change it as soon as this returns or raises.
-        whole = data if isinstance(data, bytes) else bytes(data)
-        self._put_pack_stream(key, [whole], len(whole))
+    def _put_pack(self, key: PackKey, data: bytes) -> None:
+        self._put_pack_stream(key, [data], len(data))
 
     def _put_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
         with self._link() as link:
