@@ -17,7 +17,6 @@ from .cli_output import emit
 from .hashes import Hash, PackKey
 from .refs import RefWriteCondition
 from .server import http_cli, ssh_cli
-from .sync_cli import packs_verify
 from .transport import Transport
 from .transports import s3_cli
 from .urls import open_transport
@@ -166,7 +165,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = command(packs_commands, "upload", _packs_upload, "upload a file as a pack")
     sub.add_argument("url")
     sub.add_argument("file")
-    sub = command(packs_commands, "verify", packs_verify, "download a pack and verify it fully")
+    sub = command(
+        packs_commands, "verify", sync_cli.packs_verify, "download a pack and verify it fully"
+    )
     sub.add_argument("url")
     sub.add_argument("key", help="64 lowercase hex")
 

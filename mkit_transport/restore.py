@@ -12,15 +12,24 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 
 from .errors import InvalidResponse, PackNotFound, PayloadTooLarge, TransportError
 from .hashes import PackKey
-from .pack import PackFile, PackSummary, PackVerifier
+from .pack import PackFile, PackVerifier
 from .progress import Meter
 from .snapshot import PackRef
 from .transport import Transport
 
-__all__ = ["PackCache", "check_dest", "default_cache_dir", "relabel", "swap_in"]
+__all__ = [
+    "PackCache",
+    "check_dest",
+    "default_cache_dir",
+    "relabel",
+    "staged",
+    "swap_in",
+    "verified_chunks",
+]
 
 
 def default_cache_dir() -> str:
@@ -47,7 +56,7 @@ class PackCache:
         """Where pack ``key`` lives once whole and verified (named by its key alone)."""
         return os.path.join(self.dir, key.hex())
 
-    def fetch(self, transport: Transport, key: PackKey, what: str, meter: Meter) -> PackSummary:
+    def fetch(self, transport: Transport, key: PackKey, meter: Meter) -> None:
         """Download ``key``, verifying it as it streams, and move it into the cache.
 
         The transport checks the key; the verifier checks the structure and the
@@ -56,36 +65,55 @@ class PackCache:
         """
         fd, temp = tempfile.mkstemp(dir=self.dir, prefix=".download-")
         try:
-            verifier = PackVerifier(objects=False)
             with os.fdopen(fd, "wb") as out:
-                try:
-                    for chunk in transport.download_pack_stream(key):
-                        verifier.feed(chunk)
-                        out.write(chunk)
-                        meter.add(bytes_in=len(chunk))
-                    summary = verifier.finish()
-                except PackNotFound as error:
-                    raise PackNotFound(f"{what} is missing on the remote") from error
-                except (InvalidResponse, PayloadTooLarge) as error:
-                    raise relabel(error, f"{what} is corrupt on the remote") from error
+                for chunk in verified_chunks(transport, key, "remote", meter, objects=False):
+                    out.write(chunk)
             os.replace(temp, self.path(key))
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
             raise
-        return summary
 
     def open(self, transport: Transport, pack: PackRef, meter: Meter) -> tuple[PackFile, bool]:
         """Return the pack as a :class:`PackFile`, downloading it unless cached and intact."""
-        what = f"pack {pack.key.hex()}"
         path = self.path(pack.key)
         if os.path.exists(path):
             try:
                 return PackFile(path, check_trailer=True), False
             except InvalidResponse:
                 os.unlink(path)  # damaged in the cache: fetch it again
-        self.fetch(transport, pack.key, what, meter)
+        self.fetch(transport, pack.key, meter)
         return PackFile(path, check_trailer=False), True
+
+
+def verified_chunks(
+    transport: Transport,
+    key: PackKey,
+    side: str,
+    meter: Meter,
+    *,
+    objects: bool,
+    relayed: bool = False,
+) -> Iterator[bytes]:
+    """Yield pack ``key`` from ``transport``, each chunk fed to a :class:`PackVerifier`.
+
+    A damaged pack raises from inside the iteration, before the consumer can commit
+    what it wrote; errors name the pack and say it is missing or corrupt on the
+    ``side`` it came from. ``objects`` re-hashes every object (PACK-14); ``relayed``
+    counts the bytes as sent on as well as received (mirror).
+    """
+    what = f"pack {key.hex()}"
+    verifier = PackVerifier(objects=objects)
+    try:
+        for chunk in transport.download_pack_stream(key):
+            verifier.feed(chunk)
+            meter.add(bytes_in=len(chunk), bytes_out=len(chunk) if relayed else 0)
+            yield chunk
+        verifier.finish()
+    except PackNotFound as error:
+        raise PackNotFound(f"{what} is missing on the {side}") from error
+    except (InvalidResponse, PayloadTooLarge) as error:
+        raise relabel(error, f"{what} is corrupt on the {side}") from error
 
 
 def check_dest(dest: str, replace: bool) -> None:
@@ -114,3 +142,22 @@ def swap_in(stage: str, dest: str, replace: bool) -> None:
         os.rename(old, dest)
         raise
     shutil.rmtree(aside, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged(dest: str, replace: bool) -> Iterator[str]:
+    """A new directory beside ``dest`` to build a tree in, swapped in if the block ends well.
+
+    Beside, so the swap is a rename on one file system; on any failure (in the
+    block or the swap) the stage is removed and ``dest`` is left as it was.
+    """
+    parent = os.path.dirname(dest)
+    os.makedirs(parent, exist_ok=True)
+    stage = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.pull-", dir=parent)
+    try:
+        yield stage
+        os.chmod(stage, 0o755)  # noqa: S103 - mkdtemp makes it 0o700; a tree is readable
+        swap_in(stage, dest, replace)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise

@@ -25,26 +25,23 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from .errors import InvalidResponse, PackNotFound, PayloadTooLarge, RefConflict
 from .hashes import Hash, PackKey
 from .pack import (
     KIND_BLOB,
     KIND_TREE,
-    PackVerifier,
 )
 from .packer import ScanStream, build_and_upload, check_file_size
 from .progress import Limiter, Meter, Progress
 from .refs import RefWriteCondition
 from .reports import Listing, LogEntry, MirrorReport, PullReport, PushReport
-from .restore import PackCache, check_dest, default_cache_dir, relabel, swap_in
+from .restore import PackCache, check_dest, default_cache_dir, staged, verified_chunks
 from .scanner import Snapshot, scan
 from .snapshot import (
     MAX_INDEX_SIZE,
@@ -212,25 +209,8 @@ def push(
     meter.enter("plan", total=len(snap.objects))
     base = _base_record(transport, old, condition, meter)
 
-    def report(**kw: object) -> PushReport:
-        values: dict[str, object] = {
-            "ref": ref,
-            "old": old,
-            "new": old,
-            "dry_run": dry_run,
-            "updated": False,
-            "objects_sent": 0,
-            "objects_skipped": len(snap.objects),
-            "raw_bytes_sent": 0,
-            "packs_uploaded": 0,
-            "packs_skipped": 0,
-            "bytes_uploaded": 0,
-            "bytes_downloaded": meter.bytes_in,
-            "files": snap.files,
-        }
-        values.update(kw)
-        meter.enter("done")
-        return PushReport(**values)  # type: ignore[arg-type]
+    def report(**changes: Any) -> PushReport:
+        return _push_report(ref, old, snap, meter, dry_run=dry_run, **changes)
 
     if base is not None and base.root == snap.root:
         return report()
@@ -255,8 +235,9 @@ def push(
     blobs = [(oid, snap.objects[oid]) for oid in send if snap.objects[oid].kind == KIND_BLOB]
     uploaded = build([trees, blobs])
     kept_packs = [base.packs[i] for i in kept] if base is not None else []
+    parent = _record_key(old) if base is not None and old is not None else None
     return _commit(
-        transport, ref, condition, snap, base, kept_packs, uploaded, meter, raw, old, len(send)
+        transport, ref, condition, snap, parent, kept_packs, uploaded, meter, raw, old, len(send)
     )
 
 
@@ -265,7 +246,7 @@ def _commit(
     ref: str,
     condition: RefWriteCondition,
     snap: Snapshot,
-    base: Record | None,
+    parent: PackKey | None,
     kept: list[PackRef],
     uploaded: list[tuple[PackRef, bool, int]],
     meter: Meter,
@@ -275,19 +256,18 @@ def _commit(
 ) -> PushReport:
     """Upload the record naming the kept and new packs, then CAS the ref (last)."""
     packs = kept + [pack for pack, _, _ in uploaded]
-    parent = _record_key(old) if base is not None and old is not None else None
     record = encode_record(Record(snap.root, parent, time.time_ns(), tuple(packs)))
     record_key = PackKey.of(record)
     transport.upload_blob(record, record_key)
     new = _ref_value(record_key)
     meter.enter("commit")
     _write_ref(transport, ref, condition, new)
-    meter.enter("done")
-    return PushReport(
-        ref=ref,
-        old=old,
+    return _push_report(
+        ref,
+        old,
+        snap,
+        meter,
         new=new,
-        dry_run=False,
         updated=True,
         objects_sent=sent,
         objects_skipped=len(snap.objects) - sent,
@@ -295,9 +275,33 @@ def _commit(
         packs_uploaded=sum(1 for _, up, _ in uploaded if up),
         packs_skipped=sum(1 for _, up, _ in uploaded if not up),
         bytes_uploaded=sum(n for _, _, n in uploaded) + len(record),
+    )
+
+
+def _push_report(
+    ref: str, old: Hash | None, snap: Snapshot, meter: Meter, **changes: Any
+) -> PushReport:
+    """The report of a push that wrote nothing (the ref stays ``old``), with ``changes``.
+
+    Ends the progress (phase ``done``), so ``bytes_downloaded`` is the final count.
+    """
+    meter.enter("done")
+    nothing = PushReport(
+        ref=ref,
+        old=old,
+        new=old,
+        dry_run=False,
+        updated=False,
+        objects_sent=0,
+        objects_skipped=len(snap.objects),
+        raw_bytes_sent=0,
+        packs_uploaded=0,
+        packs_skipped=0,
+        bytes_uploaded=0,
         bytes_downloaded=meter.bytes_in,
         files=snap.files,
     )
+    return dataclasses.replace(nothing, **changes)
 
 
 def _base_record(
@@ -366,16 +370,8 @@ def pull(
     objects, downloaded = _open_packs(transport, record.packs, cache_dir, concurrency, meter)
     try:
         meter.enter("write")
-        parent = os.path.dirname(dest)
-        os.makedirs(parent, exist_ok=True)
-        stage = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.pull-", dir=parent)
-        try:
+        with staged(dest, replace) as stage:
             files = materialise(objects, record.root, stage, workers=concurrency)
-            os.chmod(stage, 0o755)  # noqa: S103 - mkdtemp makes it 0o700; a tree is readable
-            swap_in(stage, dest, replace)
-        except BaseException:
-            shutil.rmtree(stage, ignore_errors=True)
-            raise
     finally:
         objects.close()
     meter.enter("done")
@@ -399,18 +395,8 @@ class _RemotePack:
         self.src, self.pack, self.meter = src, pack, meter
 
     def __iter__(self) -> Iterator[bytes]:
-        verifier = PackVerifier()
-        what = f"pack {self.pack.key.hex()}"
-        try:
-            for chunk in self.src.download_pack_stream(self.pack.key):
-                verifier.feed(chunk)
-                self.meter.add(bytes_in=len(chunk), bytes_out=len(chunk))
-                yield chunk
-            verifier.finish()
-        except PackNotFound as error:
-            raise PackNotFound(f"{what} is missing on the source") from error
-        except (InvalidResponse, PayloadTooLarge) as error:
-            raise relabel(error, f"{what} is corrupt on the source") from error
+        key = self.pack.key
+        return verified_chunks(self.src, key, "source", self.meter, objects=True, relayed=True)
 
 
 def _copy_blob(src: Transport, dst: Transport, key: PackKey) -> int:
@@ -466,11 +452,13 @@ def mirror(
         meter.add(done=pack.objects)
         return pack.size + index_size
 
+    def copy_index(pack: PackRef) -> int:
+        """The index of a pack ``dst`` already holds may still be missing there."""
+        return 0 if dst.pack_exists(pack.index) else _copy_blob(src, dst, pack.index)
+
     sent = _parallel(copy, missing, concurrency)
-    # indexes of packs that were already there may be missing
-    for pack, here in zip(record.packs, present, strict=True):
-        if here and not dst.pack_exists(pack.index):
-            sent.append(_copy_blob(src, dst, pack.index))
+    held = [p for p, here in zip(record.packs, present, strict=True) if here]
+    sent += _parallel(copy_index, held, concurrency)
     dst.upload_blob(record_bytes, record_key)
     meter.enter("commit")
     _write_ref(dst, ref, condition, value)

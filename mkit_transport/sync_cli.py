@@ -18,7 +18,17 @@ from .cli_output import emit
 from .hashes import PackKey
 from .pack import PackVerifier
 from .refs import RefWriteCondition
-from .sync import MirrorReport, Progress, PushReport, log, mirror, pull, push, show
+from .sync import (
+    DEFAULT_CONCURRENCY,
+    MirrorReport,
+    Progress,
+    PushReport,
+    log,
+    mirror,
+    pull,
+    push,
+    show,
+)
 from .transport import Transport
 from .urls import open_transport
 
@@ -97,17 +107,17 @@ def _push(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
             level=args.level,
             bwlimit=args.bwlimit,
         )
-    emit(args, out, report.to_json(), _sent(args.ref, report, "send"))
+    emit(args, out, report.to_json(), _sent(report, "send"))
     return 0
 
 
-def _sent(ref: str, report: PushReport | MirrorReport, action: str) -> str:
+def _sent(report: PushReport | MirrorReport, action: str) -> str:
     """The one-line summary of a push ("send") or mirror ("copy")."""
     done = {"send": "sent", "copy": "copied"}[action]
     verb = f"would {action}" if report.dry_run else done
     new = report.new.hex() if report.new else "nothing"
     return (
-        f"{ref} -> {new} ({'updated' if report.updated else 'unchanged'}): "
+        f"{report.ref} -> {new} ({'updated' if report.updated else 'unchanged'}): "
         f"{verb} {report.objects_sent} objects, skipped {report.objects_skipped}, "
         f"{report.packs_uploaded} packs, {_mib(report.bytes_uploaded)} uploaded"
     )
@@ -148,7 +158,7 @@ def _mirror(args: argparse.Namespace, transport: Transport | None, out: TextIO) 
             progress=progress,
             concurrency=args.concurrency,
         )
-    emit(args, out, report.to_json(), _sent(args.ref, report, "copy"))
+    emit(args, out, report.to_json(), _sent(report, "copy"))
     return 0
 
 
@@ -249,7 +259,9 @@ def add_cli(
     del serve_commands  # sync adds no server
 
     def common(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--concurrency", type=int, default=4, help="transfers in flight")
+        sub.add_argument(
+            "--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="transfers in flight"
+        )
 
     sub = command(commands, "push", _push, "push a directory as a snapshot, ref last")
     sub.add_argument("dir")

@@ -10,10 +10,10 @@ Credentials come from boto3's standard chain (``AWS_ACCESS_KEY_ID``... or
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from typing import TextIO
 
+from ..cli_output import emit
 from ..errors import InvalidRef
 from ..transport import Transport
 
@@ -29,21 +29,21 @@ def _probe(args: argparse.Namespace, transport: Transport | None, out: TextIO) -
     if not isinstance(transport, S3Transport):
         raise InvalidRef(f"probe works on mkit+s3:// and mkit+s3+http:// URLs, not {args.url!r}")
     result = transport.probe()
-    if args.json:
-        record = {
-            "url": args.url,
-            "if_none_match": result.if_none_match,
-            "if_match": result.if_match,
-            "ok": result.ok,
-            "detail": result.detail,
-        }
-        out.write(json.dumps(record, sort_keys=True) + "\n")
-    else:
-        yes_no = {True: "honoured", False: "IGNORED"}
-        out.write(f"If-None-Match: {yes_no[result.if_none_match]}\n")
-        out.write(f"If-Match:      {yes_no[result.if_match]}\n")
-        verdict = "CAS is safe on this endpoint" if result.ok else "CAS is NOT safe here"
-        out.write(f"{verdict} ({result.detail})\n")
+    record = {
+        "url": args.url,
+        "if_none_match": result.if_none_match,
+        "if_match": result.if_match,
+        "ok": result.ok,
+        "detail": result.detail,
+    }
+    yes_no = {True: "honoured", False: "IGNORED"}
+    verdict = "CAS is safe on this endpoint" if result.ok else "CAS is NOT safe here"
+    text = (
+        f"If-None-Match: {yes_no[result.if_none_match]}\n"
+        f"If-Match:      {yes_no[result.if_match]}\n"
+        f"{verdict} ({result.detail})"
+    )
+    emit(args, out, record, text)
     return 0 if result.ok else NOT_HONOURED
 
 
