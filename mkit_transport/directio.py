@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Final
 
-__all__ = ["DIRECT_MIN", "write_chunks"]
+__all__ = ["DIRECT_MIN", "write_all", "write_chunks"]
 
 #: Files at least this large are written with ``O_DIRECT`` (when asked and possible).
 DIRECT_MIN: Final = 8 << 20
@@ -69,6 +69,11 @@ def _write_all(fd: int, data: memoryview, direct: bool) -> bool:
     return direct
 
 
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """Write all of ``data`` to ``fd`` with plain writes, looping over short writes (no copy)."""
+    _write_all(fd, memoryview(data), False)
+
+
 def write_chunks(fd: int, chunks: Iterable[bytes], *, direct: bool) -> bool:
     """Write every chunk to ``fd`` (opened for writing at offset 0).
 
@@ -80,7 +85,7 @@ def write_chunks(fd: int, chunks: Iterable[bytes], *, direct: bool) -> bool:
     """
     if not (direct and _O_DIRECT and _set_direct(fd, True)):
         for chunk in chunks:
-            _write_all(fd, memoryview(chunk), False)
+            write_all(fd, chunk)
         return False
     state = [True, False]  # O_DIRECT still on; any block written with it
 
@@ -113,7 +118,7 @@ def write_chunks(fd: int, chunks: Iterable[bytes], *, direct: bool) -> bool:
         flush(staging[:whole])
     if state[0]:
         _set_direct(fd, False)
-    _write_all(fd, staging[whole:fill], False)
+    write_all(fd, staging[whole:fill])
     return state[1]
 
 

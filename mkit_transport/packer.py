@@ -26,6 +26,7 @@ from .hashes import PackKey
 from .pack import (
     KIND_TREE,
     MAX_ENTRIES,
+    SMALL_OBJECT,
     External,
     PackSummary,
     PackWriter,
@@ -44,7 +45,6 @@ __all__ = ["MAX_FILE_SIZE", "MAX_PACK_OBJECTS", "PackBuilder", "ScanStream", "bu
 MAX_PACK_OBJECTS: Final = MAX_ENTRIES // 4
 #: The largest file a snapshot can hold: one object in one pack.
 MAX_FILE_SIZE: Final = PACK_BODY_LIMIT - (1 << 20)
-_SMALL: Final = 1 << 20
 #: The scan hands blobs to a first push in lists of at most this many objects or
 #: bytes of file contents held (the queue holds 8 lists: bounded memory).
 _HANDOFF_ITEMS: Final = 128
@@ -190,7 +190,7 @@ class PackBuilder:
                 batch, batch_bytes = [], 0
 
         for oid, src in group:
-            if src.data is not None or src.size <= _SMALL:
+            if src.data is not None or src.size <= SMALL_OBJECT:
                 batch.append((oid, src))
                 batch_bytes += src.size
                 if len(batch) >= _BATCH_OBJECTS or batch_bytes >= _BATCH_BYTES:
@@ -400,7 +400,7 @@ class ScanStream:
         if (
             len(self.pending) >= _HANDOFF_ITEMS
             or self.pending_bytes >= _HANDOFF_BYTES
-            or src.size > _SMALL
+            or src.size > SMALL_OBJECT
         ):
             self._flush()
 

@@ -15,17 +15,17 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Final
 
 import blake3
 
-from .pack import KIND_BLOB, KIND_TREE
+from .hashes import Hasher
+from .pack import KIND_BLOB, KIND_TREE, SMALL_OBJECT
 from .snapshot import TYPE_DIR, TYPE_FILE, TYPE_SYMLINK, TreeEntry, encode_tree
 
 __all__ = ["HANDOFF_SIZE", "ObjectSource", "Snapshot", "scan"]
 
-#: Files up to this size are read in one call (and hashed inline by the walk).
-_SMALL_FILE: Final = 1 << 20
 #: ``scan`` hands ``on_blob`` the bytes of files up to this size (it read them whole).
 HANDOFF_SIZE: Final = 64 << 10
 _READ: Final = 4 << 20
@@ -57,24 +57,23 @@ class Snapshot:
 _Hashed = tuple[bytes, int, "bytes | None"]
 
 
-def _hash_file(path: str, expected: int = _SMALL_FILE) -> _Hashed:
+def _hash_file(path: str, expected: int) -> _Hashed:
     """Hash a file; return its id, size and, for a small file, the bytes hashed.
 
-    ``expected`` is the size ``stat`` gave: a small file is read in one call of
-    exactly that size plus one byte (a read of a whole megabyte costs ~4x more,
-    allocating it for every file; measured). A file that grew is still hashed whole.
+    ``expected`` is the size ``stat`` gave: a file under :data:`SMALL_OBJECT` bytes
+    is read in one call of exactly that size plus one byte (a read of a whole
+    megabyte costs ~4x more, allocating it for every file; measured). A file that
+    grew is still hashed whole.
     """
     with open(path, "rb", buffering=0) as f:
-        want = min(expected + 1, _SMALL_FILE)
+        want = min(expected + 1, SMALL_OBJECT)
         first = f.read(want)
         if len(first) < want:
             return blake3.blake3(first).digest(), len(first), first
-        hasher = blake3.blake3(first)
-        size = len(first)
-        while chunk := f.read(_READ):
-            hasher.update(chunk)
-            size += len(chunk)
-        return hasher.digest(), size, None
+        hasher = Hasher()
+        hasher.update(first)
+        hasher.update_all(iter(partial(f.read, _READ), b""))
+        return bytes(hasher.pack_key()), hasher.length, None
 
 
 #: One entry of a directory being scanned: name, type, mode, then the size and id,
@@ -157,7 +156,7 @@ class _Scanner:
                 entries.append((name, TYPE_SYMLINK, 0, len(target), oid))
             elif stat.S_ISDIR(st.st_mode):
                 entries.append((name, TYPE_DIR, mode, self.walk(child.path), b""))
-            elif stat.S_ISREG(st.st_mode) and st.st_size > _SMALL_FILE:
+            elif stat.S_ISREG(st.st_mode) and st.st_size > SMALL_OBJECT:
                 future = self.hasher.submit(_hash_file, child.path, st.st_size)
                 self.large.append((child.path, future))
                 if self.eager is not None and st.st_size >= self.eager:

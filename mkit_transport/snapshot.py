@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Final, Protocol
 
+from .directio import write_all
 from .errors import InvalidResponse, PayloadTooLarge
 from .hashes import PackKey
 from .pack import KIND_TREE, KINDS, MAX_ENTRIES, PackFile
@@ -319,9 +320,7 @@ def materialise(objects: PackObjects, root: bytes, dest: str, *, workers: int = 
     def write_file(target: bytes, entry: TreeEntry) -> None:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
-            _, raw_len = objects.read_object(
-                entry.oid, partial(_write_all, fd), max_size=entry.size
-            )
+            _, raw_len = objects.read_object(entry.oid, partial(write_all, fd), max_size=entry.size)
         finally:
             os.close(fd)
         _check_size(entry, raw_len)
@@ -358,13 +357,6 @@ def materialise(objects: PackObjects, root: bytes, dest: str, *, workers: int = 
     return count
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    """Write all of ``data`` to ``fd``, looping over short writes (no buffer copy)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 class _Pool:
     """A thread pool with a bounded window of pending calls; the first error wins.
 
@@ -388,18 +380,10 @@ class _Pool:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        failed = exc_type is not None
         try:
-            while self.pending:
-                future = self.pending.popleft()
-                if failed:
-                    future.cancel()
-                else:
-                    try:
-                        future.result()
-                    except BaseException:
-                        failed = True
-                        raise
+            if exc_type is None:
+                for future in self.pending:
+                    future.result()
         finally:
             self.executor.shutdown(wait=True, cancel_futures=True)
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from ..errors import InvalidResponse
 from ..hashes import Hasher, PackKey
 from .codec import Decoder, ObjectCheck, decoding, inflate_small
 from .format import (
     CHUNK,
-    CODEC_ZSTD,
+    CODEC_RAW,
     END_MAGIC,
     ENTRY,
     FOOTER,
@@ -135,28 +135,25 @@ class PackFile:
         start = offset + ENTRY.size
         if entry_id != oid or start + stored_len > self._index_offset:
             raise InvalidResponse(f"{where}: entry does not match the index")
+        chunks: Iterable[bytes]
         if stored_len <= SMALL_OBJECT and raw_len <= SMALL_OBJECT:
             data = self._pread(stored_len, start, where)
-            if codec == CODEC_ZSTD:
-                inflated = inflate_small(data, raw_len, where)
-                if inflated is None:  # a frame without its size: the bounded streaming path
-                    decoder = Decoder(codec, ObjectCheck(oid, raw_len, out))
-                    decoder.feed(data)
-                    decoder.done()
-                    return kind, raw_len
-                data = inflated
-            if len(data) != raw_len or bytes(PackKey.of(data)) != oid:
-                raise InvalidResponse(f"{where}: does not hash to its id")
-            if out is not None and data:
-                out(data)
-            return kind, raw_len
+            inflated = data if codec == CODEC_RAW else inflate_small(data, raw_len, where)
+            if inflated is not None:
+                if len(inflated) != raw_len or bytes(PackKey.of(inflated)) != oid:
+                    raise InvalidResponse(f"{where}: does not hash to its id")
+                if out is not None and inflated:
+                    out(inflated)
+                return kind, raw_len
+            chunks = (data,)  # a frame without its size: the bounded streaming path
+        else:
+            chunks = (
+                self._pread(min(CHUNK, stored_len - pos), start + pos, where)
+                for pos in range(0, stored_len, CHUNK)
+            )
         decoder = Decoder(codec, ObjectCheck(oid, raw_len, out))
-        remaining = stored_len
-        while remaining:
-            chunk = self._pread(min(CHUNK, remaining), start, where)
+        for chunk in chunks:
             decoder.feed(chunk)
-            start += len(chunk)
-            remaining -= len(chunk)
         decoder.done()
         return kind, raw_len
 

@@ -48,7 +48,7 @@ class PackVerifier:
         self.max_entries = max_entries
         self.max_object = max_object
         #: Decompress and re-hash every object (False: structure, trailer and key
-        #: only, for a caller that verifies each object when it reads it, see PACK-13).
+        #: only, for a caller that verifies each object when it reads it, see PACK-14).
         self.objects = objects
         # One pass over the bytes: the trailer is a digest of a copy of this state,
         # the pack key the digest after the trailer is fed too.

@@ -27,7 +27,6 @@ from .format import (
     MAX_ENTRIES,
     ROW,
     SMALL_OBJECT,
-    TRAILER_SIZE,
     VERSION,
     ZSTD_FEED,
     PackEntry,
@@ -142,12 +141,11 @@ def _segments(
                 pos += len(data)
                 yield None, data
             if ext is not None:
-                src = stack.enter_context(open(ext.path, "rb", buffering=0))
-                remaining = ext.size
-                while remaining and (data := src.read(min(CHUNK, remaining))):
-                    remaining -= len(data)
-                    yield ext, data
-                src.close()
+                with open(ext.path, "rb", buffering=0) as src:
+                    remaining = ext.size
+                    while remaining and (data := src.read(min(CHUNK, remaining))):
+                        remaining -= len(data)
+                        yield ext, data
 
 
 class PackWriter:
@@ -226,9 +224,7 @@ class PackWriter:
         if kind not in KINDS:
             raise ValueError(f"unknown object kind {kind}")
         offset, start = self.size, self._spooled
-        self.out.seek(start)
-        self.out.write(b"\0" * ENTRY.size)
-        entry = self._stream_body(raw_len, source, compress=self._pays(source))
+        entry = self._stream_entry(start, raw_len, source, compress=self._pays(source))
         if not entry.codec_is_raw and entry.stored_len >= entry.raw_len:
             self._drop_from(start + ENTRY.size)
             entry = self._stream_body(raw_len, source, compress=False)
@@ -260,9 +256,7 @@ class PackWriter:
         source = partial(_iter_path, path, ZSTD_FEED)
         offset, start = self.size, self._spooled
         if size > 64 and self._pays(source):
-            self.out.seek(start)
-            self.out.write(b"\0" * ENTRY.size)
-            body = self._stream_body(size, source, compress=True)
+            body = self._stream_entry(start, size, source, compress=True)
             if body.oid != oid or body.raw_len != size:
                 self._drop_from(start)
                 raise OSError(f"{path}: changed while it was being packed; push again")
@@ -313,17 +307,32 @@ class PackWriter:
             return False
         return len(compressor(self.level).compress(bytes(sample))) < len(sample) * 0.97
 
+    def _stream_entry(
+        self,
+        start: int,
+        raw_len: int,
+        source: Callable[[], Iterable[bytes]],
+        *,
+        compress: bool,
+    ) -> _Streamed:
+        """Stream an entry's body into the spool at ``start``, behind a placeholder header.
+
+        The header holds the body's id and stored length, known only once the body
+        is written: :meth:`_commit_spooled` writes it over the placeholder.
+        """
+        self.out.seek(start)
+        self.out.write(b"\0" * ENTRY.size)
+        return self._stream_body(raw_len, source, compress=compress)
+
     def _stream_body(
         self, raw_len: int, source: Callable[[], Iterable[bytes]], *, compress: bool
     ) -> _Streamed:
-        hasher = blake3.blake3()
-        length = 0
+        hasher = Hasher()
         if compress:
             cctx = zstandard.ZstdCompressor(level=self.level, threads=self.threads)
             writer = cctx.stream_writer(self.out, size=raw_len, closefd=False)
             for chunk in source():
                 hasher.update(chunk)
-                length += len(chunk)
                 writer.write(chunk)
             writer.flush(zstandard.FLUSH_FRAME)
             # The compressed bytes written (checked with and without zstd threads).
@@ -331,10 +340,9 @@ class PackWriter:
         else:
             for chunk in source():
                 hasher.update(chunk)
-                length += len(chunk)
                 self.out.write(chunk)
-            stored = length
-        return _Streamed(hasher.digest(), length, stored, not compress)
+            stored = hasher.length
+        return _Streamed(bytes(hasher.pack_key()), hasher.length, stored, not compress)
 
     def finish(self) -> PackSummary:
         """Write the index, footer and trailer; return the pack's key and contents.
@@ -365,13 +373,10 @@ class PackWriter:
         self.out.write(trailer)
         self.out.flush()
         hasher.update(trailer)  # the key covers the trailer too
-        expected = self.size + len(self._rows) * ROW.size + FOOTER.size + TRAILER_SIZE
-        if hasher.length != expected:
-            raise OSError("a file of the pack changed while it was being packed; push again")
         return PackSummary(hasher.pack_key(), hasher.length, tuple(self._entries))
 
 
-def _iter_path(path: str, chunk: int = CHUNK) -> Iterator[bytes]:
+def _iter_path(path: str, chunk: int) -> Iterator[bytes]:
     with open(path, "rb", buffering=0) as f:
         while data := f.read(chunk):
             yield data
