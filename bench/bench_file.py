@@ -73,24 +73,44 @@ def download_op(root: str, dst: str, key_hex: str) -> Callable[[], None]:
     return run
 
 
+def _remove(path: str) -> None:
+    """Delete an output: a file, or a store directory (an upload's)."""
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
 def bench_size(tmp: str, size: int, repeat: int, rss: bool) -> dict[str, object]:
     src, dst, root = f"{tmp}/src.bin", f"{tmp}/dst.bin", f"{tmp}/store"
     key = make_source(src, size)
     fresh = itertools.count()
+    outputs: list[str] = []
 
     def out() -> str:
-        # Every run writes a new file and nothing is deleted until the end: on these
-        # VMs truncating or deleting a large file discards its blocks, which stalls
-        # whichever run comes next (seconds, measured), whatever it is.
-        return f"{tmp}/out-{next(fresh)}"
+        # Every run writes a new file (truncating a large file in place discards its
+        # blocks during the run that truncates it).
+        outputs.append(f"{tmp}/out-{next(fresh)}")
+        return outputs[-1]
 
-    os.sync()
-    durable = best_of(lambda: copy_durable(src, out()), repeat)
+    def settle() -> None:
+        # Untimed, before every run. No output is read back, so the previous run's
+        # is deleted here: disk use stays at one output instead of one per run (25
+        # runs of 1 GiB at full size). Deleting a large file discards its blocks on
+        # these VMs; the sync after it forces the journal commit that issues those
+        # discards and writes back the previous run's dirty pages, so neither lands
+        # in the next timed run.
+        while outputs:
+            _remove(outputs.pop())
+        os.sync()
+
+    durable = best_of(lambda: copy_durable(src, out()), repeat, settle=settle)
 
     def upload() -> None:
         FileTransport(out()).upload_pack_stream(key, FileChunks(src), size)
 
-    copy, up = best_of_pair(lambda: shutil.copyfile(src, out()), upload, repeat, settle=os.sync)
+    copy, up = best_of_pair(lambda: shutil.copyfile(src, out()), upload, repeat, settle=settle)
     transport = FileTransport(root)
     transport.upload_pack_stream(key, FileChunks(src), size)
 
@@ -100,8 +120,9 @@ def bench_size(tmp: str, size: int, repeat: int, rss: bool) -> dict[str, object]
                 f.write(chunk)
 
     copy_back, down = best_of_pair(
-        lambda: shutil.copyfile(transport.pack_path(key), out()), download, repeat, settle=os.sync
+        lambda: shutil.copyfile(transport.pack_path(key), out()), download, repeat, settle=settle
     )
+    settle()
     row: dict[str, object] = {
         "size": f"{size // MIB} MiB",
         "upload_MBps": round(size / up / 1e6),
@@ -122,10 +143,6 @@ def bench_size(tmp: str, size: int, repeat: int, rss: bool) -> dict[str, object]
     for path in (src, dst):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-    for n in range(next(fresh)):
-        shutil.rmtree(f"{tmp}/out-{n}", ignore_errors=True)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{tmp}/out-{n}")
     shutil.rmtree(root, ignore_errors=True)
     return row
 

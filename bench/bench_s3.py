@@ -17,36 +17,19 @@ against a baseline taken in the same run on the same bytes:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import MIB, best_of, best_of_pair, child_peak_rss, mib, report
+from bench.common import MIB, FileChunks, best_of_pair, child_peak_rss, make_source, mib, report
 from mkit_transport import Hash, PackKey, open_transport
-from mkit_transport.hashes import Hasher
 from mkit_transport.transports.s3 import S3Transport
 from tests.support.s3_fixtures import BUCKET, S3Server, raw_client, start_moto, start_seaweedfs
-
-
-class Chunks:
-    """A re-iterable source of ``size`` deterministic bytes in 1 MiB chunks."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.block = Hash.of(b"bench").hex().encode() * (MIB // 64)
-
-    def __iter__(self) -> Iterator[bytes]:
-        for i in range(0, self.size, MIB):
-            yield (i.to_bytes(8, "big") + self.block[8:])[: min(MIB, self.size - i)]
-
-    def key(self) -> PackKey:
-        """Hash the source without holding it."""
-        hasher = Hasher()
-        hasher.update_all(self)
-        return hasher.pack_key()
 
 
 def _open(port: int, access: str, secret: str, prefix: str) -> S3Transport:
@@ -56,57 +39,60 @@ def _open(port: int, access: str, secret: str, prefix: str) -> S3Transport:
     return transport
 
 
-def rss_op(port: str, access: str, secret: str, size: str) -> Callable[[], None]:
+def rss_op(
+    port: str, access: str, secret: str, src: str, key_hex: str, size: str
+) -> Callable[[], None]:
     """Child-process target: prepare a transport, return a streamed 1 GiB round trip."""
-    source = Chunks(int(size))
-    key = source.key()
+    key, total = PackKey.from_hex(key_hex), int(size)
     s3 = _open(int(port), access, secret, f"rss-{uuid.uuid4().hex[:8]}")
     s3.pack_exists(key)  # connect and warm up before measuring
 
     def run() -> None:
-        s3.upload_pack_stream(key, source, source.size)
+        s3.upload_pack_stream(key, FileChunks(src), total)
         received = sum(len(chunk) for chunk in s3.download_pack_stream(key))
-        assert received == source.size
+        assert received == total
 
     return run
 
 
-def bench_packs(server: S3Server, size: int, repeat: int) -> dict[str, object]:
-    source = Chunks(size)
-    data = b"".join(source)
-    key = PackKey.of(data)
+def bench_packs(
+    server: S3Server, src: str, key: PackKey, size: int, repeat: int
+) -> dict[str, object]:
+    data = Path(src).read_bytes()
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     raw = raw_client(server.endpoint, server.access_key, server.secret_key)
     raw_key = f"{prefix}/raw/{key.hex()}"
+
+    def raw_upload() -> None:
+        raw.put_object(Bucket=BUCKET, Key=raw_key, Body=data)
+
+    def raw_download() -> bytes:
+        return raw.get_object(Bucket=BUCKET, Key=raw_key)["Body"].read()
+
     with _open(server.port, server.access_key, server.secret_key, prefix) as s3:
-        raw_put, put = best_of_pair(
-            lambda: raw.put_object(Bucket=BUCKET, Key=raw_key, Body=data),
-            lambda: s3.upload_pack(data, key),
+        raw_put, put = best_of_pair(raw_upload, lambda: s3.upload_pack(data, key), repeat)
+        # upload_pack_stream skips a pack that is already stored: delete it, untimed,
+        # before each run (the last run, ours, leaves it stored for the downloads).
+        raw_put_2, put_streamed = best_of_pair(
+            raw_upload,
+            lambda: s3.upload_pack_stream(key, FileChunks(src), size),
             repeat,
+            settle=lambda: raw.delete_object(Bucket=BUCKET, Key=s3.pack_key(key)),
         )
-        stream_key = PackKey.of(data)
-
-        def put_stream() -> None:
-            raw.delete_object(Bucket=BUCKET, Key=s3.pack_key(stream_key))  # no skip
-            s3.upload_pack_stream(stream_key, source, size)
-
-        put_streamed = best_of(put_stream, repeat)
-
-        def raw_download() -> bytes:
-            return raw.get_object(Bucket=BUCKET, Key=raw_key)["Body"].read()
-
         raw_get, get = best_of_pair(raw_download, lambda: s3.download_pack(key), repeat)
-        get_streamed = best_of(lambda: sum(map(len, s3.download_pack_stream(key))), repeat)
+        raw_get_2, get_streamed = best_of_pair(
+            raw_download, lambda: sum(map(len, s3.download_pack_stream(key))), repeat
+        )
     mbps = size / MIB
     return {
         "server": server.name,
         "size": mib(size),
         "raw_put_MiBps": round(mbps / raw_put),
         "upload_pack_x": round(raw_put / put, 2),
-        "upload_stream_x": round(raw_put / put_streamed, 2),
+        "upload_stream_x": round(raw_put_2 / put_streamed, 2),
         "raw_get_MiBps": round(mbps / raw_get),
         "download_pack_x": round(raw_get / get, 2),
-        "download_stream_x": round(raw_get / get_streamed, 2),
+        "download_stream_x": round(raw_get_2 / get_streamed, 2),
     }
 
 
@@ -124,8 +110,7 @@ def bench_listing(server: S3Server, refs: int) -> dict[str, object]:
 
     with _open(server.port, server.access_key, server.secret_key, prefix) as s3:
         assert len(s3.list_refs("refs/heads")) == refs
-        listed = best_of(lambda: s3.list_refs("refs/heads"), 3)
-    baseline = best_of(serial, 1)
+        baseline, listed = best_of_pair(serial, lambda: s3.list_refs("refs/heads"), 3)
     return {
         "server": server.name,
         "refs": refs,
@@ -145,27 +130,34 @@ def main() -> None:
     packs, memory, listing = [], [], []
     servers = [start_moto(), start_seaweedfs()]
     try:
-        # Memory first: each measurement runs in a fresh child (bench.common).
-        for server in servers:
-            growth = child_peak_rss(
-                "bench.bench_s3:rss_op",
-                str(server.port),
-                server.access_key,
-                server.secret_key,
-                str(rss_size),
-            )
-            memory.append(
-                {
-                    "server": server.name,
-                    "size": mib(rss_size),
-                    "peak_rss_growth": mib(growth),
-                    "goal": "<= 64 MiB",
-                    "met": growth <= 64 * MIB,
-                }
-            )
-        for server in servers:
-            packs.append(bench_packs(server, size, 1 if args.quick else 3))
-            listing.append(bench_listing(server, refs))
+        with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+            src, big = f"{tmp}/src.bin", f"{tmp}/big.bin"
+            # Memory first: each measurement runs in a fresh child (bench.common).
+            big_key = make_source(big, rss_size)
+            for server in servers:
+                growth = child_peak_rss(
+                    "bench.bench_s3:rss_op",
+                    str(server.port),
+                    server.access_key,
+                    server.secret_key,
+                    big,
+                    big_key.hex(),
+                    str(rss_size),
+                )
+                memory.append(
+                    {
+                        "server": server.name,
+                        "size": mib(rss_size),
+                        "peak_rss_growth": mib(growth),
+                        "goal": "<= 64 MiB",
+                        "met": growth <= 64 * MIB,
+                    }
+                )
+            os.unlink(big)
+            key = make_source(src, size)
+            for server in servers:
+                packs.append(bench_packs(server, src, key, size, 1 if args.quick else 3))
+                listing.append(bench_listing(server, refs))
     finally:
         for server in servers:
             server.stop()

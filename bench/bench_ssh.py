@@ -19,7 +19,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import resource
 import shutil
 import sys
 import tempfile
@@ -31,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import paramiko
 
-from bench.common import MIB, best_of_pair, child_peak_rss, mib, report
+from bench.common import MIB, best_of_pair, child_peak_rss, mib, proc_status, report
 from mkit_transport import (
     Hash,
     PackKey,
@@ -155,14 +154,6 @@ def _throughput(server: SshServer, total: int, repeat: int) -> list[dict[str, ob
 # -- peak RSS -------------------------------------------------------------------------
 
 
-def _rss_now() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def serve_with_rss(report_dir: str, path: str) -> int:
     """Remote command for the RSS figure: serve, then record the peak growth.
 
@@ -171,11 +162,13 @@ def serve_with_rss(report_dir: str, path: str) -> int:
     """
     from mkit_transport.server.ssh import serve
 
-    before = _rss_now()
+    before = proc_status("VmRSS")
     name = Path(report_dir) / str(os.getpid())
     name.with_suffix(".start").touch()
     status = serve(path, sys.stdin.buffer, sys.stdout.buffer)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM, as bench.common measures a child: ru_maxrss would carry over the peak
+    # of the processes that forked and exec'd this one (sshd, the shell).
+    peak = proc_status("VmHWM")
     partial = name.with_suffix(".partial")
     partial.write_text(json.dumps({"growth": max(0, peak - before)}))
     partial.rename(name.with_suffix(".json"))

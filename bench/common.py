@@ -25,6 +25,7 @@ __all__ = [
     "child_peak_rss",
     "make_source",
     "mib",
+    "proc_status",
     "report",
 ]
 
@@ -67,10 +68,14 @@ def mib(n: float) -> str:
     return f"{n / MIB:.1f} MiB"
 
 
-def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
-    """Best wall time of ``repeat`` runs, in seconds."""
+def best_of(
+    fn: Callable[[], object], repeat: int = 3, settle: Callable[[], object] | None = None
+) -> float:
+    """Best wall time of ``repeat`` runs, in seconds; ``settle`` runs, untimed, before each."""
     best = float("inf")
     for _ in range(repeat):
+        if settle is not None:
+            settle()
         start = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - start)
@@ -102,14 +107,21 @@ def best_of_pair(
     return best[0], best[1]
 
 
-_CHILD = r"""
-import json, sys, importlib
-def status(field):
+def proc_status(field: str) -> int:
+    """A memory field of this process's ``/proc/self/status`` (``VmRSS``, ``VmHWM``), in bytes.
+
+    A missing field raises: a silent 0 would pass for a real figure.
+    """
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-    raise RuntimeError(field + " not in /proc/self/status")
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+_CHILD = r"""
+import json, sys, importlib
+from bench.common import proc_status as status
 module, func = sys.argv[1].split(":")
 fn = getattr(importlib.import_module(module), func)
 setup = fn(*sys.argv[2:])          # returns the zero-argument operation to measure

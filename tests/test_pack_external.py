@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import blake3
 import pytest
@@ -26,27 +26,12 @@ from mkit_transport.pack import (
     PackWriter,
     iter_pack,
 )
+from mkit_transport.pack import verifier as verifier_module
+from tests.support.pack_fixtures import one_entry_pack, verify
 
 
 def _oid(data: bytes) -> bytes:
     return blake3.blake3(data).digest()
-
-
-def _feed(verifier: PackVerifier, data: bytes, chunk: int = 65536) -> object:
-    for i in range(0, len(data), chunk):
-        verifier.feed(data[i : i + chunk])
-    return verifier.finish()
-
-
-def _one_entry_pack(codec: int, oid: bytes, raw_len: int, stored: bytes) -> bytes:
-    header = struct.pack("<4sBBHI", b"MKPK", 1, 0, 0, 1)
-    entry = struct.pack("<BB32sQQ", KIND_BLOB, codec, oid, raw_len, len(stored)) + stored
-    index = struct.pack("<32sQ", oid, 12)
-    footer = struct.pack("<QI4s", 12 + len(entry), 1, b"MKPE")
-    body = header + entry + index + footer
-    hasher = Hasher()
-    hasher.update(body)
-    return body + bytes(hasher.pack_key())
 
 
 @pytest.fixture
@@ -78,7 +63,7 @@ def test_incompressible_files_are_spliced_in_not_copied(
     assert len(pack) == summary.size
     whole = Hasher()
     whole.update(pack)
-    assert _feed(PackVerifier(), pack).key == summary.key == whole.pack_key()  # type: ignore[attr-defined]
+    assert verify(pack, 1 << 16).key == summary.key == whole.pack_key()
     path = tmp_path / "p.pack"
     path.write_bytes(pack)
     with PackFile(path) as reader:
@@ -94,7 +79,7 @@ def test_same_files_same_pack_key(tmp_path: Path, files: dict[str, bytes]) -> No
     def key() -> bytes:
         writer = PackWriter(io.BytesIO())
         for name, data in files.items():
-            writer.add_file(KIND_BLOB, _oid(data), len(data), str(tmp_path / name))
+            assert writer.add_file(KIND_BLOB, _oid(data), len(data), str(tmp_path / name))
         return bytes(writer.finish().key)
 
     assert key() == key()
@@ -105,12 +90,12 @@ def test_a_file_changed_after_it_was_added_fails_the_seal(
 ) -> None:
     writer = PackWriter(io.BytesIO())
     data = files["noise.bin"]
-    writer.add_file(KIND_BLOB, _oid(data), len(data), str(tmp_path / "noise.bin"))
+    assert writer.add_file(KIND_BLOB, _oid(data), len(data), str(tmp_path / "noise.bin"))
     (tmp_path / "noise.bin").write_bytes(os.urandom(len(data)))  # same size, new bytes
     with pytest.raises(OSError, match="changed while it was being packed"):
         writer.finish()
     shrunk = PackWriter(io.BytesIO())
-    shrunk.add_file(KIND_BLOB, _oid(data), len(data), str(tmp_path / "noise.bin"))
+    assert shrunk.add_file(KIND_BLOB, _oid(data), len(data), str(tmp_path / "noise.bin"))
     (tmp_path / "noise.bin").write_bytes(data[:100])
     with pytest.raises(OSError, match="changed"):
         shrunk.finish()
@@ -126,10 +111,10 @@ def test_a_compressible_file_that_does_not_match_its_id_is_refused(
 
 def test_structure_only_verification_leaves_objects_to_the_reader(tmp_path: Path) -> None:
     raw = b"payload " * 100
-    bad = _one_entry_pack(CODEC_RAW, bytes(32), len(raw), raw)  # id does not match
-    assert _feed(PackVerifier(objects=False), bad)  # structure and trailer are fine
+    bad = one_entry_pack(CODEC_RAW, bytes(32), len(raw), raw)  # id does not match
+    assert verify(bad, verifier=PackVerifier(objects=False))  # structure and trailer are fine
     with pytest.raises(InvalidResponse, match="hash"):
-        _feed(PackVerifier(), bad)
+        verify(bad)
     path = tmp_path / "bad.pack"
     path.write_bytes(bad)
     with PackFile(path, check_trailer=False) as pack, pytest.raises(InvalidResponse):
@@ -137,7 +122,7 @@ def test_structure_only_verification_leaves_objects_to_the_reader(tmp_path: Path
     broken = bytearray(bad)
     broken[-1] ^= 1
     with pytest.raises(InvalidResponse, match="trailer"):
-        _feed(PackVerifier(objects=False), bytes(broken))
+        verify(bytes(broken), verifier=PackVerifier(objects=False))
 
 
 def test_small_zstd_entries_are_checked_in_one_shot(tmp_path: Path) -> None:
@@ -153,7 +138,7 @@ def test_small_zstd_entries_are_checked_in_one_shot(tmp_path: Path) -> None:
     }
     for name, (frame, raw_len, error) in cases.items():
         path = tmp_path / f"{name}.pack"
-        path.write_bytes(_one_entry_pack(CODEC_ZSTD, _oid(raw), raw_len, frame))
+        path.write_bytes(one_entry_pack(CODEC_ZSTD, _oid(raw), raw_len, frame))
         with PackFile(path) as pack:
             if error is None:  # a frame without its size goes through the bounded stream
                 got: list[bytes] = []
@@ -189,12 +174,45 @@ def test_objects_read_from_many_threads_at_once(tmp_path: Path) -> None:
             assert all(pool.map(read, objects * 3))
 
 
-def test_a_verified_pack_key_needs_one_hash_pass() -> None:
+class _CountingBlake3:
+    """Stands in for the ``blake3`` module inside the verifier: counts what it hashes."""
+
+    def __init__(self) -> None:
+        self.made = 0  # hashers started (copies of one are not counted)
+        self.hashed = 0  # bytes fed to any of them or their copies
+
+    def blake3(self, data: bytes = b"", **kwargs: Any) -> _CountedHasher:
+        self.made += 1
+        self.hashed += len(data)
+        return _CountedHasher(self, blake3.blake3(data, **kwargs))
+
+
+class _CountedHasher:
+    def __init__(self, counter: _CountingBlake3, state: Any) -> None:
+        self.counter, self.state = counter, state
+
+    def update(self, data: bytes | bytearray | memoryview) -> _CountedHasher:
+        self.counter.hashed += memoryview(data).nbytes
+        self.state.update(data)
+        return self
+
+    def copy(self) -> _CountedHasher:
+        return _CountedHasher(self.counter, self.state.copy())
+
+    def digest(self, *args: Any, **kwargs: Any) -> bytes:
+        return bytes(self.state.digest(*args, **kwargs))
+
+
+def test_a_verified_pack_key_needs_one_hash_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     raw = b"x" * 5000
-    data = _one_entry_pack(CODEC_RAW, _oid(raw), len(raw), raw)
-    summary = _feed(PackVerifier(), data, 7)
+    data = one_entry_pack(CODEC_RAW, _oid(raw), len(raw), raw)
+    counter = _CountingBlake3()
+    monkeypatch.setattr(verifier_module, "blake3", counter)
+    summary = verify(data, 7)
+    # one pass: a single hasher saw each byte once (the trailer checked against a copy)
+    assert (counter.made, counter.hashed) == (1, len(data))
     hasher = Hasher()
     hasher.update(data)
-    assert summary.key == hasher.pack_key()  # type: ignore[attr-defined]
-    assert summary.size == len(data)  # type: ignore[attr-defined]
+    assert summary.key == hasher.pack_key()
+    assert summary.size == len(data)
     assert data[-TRAILER_SIZE:] == blake3.blake3(data[:-TRAILER_SIZE]).digest()

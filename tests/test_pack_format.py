@@ -14,20 +14,19 @@ import pytest
 import zstandard
 
 from mkit_transport import InvalidResponse, PayloadTooLarge
-from mkit_transport.hashes import Hasher
 from mkit_transport.pack import (
     CODEC_RAW,
     CODEC_ZSTD,
     KIND_BLOB,
     KIND_TREE,
     MIN_PACK,
-    TRAILER_SIZE,
     PackFile,
     PackVerifier,
     PackWriter,
     PreparedObject,
     verify_pack_file,
 )
+from tests.support.pack_fixtures import one_entry_pack, reseal, verify
 
 
 def build(objects: list[tuple[int, bytes]], level: int = 3) -> bytes:
@@ -45,21 +44,6 @@ def build(objects: list[tuple[int, bytes]], level: int = 3) -> bytes:
     return data
 
 
-def verify(data: bytes, chunk: int = 4096) -> object:
-    verifier = PackVerifier()
-    for i in range(0, len(data), chunk):
-        verifier.feed(data[i : i + chunk])
-    return verifier.finish()
-
-
-def reseal(data: bytearray) -> bytes:
-    """Recompute the trailer, so a test reaches the checks behind it."""
-    hasher = Hasher()
-    hasher.update(bytes(data[:-TRAILER_SIZE]))
-    data[-TRAILER_SIZE:] = bytes(hasher.pack_key())
-    return bytes(data)
-
-
 SAMPLE = [
     (KIND_TREE, b"a tree"),
     (KIND_BLOB, b""),
@@ -75,7 +59,7 @@ def test_round_trip_in_any_chunking_and_by_random_access(tmp_path: Path) -> None
     for size in (1, 7, 4096, 1 << 20, len(data)):
         summary = verify(data, size) if size > 1 else None
         if summary is not None:
-            assert len(summary.entries) == len(SAMPLE)  # type: ignore[attr-defined]
+            assert len(summary.entries) == len(SAMPLE)
     path = tmp_path / "p.pack"
     path.write_bytes(data)
     assert verify_pack_file(path).size == len(data)
@@ -93,7 +77,7 @@ def test_round_trip_in_any_chunking_and_by_random_access(tmp_path: Path) -> None
 
 def test_compression_only_when_it_pays_and_level_is_honoured() -> None:
     summary = verify(build(SAMPLE))
-    stored = {e.raw_len: e.stored_len for e in summary.entries}  # type: ignore[attr-defined]
+    stored = {e.raw_len: e.stored_len for e in summary.entries}
     assert stored[13000] < 1000 and stored[5000] == 5000 and stored[3 << 20] == 3 << 20
     assert stored[2_100_000] < 100_000
     text = [(KIND_BLOB, bytes(range(256)) * 40 + b"tail %d" % i) for i in range(3)]
@@ -115,12 +99,12 @@ def test_duplicates_are_stored_once() -> None:
     writer.add_stream(KIND_BLOB, len(big), lambda: [big])
     writer.add_stream(KIND_BLOB, len(big), lambda: [big])
     assert len(writer.finish().entries) == 2
-    assert len(verify(out.getvalue()).entries) == 2  # type: ignore[attr-defined]
+    assert len(verify(out.getvalue()).entries) == 2
 
 
 def test_empty_pack() -> None:
     data = build([])
-    assert len(data) == MIN_PACK and verify(data).entries == ()  # type: ignore[attr-defined]
+    assert len(data) == MIN_PACK and verify(data).entries == ()
 
 
 BAD: dict[str, Callable[[bytes], bytes]] = {
@@ -148,23 +132,15 @@ def test_damaged_packs_are_refused_by_both_readers(damage: str, tmp_path: Path) 
             pack.read_object(oid, None)
 
 
-def _one_entry_pack(kind: int, codec: int, oid: bytes, raw_len: int, stored: bytes) -> bytes:
-    header = struct.pack("<4sBBHI", b"MKPK", 1, 0, 0, 1)
-    entry = struct.pack("<BB32sQQ", kind, codec, oid, raw_len, len(stored)) + stored
-    index = struct.pack("<32sQ", oid, 12)
-    footer = struct.pack("<QI4s", 12 + len(entry), 1, b"MKPE")
-    return reseal(bytearray(header + entry + index + footer + bytes(32)))
-
-
 def test_a_zstd_bomb_is_stopped_at_its_declared_size() -> None:
     bomb = zstandard.ZstdCompressor().compress(bytes(256 << 20))  # 256 MiB of zeros, ~8 KB
-    data = _one_entry_pack(KIND_BLOB, CODEC_ZSTD, bytes(32), 1000, bomb)
+    data = one_entry_pack(CODEC_ZSTD, bytes(32), 1000, bomb)
     with pytest.raises(InvalidResponse, match="inflates past"):
         verify(data, 1 << 20)
 
 
 def test_declared_sizes_over_the_caps_are_refused_before_reading() -> None:
-    huge = _one_entry_pack(KIND_BLOB, CODEC_ZSTD, bytes(32), 1 << 40, b"x")
+    huge = one_entry_pack(CODEC_ZSTD, bytes(32), 1 << 40, b"x")
     with pytest.raises(PayloadTooLarge):
         verify(huge)
     many = struct.pack("<4sBBHI", b"MKPK", 1, 0, 0, 1 << 30)
@@ -175,7 +151,7 @@ def test_declared_sizes_over_the_caps_are_refused_before_reading() -> None:
 
 
 def test_a_raw_entry_must_store_exactly_its_length() -> None:
-    data = _one_entry_pack(KIND_BLOB, CODEC_RAW, bytes(32), 5, b"abc")
+    data = one_entry_pack(CODEC_RAW, bytes(32), 5, b"abc")
     with pytest.raises(InvalidResponse):
         verify(data)
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import os
 import random
-import time
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from mkit_transport import MemoryTransport, PackKey, RemoteError, pull, push
+from mkit_transport import MemoryTransport, PackKey, RemoteError, pull, push, scanner
 from mkit_transport.pack import (
     KIND_BLOB,
     KIND_TREE,
@@ -20,8 +22,7 @@ from mkit_transport.pack import (
     prepare_objects,
 )
 from mkit_transport.scanner import HANDOFF_SIZE, ObjectSource, _hash_file, scan
-from mkit_transport.snapshot import decode_record
-from tests.support.sync_fixtures import describe, write_tree
+from tests.support.sync_fixtures import describe, record_of, write_tree
 
 REF = "refs/heads/main"
 MIB = 1 << 20
@@ -88,7 +89,9 @@ def test_scan_order_and_hand_off(tmp_path: Path) -> None:
     assert [n for n in names if "big" not in n] == ["a/small1", "b/mid", "c"]
 
 
-def test_an_early_hand_off_leaves_the_snapshot_order_alone(tmp_path: Path) -> None:
+def test_an_early_hand_off_leaves_the_snapshot_order_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An eager file handed over ahead of its turn keeps its walk-order place in objects."""
     root = tmp_path / "t"
     (root / "a").mkdir(parents=True)
@@ -97,12 +100,31 @@ def test_an_early_hand_off_leaves_the_snapshot_order_alone(tmp_path: Path) -> No
     (root / "b").mkdir()
     (root / "b" / "small").write_bytes(b"second small")
     plain = scan(root)
+    # The scan's hashing thread runs each job only once ``release`` is set, so the big
+    # file cannot be hashed (and handed over) before "a/small"; its future is kept.
+    release = threading.Event()
+    submitted: list[Future[Any]] = []
+
+    class GatedHasher(ThreadPoolExecutor):
+        def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+            def gated() -> Any:
+                if not release.wait(30):
+                    raise TimeoutError("the hash job was never released")
+                return fn(*args, **kwargs)
+
+            future = super().submit(gated)
+            submitted.append(future)
+            return future
+
+    monkeypatch.setattr(scanner, "ThreadPoolExecutor", GatedHasher)
     seen: list[str] = []
 
     def slow_on_blob(oid: bytes, src: ObjectSource) -> None:
         seen.append(os.path.relpath(src.path or "", root))
         if seen == ["a/small"]:
-            time.sleep(0.5)  # the big file's hash finishes meanwhile: handed over next
+            release.set()  # the big file's hash runs and finishes now: handed over next
+            done, pending = wait(submitted, timeout=30)
+            assert len(submitted) == 1 and not pending, (submitted, done)
 
     early = scan(root, on_blob=slow_on_blob, eager=2 * MIB)
     assert seen == ["a/small", "a/big", "b/small"]  # handed over ahead of its turn...
@@ -121,13 +143,6 @@ def _big_tree(root: Path) -> Path:
     return root
 
 
-def _pack_keys(remote: MemoryTransport) -> list[bytes]:
-    value = remote.read_ref(REF)
-    assert value is not None
-    record = decode_record(remote.download_blob(PackKey(bytes(value))))
-    return [bytes(p.key) for p in record.packs]
-
-
 def test_first_push_packs_are_deterministic_with_solo_packs(tmp_path: Path) -> None:
     src = _big_tree(tmp_path / "src")
     keys = []
@@ -135,7 +150,7 @@ def test_first_push_packs_are_deterministic_with_solo_packs(tmp_path: Path) -> N
         remote = MemoryTransport()
         report = push(src, remote, REF, pack_size=MIB)
         assert report.packs_uploaded >= 6
-        keys.append(_pack_keys(remote))
+        keys.append([bytes(p.key) for p in record_of(remote, REF).packs])
     assert sorted(keys[0]) == sorted(keys[1]) == sorted(keys[2])
     assert keys[0][0] == keys[1][0] == keys[2][0]  # the tree pack is listed first
 
@@ -166,7 +181,8 @@ def test_interrupted_first_push_resumes_skipping_every_pack_that_landed(tmp_path
     assert len(landed) == 3
     remote.fail_at = 0
     resumed = push(src, remote, REF, pack_size=MIB, concurrency=1)
-    assert resumed.packs_skipped == 3 and landed <= set(_pack_keys(remote))
+    assert resumed.packs_skipped == 3
+    assert landed <= {bytes(p.key) for p in record_of(remote, REF).packs}
     pull(remote, REF, tmp_path / "out", cache_dir=str(tmp_path / "cache"))
     assert describe(tmp_path / "out") == describe(src)
 

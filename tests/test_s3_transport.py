@@ -26,7 +26,7 @@ from mkit_transport import (
 from mkit_transport.cli import main
 from mkit_transport.transports import s3 as s3_module
 from mkit_transport.transports.s3 import S3Transport
-from tests.support.s3_fixtures import ConditionStrippingProxy, S3Server, S3Store
+from tests.support.s3_fixtures import BUCKET, ConditionStrippingProxy, S3Server, S3Store
 
 A, B, C = (Hash.of(label) for label in (b"a", b"b", b"c"))
 
@@ -247,7 +247,7 @@ def test_probe_passes_on_real_servers(s3: S3Transport, s3_store: S3Store) -> Non
 def test_cas_is_refused_behind_a_gateway_that_drops_conditions(
     stripping_proxy: ConditionStrippingProxy, moto_server: S3Server
 ) -> None:
-    url = f"mkit+s3+http://127.0.0.1:{stripping_proxy.port}/mkit-test/strip"
+    url = f"mkit+s3+http://127.0.0.1:{stripping_proxy.port}/{BUCKET}/strip"
     client = moto_server.client()
     with open_transport(url, access_key_id="k", secret_access_key="s") as transport:
         assert isinstance(transport, S3Transport)
@@ -257,7 +257,7 @@ def test_cas_is_refused_behind_a_gateway_that_drops_conditions(
             with pytest.raises(RemoteError, match="ignores conditional writes"):
                 transport.update_ref("refs/heads/guarded", condition, B)
         with pytest.raises(client.exceptions.NoSuchKey):
-            client.get_object(Bucket="mkit-test", Key="strip/refs/heads/guarded/.ref")
+            client.get_object(Bucket=BUCKET, Key="strip/refs/heads/guarded/.ref")
         transport.write_ref("refs/heads/plain", A)  # ANY needs no condition
         assert transport.read_ref("refs/heads/plain") == A
         place = (transport.endpoint, transport.bucket)
@@ -284,7 +284,7 @@ def test_cli_probe_fails_behind_a_stripping_gateway(
 ) -> None:
     """As a real subprocess: exit status 1 and both conditions reported ignored."""
     env = dict(os.environ, AWS_ACCESS_KEY_ID="k", AWS_SECRET_ACCESS_KEY="s")
-    url = f"mkit+s3+http://127.0.0.1:{stripping_proxy.port}/mkit-test/cli"
+    url = f"mkit+s3+http://127.0.0.1:{stripping_proxy.port}/{BUCKET}/cli"
     done = subprocess.run(
         [sys.executable, "-m", "mkit_transport", "probe", url],
         capture_output=True,
@@ -318,7 +318,7 @@ def no_ambient_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 def test_wrong_credentials_are_access_denied_and_write_nothing(
     seaweedfs_server: S3Server, no_ambient_credentials: None
 ) -> None:
-    store = S3Store(seaweedfs_server, "mkit-test", "denied")
+    store = S3Store(seaweedfs_server, BUCKET, "denied")
     data = b"never stored"
     key = PackKey.of(data)
     with open_transport(store.url, access_key_id="testing", secret_access_key="wrong") as bad:
@@ -340,7 +340,7 @@ def test_wrong_credentials_are_access_denied_and_write_nothing(
 def test_missing_credentials_are_access_denied(
     seaweedfs_server: S3Server, no_ambient_credentials: None
 ) -> None:
-    url = S3Store(seaweedfs_server, "mkit-test", "anon").url
+    url = S3Store(seaweedfs_server, BUCKET, "anon").url
     with open_transport(url) as transport, pytest.raises(AccessDenied):
         transport.write_ref("refs/heads/x", A)
 
@@ -351,7 +351,7 @@ def test_credentials_from_environment_and_profile(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    store = S3Store(seaweedfs_server, "mkit-test", "creds")
+    store = S3Store(seaweedfs_server, BUCKET, "creds")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs_server.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs_server.secret_key)
     with open_transport(store.url) as transport:

@@ -21,7 +21,7 @@ from mkit_transport.cli import EXIT_CODES, main
 from mkit_transport.snapshot import decode_record
 from mkit_transport.sync import push
 from mkit_transport.sync_cli import packs_verify, quote_path
-from tests.support.sync_fixtures import describe, write_tree
+from tests.support.sync_fixtures import describe, record_of, write_tree
 
 REF = "refs/heads/main"
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,8 +143,8 @@ def _on_a_terminal(*argv: str, timeout: float = 60.0) -> tuple[int, str, str]:
             if not data:
                 break
             seen += data
-        assert child.stdout is not None
-        out = child.stdout.read().decode()
+        stdout, _ = child.communicate(timeout=timeout)  # bounded, unlike a read to EOF
+        out = stdout.decode()
         status = child.wait(timeout)
     finally:
         os.close(master)
@@ -166,9 +166,7 @@ def test_progress_bar_on_a_terminal_ends_its_line_also_on_failure(tmp_path: Path
     assert re.search(rf"\rdone +objects {sent[1]}/{sent[1]} ", bar), repr(bar)
 
     remote = FileTransport(tmp_path / "remote")
-    value = remote.read_ref(REF)
-    assert value is not None
-    record = decode_record(remote.download_blob(PackKey(bytes(value))))
+    record = record_of(remote, REF)
     path = Path(remote.pack_path(record.packs[-1].key))
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x55

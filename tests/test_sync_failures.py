@@ -20,9 +20,9 @@ from mkit_transport import (
 )
 from mkit_transport.hashes import Hasher
 from mkit_transport.pack import TRAILER_SIZE
-from mkit_transport.snapshot import PackRef, Record, decode_record, encode_record
+from mkit_transport.snapshot import PackRef, Record, encode_record
 from mkit_transport.sync import mirror, pull, push
-from tests.support.sync_fixtures import describe, write_tree
+from tests.support.sync_fixtures import describe, record_of, write_tree
 
 REF = "refs/heads/main"
 
@@ -40,12 +40,6 @@ class FailingUploads(MemoryTransport):
         if self.uploads == self.fail_at:
             raise RemoteError("injected: the disk is full")
         super().upload_pack_stream(key, chunks, total)
-
-
-def record_of(transport: Transport) -> Record:
-    value = transport.read_ref(REF)
-    assert value is not None
-    return decode_record(transport.download_blob(PackKey(bytes(value))))
 
 
 def test_failed_upload_leaves_the_ref_and_a_pullable_remote_then_resumes(
@@ -97,7 +91,7 @@ def pushed(tmp_path: Path) -> tuple[FileTransport, Path, Record]:
     src = write_tree(tmp_path / "src", files=20, large=1)
     push(src, remote, REF)
     dest = write_tree(tmp_path / "dest", seed=5, files=3)  # a destination with content
-    return remote, dest, record_of(remote)
+    return remote, dest, record_of(remote, REF)
 
 
 def test_corrupted_pack_fails_clearly_and_leaves_the_destination(
@@ -177,7 +171,7 @@ def test_mirror_verifies_objects_not_just_the_key(tmp_path: Path) -> None:
     src = MemoryTransport()
     tree = write_tree(tmp_path / "src", files=2)
     push(tree, src, REF)
-    record = record_of(src)
+    record = record_of(src, REF)
     pack = record.packs[-1]
     raw = bytearray(src.download_pack(pack.key))
     raw[12 + 50] ^= 1  # the first byte of the first object's stored bytes

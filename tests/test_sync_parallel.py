@@ -23,13 +23,12 @@ from mkit_transport.snapshot import (
     Record,
     TreeEntry,
     decode_index,
-    decode_record,
     encode_index,
     encode_record,
     encode_tree,
 )
 from mkit_transport.sync import Progress, pull, push
-from tests.support.sync_fixtures import describe, write_tree
+from tests.support.sync_fixtures import describe, record_of, write_tree
 
 REF = "refs/heads/main"
 
@@ -122,9 +121,7 @@ def test_a_first_push_packs_while_it_scans_and_lists_trees_first(tmp_path: Path)
     report = push(src, remote, REF, pack_size=1 << 20, progress=events.append)
     assert report.old is None and report.updated and report.objects_skipped == 0
     assert events[-1].objects_done == events[-1].objects_total == report.objects_sent
-    value = remote.read_ref(REF)
-    assert value is not None
-    record = decode_record(remote.download_blob(PackKey(bytes(value))))
+    record = record_of(remote, REF)
     kinds = [
         {kind for _, kind in decode_index(remote.download_blob(p.index), p.key)}
         for p in record.packs

@@ -19,13 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from mkit_transport import PackKey, Transport, open_transport
-from mkit_transport.snapshot import decode_record
+from mkit_transport import Transport, open_transport
 from mkit_transport.sync import mirror, pull, push
 from tests.support.http_fixtures import HttpServer
 from tests.support.s3_fixtures import BUCKET, S3Server, S3Store
 from tests.support.ssh_fixtures import SshServer
-from tests.support.sync_fixtures import describe, race_two_pushers, write_tree
+from tests.support.sync_fixtures import describe, race_two_pushers, record_of, write_tree
 
 REF = "refs/heads/main"
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,20 +70,14 @@ def remote(request: pytest.FixtureRequest) -> Iterator[Transport]:
         yield transport
 
 
-def _packs_of(transport: Transport) -> list[PackKey]:
-    value = transport.read_ref(REF)
-    assert value is not None
-    record = decode_record(transport.download_blob(PackKey(bytes(value))))
-    return [p.key for p in record.packs]
-
-
 def test_push_edit_push_pull_is_exact_and_incremental(remote: Transport, tmp_path: Path) -> None:
     src = write_tree(tmp_path / "src", seed=5, files=60, large=2)
     # small packs: several of them, and the 3 MiB files in packs of their own (streamed)
     first = push(src, remote, REF, pack_size=1 << 20)
     assert first.updated and first.old is None and first.new == remote.read_ref(REF)
     assert first.packs_uploaded >= 3 and first.objects_skipped == 0
-    assert all(remote.pack_exists(key) for key in _packs_of(remote))  # ref last: all there
+    packs = [p.key for p in record_of(remote, REF).packs]
+    assert all(remote.pack_exists(key) for key in packs)  # ref last: all there
     cache = str(tmp_path / "cache")
     pulled = pull(remote, REF, tmp_path / "one", cache_dir=cache)
     assert describe(tmp_path / "one") == describe(src)

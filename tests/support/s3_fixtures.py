@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.support.http_fixtures import free_port
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
@@ -121,14 +123,29 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _free_port(*, grpc_twin: bool = False, taken: set[int] | None = None) -> int:
-    """A free loopback port; with ``grpc_twin``, port + 10000 is free as well (weed)."""
-    taken = taken if taken is not None else set()
+def _twin_bases() -> tuple[int, int]:
+    """Where weed's base ports are drawn: base and base + 10000 both below the kernel's
+    ephemeral range, so no outgoing connection takes one before weed binds it.
+
+    Falls back to 20000-39999 if the range is unreadable or starts too low to fit.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 20000, 39999
+    if low - 10000 - 1 < 10000 + 1000:  # too few bases between 10000 and the range
+        return 20000, 39999
+    return 10000, low - 10000 - 1
+
+
+def _free_twin_port(taken: set[int]) -> int:
+    """A free loopback port whose port + 10000 is free as well (weed's gRPC twin)."""
+    first, last = _twin_bases()
     for _ in range(500):
-        port = random.randint(20000, 39999) if grpc_twin else random.randint(40000, 59999)
-        if port in taken or (grpc_twin and port + 10000 in taken):
+        port = random.randint(first, last)
+        if {port, port + 10000} & taken:
             continue
-        if _port_free(port) and (not grpc_twin or _port_free(port + 10000)):
+        if _port_free(port) and _port_free(port + 10000):
             taken.update({port, port + 10000})
             return port
     raise RuntimeError("no free loopback port found")
@@ -160,7 +177,7 @@ def _wait_ready(server: S3Server, bucket: str) -> None:
 def start_moto(bucket: str = BUCKET) -> S3Server:
     """Start ``moto_server`` on a free loopback port with a fresh bucket."""
     workdir = tempfile.mkdtemp(prefix="mkit-moto-")
-    port = _free_port()
+    port = free_port()
     log = Path(workdir) / "moto.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
@@ -191,7 +208,7 @@ def start_seaweedfs(bucket: str = BUCKET) -> S3Server:
     data = Path(workdir) / "data"
     data.mkdir()
     taken: set[int] = set()
-    master, volume, filer, s3, admin = (_free_port(grpc_twin=True, taken=taken) for _ in range(5))
+    master, volume, filer, s3, admin = (_free_twin_port(taken) for _ in range(5))
     log = Path(workdir) / "weed.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from mkit_transport import FileTransport, MemoryTransport, Transport
+from mkit_transport import FileTransport, MemoryTransport, PackKey, Transport
+from mkit_transport.snapshot import Record, decode_record
 
 
 def write_tree(root: Path, seed: int = 0, files: int = 40, large: int = 0) -> Path:
@@ -64,6 +65,13 @@ def describe(root: Path) -> dict[str, Any]:
                 found[rel] = ("file", stat.S_IMODE(st.st_mode), path.read_bytes())
         dirnames[:] = [d for d in dirnames if not (Path(dirpath) / d).is_symlink()]
     return found
+
+
+def record_of(transport: Transport, ref: str) -> Record:
+    """The snapshot record ``ref`` points at (asserting the ref is set)."""
+    value = transport.read_ref(ref)
+    assert value is not None
+    return decode_record(transport.download_blob(PackKey(bytes(value))))
 
 
 class CountingTransport(MemoryTransport):
@@ -170,8 +178,8 @@ def race_two_pushers(url: str, tmp_path: Path, ref: str) -> None:
         (tree / f"mine{i}.txt").write_text(f"pusher {i}")
         trees.append(tree)
     ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Manager().Barrier(2)
-    with ctx.Pool(2) as pool:
+    with ctx.Manager() as manager, ctx.Pool(2) as pool:
+        barrier = manager.Barrier(2)
         results = pool.starmap(push_after_barrier, [(url, str(t), ref, barrier) for t in trees])
     won = [i for i, (outcome, _) in enumerate(results) if outcome == "won"]
     assert len(won) == 1, results
