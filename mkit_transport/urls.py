@@ -203,30 +203,33 @@ def pop_bool(options: MutableMapping[str, object], name: str, default: bool) -> 
 
 
 _Default = TypeVar("_Default")
+_N = TypeVar("_N", int, float)
+
+
+def _pop_parsed(
+    options: MutableMapping[str, object], name: str, parse: Callable[[str], _N], what: str
+) -> _N | None:
+    """Take an option given as a value or as text (from a URL query), parsed; None if absent."""
+    value = options.pop(name, None)
+    if value is None:
+        return None
+    try:
+        return parse(str(value))
+    except ValueError:
+        raise InvalidRef(f"option {name!r} must be {what}, got {value!r}") from None
 
 
 def pop_seconds(
     options: MutableMapping[str, object], name: str, default: _Default
 ) -> float | _Default:
     """Take a duration in seconds given as a number or as text (``default`` if absent)."""
-    value = options.pop(name, None)
-    if value is None:
-        return default
-    try:
-        return float(str(value))
-    except ValueError:
-        raise InvalidRef(f"option {name!r} must be seconds, got {value!r}") from None
+    seconds = _pop_parsed(options, name, float, "seconds")
+    return default if seconds is None else seconds
 
 
 def pop_int(options: MutableMapping[str, object], name: str) -> int | None:
-    """Take a whole-number option (a string when it came from a URL query), if given."""
-    value = options.pop(name, None)
-    if value is None:
-        return None
-    try:
-        return int(str(value))
-    except ValueError:
-        raise InvalidRef(f"option {name!r} must be a whole number, got {value!r}") from None
+    """Take a whole-number option, if given."""
+    return _pop_parsed(options, name, int, "a whole number")
 
 
 def pop_retry(options: MutableMapping[str, object]) -> RetryPolicy | None:
