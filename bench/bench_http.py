@@ -28,7 +28,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import requests
 
-from bench.common import MIB, FileChunks, best_of, child_peak_rss, make_source, report
+from bench.common import (
+    MIB,
+    FileChunks,
+    best_of,
+    child_peak_rss,
+    make_source,
+    proc_status,
+    report,
+)
 from conformance.workers import UrlOpener, counter_worker, run_workers, value
 from mkit_transport import PackKey, RefWriteCondition, open_transport
 from tests.support.http_fixtures import HttpServer, running_http_server
@@ -61,14 +69,6 @@ def _workers(server: HttpServer) -> list[int]:
     pid = server.process.pid
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         return [int(p) for p in f.read().split()]
-
-
-def _status_kib(pid: int, field: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def bench_throughput(
@@ -119,10 +119,10 @@ def bench_rss(tmp: str, src: str, key: PackKey, size: int) -> dict[str, object]:
         url = server.url("rss")
         requests.get(f"{server.base}/healthz", timeout=10)
         workers = _workers(server)
-        before = {pid: _status_kib(pid, "VmRSS") for pid in workers}
+        before = {pid: proc_status("VmRSS", pid) for pid in workers}
         client_up = child_peak_rss("bench.bench_http:upload_op", url, src, key.hex(), str(size))
         client_down = child_peak_rss("bench.bench_http:download_op", url, key.hex())
-        server_growth = max(_status_kib(pid, "VmHWM") - before[pid] for pid in workers)
+        server_growth = max(proc_status("VmHWM", pid) - before[pid] for pid in workers)
     return {
         "size": f"{size // MIB} MiB",
         "client_upload_rss_growth_MiB": round(client_up / MIB, 1),

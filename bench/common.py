@@ -107,16 +107,16 @@ def best_of_pair(
     return best[0], best[1]
 
 
-def proc_status(field: str) -> int:
-    """A memory field of this process's ``/proc/self/status`` (``VmRSS``, ``VmHWM``), in bytes.
+def proc_status(field: str, pid: int | str = "self") -> int:
+    """A memory field of ``/proc/<pid>/status`` (``VmRSS``, ``VmHWM``), in bytes.
 
     A missing field raises: a silent 0 would pass for a real figure.
     """
-    with open("/proc/self/status") as f:
+    with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
+    raise RuntimeError(f"{field} not in /proc/{pid}/status")
 
 
 _CHILD = r"""
