@@ -21,7 +21,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Final, TypeVar, cast
 
-from .errors import PayloadTooLarge
 from .hashes import PackKey
 from .pack import (
     KIND_TREE,
@@ -35,16 +34,14 @@ from .pack import (
     prepare_objects,
 )
 from .progress import Limiter, Meter
-from .scanner import ObjectSource, Snapshot, scan
+from .scanner import MAX_FILE_SIZE, ObjectSource, Snapshot, scan
 from .snapshot import PackRef, encode_index
-from .transport import PACK_BODY_LIMIT, Transport
+from .transport import Transport
 
 __all__ = ["MAX_FILE_SIZE", "MAX_PACK_OBJECTS", "PackBuilder", "ScanStream", "build_and_upload"]
 
 #: The most objects one pack gets (well under the readers' cap).
 MAX_PACK_OBJECTS: Final = MAX_ENTRIES // 4
-#: The largest file a snapshot can hold: one object in one pack.
-MAX_FILE_SIZE: Final = PACK_BODY_LIMIT - (1 << 20)
 #: The scan hands blobs to a first push in lists of at most this many objects or
 #: bytes of file contents held (the queue holds 8 lists: bounded memory).
 _HANDOFF_ITEMS: Final = 128
@@ -343,16 +340,6 @@ def _raise_first(futures: list[Future[_T]]) -> None:
                 raise error
 
 
-def check_file_size(src: ObjectSource) -> None:
-    """Refuse a file too large for one pack (PayloadTooLarge), before anything is sent."""
-    if src.size > MAX_FILE_SIZE:
-        raise PayloadTooLarge(
-            f"{src.path}: {src.size} bytes is over the {MAX_FILE_SIZE}-byte file limit",
-            size=src.size,
-            limit=MAX_FILE_SIZE,
-        )
-
-
 class ScanStream:
     """Run the scan in a thread and hand its blobs over as they are hashed.
 
@@ -394,7 +381,6 @@ class ScanStream:
             self.pending, self.pending_bytes = [], 0
 
     def _on_blob(self, oid: bytes, src: ObjectSource) -> None:
-        check_file_size(src)
         self.pending.append((oid, src))
         self.pending_bytes += len(src.data) if src.data is not None else 0
         if (

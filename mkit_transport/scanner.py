@@ -20,12 +20,16 @@ from typing import Final
 
 import blake3
 
+from .errors import PayloadTooLarge
 from .hashes import Hasher
 from .pack import KIND_BLOB, KIND_TREE, SMALL_OBJECT
 from .snapshot import TYPE_DIR, TYPE_FILE, TYPE_SYMLINK, TreeEntry, encode_tree
+from .transport import PACK_BODY_LIMIT
 
-__all__ = ["HANDOFF_SIZE", "ObjectSource", "Snapshot", "scan"]
+__all__ = ["HANDOFF_SIZE", "MAX_FILE_SIZE", "ObjectSource", "Snapshot", "scan"]
 
+#: The largest file a snapshot can hold: one object in one pack.
+MAX_FILE_SIZE: Final = PACK_BODY_LIMIT - (1 << 20)
 #: ``scan`` hands ``on_blob`` the bytes of files up to this size (it read them whole).
 HANDOFF_SIZE: Final = 64 << 10
 _READ: Final = 4 << 20
@@ -76,6 +80,20 @@ def _hash_file(path: str, expected: int) -> _Hashed:
         return bytes(hasher.pack_key()), hasher.length, None
 
 
+def _check_size(path: str | None, size: int) -> None:
+    """Refuse a file too large for one pack (PayloadTooLarge), before anything is sent.
+
+    Checked at ``stat`` (so a huge file is not hashed first) and again on the size
+    hashed (a file may grow in between).
+    """
+    if size > MAX_FILE_SIZE:
+        raise PayloadTooLarge(
+            f"{path}: {size} bytes is over the {MAX_FILE_SIZE}-byte file limit",
+            size=size,
+            limit=MAX_FILE_SIZE,
+        )
+
+
 #: One entry of a directory being scanned: name, type, mode, then the size and id,
 #: or the subdirectory (and no id), or a file's pending hash (and size 0).
 _Entry = tuple[bytes, int, int, "int | _Dir", "bytes | Future[_Hashed]"]
@@ -114,6 +132,7 @@ class _Scanner:
         """Record a blob at its place in the order; hand it over unless it went early."""
         if oid in self.blobs:
             return
+        _check_size(source.path, source.size)
         self.blobs[oid] = source
         if self.on_blob is not None and oid not in self.announced:
             small = handoff is not None and len(handoff) <= HANDOFF_SIZE
@@ -122,6 +141,7 @@ class _Scanner:
     def announce(self, path: str, future: Future[_Hashed]) -> None:
         """Hand an eager file over now; it is recorded at its walk-order place later."""
         oid, size, _data = future.result()
+        _check_size(path, size)
         if self.on_blob is not None and oid not in self.blobs and oid not in self.announced:
             self.announced.add(oid)
             self.on_blob(oid, ObjectSource(KIND_BLOB, size, path=path))
@@ -157,6 +177,7 @@ class _Scanner:
             elif stat.S_ISDIR(st.st_mode):
                 entries.append((name, TYPE_DIR, mode, self.walk(child.path), b""))
             elif stat.S_ISREG(st.st_mode) and st.st_size > SMALL_OBJECT:
+                _check_size(child.path, st.st_size)
                 future = self.hasher.submit(_hash_file, child.path, st.st_size)
                 self.large.append((child.path, future))
                 if self.eager is not None and st.st_size >= self.eager:

@@ -37,7 +37,7 @@ from .pack import (
     KIND_BLOB,
     KIND_TREE,
 )
-from .packer import ScanStream, build_and_upload, check_file_size
+from .packer import ScanStream, build_and_upload
 from .progress import Limiter, Meter, Progress
 from .refs import RefWriteCondition
 from .reports import Listing, LogEntry, MirrorReport, PullReport, PushReport
@@ -204,8 +204,6 @@ def push(
         sent = len(snap.objects)
         return _commit(transport, ref, condition, snap, None, [], uploaded, meter, raw, old, sent)
     snap = scan(source_dir)
-    for src in snap.objects.values():
-        check_file_size(src)
     meter.enter("plan", total=len(snap.objects))
     base = _base_record(transport, old, condition, meter)
 

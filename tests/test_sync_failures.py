@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,11 +16,15 @@ from mkit_transport import (
     MemoryTransport,
     PackKey,
     PackNotFound,
+    PayloadTooLarge,
     RemoteError,
     Transport,
+    scanner,
 )
 from mkit_transport.hashes import Hasher
 from mkit_transport.pack import TRAILER_SIZE
+from mkit_transport.scanner import MAX_FILE_SIZE
+from mkit_transport.scanner import _hash_file as hash_file
 from mkit_transport.snapshot import PackRef, Record, encode_record
 from mkit_transport.sync import mirror, pull, push
 from tests.support.sync_fixtures import describe, record_of, write_tree
@@ -73,6 +78,40 @@ def test_unreadable_source_fails_before_anything_is_written(tmp_path: Path) -> N
     with pytest.raises(OSError, match="not a regular file"):
         push(src, remote, REF)
     assert remote.read_ref(REF) is None and remote.store.packs == {}
+
+
+def test_a_file_too_large_for_one_pack_is_refused_at_stat_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A (sparse) file over MAX_FILE_SIZE is PayloadTooLarge from its stat, on a first
+    push and on an incremental one: it is never hashed, nothing is uploaded and the
+    ref stays where it was.
+    """
+    hashed: list[str] = []
+
+    def spy(path: str, expected: int) -> Any:
+        hashed.append(os.path.basename(path))
+        return hash_file(path, expected)
+
+    monkeypatch.setattr(scanner, "_hash_file", spy)
+    remote = MemoryTransport()
+    src = write_tree(tmp_path / "src", files=3)
+    huge = src / "huge.bin"
+    with open(huge, "wb") as f:
+        f.truncate(MAX_FILE_SIZE + 1)
+    with pytest.raises(PayloadTooLarge, match=r"huge\.bin: \d+ bytes is over the \d+-byte file"):
+        push(src, remote, REF)
+    assert remote.read_ref(REF) is None and remote.store.packs == {}
+    huge.unlink()
+    first = push(src, remote, REF)
+    packs = dict(remote.store.packs)
+    with open(huge, "wb") as f:
+        f.truncate(MAX_FILE_SIZE + 1)
+    with pytest.raises(PayloadTooLarge) as caught:
+        push(src, remote, REF)
+    assert (caught.value.size, caught.value.limit) == (MAX_FILE_SIZE + 1, MAX_FILE_SIZE)
+    assert remote.read_ref(REF) == first.new and remote.store.packs == packs
+    assert hashed and "huge.bin" not in hashed
 
 
 def _pull_fails(
