@@ -38,6 +38,7 @@ from .errors import (
 )
 from .hashes import Hash, PackKey
 from .refs import is_valid_ref_name
+from .urls import is_valid_remote_path
 
 __all__ = [
     "CHUNK_SIZE",
@@ -72,7 +73,6 @@ CHUNK_SIZE: Final = 960 << 10
 MAX_MESSAGE: Final = 1000
 
 _PREFIX = struct.Struct(">IH")
-_PATH_SEGMENT: Final = re.compile(r"[A-Za-z0-9._-]+")
 _LISTING_LINE: Final = re.compile(rb"([0-9a-f]{64}) ([!-~]+)")
 
 _D = TypeVar("_D", Hash, PackKey)
@@ -287,15 +287,3 @@ def error_from_fields(frame: Frame) -> TransportError:
 
 
 # -- remote paths -------------------------------------------------------------------------
-
-
-def is_valid_remote_path(path: str) -> bool:
-    """Say whether ``path`` is a store path a URL or a forced command may name.
-
-    Absolute or relative, non-empty, not ``/``; every segment ``[A-Za-z0-9._-]+`` and
-    neither ``.`` nor ``..``. Nothing a shell or ``ssh`` would interpret can pass.
-    """
-    if not isinstance(path, str) or path in ("", "/"):
-        return False
-    segments = path[1:].split("/") if path.startswith("/") else path.split("/")
-    return all(_PATH_SEGMENT.fullmatch(s) and s not in (".", "..") for s in segments)

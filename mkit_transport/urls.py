@@ -32,8 +32,10 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "PROJECT_NAME_RE",
     "is_loopback_host",
+    "is_valid_remote_path",
     "open_transport",
     "pop_bool",
+    "pop_int",
     "pop_retry",
     "pop_seconds",
     "register_transport",
@@ -59,6 +61,8 @@ BUILTIN_SCHEMES: Final[dict[str, str]] = {
 #: segment the HTTP pack server routes on (spec/SPEC-HTTP.md). Here, not in either
 #: HTTP module, so the server shares it without importing the client's requests.
 PROJECT_NAME_RE: Final = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+#: One segment of a store path (SSH) or an S3 prefix: nothing a shell would interpret.
+_PATH_SEGMENT_RE: Final = re.compile(r"[A-Za-z0-9._-]+")
 
 _BARE_SCHEMES: Final = frozenset({"file", "http", "https", "s3", "ssh", "memory"})
 
@@ -250,3 +254,16 @@ def reject_options(url: str, options: MutableMapping[str, object]) -> None:
     if options:
         names = ", ".join(sorted(options))
         raise InvalidRef(f"{url!r}: unknown option(s) {names}")
+
+
+def is_valid_remote_path(path: str) -> bool:
+    """Say whether ``path`` is a store path a URL or forced command may name.
+
+    Absolute or relative, non-empty, not ``/``; every segment ``[A-Za-z0-9._-]+`` and
+    neither ``.`` nor ``..``. Nothing a shell or ``ssh`` would interpret can pass.
+    A relative one is also a valid S3 prefix (the same rule).
+    """
+    if not isinstance(path, str) or path in ("", "/"):
+        return False
+    segments = path[1:].split("/") if path.startswith("/") else path.split("/")
+    return all(_PATH_SEGMENT_RE.fullmatch(s) and s not in (".", "..") for s in segments)

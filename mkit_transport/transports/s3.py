@@ -57,6 +57,7 @@ from ..retry import RetryPolicy
 from ..transport import CHUNK_SIZE, PACK_BODY_LIMIT, Transport
 from ..urls import (
     is_loopback_host,
+    is_valid_remote_path,
     pop_bool,
     pop_int,
     pop_retry,
@@ -85,7 +86,6 @@ MATCH_ROUNDS: Final = 4
 _MD5_BELOW: Final = 4096  # bodies up to this size carry Content-MD5 (see _put)
 _MAX_PREFIX: Final = 500  # keeps prefix + "/" + a 512-byte ref name under S3's 1024
 _BUCKET_RE: Final = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
-_PREFIX_SEGMENT_RE: Final = re.compile(r"[A-Za-z0-9._-]+")
 _DENIED: Final = frozenset(
     {"AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidToken",
      "ExpiredToken", "AllAccessDisabled", "AccountProblem", "InvalidSecurity"}
@@ -158,9 +158,8 @@ def _parse_location(url: str, path: str) -> tuple[str, str]:
             f"{url!r}: expected mkit+s3://host[:port]/bucket[/prefix], bucket {bucket!r}"
         )
     if prefix:
-        segments = prefix.split("/")
-        bad = [s for s in segments if s in ("", ".", "..") or not _PREFIX_SEGMENT_RE.fullmatch(s)]
-        if bad or len(prefix) > _MAX_PREFIX:
+        # "/bucket//x" leaves "/x": a prefix is a relative store path.
+        if prefix.startswith("/") or not is_valid_remote_path(prefix) or len(prefix) > _MAX_PREFIX:
             raise InvalidRef(
                 f"{url!r}: the prefix must be segments of [A-Za-z0-9._-] joined by '/', "
                 f"none '.' or '..', no empty segment, at most {_MAX_PREFIX} characters"
