@@ -18,7 +18,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final, TypeVar, cast
 
 from .hashes import PackKey
@@ -67,7 +67,6 @@ class _Sealed:
     summary: PackSummary
     path: str
     externals: tuple[External, ...]
-    group: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +81,6 @@ class _Solo:
 
     oid: bytes
     src: ObjectSource
-    group: int = 0
 
 
 class _FileChunks:
@@ -147,15 +145,16 @@ class PackBuilder:
 
     def packs(
         self, groups: Iterable[Iterable[tuple[bytes, ObjectSource]]]
-    ) -> Iterator[_Sealed | _Solo]:
+    ) -> Iterator[tuple[int, _Sealed | _Solo]]:
         """Yield the packs of each group of objects, in order (no pack spans two).
 
-        A pack is sealed, or a :class:`_Solo` that :meth:`build_solo` builds.
+        Each comes with its group's number; a pack is sealed, or a :class:`_Solo`
+        that :meth:`build_solo` builds.
         """
         with ThreadPoolExecutor(1) as pool:
             for number, group in enumerate(groups):
-                for sealed in self._group(group, pool):
-                    yield replace(sealed, group=number)
+                for item in self._group(group, pool):
+                    yield number, item
 
     def _spool_path(self) -> str:
         return os.path.join(self.spool, f"pack-{next(self.seq)}")
@@ -168,7 +167,7 @@ class PackBuilder:
             writer = PackWriter(out, level=self.level, threads=self.threads)
             with self.compressing:
                 writer.add_file(solo.src.kind, solo.oid, solo.src.size, solo.src.path)
-            return _Sealed(writer.finish(), path, tuple(writer.externals), solo.group)
+            return _Sealed(writer.finish(), path, tuple(writer.externals))
 
     def _items(
         self, group: Iterable[tuple[bytes, ObjectSource]], pool: ThreadPoolExecutor
@@ -309,12 +308,12 @@ def build_and_upload(
                 raise
 
         try:
-            for sealed in builder.packs(groups):
+            for number, item in builder.packs(groups):
                 while not slots.acquire(timeout=0.5):
                     _raise_first(futures)
                 _raise_first(futures)
-                future = pool.submit(upload, sealed)
-                groups_sealed.append(sealed.group)
+                future = pool.submit(upload, item)
+                groups_sealed.append(number)
                 future.add_done_callback(lambda _f: slots.release())
                 futures.append(future)
             for f in futures:
