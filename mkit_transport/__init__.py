@@ -16,6 +16,7 @@ Snapshot sync on top: ``push(directory, transport, "refs/heads/main")``, ``pull`
 and SSH (paramiko) load when a URL of their scheme is first opened.
 """
 
+from ._version import __version__
 from .errors import (
     AccessDenied,
     ConnectionFailed,
@@ -37,8 +38,6 @@ from .sync import MirrorReport, PullReport, PushReport, log, mirror, pull, push,
 from .transport import PACK_BODY_LIMIT, Transport
 from .transports import FileTransport, MemoryTransport
 from .urls import open_transport, register_transport
-
-__version__ = "0.1.0"
 
 __all__ = [
     "PACK_BODY_LIMIT",
@@ -65,6 +64,7 @@ __all__ = [
     "ServerError",
     "Transport",
     "TransportError",
+    "__version__",
     "is_retryable",
     "log",
     "mirror",

@@ -37,7 +37,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import ClassVar, Final, Self, TypeVar
+from typing import ClassVar, Self, TypeVar
 
 import tenacity
 
@@ -50,6 +50,7 @@ from .errors import (
     TransportError,
 )
 from .hashes import Hash, Hasher, PackKey
+from .limits import CHUNK_SIZE, PACK_BODY_LIMIT
 from .refs import (
     Ref,
     RefWriteCondition,
@@ -62,10 +63,6 @@ from .retry import RetryPolicy, is_retryable
 
 __all__ = ["CHUNK_SIZE", "PACK_BODY_LIMIT", "Transport"]
 
-#: The largest pack any verb accepts or returns: 4 GiB.
-PACK_BODY_LIMIT: Final = 4 << 30
-#: The size of the chunks the provided streaming verbs hand out.
-CHUNK_SIZE: Final = 1 << 20
 
 _T = TypeVar("_T")
 _Bytes = bytes | bytearray | memoryview

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from mkit_transport import MemoryTransport, PackKey, RemoteError, pull, push, scanner
+from mkit_transport import MemoryTransport, PackKey, RemoteError, pull, push
 from mkit_transport.pack import (
     KIND_BLOB,
     KIND_TREE,
@@ -21,7 +21,8 @@ from mkit_transport.pack import (
     prepare_object,
     prepare_objects,
 )
-from mkit_transport.scanner import HANDOFF_SIZE, ObjectSource, _hash_file, scan
+from mkit_transport.sync import scan as scanner
+from mkit_transport.sync.scan import HANDOFF_SIZE, ObjectSource, _hash_file, scan
 from tests.support.sync_fixtures import describe, record_of, write_tree
 
 REF = "refs/heads/main"

@@ -305,7 +305,7 @@ def test_upload_over_the_server_cap_is_refused_early(sshd: SshServer) -> None:
 
 _LIAR = r"""
 import os, struct, sys
-from mkit_transport.sshwire import FrameReader, encode_frame
+from mkit_transport.protocol.ssh import FrameReader, encode_frame
 mode = sys.argv[1]
 reader = FrameReader(lambda n: os.read(0, n))
 def send(op, payload=b"", **fields):

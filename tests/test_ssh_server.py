@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mkit_transport import FileTransport, Hash, PackKey
+from mkit_transport.cli.serve_ssh import resolve_store
 from mkit_transport.errors import (
     AccessDenied,
     ConnectionFailed,
@@ -36,9 +37,7 @@ from mkit_transport.errors import (
     ServerError,
     TransportError,
 )
-from mkit_transport.server.ssh import EXIT_CAPPED, EXIT_LOST, EXIT_OK, EXIT_PROTOCOL, Limits, serve
-from mkit_transport.server.ssh_cli import resolve_store
-from mkit_transport.sshwire import (
+from mkit_transport.protocol.ssh import (
     CHUNK_SIZE,
     CODES,
     MAX_FRAME,
@@ -54,6 +53,7 @@ from mkit_transport.sshwire import (
     error_fields,
     error_from_fields,
 )
+from mkit_transport.server.ssh import EXIT_CAPPED, EXIT_LOST, EXIT_OK, EXIT_PROTOCOL, Limits, serve
 from mkit_transport.transports import ssh as ssh_transport
 
 

@@ -18,9 +18,9 @@ import pytest
 
 from mkit_transport import FileTransport, InvalidResponse, PackKey
 from mkit_transport.cli import EXIT_CODES, main
-from mkit_transport.snapshot import decode_record
+from mkit_transport.cli.sync import packs_verify, quote_path
 from mkit_transport.sync import push
-from mkit_transport.sync_cli import packs_verify, quote_path
+from mkit_transport.sync.model import decode_record
 from tests.support.sync_fixtures import describe, record_of, write_tree
 
 REF = "refs/heads/main"

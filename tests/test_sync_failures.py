@@ -19,14 +19,14 @@ from mkit_transport import (
     PayloadTooLarge,
     RemoteError,
     Transport,
-    scanner,
 )
 from mkit_transport.hashes import Hasher
 from mkit_transport.pack import TRAILER_SIZE
-from mkit_transport.scanner import MAX_FILE_SIZE
-from mkit_transport.scanner import _hash_file as hash_file
-from mkit_transport.snapshot import PackRef, Record, encode_record
 from mkit_transport.sync import mirror, pull, push
+from mkit_transport.sync import scan as scanner
+from mkit_transport.sync.model import PackRef, Record, encode_record
+from mkit_transport.sync.scan import MAX_FILE_SIZE
+from mkit_transport.sync.scan import _hash_file as hash_file
 from tests.support.sync_fixtures import describe, record_of, write_tree
 
 REF = "refs/heads/main"

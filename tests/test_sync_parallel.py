@@ -17,7 +17,8 @@ import pytest
 
 from mkit_transport import Hash, InvalidResponse, MemoryTransport, PackKey, Transport
 from mkit_transport.pack import CODEC_RAW, KIND_BLOB, KIND_TREE, PackWriter, PreparedObject
-from mkit_transport.snapshot import (
+from mkit_transport.sync import Progress, pull, push
+from mkit_transport.sync.model import (
     TYPE_FILE,
     PackRef,
     Record,
@@ -27,7 +28,6 @@ from mkit_transport.snapshot import (
     encode_record,
     encode_tree,
 )
-from mkit_transport.sync import Progress, pull, push
 from tests.support.sync_fixtures import describe, record_of, write_tree
 
 REF = "refs/heads/main"

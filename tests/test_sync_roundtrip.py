@@ -20,8 +20,8 @@ from mkit_transport import (
     Transport,
 )
 from mkit_transport.pack import KIND_TREE, PackVerifier
-from mkit_transport.snapshot import PackRef, decode_index, decode_record
 from mkit_transport.sync import Progress, log, mirror, pull, push, show
+from mkit_transport.sync.model import PackRef, decode_index, decode_record
 from tests.support.sync_fixtures import CountingTransport, describe, write_tree
 
 REF = "refs/heads/main"

@@ -12,7 +12,7 @@ from typing import Final
 
 from ..errors import InvalidResponse, PayloadTooLarge
 from ..hashes import PackKey
-from ..transport import PACK_BODY_LIMIT
+from ..limits import PACK_BODY_LIMIT
 
 MAGIC: Final = b"MKPK"
 END_MAGIC: Final = b"MKPE"

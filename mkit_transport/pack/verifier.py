@@ -8,7 +8,7 @@ import blake3
 
 from ..errors import InvalidResponse, PayloadTooLarge
 from ..hashes import PackKey
-from ..transport import PACK_BODY_LIMIT
+from ..limits import PACK_BODY_LIMIT
 from .codec import Decoder, ObjectCheck, decoding
 from .format import (
     CHUNK,

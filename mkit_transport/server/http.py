@@ -15,8 +15,8 @@ segment). The server is a thin relay, and the policy stays where it lives:
   the client verifies end to end, and a corrupt pack must reach it as such rather
   than as a cut connection it would retry.
 
-Run it with ``python -m mkit_transport serve http`` (gunicorn, see http_cli.py) or
-under any WSGI server.
+Run it with ``python -m mkit_transport serve http`` (gunicorn, see
+:mod:`mkit_transport.cli.serve_http`) or under any WSGI server.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Final, NoReturn
 
-from .. import __version__
+from .._version import __version__
 from ..errors import (
     PayloadTooLarge,
     ProtocolError,
@@ -35,9 +35,7 @@ from ..errors import (
     TransportError,
 )
 from ..hashes import Hash, PackKey
-from ..refs import RefWriteCondition
-from ..retry import RetryPolicy
-from ..sshwire import (
+from ..protocol.ssh import (
     CHUNK_SIZE,
     MAX_FRAME,
     VERSION,
@@ -53,6 +51,8 @@ from ..sshwire import (
     field_of,
     optional_digest,
 )
+from ..refs import RefWriteCondition
+from ..retry import RetryPolicy
 from ..transport import PACK_BODY_LIMIT
 from ..transports.file import FileTransport
 

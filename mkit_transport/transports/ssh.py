@@ -2,7 +2,7 @@
 
 The client runs the remote command (default ``python3 -m mkit_transport serve ssh
 PATH``) on an exec channel and speaks the frame protocol of
-:mod:`mkit_transport.sshwire` to it (spec/SPEC-SSH.md). One SSH connection carries
+:mod:`mkit_transport.protocol.ssh` to it (spec/SPEC-SSH.md). One SSH connection carries
 a small pool of channels, each a server process, so threads and an unfinished
 download stream never wait for one another. Any doubt about a channel (a cut, a
 timeout, a short read, exit status -1, an abandoned stream) closes it, never puts it
@@ -27,7 +27,7 @@ from typing import ClassVar, Final, Self
 
 import paramiko
 
-from .. import __version__
+from .._version import __version__
 from ..errors import (
     AccessDenied,
     ConnectionFailed,
@@ -38,9 +38,7 @@ from ..errors import (
     TransportError,
 )
 from ..hashes import Hash, PackKey
-from ..refs import RefWriteCondition
-from ..retry import RetryPolicy
-from ..sshwire import (
+from ..protocol.ssh import (
     CHUNK_SIZE,
     VERSION,
     Disconnected,
@@ -55,6 +53,8 @@ from ..sshwire import (
     is_valid_remote_path,
     optional_digest,
 )
+from ..refs import RefWriteCondition
+from ..retry import RetryPolicy
 from ..transport import PACK_BODY_LIMIT, Transport
 from ..urls import pop_retry, pop_seconds, reject_options, split_url
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from mkit_transport import FileTransport, MemoryTransport, PackKey, Transport
-from mkit_transport.snapshot import Record, decode_record
+from mkit_transport.sync.model import Record, decode_record
 
 
 def write_tree(root: Path, seed: int = 0, files: int = 40, large: int = 0) -> Path:

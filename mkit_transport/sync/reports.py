@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .hashes import Hash, PackKey
-from .snapshot import FileEntry
+from ..hashes import Hash, PackKey
+from .model import FileEntry
 
 __all__ = ["Listing", "LogEntry", "MirrorReport", "PullReport", "PushReport"]
 

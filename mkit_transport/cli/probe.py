@@ -13,9 +13,9 @@ import argparse
 from collections.abc import Callable
 from typing import TextIO
 
-from ..cli_output import emit
 from ..errors import InvalidRef
 from ..transport import Transport
+from .output import emit
 
 __all__ = ["add_cli"]
 
@@ -24,7 +24,7 @@ NOT_HONOURED = 1
 
 
 def _probe(args: argparse.Namespace, transport: Transport | None, out: TextIO) -> int:
-    from .s3 import S3Transport  # boto3 loads only when an S3 verb runs
+    from ..transports.s3 import S3Transport  # boto3 loads only when an S3 verb runs
 
     if not isinstance(transport, S3Transport):
         raise InvalidRef(f"probe works on mkit+s3:// and mkit+s3+http:// URLs, not {args.url!r}")

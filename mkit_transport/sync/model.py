@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Final, Protocol
 
-from .directio import write_all
-from .errors import InvalidResponse, PayloadTooLarge
-from .hashes import PackKey
-from .pack import KIND_TREE, KINDS, MAX_ENTRIES, PackFile
+from ..directio import write_all
+from ..errors import InvalidResponse, PayloadTooLarge
+from ..hashes import PackKey
+from ..pack import KIND_TREE, KINDS, MAX_ENTRIES, PackFile
 
 __all__ = [
     "TYPE_DIR",

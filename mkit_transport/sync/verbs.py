@@ -16,9 +16,9 @@ verbs, so these functions run unchanged over every transport. The invariants:
   destination and swaps it in only once every object has been verified.
 
 The push pipeline's machinery (scan hand-off, pack building, parallel uploads)
-lives in :mod:`mkit_transport.packer`; pull's pack cache and atomic swap in
-:mod:`mkit_transport.restore`; progress events in :mod:`mkit_transport.progress`; the
-reports the verbs return in :mod:`mkit_transport.reports`.
+lives in :mod:`.packer`; pull's pack cache and atomic swap in
+:mod:`.restore`; progress events in :mod:`.progress`; the
+reports the verbs return in :mod:`.reports`.
 """
 
 from __future__ import annotations
@@ -31,19 +31,15 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, Final, TypeVar
 
-from .errors import InvalidResponse, PackNotFound, PayloadTooLarge, RefConflict
-from .hashes import Hash, PackKey
-from .pack import (
+from ..errors import InvalidResponse, PackNotFound, PayloadTooLarge, RefConflict
+from ..hashes import Hash, PackKey
+from ..pack import (
     KIND_BLOB,
     KIND_TREE,
 )
-from .packer import ScanStream, build_and_upload
-from .progress import Limiter, Meter, Progress
-from .refs import RefWriteCondition
-from .reports import Listing, LogEntry, MirrorReport, PullReport, PushReport
-from .restore import PackCache, check_dest, default_cache_dir, staged, verified_chunks
-from .scanner import Snapshot, scan
-from .snapshot import (
+from ..refs import RefWriteCondition
+from ..transport import Transport
+from .model import (
     MAX_INDEX_SIZE,
     MAX_RECORD_SIZE,
     PackObjects,
@@ -55,7 +51,11 @@ from .snapshot import (
     list_files,
     materialise,
 )
-from .transport import Transport
+from .packer import ScanStream, build_and_upload
+from .progress import Limiter, Meter, Progress
+from .reports import Listing, LogEntry, MirrorReport, PullReport, PushReport
+from .restore import PackCache, check_dest, default_cache_dir, staged, verified_chunks
+from .scan import Snapshot, scan
 
 __all__ = [
     "DEFAULT_CONCURRENCY",

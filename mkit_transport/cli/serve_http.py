@@ -15,8 +15,8 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from ..errors import InvalidRef
+from ..server.http import FAULT_FILE_ENV, FaultInjector, PackServer, backend_factory, file_factory
 from ..transport import PACK_BODY_LIMIT, Transport
-from .http import FAULT_FILE_ENV, FaultInjector, PackServer, backend_factory, file_factory
 
 __all__ = ["add_cli", "build_app", "serve"]
 

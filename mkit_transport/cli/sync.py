@@ -14,11 +14,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Final, TextIO
 
-from .cli_output import emit
-from .hashes import PackKey
-from .pack import PackVerifier
-from .refs import RefWriteCondition
-from .sync import (
+from ..hashes import PackKey
+from ..pack import PackVerifier
+from ..refs import RefWriteCondition
+from ..sync.verbs import (
     DEFAULT_CONCURRENCY,
     MirrorReport,
     Progress,
@@ -29,8 +28,9 @@ from .sync import (
     push,
     show,
 )
-from .transport import Transport
-from .urls import open_transport
+from ..transport import Transport
+from ..urls import open_transport
+from .output import emit
 
 __all__ = ["add_cli", "packs_verify", "quote_path"]
 

@@ -14,12 +14,12 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 
-from .errors import InvalidResponse, PackNotFound, PayloadTooLarge, TransportError
-from .hashes import PackKey
-from .pack import PackFile, PackVerifier
+from ..errors import InvalidResponse, PackNotFound, PayloadTooLarge, TransportError
+from ..hashes import PackKey
+from ..pack import PackFile, PackVerifier
+from ..transport import Transport
+from .model import PackRef
 from .progress import Meter
-from .snapshot import PackRef
-from .transport import Transport
 
 __all__ = [
     "PackCache",

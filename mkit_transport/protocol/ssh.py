@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
-from .errors import (
+from ..errors import (
     AccessDenied,
     InvalidRef,
     PackNotFound,
@@ -36,9 +36,9 @@ from .errors import (
     ServerError,
     TransportError,
 )
-from .hashes import Hash, PackKey
-from .refs import is_valid_ref_name
-from .urls import is_valid_remote_path
+from ..hashes import Hash, PackKey
+from ..refs import is_valid_ref_name
+from ..urls import is_valid_remote_path
 
 __all__ = [
     "CHUNK_SIZE",
@@ -246,7 +246,7 @@ def error_fields(error: TransportError) -> dict[str, object]:
     A class without a code of its own is ``unavailable`` when it is transient
     (``ConnectionFailed``, a 5xx) and ``remote`` otherwise.
     """
-    from .retry import is_retryable
+    from ..retry import is_retryable
 
     code = next((c for c, cls in CODES.items() if type(error) is cls), None)
     if code is None or code == "unavailable":

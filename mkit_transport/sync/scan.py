@@ -20,11 +20,11 @@ from typing import Final
 
 import blake3
 
-from .errors import PayloadTooLarge
-from .hashes import Hasher
-from .pack import KIND_BLOB, KIND_TREE, SMALL_OBJECT
-from .snapshot import TYPE_DIR, TYPE_FILE, TYPE_SYMLINK, TreeEntry, encode_tree
-from .transport import PACK_BODY_LIMIT
+from ..errors import PayloadTooLarge
+from ..hashes import Hasher
+from ..limits import PACK_BODY_LIMIT
+from ..pack import KIND_BLOB, KIND_TREE, SMALL_OBJECT
+from .model import TYPE_DIR, TYPE_FILE, TYPE_SYMLINK, TreeEntry, encode_tree
 
 __all__ = ["HANDOFF_SIZE", "MAX_FILE_SIZE", "ObjectSource", "Snapshot", "scan"]
 

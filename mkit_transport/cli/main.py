@@ -12,14 +12,14 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Final, TextIO
 
-from . import errors, sync_cli
-from .cli_output import emit
-from .hashes import Hash, PackKey
-from .refs import RefWriteCondition
-from .server import http_cli, ssh_cli
-from .transport import Transport
-from .transports import s3_cli
-from .urls import open_transport
+from .. import errors
+from ..hashes import Hash, PackKey
+from ..refs import RefWriteCondition
+from ..transport import Transport
+from ..urls import open_transport
+from . import probe, serve_http, serve_ssh
+from . import sync as sync_cli
+from .output import emit
 
 __all__ = ["EXIT_CODES", "main"]
 
@@ -57,7 +57,7 @@ _EPILOG = (
 #: is ``handler(args, transport, out) -> int`` and opens no transport when its parser
 #: sets ``opens_transport=False`` (then ``transport`` is None). None of them imports a
 #: network library at import time.
-_EXTENSIONS: Final = (sync_cli, http_cli, ssh_cli, s3_cli)
+_EXTENSIONS: Final = (sync_cli, serve_http, serve_ssh, probe)
 
 
 def _refs_list(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:

@@ -25,8 +25,8 @@ from types import FrameType
 from typing import Any, TextIO
 
 from ..errors import AccessDenied, TransportError
-from ..sshwire import is_valid_remote_path
-from .ssh import Limits, serve
+from ..protocol.ssh import is_valid_remote_path
+from ..server.ssh import Limits, serve
 
 __all__ = ["add_cli", "resolve_store"]
 

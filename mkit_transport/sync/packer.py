@@ -21,8 +21,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final, TypeVar, cast
 
-from .hashes import PackKey
-from .pack import (
+from ..hashes import PackKey
+from ..pack import (
     KIND_TREE,
     MAX_ENTRIES,
     SMALL_OBJECT,
@@ -33,10 +33,10 @@ from .pack import (
     iter_pack,
     prepare_objects,
 )
+from ..transport import Transport
+from .model import PackRef, encode_index
 from .progress import Limiter, Meter
-from .scanner import MAX_FILE_SIZE, ObjectSource, Snapshot, scan
-from .snapshot import PackRef, encode_index
-from .transport import Transport
+from .scan import MAX_FILE_SIZE, ObjectSource, Snapshot, scan
 
 __all__ = ["MAX_FILE_SIZE", "MAX_PACK_OBJECTS", "PackBuilder", "ScanStream", "build_and_upload"]
 
