@@ -18,7 +18,8 @@ import pytest
 
 from mkit_transport import FileTransport, InvalidResponse, PackKey
 from mkit_transport.cli import EXIT_CODES, main
-from mkit_transport.cli.sync import packs_verify, quote_path
+from mkit_transport.cli.store import packs_verify
+from mkit_transport.cli.sync import quote_path
 from mkit_transport.sync import push
 from mkit_transport.sync.model import decode_record
 from tests.support.sync_fixtures import describe, record_of, write_tree

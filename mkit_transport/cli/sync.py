@@ -14,8 +14,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Final, TextIO
 
-from ..hashes import PackKey
-from ..pack import PackVerifier
 from ..refs import RefWriteCondition
 from ..sync.verbs import (
     DEFAULT_CONCURRENCY,
@@ -30,9 +28,9 @@ from ..sync.verbs import (
 )
 from ..transport import Transport
 from ..urls import open_transport
-from .output import emit
+from .output import emit, mib
 
-__all__ = ["add_cli", "packs_verify", "quote_path"]
+__all__ = ["add_cli", "quote_path"]
 
 _Command = Callable[..., argparse.ArgumentParser]
 
@@ -90,10 +88,6 @@ def _expect(args: argparse.Namespace) -> RefWriteCondition | None:
     return RefWriteCondition.ANY if args.force else None
 
 
-def _mib(n: int) -> str:
-    return f"{n / 1048576:.2f} MiB" if n >= 1048576 else f"{n} B"
-
-
 def _push(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
     with _progress(args) as progress:
         report = push(
@@ -119,7 +113,7 @@ def _sent(report: PushReport | MirrorReport, action: str) -> str:
     return (
         f"{report.ref} -> {new} ({'updated' if report.updated else 'unchanged'}): "
         f"{verb} {report.objects_sent} objects, skipped {report.objects_skipped}, "
-        f"{report.packs_uploaded} packs, {_mib(report.bytes_uploaded)} uploaded"
+        f"{report.packs_uploaded} packs, {mib(report.bytes_uploaded)} uploaded"
     )
 
 
@@ -137,7 +131,7 @@ def _pull(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
     text = (
         f"{report.dest}: {report.files} files from {report.value.hex()} "
         f"({report.packs_downloaded} packs downloaded, {report.packs_cached} cached, "
-        f"{_mib(report.bytes_downloaded)})"
+        f"{mib(report.bytes_downloaded)})"
     )
     emit(args, out, report.to_json(), text)
     return 0
@@ -166,7 +160,7 @@ def _log(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
     entries = log(transport, args.ref, limit=args.limit)
     lines = [
         f"{e.key.hex()}  {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(e.created_ns / 1e9))}Z"
-        f"  {e.packs} packs  {_mib(e.pack_bytes)}"
+        f"  {e.packs} packs  {mib(e.pack_bytes)}"
         + ("  (older history not on this remote)" if e.parent_missing else "")
         for e in entries
     ]
@@ -217,36 +211,6 @@ def _show(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
         f"{e.type:<7} {e.mode:04o} {e.size:>12}  {quote_path(e.path)}" for e in listing.entries
     ]
     emit(args, out, rows, "\n".join(lines))
-    return 0
-
-
-def packs_verify(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
-    """Download the pack ``args.key`` and verify it fully; print what it holds.
-
-    Exits 0 when the pack is intact; a damaged pack is InvalidResponse (exit 17),
-    a missing one PackNotFound (exit 10), through the core CLI's error handling.
-    """
-    key = PackKey.from_hex(args.key)
-    verifier = PackVerifier()
-    for chunk in transport.download_pack_stream(key):
-        verifier.feed(chunk)
-    summary = verifier.finish()
-    kinds = {1: "blob", 2: "tree"}
-    data = {
-        "key": summary.key.hex(),
-        "size": summary.size,
-        "entries": len(summary.entries),
-        "raw_bytes": summary.raw_bytes,
-        "stored_bytes": sum(e.stored_len for e in summary.entries),
-        "kinds": {
-            name: sum(1 for e in summary.entries if e.kind == kind) for kind, name in kinds.items()
-        },
-    }
-    text = (
-        f"{data['key']}: ok, {data['entries']} objects, {_mib(summary.size)} "
-        f"({_mib(summary.raw_bytes)} raw)"
-    )
-    emit(args, out, data, text)
     return 0
 
 
