@@ -1,7 +1,8 @@
 """Command-line verbs on a store's refs and packs (``refs ...``, ``packs ...``).
 
 ``refs list|read|write`` and ``packs exists|upload|verify``: the thin layer over the
-:class:`~mkit_transport.transport.Transport` verbs, for inspecting a remote by hand or from a script (``--json``).
+:class:`~mkit_transport.transport.Transport` verbs, for inspecting a remote by hand or
+from a script (``--json``).
 """
 
 from __future__ import annotations
