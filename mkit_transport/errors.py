@@ -10,7 +10,10 @@ everything a transport can raise and each leaf means one thing everywhere::
      ├── RemoteError        the remote failed in a way it explained (e.g. a
      │                      local store's I/O error, a path escaping the root)
      ├── RefConflict        a CAS write lost: .name, .current (Hash | None)
-     ├── InvalidRef         a bad ref name, prefix, hash text or transport URL,
+     ├── RefNotFound        a verb that needs a ref found it absent: .name
+     ├── InvalidRef         a bad ref name, prefix or hash text, refused before
+     │                      any I/O
+     ├── InvalidArgument    a bad URL, option or argument (also a ValueError),
      │                      refused before any I/O
      ├── ConnectionFailed   the remote could not be reached or the connection
      │                      broke (retried)
@@ -42,12 +45,14 @@ __all__ = [
     "AccessDenied",
     "ConnectionFailed",
     "InsecureScheme",
+    "InvalidArgument",
     "InvalidRef",
     "InvalidResponse",
     "PackNotFound",
     "PayloadTooLarge",
     "ProtocolError",
     "RefConflict",
+    "RefNotFound",
     "RemoteError",
     "ServerError",
     "TransportError",
@@ -100,6 +105,26 @@ class RefConflict(TransportError):
 
 class InvalidRef(TransportError):
     """A ref name, prefix, hash text or transport URL is malformed; nothing was sent."""
+
+
+class InvalidArgument(TransportError, ValueError):
+    """A URL, an option or an argument is malformed or unusable; nothing was sent.
+
+    Also a ``ValueError``, since that is what it is to Python code that knows
+    nothing of transports. Refused before any I/O.
+    """
+
+
+class RefNotFound(TransportError):
+    """A verb that needs a ref (pull, mirror, show, log) found it absent.
+
+    ``name`` is the ref. Reading an absent ref with ``read_ref`` is not an error
+    (it returns ``None``); this is for verbs that cannot go on without one.
+    """
+
+    def __init__(self, message: str = "", *, name: str | None = None) -> None:
+        super().__init__(message)
+        self.name = name
 
 
 class ConnectionFailed(TransportError):
