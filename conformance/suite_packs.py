@@ -9,7 +9,7 @@ import pytest
 from mkit_transport import (
     PACK_BODY_LIMIT,
     Hash,
-    InvalidRef,
+    InvalidArgument,
     InvalidResponse,
     PackKey,
     PackNotFound,
@@ -211,9 +211,9 @@ class PackSuite(SuiteBase):
     @spec("T-PACK-11")
     def test_a_hash_is_not_a_pack_key(self, transport: Transport, salt: bytes) -> None:
         data, key = make_pack(salt, "typed")
-        with pytest.raises(InvalidRef):
+        with pytest.raises(InvalidArgument):
             transport.upload_pack(data, Hash(bytes(key)))  # type: ignore[arg-type]
-        with pytest.raises(InvalidRef):
+        with pytest.raises(InvalidArgument):
             transport.pack_exists(Hash(bytes(key)))  # type: ignore[arg-type]
         assert transport.pack_exists(key) is False
 

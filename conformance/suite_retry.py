@@ -9,11 +9,13 @@ import pytest
 from mkit_transport import (
     AccessDenied,
     ConnectionFailed,
+    InvalidArgument,
     InvalidResponse,
     PackNotFound,
     PayloadTooLarge,
     ProtocolError,
     RefConflict,
+    RefNotFound,
     RefWriteCondition,
     RemoteError,
     RetryPolicy,
@@ -94,6 +96,8 @@ class RetrySuite(SuiteBase):
             lambda: ProtocolError("x"),
             lambda: PayloadTooLarge("x"),
             lambda: PackNotFound("x"),
+            lambda: RefNotFound("x", name="refs/x"),
+            lambda: InvalidArgument("x"),
         ],
     )
     def test_permanent_failures_are_not_retried(

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar, Final, Literal
 
-from .errors import InvalidRef, InvalidResponse, RefConflict
+from .errors import InvalidArgument, InvalidRef, InvalidResponse, RefConflict
 from .hashes import Hash
 
 __all__ = [
@@ -140,14 +140,16 @@ def encode_ref_value(value: Hash) -> bytes:
 def decode_ref_value(data: bytes, *, remote: bool, name: str = "") -> Hash:
     """Parse exactly 64 lowercase hex and a line feed.
 
-    Anything else is refused: as :class:`InvalidResponse` when it came from a
-    remote, as :class:`InvalidRef` when it is a local file we parse ourselves.
+    Anything else is refused with :class:`InvalidResponse`: a value read back from a
+    store, local file or remote alike, is a corrupt stored value, never the caller's
+    bad input (``remote`` only words the message: received from a peer, or stored).
     """
     if not _VALUE_RE.fullmatch(data):
         shown = data[:80]
         where = f" of {name}" if name else ""
-        message = f"malformed ref value{where}: {shown!r} (want 64 lowercase hex and LF)"
-        raise (InvalidResponse if remote else InvalidRef)(message)
+        kind = "ref value" if remote else "stored ref value"
+        message = f"malformed {kind}{where}: {shown!r} (want 64 lowercase hex and LF)"
+        raise InvalidResponse(message)
     return Hash(bytes.fromhex(data[:64].decode("ascii")))
 
 
@@ -176,15 +178,15 @@ class RefWriteCondition:
 
     def __post_init__(self) -> None:
         if self.kind not in ("any", "missing", "match"):
-            raise InvalidRef(f"unknown ref write condition {self.kind!r}")
+            raise InvalidArgument(f"unknown ref write condition {self.kind!r}")
         if (self.kind == "match") != isinstance(self.expected, Hash):
-            raise InvalidRef("only match(h) carries an expected Hash")
+            raise InvalidArgument("only match(h) carries an expected Hash")
 
     @classmethod
     def match(cls, expected: Hash) -> RefWriteCondition:
         """Write only if the ref currently holds ``expected``."""
         if not isinstance(expected, Hash):
-            raise InvalidRef(f"match() takes a Hash, not {type(expected).__name__}")
+            raise InvalidArgument(f"match() takes a Hash, not {type(expected).__name__}")
         return cls("match", expected)
 
     def allows(self, current: Hash | None) -> bool:

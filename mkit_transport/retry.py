@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import tenacity
 
-from .errors import ConnectionFailed, ServerError
+from .errors import ConnectionFailed, InvalidArgument, ServerError
 
 __all__ = ["RetryPolicy", "is_retryable"]
 
@@ -66,7 +66,7 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.retries < 0 or self.initial < 0 or self.multiplier < 1 or self.max_delay < 0:
-            raise ValueError(f"invalid retry policy {self!r}")
+            raise InvalidArgument(f"invalid retry policy {self!r}")
 
     def replace(self, **changes: object) -> RetryPolicy:
         """Return a copy with some fields changed."""

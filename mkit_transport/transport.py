@@ -42,7 +42,7 @@ from typing import ClassVar, Self, TypeVar
 import tenacity
 
 from .errors import (
-    InvalidRef,
+    InvalidArgument,
     InvalidResponse,
     PayloadTooLarge,
     ProtocolError,
@@ -70,7 +70,7 @@ _Bytes = bytes | bytearray | memoryview
 
 def _check_key(key: object) -> PackKey:
     if not isinstance(key, PackKey):
-        raise InvalidRef(f"expected a PackKey, got {type(key).__name__}")
+        raise InvalidArgument(f"expected a PackKey, got {type(key).__name__}")
     return key
 
 
@@ -88,7 +88,7 @@ def _check_data(data: object) -> bytes:
     if the caller changes its buffer meanwhile; ``bytes`` pass through uncopied.
     """
     if not isinstance(data, bytes | bytearray | memoryview):
-        raise ProtocolError(f"pack data must be bytes, not {type(data).__name__}")
+        raise InvalidArgument(f"pack data must be bytes, not {type(data).__name__}")
     size = memoryview(data).nbytes
     if size > PACK_BODY_LIMIT:
         raise _too_large(f"pack of {size} bytes", size)
@@ -262,7 +262,7 @@ class Transport(abc.ABC):
         """
         _check_key(key)
         if not isinstance(total, int) or isinstance(total, bool) or total < 0:
-            raise ProtocolError(f"total must be a non-negative int, got {total!r}")
+            raise InvalidArgument(f"total must be a non-negative int, got {total!r}")
         if total > PACK_BODY_LIMIT:
             raise _too_large(f"declared total {total}", total)
         one_shot = isinstance(chunks, Iterator)
@@ -301,7 +301,7 @@ class Transport(abc.ABC):
         """
         _check_key(key)
         if not isinstance(offset, int) or offset < 0:
-            raise ProtocolError(f"offset must be a non-negative int, got {offset!r}")
+            raise InvalidArgument(f"offset must be a non-negative int, got {offset!r}")
         return self._call(lambda: self._open_pack_stream(key, offset))
 
     def _verified_stream(self, key: PackKey, stream: Iterator[bytes]) -> Iterator[bytes]:
@@ -351,9 +351,9 @@ class Transport(abc.ABC):
         """
         validate_ref_name(name)
         if not isinstance(condition, RefWriteCondition):
-            raise InvalidRef(f"expected a RefWriteCondition, got {type(condition).__name__}")
+            raise InvalidArgument(f"expected a RefWriteCondition, got {type(condition).__name__}")
         if not isinstance(value, Hash):
-            raise InvalidRef(f"a ref value must be a Hash, not {type(value).__name__}")
+            raise InvalidArgument(f"a ref value must be a Hash, not {type(value).__name__}")
         attempts = 0
 
         def attempt() -> None:

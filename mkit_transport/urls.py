@@ -22,7 +22,7 @@ from collections.abc import Callable, Collection, MutableMapping
 from typing import TYPE_CHECKING, Final, TypeVar
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
-from .errors import InvalidRef
+from .errors import InvalidArgument
 from .retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -79,9 +79,11 @@ def register_transport(scheme: str, target: str | Factory) -> None:
     its ``from_url`` classmethod. Built-in schemes cannot be replaced.
     """
     if scheme in BUILTIN_SCHEMES:
-        raise InvalidRef(f"{scheme!r} is a built-in scheme and cannot be replaced")
+        raise InvalidArgument(f"{scheme!r} is a built-in scheme and cannot be replaced")
     if not scheme.startswith("mkit+") or scheme != scheme.lower():
-        raise InvalidRef(f"a transport scheme is lowercase and starts with 'mkit+': {scheme!r}")
+        raise InvalidArgument(
+            f"a transport scheme is lowercase and starts with 'mkit+': {scheme!r}"
+        )
     with _lock:
         _registered[scheme] = target
 
@@ -113,11 +115,11 @@ def _resolve(scheme: str, target: str | Factory) -> Factory:
         if error.name is not None and (
             module_name == error.name or module_name.startswith(error.name + ".")
         ):
-            raise InvalidRef(
+            raise InvalidArgument(
                 f"{scheme}:// is not available: its transport ({module_name}) is not built "
                 "in this version of mkit_transport"
             ) from error
-        raise InvalidRef(
+        raise InvalidArgument(
             f"{scheme}:// needs the package {error.name!r}, which is not installed"
         ) from error
     found = getattr(module, attr)
@@ -128,24 +130,24 @@ def _resolve(scheme: str, target: str | Factory) -> Factory:
 def open_transport(url: str, **options: object) -> Transport:
     """Open the transport a URL names, e.g. ``mkit+file:///srv/store``.
 
-    Raises :class:`InvalidRef` for a malformed URL, a bare scheme (``file://``,
+    Raises :class:`InvalidArgument` for a malformed URL, a bare scheme (``file://``,
     ``s3://``...: the ``mkit+`` prefix is required), an unknown scheme or an
     unknown option, and :class:`InsecureScheme` for plaintext to a remote host.
     """
     if not isinstance(url, str) or "://" not in url:
-        raise InvalidRef(f"not a transport URL: {url!r} (expected e.g. mkit+file:///path)")
+        raise InvalidArgument(f"not a transport URL: {url!r} (expected e.g. mkit+file:///path)")
     scheme = url.split("://", 1)[0]
     if scheme != scheme.lower():
-        raise InvalidRef(f"{url!r}: the scheme must be lowercase")
+        raise InvalidArgument(f"{url!r}: the scheme must be lowercase")
     if scheme in _BARE_SCHEMES:
-        raise InvalidRef(f"{url!r}: bare {scheme}:// is refused; use mkit+{scheme}://")
+        raise InvalidArgument(f"{url!r}: bare {scheme}:// is refused; use mkit+{scheme}://")
     target: str | Factory | None = BUILTIN_SCHEMES.get(scheme)
     if target is None:
         _load_entry_points()
         target = _registered.get(scheme)
     if target is None:
         known = ", ".join(registered_schemes())
-        raise InvalidRef(f"{url!r}: unknown scheme {scheme!r} (known: {known})")
+        raise InvalidArgument(f"{url!r}: unknown scheme {scheme!r} (known: {known})")
     return _resolve(scheme, target)(url, **options)
 
 
@@ -178,19 +180,19 @@ def split_url(
     """
     for key, _ in parse_qsl(url.partition("?")[2], keep_blank_values=True):
         if key.lower() in secrets:
-            raise InvalidRef(
+            raise InvalidArgument(
                 f"{key.lower()} may not appear in a URL; pass it as an option or through the"
                 " environment"
             )
     if any(c in url for c in "\x00\r\n\t "):
-        raise InvalidRef(f"{url!r}: URLs may not contain whitespace or control characters")
+        raise InvalidArgument(f"{url!r}: URLs may not contain whitespace or control characters")
     try:
         parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
     except ValueError as error:
-        raise InvalidRef(f"{url!r}: {error}") from error
+        raise InvalidArgument(f"{url!r}: {error}") from error
     if parts.fragment:
-        raise InvalidRef(f"{url!r}: a transport URL has no fragment")
+        raise InvalidArgument(f"{url!r}: a transport URL has no fragment")
     for key, value in query:
         options.setdefault(key, value)
     return parts
@@ -203,7 +205,7 @@ def pop_bool(options: MutableMapping[str, object], name: str, default: bool) -> 
         return value
     if isinstance(value, str) and value.lower() in ("1", "true", "yes", "0", "false", "no"):
         return value.lower() in ("1", "true", "yes")
-    raise InvalidRef(f"option {name!r} must be true or false, got {value!r}")
+    raise InvalidArgument(f"option {name!r} must be true or false, got {value!r}")
 
 
 _Default = TypeVar("_Default")
@@ -220,7 +222,7 @@ def _pop_parsed(
     try:
         return parse(str(value))
     except ValueError:
-        raise InvalidRef(f"option {name!r} must be {what}, got {value!r}") from None
+        raise InvalidArgument(f"option {name!r} must be {what}, got {value!r}") from None
 
 
 def pop_seconds(
@@ -240,11 +242,11 @@ def pop_retry(options: MutableMapping[str, object]) -> RetryPolicy | None:
     """Take ``retry`` (a RetryPolicy) or ``retries`` (a count) from the options."""
     retry = options.pop("retry", None)
     if retry is not None and not isinstance(retry, RetryPolicy):
-        raise InvalidRef(f"option 'retry' must be a RetryPolicy, got {type(retry).__name__}")
+        raise InvalidArgument(f"option 'retry' must be a RetryPolicy, got {type(retry).__name__}")
     count = pop_int(options, "retries")
     if count is not None:
         if count < 0:
-            raise InvalidRef(f"option 'retries' must be a count >= 0, got {count}")
+            raise InvalidArgument(f"option 'retries' must be a count >= 0, got {count}")
         retry = (retry or RetryPolicy()).replace(retries=count)
     return retry
 
@@ -253,7 +255,7 @@ def reject_options(url: str, options: MutableMapping[str, object]) -> None:
     """Refuse whatever options a transport did not take."""
     if options:
         names = ", ".join(sorted(options))
-        raise InvalidRef(f"{url!r}: unknown option(s) {names}")
+        raise InvalidArgument(f"{url!r}: unknown option(s) {names}")
 
 
 def is_valid_remote_path(path: str) -> bool:

@@ -65,20 +65,31 @@ def test_packs_upload_and_exists(url: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("argv", "code"),
+    ("argv", "code", "name"),
     [
-        (["refs", "read", "mkit+file:///tmp/x", "bad name"], 14),
-        (["refs", "read", "file:///tmp/x", "refs/heads/main"], 14),
-        (["refs", "write", "mkit+file:///tmp/x", "refs/heads/main", "NOTHEX"], 14),
-        (["packs", "exists", "mkit+file:///tmp/x", A.upper()], 14),
+        (["refs", "read", "mkit+file:///tmp/x", "bad name"], 14, "InvalidRef"),
+        (["refs", "read", "file:///tmp/x", "refs/heads/main"], 21, "InvalidArgument"),
+        (["refs", "read", "mkit+file:///tmp/x?durable=maybe", "refs/a"], 21, "InvalidArgument"),
+        (["refs", "write", "mkit+file:///tmp/x", "refs/heads/main", "NOTHEX"], 14, "InvalidRef"),
+        (["packs", "exists", "mkit+file:///tmp/x", A.upper()], 14, "InvalidRef"),
     ],
 )
 def test_errors_are_one_line_with_their_code(
-    argv: list[str], code: int, capsys: pytest.CaptureFixture[str]
+    argv: list[str], code: int, name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run(*argv)[0] == code
+    assert run(*argv)[0] == code == EXIT_CODES[name]
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("mkit_transport: InvalidRef: ")
+    assert err.count("\n") == 1 and err.startswith(f"mkit_transport: {name}: ")
+
+
+def test_a_corrupt_stored_ref_exits_as_invalid_response(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = Path(FileTransport(tmp_path).ref_path("refs/heads/main"))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a hash\n")
+    assert run("refs", "read", f"mkit+file://{tmp_path}", "refs/heads/main")[0] == 17
+    assert capsys.readouterr().err.startswith("mkit_transport: InvalidResponse: ")
 
 
 def test_symlink_escape_is_remote_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

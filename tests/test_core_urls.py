@@ -10,6 +10,7 @@ import pytest
 
 from mkit_transport import (
     FileTransport,
+    InvalidArgument,
     InvalidRef,
     MemoryTransport,
     RetryPolicy,
@@ -63,12 +64,12 @@ def test_file_url(tmp_path: Path) -> None:
     ],
 )
 def test_refused_urls(url: str) -> None:
-    with pytest.raises(InvalidRef):
+    with pytest.raises(InvalidArgument):
         open_transport(url)
 
 
 def test_bare_scheme_message_says_what_to_do() -> None:
-    with pytest.raises(InvalidRef, match=r"use mkit\+file://"):
+    with pytest.raises(InvalidArgument, match=r"use mkit\+file://"):
         open_transport("file:///tmp/x")
 
 
@@ -93,13 +94,22 @@ def test_options_from_query_and_keywords(tmp_path: Path) -> None:
     ],
 )
 def test_bad_options(url: str, options: dict[str, object]) -> None:
-    with pytest.raises(InvalidRef):
+    with pytest.raises(InvalidArgument) as refused:
         open_transport(url, **options)
+    # One class for one meaning: a bad option is a ValueError to plain Python code
+    # too, and never a bad ref name.
+    assert isinstance(refused.value, ValueError)
+    assert not isinstance(refused.value, InvalidRef)
+
+
+def test_a_bad_url_is_caught_as_a_value_error() -> None:
+    with pytest.raises(ValueError, match="bare file://"):
+        open_transport("file:///tmp/x")
 
 
 def test_split_url_refuses_secret_keys_however_spelled() -> None:
     for query in ("pw=SECRET", "%70w=SECRET", "a=1&p%77", "pw=SECRET x#frag", "PW=SECRET"):
-        with pytest.raises(InvalidRef, match="pw may not appear in a URL") as refused:
+        with pytest.raises(InvalidArgument, match="pw may not appear in a URL") as refused:
             split_url(f"mkit+x://h/p?{query}", {}, secrets=("pw",))
         assert "SECRET" not in str(refused.value)
     options: dict[str, object] = {"pw": "kw"}  # as a keyword argument it is fine
@@ -116,7 +126,7 @@ def test_pop_seconds() -> None:
     assert pop_seconds(options, "b", None) == 3.0
     assert pop_seconds(options, "d", 7.0) == 7.0
     assert pop_seconds(options, "missing", None) is None
-    with pytest.raises(InvalidRef, match="option 'c' must be seconds, got 'soon'"):
+    with pytest.raises(InvalidArgument, match="option 'c' must be seconds, got 'soon'"):
         pop_seconds(options, "c", None)
     assert options == {}
 
@@ -136,7 +146,7 @@ def test_scheme_table_covers_every_transport() -> None:
 
 def test_a_scheme_not_built_says_so() -> None:
     register_transport("mkit+later", "mkit_transport.transports.later:LaterTransport")
-    with pytest.raises(InvalidRef, match="not built"):
+    with pytest.raises(InvalidArgument, match="not built"):
         open_transport("mkit+later://x")
 
 
@@ -150,9 +160,9 @@ def test_third_party_registration() -> None:
     register_transport("mkit+thirdparty", factory)
     assert isinstance(open_transport("mkit+thirdparty://anything"), MemoryTransport)
     assert opened == ["mkit+thirdparty://anything"]
-    with pytest.raises(InvalidRef):
+    with pytest.raises(InvalidArgument):
         register_transport("mkit+file", factory)
-    with pytest.raises(InvalidRef):
+    with pytest.raises(InvalidArgument):
         register_transport("nomkit", factory)
 
 

@@ -11,11 +11,13 @@ import pytest
 import mkit_transport
 from mkit_transport import (
     Hash,
+    InvalidArgument,
     InvalidRef,
     InvalidResponse,
     PackKey,
     Ref,
     RefConflict,
+    RefNotFound,
     RefWriteCondition,
     ServerError,
     errors,
@@ -84,11 +86,11 @@ def test_conditions() -> None:
     assert not RefWriteCondition.match(a).allows(b)
     assert not RefWriteCondition.match(a).allows(None)
     assert RefWriteCondition.match(a) == RefWriteCondition.match(a)
-    with pytest.raises(InvalidRef):
+    with pytest.raises(InvalidArgument):
         RefWriteCondition.match(PackKey.of(b"a"))  # type: ignore[arg-type]
-    with pytest.raises(InvalidRef):
+    with pytest.raises(InvalidArgument):
         RefWriteCondition("bogus")  # type: ignore[arg-type]
-    with pytest.raises(InvalidRef):
+    with pytest.raises(InvalidArgument):
         RefWriteCondition("any", a)
 
 
@@ -99,11 +101,13 @@ def test_wire_form() -> None:
     assert decode_ref_value(encode_ref_value(h), remote=True) == h
     with pytest.raises(InvalidResponse):
         decode_ref_value(HEX.encode(), remote=True)
-    with pytest.raises(InvalidRef):
-        decode_ref_value(HEX.encode() + b"\r\n", remote=False)
+    # A corrupt value read back from a local store is a corrupt stored value too,
+    # never the caller's bad input.
+    with pytest.raises(InvalidResponse, match="malformed stored ref value of refs/a"):
+        decode_ref_value(HEX.encode() + b"\r\n", remote=False, name="refs/a")
 
 
-def test_exactly_eleven_leaves() -> None:
+def test_exactly_thirteen_leaves() -> None:
     leaves = {
         name
         for name in errors.__all__
@@ -114,7 +118,9 @@ def test_exactly_eleven_leaves() -> None:
         "AccessDenied",
         "RemoteError",
         "RefConflict",
+        "RefNotFound",
         "InvalidRef",
+        "InvalidArgument",
         "ConnectionFailed",
         "ServerError",
         "InvalidResponse",
@@ -124,7 +130,8 @@ def test_exactly_eleven_leaves() -> None:
     }
     for name in leaves:
         cls = getattr(errors, name)
-        assert cls.__bases__ == (errors.TransportError,)
+        extra = (ValueError,) if name == "InvalidArgument" else ()
+        assert cls.__bases__ == (errors.TransportError, *extra)
         assert getattr(mkit_transport, name) is cls
         assert name in (errors.__doc__ or ""), "the tree in the docstring names every leaf"
 
@@ -140,6 +147,34 @@ def test_errors_pickle_with_their_details() -> None:
     )
     server = pickle.loads(pickle.dumps(ServerError("busy", status=503, retry_after=2.0)))
     assert (server.status, server.retry_after) == (503, 2.0)
+    absent = pickle.loads(pickle.dumps(RefNotFound("absent", name="refs/y")))
+    assert (type(absent), absent.name, str(absent)) == (RefNotFound, "refs/y", "absent")
+    bad = pickle.loads(pickle.dumps(InvalidArgument("bad option")))
+    assert isinstance(bad, InvalidArgument) and isinstance(bad, ValueError)
+
+
+def test_bad_arguments_are_invalid_argument_not_invalid_ref() -> None:
+    """Wrong types, negative sizes and offsets, a bad level: bad arguments, one class."""
+    from mkit_transport import MemoryTransport, RetryPolicy
+    from mkit_transport.pack.codec import check_level
+
+    t = MemoryTransport()
+    key = PackKey.of(b"x")
+    refused = [
+        lambda: t.upload_pack(b"x", Hash.of(b"x")),  # type: ignore[arg-type]
+        lambda: t.upload_pack("text", key),  # type: ignore[arg-type]
+        lambda: t.upload_pack_stream(key, [b"x"], -1),
+        lambda: t.relay_pack_stream(key, -1),
+        lambda: t.write_ref("refs/a", key),  # type: ignore[arg-type]
+        lambda: t.update_ref("refs/a", "MISSING", Hash.of(b"x")),  # type: ignore[arg-type]
+        lambda: check_level(20),
+        lambda: RetryPolicy(retries=-1),
+    ]
+    for call in refused:
+        with pytest.raises(InvalidArgument) as caught:
+            call()
+        assert not isinstance(caught.value, InvalidRef)
+    assert t.pack_exists(key) is False and t.list_refs() == []
 
 
 def test_public_names() -> None:

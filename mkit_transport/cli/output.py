@@ -25,6 +25,8 @@ EXIT_CODES: Final[dict[str, int]] = {
     "ProtocolError": 18,
     "PayloadTooLarge": 19,
     "InsecureScheme": 20,
+    "InvalidArgument": 21,
+    "RefNotFound": 22,
 }
 
 

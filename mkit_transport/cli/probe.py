@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Callable
 from typing import TextIO
 
-from ..errors import InvalidRef
+from ..errors import InvalidArgument
 from ..transport import Transport
 from .output import emit
 
@@ -27,7 +27,9 @@ def _probe(args: argparse.Namespace, transport: Transport | None, out: TextIO) -
     from ..transports.s3 import S3Transport  # boto3 loads only when an S3 verb runs
 
     if not isinstance(transport, S3Transport):
-        raise InvalidRef(f"probe works on mkit+s3:// and mkit+s3+http:// URLs, not {args.url!r}")
+        raise InvalidArgument(
+            f"probe works on mkit+s3:// and mkit+s3+http:// URLs, not {args.url!r}"
+        )
     result = transport.probe()
     record = {
         "url": args.url,

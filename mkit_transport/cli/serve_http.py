@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from ..errors import InvalidRef
+from ..errors import InvalidArgument
 from ..server.http import FAULT_FILE_ENV, FaultInjector, PackServer, backend_factory, file_factory
 from ..transport import PACK_BODY_LIMIT, Transport
 
@@ -27,7 +27,7 @@ WRITE_TOKEN_ENV = "MKIT_WRITE_TOKEN"  # noqa: S105
 def build_app(args: argparse.Namespace) -> Callable[..., Any]:
     """Build the WSGI application the command line describes."""
     if (args.root is None) == (args.backend is None):
-        raise InvalidRef("serve http needs exactly one of --root DIR or --backend URL")
+        raise InvalidArgument("serve http needs exactly one of --root DIR or --backend URL")
     factory = backend_factory(args.backend) if args.backend else file_factory(args.root)
     app: Callable[..., Any] = PackServer(
         factory,

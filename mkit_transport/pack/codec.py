@@ -16,7 +16,7 @@ from typing import IO, cast
 import blake3
 import zstandard
 
-from ..errors import InvalidResponse
+from ..errors import InvalidArgument, InvalidResponse
 from .format import CHUNK, CODEC_ZSTD, MAX_WINDOW
 
 _local = threading.local()
@@ -69,7 +69,7 @@ def compressor(level: int) -> zstandard.ZstdCompressor:
 def check_level(level: int) -> int:
     """Refuse a level zstd would silently clamp, so a pack's bytes follow from its inputs."""
     if not isinstance(level, int) or not 1 <= level <= 19:
-        raise ValueError(f"zstd level must be an int from 1 to 19, got {level!r}")
+        raise InvalidArgument(f"zstd level must be an int from 1 to 19, got {level!r}")
     return level
 
 

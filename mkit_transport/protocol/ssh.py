@@ -27,11 +27,14 @@ from typing import Final, TypeVar
 
 from ..errors import (
     AccessDenied,
+    InvalidArgument,
     InvalidRef,
+    InvalidResponse,
     PackNotFound,
     PayloadTooLarge,
     ProtocolError,
     RefConflict,
+    RefNotFound,
     RemoteError,
     ServerError,
     TransportError,
@@ -234,6 +237,9 @@ CODES: Final[dict[str, type[TransportError]]] = {
     "remote": RemoteError,
     "conflict": RefConflict,
     "invalid-ref": InvalidRef,
+    "invalid-argument": InvalidArgument,
+    "invalid-response": InvalidResponse,
+    "ref-not-found": RefNotFound,
     "protocol": ProtocolError,
     "too-large": PayloadTooLarge,
     "unavailable": ServerError,
@@ -257,6 +263,8 @@ def error_fields(error: TransportError) -> dict[str, object]:
         fields["known"] = error.known
     if isinstance(error, PayloadTooLarge):
         fields["size"], fields["limit"] = error.size, error.limit
+    if isinstance(error, RefNotFound):
+        fields["name"] = error.name
     return fields
 
 
@@ -264,7 +272,9 @@ def error_from_fields(frame: Frame) -> TransportError:
     """The taxonomy error an ``error`` frame reports (client side).
 
     An unknown code is a :class:`RemoteError` carrying the server's message (a newer
-    server may add codes); an ``unavailable`` server is a retryable 503.
+    server may add codes: one older than ``invalid-argument``, ``invalid-response``
+    and ``ref-not-found`` sent ``invalid-ref`` or ``remote`` for those failures, which
+    still map as they did); an ``unavailable`` server is a retryable 503.
     """
     code = field_of(frame, "code", str)
     message = f"remote: {field_of(frame, 'message', str)}"
@@ -281,6 +291,9 @@ def error_from_fields(frame: Frame) -> TransportError:
             size=size if type(size) is int else None,
             limit=limit if type(limit) is int else None,
         )
+    if cls is RefNotFound:
+        name = frame.fields.get("name")
+        return RefNotFound(message, name=name if type(name) is str else None)
     if cls is ServerError:
         return ServerError(message, status=503)
     return cls(message)

@@ -34,17 +34,13 @@ from typing import Any, Final, NoReturn
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import (
-    ConnectionFailed,
     InvalidRef,
     InvalidResponse,
-    PackNotFound,
-    PayloadTooLarge,
-    ProtocolError,
     RefConflict,
-    ServerError,
     TransportError,
 )
 from ..hashes import Hash, PackKey
+from ..protocol.http import failure_for, status_of
 from ..refs import (
     REF_VALUE_SIZE,
     RefWriteCondition,
@@ -118,14 +114,13 @@ class HttpFailure(Exception):
 
 
 def _backend_failure(error: TransportError) -> HttpFailure:
-    """Map what the backend raised onto a status and code (one place for the server).
+    """Map what the backend raised onto a status and code (the table in protocol/http.py).
 
-    Input was validated before the backend saw it, so an ``InvalidRef`` or
-    ``InvalidResponse`` from the backend means a malformed *stored* value.
+    Input was validated before the backend saw it, so an ``InvalidResponse`` from the
+    backend means a malformed *stored* value (``invalid_stored_value``).
     """
     message = str(error)
-    if isinstance(error, PackNotFound):
-        return HttpFailure(404, "pack_not_found", message)
+    status, code = failure_for(error)
     if isinstance(error, RefConflict):
         extra: dict[str, object] = {}
         headers = []
@@ -133,20 +128,19 @@ def _backend_failure(error: TransportError) -> HttpFailure:
             extra["current"] = error.current.hex() if error.current is not None else None
             if error.current is not None:
                 headers.append(("ETag", f'"{error.current.hex()}"'))
-        return HttpFailure(412, "ref_conflict", message, extra=extra, headers=headers)
-    if isinstance(error, ProtocolError):
-        return HttpFailure(400, "protocol_error", message)
-    if isinstance(error, PayloadTooLarge):
-        return HttpFailure(413, "payload_too_large", message)
-    if isinstance(error, InvalidRef | InvalidResponse):
-        return HttpFailure(500, "invalid_stored_value", message)
-    if isinstance(error, ConnectionFailed | ServerError):
-        return HttpFailure(503, "backend_unavailable", message)
-    return HttpFailure(500, "remote_error", f"{type(error).__name__}: {message}")
+        return HttpFailure(status, code, message, extra=extra, headers=headers)
+    if code == "remote_error":
+        message = f"{type(error).__name__}: {message}"
+    return HttpFailure(status, code, message)
 
 
-def _fail(status: int, code: str, message: str) -> NoReturn:
-    raise HttpFailure(status, code, message)
+def _failure(code: str, message: str, **more: Any) -> HttpFailure:
+    """A failure with ``code``, sent with the status the shared table gives it."""
+    return HttpFailure(status_of(code), code, message, **more)
+
+
+def _fail(code: str, message: str) -> NoReturn:
+    raise _failure(code, message)
 
 
 def file_factory(root: str | os.PathLike[str]) -> Factory:
@@ -216,8 +210,8 @@ class PackServer:
                 try:
                     found = self.factory(project)
                 except TransportError as error:
-                    raise HttpFailure(
-                        500, "remote_error", f"cannot open the store of {project}: {error}"
+                    raise _failure(
+                        "remote_error", f"cannot open the store of {project}: {error}"
                     ) from error
             self._stores[project] = found  # most recently used last
             return found
@@ -235,9 +229,7 @@ class PackServer:
             status, headers, body = self._error(_backend_failure(error))
         except Exception:
             log.exception("unexpected failure on %s %s", method, environ.get("PATH_INFO"))
-            status, headers, body = self._error(
-                HttpFailure(500, "internal_error", "internal server error")
-            )
+            status, headers, body = self._error(_failure("internal_error", "internal server error"))
         start_response(f"{status} {_REASONS.get(status, 'Unknown')}", headers)
         if method == "HEAD":  # every HEAD answer is a list (the pack check, errors)
             return [b""]
@@ -258,19 +250,17 @@ class PackServer:
         path = environ.get("PATH_INFO", "") or "/"
         if path == "/healthz":
             if method not in ("GET", "HEAD"):
-                _fail(405, "method_not_allowed", "the health check takes GET")
+                _fail("method_not_allowed", "the health check takes GET")
             return _json(200, {"status": "ok"})
         parts = path.split("/")[1:]
         if len(parts) < 2 or not PROJECT_NAME_RE.fullmatch(parts[0]) or parts[0].endswith(".lock"):
-            _fail(
-                404, "not_found", "no such route; paths are /PROJECT/packs/KEY or /PROJECT/refs/..."
-            )
+            _fail("not_found", "no such route; paths are /PROJECT/packs/KEY or /PROJECT/refs/...")
         project, kind, rest = parts[0], parts[1], parts[2:]
         writing = method == "PUT"
         self._authorize(environ, writing)
         if kind == "packs" and len(rest) == 1:
             if not _HEX_RE.fullmatch(rest[0]):
-                _fail(400, "invalid_ref", f"not a pack key: {rest[0][:80]!r}")
+                _fail("invalid_ref", f"not a pack key: {rest[0][:80]!r}")
             key = PackKey(bytes.fromhex(rest[0]))
             if method == "HEAD":
                 return self._has_pack(project, key)
@@ -290,7 +280,7 @@ class PackServer:
             if method == "PUT":
                 return self._put_ref(project, name, environ)
             _allow("GET, PUT")
-        _fail(404, "not_found", "no such route; paths are /PROJECT/packs/KEY or /PROJECT/refs/...")
+        _fail("not_found", "no such route; paths are /PROJECT/packs/KEY or /PROJECT/refs/...")
 
     def _authorize(self, environ: Environ, writing: bool) -> None:
         if writing:
@@ -302,13 +292,13 @@ class PackServer:
             return
         scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            _fail(401, "unauthorized", "this server needs a bearer token")
+            _fail("unauthorized", "this server needs a bearer token")
         given = token.strip().encode()
         if any(hmac.compare_digest(given, t) for t in tokens):
             return
         if writing and self.read_token and hmac.compare_digest(given, self.read_token.encode()):
-            _fail(403, "forbidden", "the read token does not allow writes")
-        _fail(401, "unauthorized", "the bearer token was not accepted")
+            _fail("forbidden", "the read token does not allow writes")
+        _fail("unauthorized", "the bearer token was not accepted")
 
     # -- packs ---------------------------------------------------------------------------
 
@@ -317,7 +307,7 @@ class PackServer:
     ) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
         if self.store(project).pack_exists(key):
             return 200, [("Content-Length", "0")], [b""]
-        raise HttpFailure(404, "pack_not_found", f"no pack {key.hex()}")
+        raise _failure("pack_not_found", f"no pack {key.hex()}")
 
     def _get_pack(
         self, project: str, key: PackKey, environ: Environ
@@ -327,7 +317,7 @@ class PackServer:
         if wanted is not None:
             match = _RANGE_RE.fullmatch(wanted.strip())
             if match is None:
-                _fail(416, "range_not_satisfiable", "only 'Range: bytes=N-' is served")
+                _fail("range_not_satisfiable", "only 'Range: bytes=N-' is served")
             offset = int(match.group(1))
         backend = self.store(project)
         # Relayed unverified: the client verifies end to end (see the module docstring).
@@ -342,8 +332,8 @@ class PackServer:
     ) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
         length = _content_length(environ)
         if length > self.max_pack_bytes:
-            raise HttpFailure(
-                413, "payload_too_large", f"pack of {length} bytes is over {self.max_pack_bytes}"
+            raise _failure(
+                "payload_too_large", f"pack of {length} bytes is over {self.max_pack_bytes}"
             )
         self.store(project).upload_pack_stream(key, _body(environ, length), length)
         return 204, [], []
@@ -355,7 +345,7 @@ class PackServer:
     ) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
         value = self.store(project).read_ref(name)
         if value is None:
-            raise HttpFailure(404, "ref_not_found", f"no ref {name}")
+            raise _failure("ref_not_found", f"no ref {name}")
         data = encode_ref_value(value)
         return (
             200,
@@ -373,14 +363,14 @@ class PackServer:
         condition = _condition(environ)
         length = _content_length(environ)
         if length > 4096:
-            _fail(413, "payload_too_large", f"a ref body is {REF_VALUE_SIZE} bytes, not {length}")
+            _fail("payload_too_large", f"a ref body is {REF_VALUE_SIZE} bytes, not {length}")
         if length != REF_VALUE_SIZE:
-            _fail(400, "invalid_ref", f"a ref body is {REF_VALUE_SIZE} bytes, not {length}")
+            _fail("invalid_ref", f"a ref body is {REF_VALUE_SIZE} bytes, not {length}")
         data = b"".join(_body(environ, length))
         try:
-            value = decode_ref_value(data, remote=False, name=name)
-        except InvalidRef as error:
-            raise HttpFailure(400, "invalid_ref", str(error)) from error
+            value = decode_ref_value(data, remote=True, name=name)
+        except InvalidResponse as error:  # the client's value, not a stored one
+            raise _failure("invalid_ref", str(error)) from error
         self.store(project).update_ref(name, condition, value)
         return 204, [("ETag", f'"{value.hex()}"')], []
 
@@ -390,7 +380,7 @@ class PackServer:
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
         given = query.get("prefix", [""])
         if len(given) != 1 or set(query) - {"prefix"}:
-            _fail(400, "invalid_request", "a listing takes one 'prefix' parameter")
+            _fail("invalid_request", "a listing takes one 'prefix' parameter")
         prefix = _checked(normalize_prefix, given[0])
         head = prefix + "/" if prefix else ""
         refs = [
@@ -417,19 +407,19 @@ def _checked(validate: Callable[[str], str], text: str) -> str:
     try:
         return validate(text)
     except InvalidRef as error:
-        raise HttpFailure(400, "invalid_ref", str(error)) from error
+        raise _failure("invalid_ref", str(error)) from error
 
 
 def _allow(methods: str) -> NoReturn:
-    raise HttpFailure(405, "method_not_allowed", f"use {methods}", headers=[("Allow", methods)])
+    raise _failure("method_not_allowed", f"use {methods}", headers=[("Allow", methods)])
 
 
 def _content_length(environ: Environ) -> int:
     text = environ.get("CONTENT_LENGTH") or ""
     if not text:
-        _fail(411, "length_required", "a body needs a Content-Length header")
+        _fail("length_required", "a body needs a Content-Length header")
     if not text.isdigit() or len(text) > 19:
-        _fail(400, "invalid_request", f"bad Content-Length {text[:40]!r}")
+        _fail("invalid_request", f"bad Content-Length {text[:40]!r}")
     return int(text)
 
 
@@ -456,15 +446,15 @@ def _condition(environ: Environ) -> RefWriteCondition:
     none_match = environ.get("HTTP_IF_NONE_MATCH")
     match = environ.get("HTTP_IF_MATCH")
     if none_match is not None and match is not None:
-        _fail(400, "invalid_request", "send If-None-Match or If-Match, not both")
+        _fail("invalid_request", "send If-None-Match or If-Match, not both")
     if none_match is not None:
         if none_match.strip() != "*":
-            _fail(400, "invalid_request", "If-None-Match must be '*'")
+            _fail("invalid_request", "If-None-Match must be '*'")
         return RefWriteCondition.MISSING
     if match is not None:
         found = _IF_MATCH_RE.fullmatch(match.strip())
         if found is None:
-            _fail(400, "invalid_ref", 'If-Match must be one quoted hash: "<64 lowercase hex>"')
+            _fail("invalid_ref", 'If-Match must be one quoted hash: "<64 lowercase hex>"')
         return RefWriteCondition.match(Hash(bytes.fromhex(found.group(1))))
     return RefWriteCondition.ANY
 

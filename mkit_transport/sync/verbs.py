@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, Final, TypeVar
 
-from ..errors import InvalidResponse, PackNotFound, PayloadTooLarge, RefConflict
+from ..errors import InvalidResponse, PackNotFound, PayloadTooLarge, RefConflict, RefNotFound
 from ..hashes import Hash, PackKey
 from ..pack import (
     KIND_BLOB,
@@ -352,7 +352,8 @@ def pull(
     replaced whole). On any failure ``dest_dir`` is unchanged.
 
     Raises:
-        PackNotFound: the ref is absent, or a pack it needs is missing (named).
+        RefNotFound: the ref is absent.
+        PackNotFound: a pack it needs is missing (named).
         InvalidResponse: a pack, record, tree or object is corrupt (named).
         FileExistsError: ``dest_dir`` is in the way and ``replace`` is false.
     """
@@ -362,7 +363,7 @@ def pull(
     meter.enter("plan")
     value = transport.read_ref(ref)
     if value is None:
-        raise PackNotFound(f"ref {ref} is absent: nothing to pull")
+        raise RefNotFound(f"ref {ref} is absent: nothing to pull", name=ref)
     record = _fetch_record(transport, value, meter)
     meter.enter("download", total=sum(p.objects for p in record.packs))
     objects, downloaded = _open_packs(transport, record.packs, cache_dir, concurrency, meter)
@@ -425,7 +426,7 @@ def mirror(
     meter.enter("plan")
     value = src.read_ref(ref)
     if value is None:
-        raise PackNotFound(f"ref {ref} is absent on the source: nothing to mirror")
+        raise RefNotFound(f"ref {ref} is absent on the source: nothing to mirror", name=ref)
     old = dst.read_ref(ref)
     condition = _condition(expect, old)
     if not condition.allows(old):
@@ -483,11 +484,13 @@ def log(transport: Transport, ref: str, *, limit: int | None = None) -> list[Log
 
     Stops at the first snapshot without a parent, after ``limit`` entries, or at a
     parent record the remote does not hold (a mirrored history), which the last
-    entry marks with ``parent_missing``.
+    entry marks with ``parent_missing``. An absent ref is :class:`RefNotFound`.
     """
     value = transport.read_ref(ref)
+    if value is None:
+        raise RefNotFound(f"ref {ref} is absent: no history to show", name=ref)
     entries: list[LogEntry] = []
-    key = _record_key(value) if value is not None else None
+    key: PackKey | None = _record_key(value)
     seen: set[PackKey] = set()
     while key is not None and (limit is None or len(entries) < limit):
         if key in seen:
@@ -528,12 +531,13 @@ def show(
     the packs of file contents.
 
     Raises:
-        PackNotFound: the ref is absent, or a pack it needs is missing.
+        RefNotFound: the ref is absent.
+        PackNotFound: a pack it needs is missing.
         FileNotFoundError: ``path`` is not in the snapshot.
     """
     value = transport.read_ref(ref)
     if value is None:
-        raise PackNotFound(f"ref {ref} is absent: nothing to show")
+        raise RefNotFound(f"ref {ref} is absent: nothing to show", name=ref)
     meter = Meter(None)
     record = _fetch_record(transport, value, meter)
     indexes = _parallel(lambda p: _fetch_index(transport, p, meter), record.packs, concurrency)

@@ -32,7 +32,7 @@ from typing import ClassVar, Final, Self
 from urllib.parse import unquote
 
 from ..directio import DIRECT_MIN, write_chunks
-from ..errors import AccessDenied, InvalidRef, PackNotFound, RemoteError
+from ..errors import AccessDenied, InvalidArgument, PackNotFound, RemoteError
 from ..hashes import Hash, PackKey
 from ..refs import (
     REF_VALUE_SIZE,
@@ -112,13 +112,13 @@ class FileTransport(Transport):
         retry = pop_retry(options)
         reject_options(url, options)
         if parts.netloc not in ("", "localhost"):
-            raise InvalidRef(
+            raise InvalidArgument(
                 f"{url!r}: a file URL needs an absolute path: mkit+file:///path "
                 f"({parts.netloc!r} would be a relative path or a remote host)"
             )
         path = unquote(parts.path)
         if not path.startswith("/") or "\x00" in path:
-            raise InvalidRef(f"{url!r}: a file URL needs an absolute path")
+            raise InvalidArgument(f"{url!r}: a file URL needs an absolute path")
         return cls(path, durable=durable, direct_io=direct_io, retry=retry)
 
     def __repr__(self) -> str:

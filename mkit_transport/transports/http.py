@@ -26,20 +26,18 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from ..errors import (
-    AccessDenied,
     ConnectionFailed,
     InsecureScheme,
+    InvalidArgument,
     InvalidRef,
     InvalidResponse,
     PackNotFound,
     PayloadTooLarge,
-    ProtocolError,
-    RefConflict,
     RemoteError,
-    ServerError,
     TransportError,
 )
 from ..hashes import Hash, PackKey
+from ..protocol.http import error_for
 from ..refs import REF_VALUE_SIZE, RefWriteCondition, decode_ref_value, encode_ref_value
 from ..retry import RetryPolicy
 from ..transport import CHUNK_SIZE, PACK_BODY_LIMIT, Transport
@@ -87,7 +85,7 @@ def _read_capped(response: requests.Response, limit: int) -> bytes:
 
 
 def _status_error(response: requests.Response) -> TransportError:
-    """The taxonomy error for a failure status (the table in SPEC-HTTP.md)."""
+    """The taxonomy error for a failure status (the table in protocol/http.py)."""
     status = response.status_code
     try:
         body = json.loads(_read_capped(response, _ERROR_BODY_LIMIT))
@@ -100,33 +98,20 @@ def _status_error(response: requests.Response) -> TransportError:
     retry_after: float | None = None
     with contextlib.suppress(ValueError):
         retry_after = float(response.headers.get("Retry-After", ""))
-    if status in (401, 403):
-        return AccessDenied(message)
-    if status == 404:
-        if code == "pack_not_found":
-            return PackNotFound(message)
-        return RemoteError(f"{message} (is this an mkit pack server?)")
-    if status in (409, 412):
-        current: Hash | None = None
-        if body.get("current") is not None:
-            try:
-                current = Hash.from_hex(body["current"])
-            except InvalidRef:
-                return InvalidResponse(f"conflict names a malformed value: {body['current']!r}")
-        return RefConflict(message, current=current, known="current" in body)
-    if status == 413:
-        return PayloadTooLarge(message)
-    if status == 400 and code == "invalid_ref":
-        return InvalidRef(message)
-    if status == 500 and code == "invalid_stored_value":
-        return InvalidResponse(message)
-    if status == 500 and code == "remote_error":
-        return RemoteError(message)
-    if status == 429 or status >= 500:
-        return ServerError(message, status=status, retry_after=retry_after)
-    if 400 <= status < 500:
-        return ProtocolError(message)
-    return InvalidResponse(f"unexpected HTTP {status} {response.reason}")
+    current: Hash | None = None
+    if status in (409, 412) and body.get("current") is not None:
+        try:
+            current = Hash.from_hex(body["current"])
+        except InvalidRef:
+            return InvalidResponse(f"conflict names a malformed value: {body['current']!r}")
+    return error_for(
+        status,
+        code,
+        message,
+        current=current,
+        known="current" in body,
+        retry_after=retry_after,
+    )
 
 
 def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
@@ -155,7 +140,7 @@ def _mapped(what: str) -> Iterator[None]:
     except _BadStatus as bad:
         raise _status_error(bad.response) from None
     except requests.exceptions.InvalidURL as error:
-        raise InvalidRef(f"{what}: {error}") from error
+        raise InvalidArgument(f"{what}: {error}") from error
     except requests.exceptions.SSLError as error:
         if _caused_by(error, ssl.SSLCertVerificationError):
             raise RemoteError(f"{what}: TLS certificate not trusted: {error}") from error
@@ -203,7 +188,7 @@ class HttpTransport(Transport):
         super().__init__(retry=retry)
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InvalidRef(f"not an http(s) base URL: {base_url!r}")
+            raise InvalidArgument(f"not an http(s) base URL: {base_url!r}")
         if parts.scheme == "http" and not is_loopback_host(parts.hostname):
             raise InsecureScheme(
                 f"plain http to {parts.hostname} would expose data and tokens; use mkit+https"
@@ -240,20 +225,20 @@ class HttpTransport(Transport):
         reject_options(url, options)
         scheme = parts.scheme.removeprefix("mkit+")
         if parts.username is not None or parts.password is not None:
-            raise InvalidRef("credentials do not go in the URL; use the token option")
+            raise InvalidArgument("credentials do not go in the URL; use the token option")
         try:
             port = parts.port
         except ValueError as error:
-            raise InvalidRef(f"{url!r}: bad port") from error
+            raise InvalidArgument(f"{url!r}: bad port") from error
         segments = parts.path.strip("/").split("/")
         if not parts.hostname or not all(PROJECT_NAME_RE.fullmatch(s) for s in segments):
-            raise InvalidRef(f"{url!r}: expected mkit+https://host[:port]/project")
+            raise InvalidArgument(f"{url!r}: expected mkit+https://host[:port]/project")
         if token is not None and not isinstance(token, str):
-            raise InvalidRef("option 'token' must be a string")
+            raise InvalidArgument("option 'token' must be a string")
         if isinstance(verify, str) and verify.lower() in ("true", "false", "1", "0"):
             verify = verify.lower() in ("true", "1")
         if not isinstance(verify, bool | str):
-            raise InvalidRef("option 'verify' must be true, false or a CA bundle path")
+            raise InvalidArgument("option 'verify' must be true, false or a CA bundle path")
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         netloc = host if port is None else f"{host}:{port}"
         base = f"{scheme}://{netloc}/{'/'.join(segments)}"

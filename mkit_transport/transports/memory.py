@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar, Self
 
-from ..errors import InvalidRef, PackNotFound
+from ..errors import InvalidArgument, PackNotFound
 from ..hashes import Hash, PackKey
 from ..refs import RefWriteCondition, decode_ref_value, encode_ref_value
 from ..retry import RetryPolicy
@@ -58,10 +58,10 @@ class MemoryTransport(Transport):
         retry = pop_retry(options)
         reject_options(url, options)
         if parts.path not in ("", "/"):
-            raise InvalidRef(f"{url!r}: a memory URL is mkit+memory://NAME and nothing more")
+            raise InvalidArgument(f"{url!r}: a memory URL is mkit+memory://NAME and nothing more")
         name = parts.netloc
         if name and not all(c.isascii() and (c.isalnum() or c in "._-") for c in name):
-            raise InvalidRef(f"{url!r}: a memory store name uses [A-Za-z0-9._-] only")
+            raise InvalidArgument(f"{url!r}: a memory store name uses [A-Za-z0-9._-] only")
         return cls(name or None, retry=retry)
 
     def __repr__(self) -> str:

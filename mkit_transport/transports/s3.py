@@ -37,7 +37,7 @@ from ..errors import (
     AccessDenied,
     ConnectionFailed,
     InsecureScheme,
-    InvalidRef,
+    InvalidArgument,
     InvalidResponse,
     PackNotFound,
     PayloadTooLarge,
@@ -154,13 +154,13 @@ def _parse_location(url: str, path: str) -> tuple[str, str]:
     """Split ``/bucket[/prefix]`` and check both (contract: no empty, ``.``, ``..``)."""
     bucket, _, prefix = path.removeprefix("/").partition("/")
     if not _BUCKET_RE.fullmatch(bucket) or ".." in bucket:
-        raise InvalidRef(
+        raise InvalidArgument(
             f"{url!r}: expected mkit+s3://host[:port]/bucket[/prefix], bucket {bucket!r}"
         )
     if prefix:
         # "/bucket//x" leaves "/x": a prefix is a relative store path.
         if prefix.startswith("/") or not is_valid_remote_path(prefix) or len(prefix) > _MAX_PREFIX:
-            raise InvalidRef(
+            raise InvalidArgument(
                 f"{url!r}: the prefix must be segments of [A-Za-z0-9._-] joined by '/', "
                 f"none '.' or '..', no empty segment, at most {_MAX_PREFIX} characters"
             )
@@ -192,11 +192,11 @@ class S3Transport(Transport):
     ) -> None:
         super().__init__(retry=retry)
         if part_size < MIN_PART_SIZE:
-            raise InvalidRef(f"part_size must be at least {MIN_PART_SIZE} bytes")
+            raise InvalidArgument(f"part_size must be at least {MIN_PART_SIZE} bytes")
         if list_workers < 1:
-            raise InvalidRef("list_workers must be at least 1")
+            raise InvalidArgument("list_workers must be at least 1")
         if (access_key_id is None) != (secret_access_key is None):
-            raise InvalidRef("give both access_key_id and secret_access_key, or neither")
+            raise InvalidArgument("give both access_key_id and secret_access_key, or neither")
         self.endpoint = endpoint
         self.bucket = bucket
         self.prefix = prefix
@@ -240,15 +240,15 @@ class S3Transport(Transport):
         parts = split_url(url, options, secrets=("secret_access_key", "session_token"))
         scheme = parts.scheme
         if scheme not in cls.schemes:
-            raise InvalidRef(f"{url!r}: not an S3 URL (use mkit+s3:// or mkit+s3+http://)")
+            raise InvalidArgument(f"{url!r}: not an S3 URL (use mkit+s3:// or mkit+s3+http://)")
         if "@" in parts.netloc:
-            raise InvalidRef(f"{url!r}: credentials in the URL are refused; use options")
+            raise InvalidArgument(f"{url!r}: credentials in the URL are refused; use options")
         try:
             host, port = parts.hostname, parts.port
         except ValueError as error:
-            raise InvalidRef(f"{url!r}: {error}") from error
+            raise InvalidArgument(f"{url!r}: {error}") from error
         if not host:
-            raise InvalidRef(f"{url!r}: no host")
+            raise InvalidArgument(f"{url!r}: no host")
         if scheme == "mkit+s3+http" and not is_loopback_host(host):
             raise InsecureScheme(f"{url!r}: plain http is only allowed to a loopback host")
         bucket, prefix = _parse_location(url, parts.path)

@@ -31,7 +31,7 @@ from .._version import __version__
 from ..errors import (
     AccessDenied,
     ConnectionFailed,
-    InvalidRef,
+    InvalidArgument,
     InvalidResponse,
     PayloadTooLarge,
     RemoteError,
@@ -78,18 +78,20 @@ def parse_ssh_url(url: str) -> tuple[str, str, int | None, str]:
     ``user@host:path`` or ``user@host:port:path`` (SCP form: relative to the remote
     home unless it starts with ``/``). Anything a shell or ``ssh`` could read as
     syntax, a leading ``-`` in user or host, and ``.``/``..``/empty path segments
-    are refused with :class:`InvalidRef`.
+    are refused with :class:`InvalidArgument`.
     """
     rest = url.removeprefix("mkit+ssh://").split("?", 1)[0]
     user, at, rest = rest.partition("@")
     if not at or not _USER.fullmatch(user):
-        raise InvalidRef(f"{url!r}: an ssh URL needs user@ with [A-Za-z0-9._+-], no leading '-'")
+        raise InvalidArgument(
+            f"{url!r}: an ssh URL needs user@ with [A-Za-z0-9._+-], no leading '-'"
+        )
     host_end = rest.index("]") + 1 if rest.startswith("[") and "]" in rest else 0
     cut = min(
         (i for i in (rest.find("/", host_end), rest.find(":", host_end)) if i >= 0), default=-1
     )
     if cut <= 0:
-        raise InvalidRef(f"{url!r}: expected user@host/path or user@host:path")
+        raise InvalidArgument(f"{url!r}: expected user@host/path or user@host:path")
     host, sep, rest = rest[:cut], rest[cut], rest[cut + 1 :]
     port: str | None = None
     if sep == "/":
@@ -102,15 +104,17 @@ def parse_ssh_url(url: str) -> tuple[str, str, int | None, str]:
         elif _PORT.fullmatch(digits) and colon:  # host:port:path
             port, path = digits, after
         elif _PORT.fullmatch(rest):
-            raise InvalidRef(f"{url!r}: a port and no path (use user@host:port/path)")
+            raise InvalidArgument(f"{url!r}: a port and no path (use user@host:port/path)")
         else:  # host:path
             path = rest
     if not _HOST.fullmatch(host):
-        raise InvalidRef(f"{url!r}: bad host {host!r} (letters, digits, '.', '-'; no leading '-')")
+        raise InvalidArgument(
+            f"{url!r}: bad host {host!r} (letters, digits, '.', '-'; no leading '-')"
+        )
     if port is not None and not 0 < int(port) < 65536:
-        raise InvalidRef(f"{url!r}: bad port {port}")
+        raise InvalidArgument(f"{url!r}: bad port {port}")
     if not is_valid_remote_path(path):
-        raise InvalidRef(
+        raise InvalidArgument(
             f"{url!r}: bad path {path!r} (segments of [A-Za-z0-9._-], no '.', '..' or empty)"
         )
     return user, host.strip("[]"), int(port) if port else None, path
@@ -266,7 +270,9 @@ class SshTransport(Transport):
             strict = str(config.get("stricthostkeychecking", "yes")).lower()
             host_key_policy = "accept-new" if strict == "accept-new" else "reject"
         if host_key_policy not in POLICIES:
-            raise InvalidRef(f"host_key_policy must be one of {POLICIES}, not {host_key_policy!r}")
+            raise InvalidArgument(
+                f"host_key_policy must be one of {POLICIES}, not {host_key_policy!r}"
+            )
         self.host_key_policy = host_key_policy
         command = remote_command or DEFAULT_REMOTE_COMMAND
         quoted = shlex.quote(path)
@@ -290,7 +296,7 @@ class SshTransport(Transport):
         ``keepalive``, ``retries``.
         """
         if not url.startswith("mkit+ssh://"):
-            raise InvalidRef(f"{url!r}: not an mkit+ssh:// URL")
+            raise InvalidArgument(f"{url!r}: not an mkit+ssh:// URL")
         split_url(url, options)  # whitespace, fragment, query into options
         user, host, port, path = parse_ssh_url(url)
         for name in ENV_OPTIONS:
@@ -304,7 +310,7 @@ class SshTransport(Transport):
         reject_options(url, options)
         for name, value in text.items():
             if value is not None and not isinstance(value, str):
-                raise InvalidRef(f"option {name!r} must be a string, got {value!r}")
+                raise InvalidArgument(f"option {name!r} must be a string, got {value!r}")
         return cls(user, host, path, port=port, retry=retry, **text, **seconds)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
@@ -534,4 +540,4 @@ def _ssh_config(path: str | None, host: str) -> paramiko.SSHConfigDict:
     try:
         return paramiko.SSHConfig.from_path(path).lookup(host)
     except (OSError, paramiko.ConfigParseError) as error:
-        raise InvalidRef(f"cannot read ssh config {path}: {error}") from error
+        raise InvalidArgument(f"cannot read ssh config {path}: {error}") from error
