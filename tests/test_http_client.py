@@ -20,12 +20,14 @@ from mkit_transport import (
     ConnectionFailed,
     Hash,
     InsecureScheme,
+    InvalidArgument,
     InvalidRef,
     InvalidResponse,
     PackNotFound,
     PayloadTooLarge,
     ProtocolError,
     RefConflict,
+    RefNotFound,
     RemoteError,
     RetryPolicy,
     ServerError,
@@ -62,11 +64,14 @@ def _err(status: int, code: str = "", **extra: object) -> TransportError:
     ("status", "code", "expected"),
     [
         (400, "invalid_ref", InvalidRef),
+        (400, "invalid_argument", InvalidArgument),
+        (400, "pack_not_found", ProtocolError),  # a code counts only with its own status
         (400, "protocol_error", ProtocolError),
         (400, "invalid_request", ProtocolError),
         (401, "unauthorized", AccessDenied),
         (403, "forbidden", AccessDenied),
         (404, "pack_not_found", PackNotFound),
+        (404, "ref_not_found", RefNotFound),
         (404, "not_found", RemoteError),
         (404, "", RemoteError),
         (405, "method_not_allowed", ProtocolError),
@@ -137,7 +142,7 @@ def test_garbage_error_bodies_still_map_by_status() -> None:
         (requests.ReadTimeout("slow"), ConnectionFailed),
         (requests.exceptions.ChunkedEncodingError("cut"), ConnectionFailed),
         (ConnectionResetError("reset"), ConnectionFailed),
-        (requests.exceptions.InvalidURL("bad"), InvalidRef),
+        (requests.exceptions.InvalidURL("bad"), InvalidArgument),
         (requests.exceptions.SSLError("handshake cut"), ConnectionFailed),
         (
             requests.exceptions.SSLError(
@@ -210,7 +215,7 @@ def test_plain_http_to_a_remote_host_is_insecure(url: str) -> None:
     ],
 )
 def test_refused_urls(url: str) -> None:
-    with pytest.raises(InvalidRef):
+    with pytest.raises(InvalidArgument):
         open_transport(url)
 
 
@@ -223,7 +228,7 @@ def test_a_token_in_the_url_is_refused_however_spelled(
     """Query keys are percent-decoded before use, so the refusal must see them decoded."""
     opened: list[object] = []
     monkeypatch.setattr(HttpTransport, "__init__", lambda *args, **kw: opened.append(args))
-    with pytest.raises(InvalidRef, match="token may not appear in a URL") as refused:
+    with pytest.raises(InvalidArgument, match="token may not appear in a URL") as refused:
         open_transport(f"mkit+http://127.0.0.1:1/p?{query}")
     assert "SECRET" not in str(refused.value)
     assert opened == []

@@ -282,7 +282,7 @@ def test_cli_verbs_over_http(http_server: HttpServer, tmp_path: Path) -> None:
     insecure = main(["refs", "list", "mkit+http://example.com/p"], io.StringIO())
     assert insecure == EXIT_CODES["InsecureScheme"]
     both = ["serve", "http", "--root", str(tmp_path), "--backend", "mkit+file:///x"]
-    assert main(both, io.StringIO()) == EXIT_CODES["InvalidRef"]
+    assert main(both, io.StringIO()) == EXIT_CODES["InvalidArgument"]
     with pytest.raises(SystemExit):
         main(["serve", "http", "--root", str(tmp_path), "--bind", "nonsense"], io.StringIO())
 
@@ -313,5 +313,5 @@ def test_backend_url_serves_projects_as_sub_paths(tmp_path: Path) -> None:
 
 
 def test_bad_backend_url_fails_at_start(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError, match="InvalidRef"):
+    with pytest.raises(RuntimeError, match="InvalidArgument"):
         start_http_server(tmp_path / "r", args=["--backend", "mkit+nope:///x"])

@@ -28,11 +28,14 @@ from mkit_transport.cli.serve_ssh import resolve_store
 from mkit_transport.errors import (
     AccessDenied,
     ConnectionFailed,
+    InvalidArgument,
     InvalidRef,
+    InvalidResponse,
     PackNotFound,
     PayloadTooLarge,
     ProtocolError,
     RefConflict,
+    RefNotFound,
     RemoteError,
     ServerError,
     TransportError,
@@ -289,7 +292,7 @@ def test_bad_fields_are_answered_and_the_session_goes_on(root: Path) -> None:
         "error:protocol",
         "error:protocol",
         "error:invalid-ref",
-        "error:invalid-ref",
+        "error:invalid-argument",
         "error:protocol",
         "error:protocol",
         "error:not-found",
@@ -564,6 +567,9 @@ def test_a_sender_never_builds_an_oversized_frame() -> None:
         RefConflict("c", current=Hash.of(b"c")),
         RefConflict("c", current=None, known=True),
         InvalidRef("i"),
+        InvalidArgument("a"),
+        InvalidResponse("v"),
+        RefNotFound("n", name="refs/heads/gone"),
         ProtocolError("x"),
         PayloadTooLarge("t", size=5, limit=4),
         ServerError("s", status=503),
@@ -582,6 +588,33 @@ def test_error_codes_round_trip_onto_the_taxonomy(error: TransportError) -> None
         assert back.status == 503, "an unavailable server is retried"
     if isinstance(error, PayloadTooLarge):
         assert isinstance(back, PayloadTooLarge) and (back.size, back.limit) == (5, 4)
+    if isinstance(error, RefNotFound):
+        assert isinstance(back, RefNotFound) and back.name == "refs/heads/gone"
+
+
+def test_codes_an_older_server_sent_still_map_as_they_did() -> None:
+    """A server from before invalid-argument and ref-not-found: its codes keep their class."""
+    old = {"invalid-ref": InvalidRef, "remote": RemoteError, "not-found": PackNotFound}
+    for code, cls in old.items():
+        back = error_from_fields(Frame("error", {"code": code, "message": "m"}))
+        assert type(back) is cls
+
+
+def test_a_corrupt_stored_ref_crosses_the_wire_as_invalid_response(root: Path) -> None:
+    """The server's store holds a malformed ref value: the client learns exactly that."""
+    path = Path(FileTransport(root).ref_path("refs/heads/bad"))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a hash\n")
+    _status, frames = run(
+        root,
+        HELLO
+        + frame("read-ref", name="refs/heads/bad")
+        + frame("list-refs", prefix="refs")
+        + frame("bye"),
+    )
+    assert ops(frames) == ["hello", "error:invalid-response", "error:invalid-response"]
+    back = error_from_fields(frames[1])
+    assert type(back) is InvalidResponse and "malformed" in str(back)
 
 
 def test_an_unknown_code_is_a_remote_error() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mkit_transport import FileTransport, Hash, InvalidRef, PackKey, open_transport
+from mkit_transport import FileTransport, Hash, InvalidArgument, PackKey, open_transport
 from mkit_transport.cli import main
 from mkit_transport.transports.ssh import DEFAULT_REMOTE_COMMAND, SshTransport, parse_ssh_url
 from tests.support.ssh_fixtures import SshServer
@@ -71,7 +71,7 @@ def test_url_forms(url: str, parts: tuple[object, ...]) -> None:
     ],
 )
 def test_bad_urls_are_refused_before_any_io(url: str) -> None:
-    with pytest.raises(InvalidRef):
+    with pytest.raises(InvalidArgument):
         open_transport(url)
 
 
@@ -85,7 +85,7 @@ def test_bad_urls_are_refused_before_any_io(url: str) -> None:
     ],
 )
 def test_bad_options_are_refused(options: dict[str, object], message: str) -> None:
-    with pytest.raises(InvalidRef, match=message):
+    with pytest.raises(InvalidArgument, match=message):
         open_transport("mkit+ssh://u@h/x", **options)
 
 

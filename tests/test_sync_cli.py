@@ -25,6 +25,12 @@ from mkit_transport.sync.model import decode_record
 from tests.support.sync_fixtures import describe, record_of, write_tree
 
 REF = "refs/heads/main"
+#: What each verb adds to "ref NAME is absent" when it is.
+_TAIL = {
+    "mirror": " on the source: nothing to mirror",
+    "log": ": no history to show",
+    "show": ": nothing to show",
+}
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -75,9 +81,19 @@ def test_conflict_and_force_and_exit_codes(
     assert run("push", str(b), url, REF)[0] == EXIT_CODES["PackNotFound"]  # unreadable tip
     assert run("push", str(b), url, REF, "--force")[0] == 0
     code, _ = run("pull", url, "refs/heads/none", str(tmp_path / "x"), "--cache-dir", "c")
-    assert code == EXIT_CODES["PackNotFound"]
+    assert code == EXIT_CODES["RefNotFound"] == 22
     err = capsys.readouterr().err
     assert err.count("\n") == 2 and "absent" in err
+    mirror_url = f"mkit+file://{tmp_path / 'mirror'}"
+    for argv in (
+        ["mirror", url, mirror_url, "refs/heads/none"],
+        ["log", url, "refs/heads/none"],
+        ["show", url, "refs/heads/none", "--cache-dir", str(tmp_path / "c")],
+    ):
+        assert run(*argv)[0] == 22, argv
+        assert capsys.readouterr().err == (
+            f"mkit_transport: RefNotFound: ref refs/heads/none is absent{_TAIL[argv[0]]}\n"
+        )
     dest = tmp_path / "full"
     dest.mkdir()
     (dest / "f").write_text("x")

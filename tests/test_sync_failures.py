@@ -17,12 +17,13 @@ from mkit_transport import (
     PackKey,
     PackNotFound,
     PayloadTooLarge,
+    RefNotFound,
     RemoteError,
     Transport,
 )
 from mkit_transport.hashes import Hasher
 from mkit_transport.pack import TRAILER_SIZE
-from mkit_transport.sync import mirror, pull, push
+from mkit_transport.sync import log, mirror, pull, push, show
 from mkit_transport.sync import scan as scanner
 from mkit_transport.sync.model import PackRef, Record, encode_record
 from mkit_transport.sync.scan import MAX_FILE_SIZE
@@ -185,9 +186,27 @@ def test_corrupted_cache_entry_is_fetched_again(
 
 
 def test_absent_ref_pulls_nothing(tmp_path: Path) -> None:
-    with pytest.raises(PackNotFound, match="absent"):
+    with pytest.raises(RefNotFound, match="absent") as caught:
         pull(MemoryTransport(), REF, tmp_path / "dest", cache_dir=str(tmp_path / "c"))
+    assert caught.value.name == REF
     assert not (tmp_path / "dest").exists()
+
+
+def test_every_verb_that_needs_the_ref_says_it_is_absent(tmp_path: Path) -> None:
+    """pull, mirror, show and log of an absent ref: RefNotFound naming it, not PackNotFound."""
+    empty, dst = MemoryTransport(), MemoryTransport()
+    calls = {
+        "pull": lambda: pull(empty, REF, tmp_path / "dest", cache_dir=str(tmp_path / "c")),
+        "mirror": lambda: mirror(empty, dst, REF),
+        "show": lambda: show(empty, REF),
+        "log": lambda: log(empty, REF),
+    }
+    for verb, call in calls.items():
+        with pytest.raises(RefNotFound) as caught:
+            call()
+        assert caught.value.name == REF, verb
+        assert not isinstance(caught.value, PackNotFound), verb
+    assert dst.list_refs() == [] and not (tmp_path / "dest").exists()
 
 
 def test_mirror_refuses_a_corrupted_source_pack_and_stores_nothing(

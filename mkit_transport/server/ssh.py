@@ -305,7 +305,7 @@ class _Connection:
         kind = field_of(frame, "condition", str)
         expected = optional_digest(frame, "expected", Hash)
         value = digest(frame, "value", Hash)
-        # InvalidRef (code invalid-ref) for an unknown kind, or expected without match.
+        # InvalidArgument (code invalid-argument) for an unknown kind, or expected without match.
         condition = RefWriteCondition(kind, expected)  # type: ignore[arg-type]
         self.backend.update_ref(name, condition, value)
         self.send("ok")
