@@ -155,12 +155,14 @@ def test_errors_pickle_with_their_details() -> None:
 
 def test_bad_arguments_are_invalid_argument_not_invalid_ref() -> None:
     """Wrong types, negative sizes and offsets, a bad level: bad arguments, one class."""
+    from collections.abc import Callable
+
     from mkit_transport import MemoryTransport, RetryPolicy
     from mkit_transport.pack.codec import check_level
 
     t = MemoryTransport()
     key = PackKey.of(b"x")
-    refused = [
+    refused: list[Callable[[], object]] = [
         lambda: t.upload_pack(b"x", Hash.of(b"x")),  # type: ignore[arg-type]
         lambda: t.upload_pack("text", key),  # type: ignore[arg-type]
         lambda: t.upload_pack_stream(key, [b"x"], -1),

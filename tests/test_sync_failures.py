@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -195,7 +195,7 @@ def test_absent_ref_pulls_nothing(tmp_path: Path) -> None:
 def test_every_verb_that_needs_the_ref_says_it_is_absent(tmp_path: Path) -> None:
     """pull, mirror, show and log of an absent ref: RefNotFound naming it, not PackNotFound."""
     empty, dst = MemoryTransport(), MemoryTransport()
-    calls = {
+    calls: dict[str, Callable[[], object]] = {
         "pull": lambda: pull(empty, REF, tmp_path / "dest", cache_dir=str(tmp_path / "c")),
         "mirror": lambda: mirror(empty, dst, REF),
         "show": lambda: show(empty, REF),
