@@ -19,8 +19,9 @@ everything a transport can raise and each leaf means one thing everywhere::
      │                      broke (retried)
      ├── ServerError        the remote answered with a failure status: .status
      │                      (retried when >= 500, 429, or marked .transient)
-     ├── InvalidResponse    the remote answered with bytes that break the
-     │                      contract (bad ref value, digest mismatch, bad JSON)
+     ├── InvalidResponse    a stored or received value breaks the contract (a
+     │                      ref value that does not decode, from a local file
+     │                      or a remote; a digest mismatch; bad JSON)
      ├── ProtocolError      the request or stream itself breaks the protocol
      │                      (an upload whose bytes do not hash to its key, a
      │                      stream shorter or longer than declared)
@@ -104,7 +105,11 @@ class RefConflict(TransportError):
 
 
 class InvalidRef(TransportError):
-    """A ref name, prefix, hash text or transport URL is malformed; nothing was sent."""
+    """A ref name, prefix, or hash or pack-key text is malformed; nothing was sent.
+
+    Only that: a bad URL, option or argument is :class:`InvalidArgument`, and a
+    stored value that does not decode is :class:`InvalidResponse`.
+    """
 
 
 class InvalidArgument(TransportError, ValueError):
@@ -154,7 +159,11 @@ class ServerError(TransportError):
 
 
 class InvalidResponse(TransportError):
-    """The remote's answer breaks the contract: bad ref value, digest mismatch, bad body."""
+    """A stored or received value breaks the contract: bad ref value, digest mismatch, bad body.
+
+    A ref file of a local store that does not decode is this too: the store is
+    corrupt, which is never the caller's malformed input (:class:`InvalidRef`).
+    """
 
 
 class ProtocolError(TransportError):

@@ -15,7 +15,7 @@ from mkit_transport import (
     AccessDenied,
     Hash,
     InsecureScheme,
-    InvalidRef,
+    InvalidArgument,
     InvalidResponse,
     PackKey,
     RefConflict,
@@ -100,8 +100,8 @@ def test_url_forms(url: str, endpoint: str, bucket: str, prefix: str) -> None:
         "s3://host/bkt",  # bare scheme
     ],
 )
-def test_bad_urls_are_invalid_ref(url: str) -> None:
-    with pytest.raises(InvalidRef):
+def test_bad_urls_are_invalid_argument(url: str) -> None:
+    with pytest.raises(InvalidArgument):
         open_transport(url)
 
 
@@ -119,7 +119,7 @@ def test_a_secret_in_the_url_is_refused_however_spelled(
 ) -> None:
     opened: list[object] = []
     monkeypatch.setattr(S3Transport, "__init__", lambda *args, **kw: opened.append(args))
-    with pytest.raises(InvalidRef, match=f"{key} may not appear in a URL") as refused:
+    with pytest.raises(InvalidArgument, match=f"{key} may not appear in a URL") as refused:
         open_transport(f"mkit+s3+http://127.0.0.1:1/bkt?{query}")
     assert "SECRET" not in str(refused.value)
     assert opened == []
@@ -299,7 +299,7 @@ def test_cli_probe_fails_behind_a_stripping_gateway(
 
 
 def test_cli_probe_refuses_other_schemes(tmp_path: Path) -> None:
-    assert main(["probe", f"mkit+file://{tmp_path}"]) == 14  # InvalidRef
+    assert main(["probe", f"mkit+file://{tmp_path}"]) == 21  # InvalidArgument
 
 
 # -- credentials ---------------------------------------------------------------------
