@@ -82,6 +82,16 @@ def test_errors_are_one_line_with_their_code(
     assert err.count("\n") == 1 and err.startswith(f"mkit_transport: {name}: ")
 
 
+def test_serve_needs_exactly_one_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A usage mistake in the serve verbs is a bad argument (21), not a refusal."""
+    both = ["--root", str(tmp_path), "--backend", f"mkit+file://{tmp_path}"]
+    assert run("serve", "http", *both)[0] == EXIT_CODES["InvalidArgument"]
+    assert run("serve", "ssh")[0] == EXIT_CODES["InvalidArgument"]
+    assert run("serve", "ssh", str(tmp_path), "--root", str(tmp_path))[0] == 21
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and all(e.startswith("mkit_transport: InvalidArgument: ") for e in err)
+
+
 def test_a_corrupt_stored_ref_exits_as_invalid_response(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

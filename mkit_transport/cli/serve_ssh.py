@@ -24,7 +24,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, TextIO
 
-from ..errors import AccessDenied, TransportError
+from ..errors import AccessDenied, InvalidArgument, TransportError
 from ..protocol.ssh import is_valid_remote_path
 from ..server.ssh import Limits, serve
 
@@ -66,7 +66,7 @@ def _hang_up(signum: int, frame: FrameType | None) -> None:
 
 def _serve_ssh(args: argparse.Namespace, transport: object, out: TextIO) -> int:
     if (args.path is None) == (args.root is None):
-        raise AccessDenied("give either PATH or --root ROOT")
+        raise InvalidArgument("give either PATH or --root ROOT")
     path, refusal = resolve_store(args.path, args.root, os.environ)
     for signum in (signal.SIGHUP, signal.SIGTERM):
         signal.signal(signum, _hang_up)
