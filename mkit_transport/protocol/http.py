@@ -76,10 +76,11 @@ ERROR_CODES: Final[tuple[ErrorCode, ...]] = (
 
 _BY_CODE: Final = {row.code: row for row in ERROR_CODES}
 
+_Kinds = type[TransportError] | tuple[type[TransportError], ...]
+
 #: What the server reports a backend's failure as, first match wins. A backend's
 #: ``AccessDenied`` is the *server's* credentials refused, not the client's, so it is
 #: a ``remote_error`` (with everything else not listed), never a 401.
-_Kinds = type[TransportError] | tuple[type[TransportError], ...]
 _BACKEND_CODES: Final[tuple[tuple[_Kinds, str], ...]] = (
     (PackNotFound, "pack_not_found"),
     (RefNotFound, "ref_not_found"),
