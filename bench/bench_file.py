@@ -181,22 +181,22 @@ def bench_cas(tmp: str, workers: int, increments: int) -> list[Figure]:
     setup = {"workers": workers, "increments_each": increments}
     return [
         Figure(
-            "final_is_exact",
+            "CAS counter: final_is_exact",
             final == value(f"{ns}/counter/{total}"),
             goal="== true",
             kind="exact",
             detail=setup,
         ),
         Figure(
-            "lost",
+            "CAS counter: lost",
             total - sum(row[2] for worker in results for row in worker),
             "increments",
             goal="== 0",
             kind="exact",
         ),
-        Figure("conflicts_retried", conflicts, kind="exact"),
+        Figure("CAS counter: conflicts_retried", conflicts, kind="exact"),
         Figure(
-            "increments per s",
+            "CAS counter: increments per s",
             round(total / elapsed),
             "/s",
             detail={"seconds_incl_process_start": round(elapsed, 2)},

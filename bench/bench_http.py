@@ -168,17 +168,19 @@ def bench_cas(server: HttpServer, workers: int, increments: int) -> list[Figure]
     setup = {"clients": workers, "server_workers": 2, "increments_each": increments}
     return [
         Figure(
-            "final_is_exact",
+            "CAS counter: final_is_exact",
             final == value(f"{ns}/counter/{total}"),
             goal="== true",
             kind="exact",
             detail=setup,
         ),
-        Figure("lost", total - done, "increments", goal="== 0", kind="exact"),
-        Figure("conflicts_retried", conflicts, kind="exact"),
-        Figure("CAS ops per s", round((done + conflicts) / elapsed), "/s"),
+        Figure("CAS counter: lost", total - done, "increments", goal="== 0", kind="exact"),
+        Figure("CAS counter: conflicts_retried", conflicts, kind="exact"),
         Figure(
-            "increments per s",
+            "CAS counter: ops per s (incl. conflicts)", round((done + conflicts) / elapsed), "/s"
+        ),
+        Figure(
+            "CAS counter: increments per s",
             round(done / elapsed),
             "/s",
             detail={"seconds_incl_process_start": round(elapsed, 2)},

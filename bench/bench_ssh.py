@@ -286,15 +286,15 @@ def _counter(server: SshServer, workers: int, increments: int) -> list[Figure]:
     expected = workers * increments
     return [
         Figure(
-            "final count",
+            "CAS counter: final count",
             count,
             "increments",
             f"== {expected}",
             kind="exact",
             detail={"processes": workers, "increments_each": increments},
         ),
-        Figure("conflicts_retried", conflicts, kind="exact"),
-        Figure("seconds", round(elapsed, 1), "s"),
+        Figure("CAS counter: conflicts_retried", conflicts, kind="exact"),
+        Figure("CAS counter: seconds", round(elapsed, 1), "s"),
     ]
 
 

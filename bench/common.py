@@ -296,9 +296,10 @@ class Results:
             status = figure.status(self.quick)
             goal = f"goal {figure.goal}" if figure.goal else ""
             extra = "  ".join(f"{k}={v}" for k, v in figure.detail.items())
+            runs = f", n={figure.repeats}" if figure.kind == "timing" else ""
             print(
                 f"  {figure.name}: {format_value(figure.value, figure.unit)}  {goal}  "
-                f"[{status}, n={figure.repeats}]  {extra}".rstrip()
+                f"[{status}{runs}]  {extra}".rstrip()
             )
             self.figures.append((title, figure))
         path = os.environ.get(FIGURES_ENV)

@@ -63,7 +63,8 @@ def table(figures: list[dict[str, Any]]) -> list[str]:
         status = "MISSED" if f["status"] == "missed" else f["status"]
         goal = f"{f['goal']} {f['unit']}".strip() if f["goal"] else "-"
         value = format_value(f["value"], f["unit"])
-        rows.append((status, f"{f['script']}: {f['name']}", value, goal, str(f["repeats"])))
+        repeats = str(f["repeats"]) if f["kind"] == "timing" else "-"
+        rows.append((status, f"{f['script']}: {f['name']}", value, goal, repeats))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     return [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
@@ -122,7 +123,8 @@ def main() -> int:
         "failed": failed,
         "figures": figures,
     }
-    print(f"\n== summary ({'quick' if args.quick else 'full'} run; n = repetitions, median)")
+    run = "quick" if args.quick else "full"
+    print(f"\n== summary ({run} run; a timed figure is the median of n interleaved runs)")
     for line in table(figures):
         print("  " + line)
     counts = {s: sum(f["status"] == s for f in figures) for s in ("met", "missed")}
