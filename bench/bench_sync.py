@@ -2,8 +2,9 @@
 
 Usage: ``python bench/bench_sync.py [--quick]``. A tree is generated
 deterministically in a temporary directory (full: ~10k source-like files plus a
-few large binaries, about 1 GiB; ``--quick``: a few MiB). Every figure is a ratio
-against a baseline measured in the same run on the same bytes (issue 3, section 7):
+few large binaries, about 1 GiB; ``--quick``: a few MiB). Every timing figure is a
+ratio against a baseline measured in the same run on the same bytes (issue 3,
+section 7), the median of 3 interleaved rounds (1 with ``--quick``):
 
 * push to the file transport vs reading + zstd-compressing the same files at the
   same level (the compression bound, which writes nothing); goal >= 0.7x. A second

@@ -15,15 +15,19 @@ do not import bench/.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Figure, Goal, format_value
+from bench.common import FIGURES_ENV, Figure, Goal, Results, format_value
 
 
 @dataclass(frozen=True)
@@ -97,16 +101,28 @@ def render(rows: list[Row]) -> list[str]:
     ]
 
 
-def self_test() -> int:
-    """Check the goal parser, Figure.status and compare(); return the number of checks."""
-    checks = 0
+class _Checks:
+    """Counts checks; the first that fails raises AssertionError naming it."""
 
-    def check(condition: bool, what: str) -> None:
-        nonlocal checks
-        checks += 1
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, condition: bool, what: str) -> None:
+        self.count += 1
         if not condition:
             raise AssertionError(what)
 
+
+def self_test() -> int:
+    """Check the goal parser, Figure.status, Results and compare(); return the check count."""
+    check = _Checks()
+    _test_goals(check)
+    _test_results(check)
+    _test_compare(check)
+    return check.count
+
+
+def _test_goals(check: _Checks) -> None:
     for text, op, threshold in (
         (">= 0.8", ">=", 0.8),
         (">0.8", ">", 0.8),
@@ -129,6 +145,9 @@ def self_test() -> int:
     check(Goal.parse("> 1").met(1.01) and not Goal.parse("> 1").met(1), "> edge")
     check(Goal.parse("== true").met(True) and not Goal.parse("== true").met(False), "bool")
     check(Goal.parse("<= 3").met(3) and not Goal.parse("<= 3").met(4), "<= edge")
+
+
+def _test_results(check: _Checks) -> None:
     timing = Figure("t", 0.5, "x", ">= 0.8", repeats=3)
     check(timing.status(quick=False) == "missed", "timing judged in a full run")
     check(timing.status(quick=True) == "not judged", "timing not judged when quick")
@@ -144,6 +163,29 @@ def self_test() -> int:
     else:
         check(False, "a Figure with an unparseable goal was made")
 
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        handoff = Path(tmp) / "figures.jsonl"
+        os.environ[FIGURES_ENV] = str(handoff)
+        try:
+            results = Results("demo", quick=True)
+            results.section("one", [timing, Figure("ok", 0, "B", "== 0", kind="exact")])
+            results.section("two", [exact])
+        finally:
+            del os.environ[FIGURES_ENV]
+        handed = [json.loads(line) for line in handoff.read_text().splitlines()]
+        try:
+            results.finish()
+        except SystemExit as exc:
+            check("two/e = 1 B, goal == 0" in str(exc), f"finish names the miss: {exc}")
+        else:
+            check(False, "finish passed a missed exact figure")
+    check([f["id"] for f in handed] == ["demo/one/t", "demo/one/ok", "demo/two/e"], "handoff")
+    check([f["status"] for f in handed] == ["not judged", "met", "missed"], "handed status")
+    check(handed[0]["op"] == ">=" and handed[0]["threshold"] == 0.8, "handed goal")
+    check(handed[0]["repeats"] == 3 and handed[2]["kind"] == "exact", "handed repeats, kind")
+
+
+def _test_compare(check: _Checks) -> None:
     def fig(i: str, value: object, status: str) -> dict[str, Any]:
         return {"id": i, "value": value, "unit": "x", "status": status}
 
@@ -157,7 +199,6 @@ def self_test() -> int:
     check(rows[3].a is None and rows[3].change is None, "only in B; booleans have no change")
     check(compare([fig("z", 0, "met")], [fig("z", 3, "met")])[0].change is None, "from zero")
     check(len(render(rows)) == 5 and "REGRESSED" in render(rows)[1], "render")
-    return checks
 
 
 def _load(path: str) -> dict[str, Any]:
