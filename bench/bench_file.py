@@ -30,12 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     MIB,
+    Figure,
     FileChunks,
-    best_of,
-    best_of_pair,
+    Results,
     child_peak_rss,
     make_source,
-    report,
+    median_interleaved,
+    median_pair,
 )
 from conformance.workers import UrlOpener, counter_worker, run_workers, value
 from mkit_transport import FileTransport, PackKey, RefWriteCondition
@@ -82,7 +83,7 @@ def _remove(path: str) -> None:
             os.unlink(path)
 
 
-def bench_size(tmp: str, size: int, repeat: int, rss: bool) -> dict[str, object]:
+def bench_size(tmp: str, size: int, repeat: int, rss: bool) -> list[Figure]:
     src, dst, root = f"{tmp}/src.bin", f"{tmp}/dst.bin", f"{tmp}/store"
     key = make_source(src, size)
     fresh = itertools.count()
@@ -105,12 +106,14 @@ def bench_size(tmp: str, size: int, repeat: int, rss: bool) -> dict[str, object]
             _remove(outputs.pop())
         os.sync()
 
-    durable = best_of(lambda: copy_durable(src, out()), repeat, settle=settle)
-
     def upload() -> None:
         FileTransport(out()).upload_pack_stream(key, FileChunks(src), size)
 
-    copy, up = best_of_pair(lambda: shutil.copyfile(src, out()), upload, repeat, settle=settle)
+    copy, durable, up = median_interleaved(
+        [lambda: shutil.copyfile(src, out()), lambda: copy_durable(src, out()), upload],
+        repeat,
+        settle=settle,
+    )
     transport = FileTransport(root)
     transport.upload_pack_stream(key, FileChunks(src), size)
 
@@ -119,35 +122,51 @@ def bench_size(tmp: str, size: int, repeat: int, rss: bool) -> dict[str, object]
             for chunk in transport.download_pack_stream(key):
                 f.write(chunk)
 
-    copy_back, down = best_of_pair(
+    copy_back, down = median_pair(
         lambda: shutil.copyfile(transport.pack_path(key), out()), download, repeat, settle=settle
     )
     settle()
-    row: dict[str, object] = {
-        "size": f"{size // MIB} MiB",
-        "upload_MBps": round(size / up / 1e6),
-        "copyfile_MBps": round(size / copy / 1e6),
-        "copyfile_fsync_MBps": round(size / durable / 1e6),
-        "upload_vs_copyfile": round(copy / up, 2),
-        "upload_vs_copyfile_fsync": round(durable / up, 2),
-        "download_MBps": round(size / down / 1e6),
-        "download_vs_copyfile": round(copy_back / down, 2),
-    }
+    label = f"{size // MIB} MiB"
+
+    def mbps(seconds: float) -> int:
+        return round(size / seconds / 1e6)
+
+    figures = [
+        Figure(
+            f"upload {label}",
+            mbps(up),
+            "MB/s",
+            repeats=repeat,
+            detail={"copyfile_MBps": mbps(copy), "copyfile_fsync_MBps": mbps(durable)},
+        ),
+        Figure(f"upload vs copyfile {label}", round(copy / up, 2), "x", repeats=repeat),
+        Figure(f"upload vs copyfile+fsync {label}", round(durable / up, 2), "x", repeats=repeat),
+        Figure(
+            f"download {label}",
+            mbps(down),
+            "MB/s",
+            repeats=repeat,
+            detail={"copyfile_MBps": mbps(copy_back)},
+        ),
+        Figure(f"download vs copyfile {label}", round(copy_back / down, 2), "x", repeats=repeat),
+    ]
     if rss:
-        row["upload_rss_growth_MiB"] = round(
-            child_peak_rss("bench.bench_file:upload_op", root, src, key.hex(), str(size)) / MIB, 1
-        )
-        row["download_rss_growth_MiB"] = round(
-            child_peak_rss("bench.bench_file:download_op", root, dst, key.hex()) / MIB, 1
-        )
+        up_rss = child_peak_rss("bench.bench_file:upload_op", root, src, key.hex(), str(size))
+        down_rss = child_peak_rss("bench.bench_file:download_op", root, dst, key.hex())
+        figures += [
+            Figure(f"upload peak RSS growth {label}", round(up_rss / MIB, 1), "MiB", kind="memory"),
+            Figure(
+                f"download peak RSS growth {label}", round(down_rss / MIB, 1), "MiB", kind="memory"
+            ),
+        ]
     for path in (src, dst):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
     shutil.rmtree(root, ignore_errors=True)
-    return row
+    return figures
 
 
-def bench_cas(tmp: str, workers: int, increments: int) -> dict[str, object]:
+def bench_cas(tmp: str, workers: int, increments: int) -> list[Figure]:
     root = f"{tmp}/cas"
     url, ns = f"mkit+file://{root}", f"refs/bench/{uuid.uuid4().hex}"
     FileTransport(root).update_ref(
@@ -159,15 +178,30 @@ def bench_cas(tmp: str, workers: int, increments: int) -> dict[str, object]:
     final = FileTransport(root).read_ref(f"{ns}/counter")
     total = workers * increments
     conflicts = sum(row[3] for worker in results for row in worker)
-    return {
-        "workers": workers,
-        "increments_each": increments,
-        "final_is_exact": final == value(f"{ns}/counter/{total}"),
-        "lost": total - sum(row[2] for worker in results for row in worker),
-        "conflicts_retried": conflicts,
-        "increments_per_s": round(total / elapsed),
-        "seconds_incl_process_start": round(elapsed, 2),
-    }
+    setup = {"workers": workers, "increments_each": increments}
+    return [
+        Figure(
+            "CAS counter: final_is_exact",
+            final == value(f"{ns}/counter/{total}"),
+            goal="== true",
+            kind="exact",
+            detail=setup,
+        ),
+        Figure(
+            "CAS counter: lost",
+            total - sum(row[2] for worker in results for row in worker),
+            "increments",
+            goal="== 0",
+            kind="exact",
+        ),
+        Figure("CAS counter: conflicts_retried", conflicts, kind="exact"),
+        Figure(
+            "CAS counter: increments per s",
+            round(total / elapsed),
+            "/s",
+            detail={"seconds_incl_process_start": round(elapsed, 2)},
+        ),
+    ]
 
 
 def main() -> None:
@@ -175,16 +209,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (CI smoke run)")
     args = parser.parse_args()
     sizes = [16 * MIB] if args.quick else [256 * MIB, 1024 * MIB]
+    results = Results("file", args.quick)
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
-        rows = [
-            bench_size(tmp, s, 1 if args.quick else 5, rss=s >= 1024 * MIB or args.quick)
-            for s in sizes
-        ]
-        report("file_transport", rows)
-        cas = bench_cas(tmp, 8, 10 if args.quick else 100)
-        report("file_cas", [cas])
-    if not cas["final_is_exact"] or cas["lost"]:
-        raise SystemExit("CAS counter is not exact")
+        for s in sizes:
+            figures = bench_size(tmp, s, 1 if args.quick else 5, rss=s >= 1024 * MIB or args.quick)
+            results.section("file_transport", figures)
+        results.section("file_cas", bench_cas(tmp, 8, 10 if args.quick else 100))
+    results.finish()  # the CAS counter must be exact
 
 
 if __name__ == "__main__":

@@ -30,12 +30,13 @@ import requests
 
 from bench.common import (
     MIB,
+    Figure,
     FileChunks,
-    best_of,
+    Results,
     child_peak_rss,
     make_source,
+    median_pair,
     proc_status,
-    report,
 )
 from conformance.workers import UrlOpener, counter_worker, run_workers, value
 from mkit_transport import PackKey, RefWriteCondition, open_transport
@@ -73,7 +74,7 @@ def _workers(server: HttpServer) -> list[int]:
 
 def bench_throughput(
     server: HttpServer, src: str, key: PackKey, size: int, repeat: int
-) -> dict[str, object]:
+) -> list[Figure]:
     def fresh_url() -> str:
         return server.url(f"bench-{uuid.uuid4().hex[:12]}")
 
@@ -101,20 +102,36 @@ def bench_throughput(
             got = sum(len(c) for c in transport.download_pack_stream(key))
         assert got == size
 
-    put_plain, put_ours = best_of(plain_put, repeat), best_of(transport_put, repeat)
-    get_plain, get_ours = best_of(plain_get, repeat), best_of(transport_get, repeat)
-    return {
-        "size": f"{size // MIB} MiB",
-        "upload_MBps": round(size / put_ours / 1e6),
-        "plain_put_MBps": round(size / put_plain / 1e6),
-        "upload_vs_plain": round(put_plain / put_ours, 2),
-        "download_MBps": round(size / get_ours / 1e6),
-        "plain_get_MBps": round(size / get_plain / 1e6),
-        "download_vs_plain": round(get_plain / get_ours, 2),
-    }
+    put_plain, put_ours = median_pair(plain_put, transport_put, repeat)
+    get_plain, get_ours = median_pair(plain_get, transport_get, repeat)
+    label = f"{size // MIB} MiB"
+
+    def mbps(seconds: float) -> int:
+        return round(size / seconds / 1e6)
+
+    return [
+        Figure(
+            f"upload {label}",
+            mbps(put_ours),
+            "MB/s",
+            repeats=repeat,
+            detail={"plain_put_MBps": mbps(put_plain)},
+        ),
+        Figure(f"upload vs plain put {label}", round(put_plain / put_ours, 2), "x", repeats=repeat),
+        Figure(
+            f"download {label}",
+            mbps(get_ours),
+            "MB/s",
+            repeats=repeat,
+            detail={"plain_get_MBps": mbps(get_plain)},
+        ),
+        Figure(
+            f"download vs plain get {label}", round(get_plain / get_ours, 2), "x", repeats=repeat
+        ),
+    ]
 
 
-def bench_rss(tmp: str, src: str, key: PackKey, size: int) -> dict[str, object]:
+def bench_rss(tmp: str, src: str, key: PackKey, size: int) -> list[Figure]:
     with running_http_server(Path(tmp) / "rss-root") as server:
         url = server.url("rss")
         requests.get(f"{server.base}/healthz", timeout=10)
@@ -123,15 +140,20 @@ def bench_rss(tmp: str, src: str, key: PackKey, size: int) -> dict[str, object]:
         client_up = child_peak_rss("bench.bench_http:upload_op", url, src, key.hex(), str(size))
         client_down = child_peak_rss("bench.bench_http:download_op", url, key.hex())
         server_growth = max(proc_status("VmHWM", pid) - before[pid] for pid in workers)
-    return {
-        "size": f"{size // MIB} MiB",
-        "client_upload_rss_growth_MiB": round(client_up / MIB, 1),
-        "client_download_rss_growth_MiB": round(client_down / MIB, 1),
-        "server_worker_peak_rss_growth_MiB": round(server_growth / MIB, 1),
-    }
+    label = f"{size // MIB} MiB"
+    return [
+        Figure(
+            f"{who} peak RSS growth {label}", round(growth / MIB, 1), "MiB", "<= 64", kind="memory"
+        )
+        for who, growth in (
+            ("client upload", client_up),
+            ("client download", client_down),
+            ("server worker", server_growth),
+        )
+    ]
 
 
-def bench_cas(server: HttpServer, workers: int, increments: int) -> dict[str, object]:
+def bench_cas(server: HttpServer, workers: int, increments: int) -> list[Figure]:
     url, ns = server.url("cas"), f"refs/bench/{uuid.uuid4().hex}"
     with open_transport(url) as transport:
         transport.update_ref(f"{ns}/counter", RefWriteCondition.MISSING, value(f"{ns}/counter/0"))
@@ -143,17 +165,27 @@ def bench_cas(server: HttpServer, workers: int, increments: int) -> dict[str, ob
     total = workers * increments
     done = sum(row[2] for worker in results for row in worker)
     conflicts = sum(row[3] for worker in results for row in worker)
-    return {
-        "clients": workers,
-        "server_workers": 2,
-        "increments_each": increments,
-        "final_is_exact": final == value(f"{ns}/counter/{total}"),
-        "lost": total - done,
-        "conflicts_retried": conflicts,
-        "cas_ops_per_s": round((done + conflicts) / elapsed),
-        "increments_per_s": round(done / elapsed),
-        "seconds_incl_process_start": round(elapsed, 2),
-    }
+    setup = {"clients": workers, "server_workers": 2, "increments_each": increments}
+    return [
+        Figure(
+            "CAS counter: final_is_exact",
+            final == value(f"{ns}/counter/{total}"),
+            goal="== true",
+            kind="exact",
+            detail=setup,
+        ),
+        Figure("CAS counter: lost", total - done, "increments", goal="== 0", kind="exact"),
+        Figure("CAS counter: conflicts_retried", conflicts, kind="exact"),
+        Figure(
+            "CAS counter: ops per s (incl. conflicts)", round((done + conflicts) / elapsed), "/s"
+        ),
+        Figure(
+            "CAS counter: increments per s",
+            round(done / elapsed),
+            "/s",
+            detail={"seconds_incl_process_start": round(elapsed, 2)},
+        ),
+    ]
 
 
 def main() -> None:
@@ -162,20 +194,18 @@ def main() -> None:
     args = parser.parse_args()
     size = 16 * MIB if args.quick else 256 * MIB
     rss_size = 32 * MIB if args.quick else 1024 * MIB
+    results = Results("http", args.quick)
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         src, big = f"{tmp}/src.bin", f"{tmp}/big.bin"
         key = make_source(src, size)
         with running_http_server(Path(tmp) / "root") as server:
-            report(
-                "http_transport", [bench_throughput(server, src, key, size, 1 if args.quick else 3)]
-            )
-            cas = bench_cas(server, 8, 10 if args.quick else 100)
-            report("http_cas", [cas])
+            throughput = bench_throughput(server, src, key, size, 1 if args.quick else 3)
+            results.section("http_transport", throughput)
+            results.section("http_cas", bench_cas(server, 8, 10 if args.quick else 100))
         os.unlink(src)
         big_key = make_source(big, rss_size)
-        report("http_rss", [bench_rss(tmp, big, big_key, rss_size)])
-    if not cas["final_is_exact"] or cas["lost"]:
-        raise SystemExit("CAS counter is not exact")
+        results.section("http_rss", bench_rss(tmp, big, big_key, rss_size))
+    results.finish()  # the CAS counter must be exact
 
 
 if __name__ == "__main__":

@@ -26,7 +26,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import MIB, FileChunks, best_of_pair, child_peak_rss, make_source, mib, report
+from bench.common import (
+    MIB,
+    Figure,
+    FileChunks,
+    Results,
+    child_peak_rss,
+    make_source,
+    median_pair,
+    mib,
+)
 from mkit_transport import Hash, PackKey, open_transport
 from mkit_transport.transports.s3 import S3Transport
 from tests.support.s3_fixtures import BUCKET, S3Server, raw_client, start_moto, start_seaweedfs
@@ -55,9 +64,7 @@ def rss_op(
     return run
 
 
-def bench_packs(
-    server: S3Server, src: str, key: PackKey, size: int, repeat: int
-) -> dict[str, object]:
+def bench_packs(server: S3Server, src: str, key: PackKey, size: int, repeat: int) -> list[Figure]:
     data = Path(src).read_bytes()
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     raw = raw_client(server.endpoint, server.access_key, server.secret_key)
@@ -70,33 +77,52 @@ def bench_packs(
         return raw.get_object(Bucket=BUCKET, Key=raw_key)["Body"].read()
 
     with _open(server.port, server.access_key, server.secret_key, prefix) as s3:
-        raw_put, put = best_of_pair(raw_upload, lambda: s3.upload_pack(data, key), repeat)
+        raw_put, put = median_pair(raw_upload, lambda: s3.upload_pack(data, key), repeat)
         # upload_pack_stream skips a pack that is already stored: delete it, untimed,
         # before each run (the last run, ours, leaves it stored for the downloads).
-        raw_put_2, put_streamed = best_of_pair(
+        raw_put_2, put_streamed = median_pair(
             raw_upload,
             lambda: s3.upload_pack_stream(key, FileChunks(src), size),
             repeat,
             settle=lambda: raw.delete_object(Bucket=BUCKET, Key=s3.pack_key(key)),
         )
-        raw_get, get = best_of_pair(raw_download, lambda: s3.download_pack(key), repeat)
-        raw_get_2, get_streamed = best_of_pair(
+        raw_get, get = median_pair(raw_download, lambda: s3.download_pack(key), repeat)
+        raw_get_2, get_streamed = median_pair(
             raw_download, lambda: sum(map(len, s3.download_pack_stream(key))), repeat
         )
-    mbps = size / MIB
-    return {
-        "server": server.name,
-        "size": mib(size),
-        "raw_put_MiBps": round(mbps / raw_put),
-        "upload_pack_x": round(raw_put / put, 2),
-        "upload_stream_x": round(raw_put_2 / put_streamed, 2),
-        "raw_get_MiBps": round(mbps / raw_get),
-        "download_pack_x": round(raw_get / get, 2),
-        "download_stream_x": round(raw_get_2 / get_streamed, 2),
-    }
+    label = f"{server.name} {mib(size)}"
+    mibps = size / MIB
+    return [
+        Figure(
+            f"upload_pack vs raw put {label}",
+            round(raw_put / put, 2),
+            "x",
+            repeats=repeat,
+            detail={"raw_put_MiBps": round(mibps / raw_put)},
+        ),
+        Figure(
+            f"upload_pack_stream vs raw put {label}",
+            round(raw_put_2 / put_streamed, 2),
+            "x",
+            repeats=repeat,
+        ),
+        Figure(
+            f"download_pack vs raw get {label}",
+            round(raw_get / get, 2),
+            "x",
+            repeats=repeat,
+            detail={"raw_get_MiBps": round(mibps / raw_get)},
+        ),
+        Figure(
+            f"download_pack_stream vs raw get {label}",
+            round(raw_get_2 / get_streamed, 2),
+            "x",
+            repeats=repeat,
+        ),
+    ]
 
 
-def bench_listing(server: S3Server, refs: int) -> dict[str, object]:
+def bench_listing(server: S3Server, refs: int, repeat: int) -> list[Figure]:
     prefix = f"list-{uuid.uuid4().hex[:8]}"
     raw = raw_client(server.endpoint, server.access_key, server.secret_key)
     body = Hash.of(b"v").hex().encode() + b"\n"
@@ -110,14 +136,16 @@ def bench_listing(server: S3Server, refs: int) -> dict[str, object]:
 
     with _open(server.port, server.access_key, server.secret_key, prefix) as s3:
         assert len(s3.list_refs("refs/heads")) == refs
-        baseline, listed = best_of_pair(serial, lambda: s3.list_refs("refs/heads"), 3)
-    return {
-        "server": server.name,
-        "refs": refs,
-        "list_refs_s": round(listed, 3),
-        "serial_get_s": round(baseline, 3),
-        "speedup_x": round(baseline / listed, 2),
-    }
+        baseline, listed = median_pair(serial, lambda: s3.list_refs("refs/heads"), repeat)
+    return [
+        Figure(
+            f"list_refs vs serial get {server.name} {refs} refs",
+            round(baseline / listed, 2),
+            "x",
+            repeats=repeat,
+            detail={"list_refs_s": round(listed, 3), "serial_get_s": round(baseline, 3)},
+        )
+    ]
 
 
 def main() -> None:
@@ -127,7 +155,11 @@ def main() -> None:
     size = 16 * MIB if args.quick else 256 * MIB
     rss_size = 32 * MIB if args.quick else 1024 * MIB
     refs = 200 if args.quick else 2000
-    packs, memory, listing = [], [], []
+    repeat = 1 if args.quick else 3
+    results = Results("s3", args.quick)
+    packs: list[Figure] = []
+    memory: list[Figure] = []
+    listing: list[Figure] = []
     servers = [start_moto(), start_seaweedfs()]
     try:
         with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
@@ -145,25 +177,26 @@ def main() -> None:
                     str(rss_size),
                 )
                 memory.append(
-                    {
-                        "server": server.name,
-                        "size": mib(rss_size),
-                        "peak_rss_growth": mib(growth),
-                        "goal": "<= 64 MiB",
-                        "met": growth <= 64 * MIB,
-                    }
+                    Figure(
+                        f"round trip peak RSS growth {server.name} {mib(rss_size)}",
+                        round(growth / MIB, 1),
+                        "MiB",
+                        "<= 64",
+                        kind="memory",
+                    )
                 )
             os.unlink(big)
             key = make_source(src, size)
             for server in servers:
-                packs.append(bench_packs(server, src, key, size, 1 if args.quick else 3))
-                listing.append(bench_listing(server, refs))
+                packs += bench_packs(server, src, key, size, repeat)
+                listing += bench_listing(server, refs, repeat)
     finally:
         for server in servers:
             server.stop()
-    report("s3_packs", packs)
-    report("s3_memory", memory)
-    report("s3_listing", listing)
+    results.section("s3_packs", packs)
+    results.section("s3_memory", memory)
+    results.section("s3_listing", listing)
+    results.finish()
 
 
 if __name__ == "__main__":

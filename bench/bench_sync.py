@@ -2,8 +2,9 @@
 
 Usage: ``python bench/bench_sync.py [--quick]``. A tree is generated
 deterministically in a temporary directory (full: ~10k source-like files plus a
-few large binaries, about 1 GiB; ``--quick``: a few MiB). Every figure is a ratio
-against a baseline measured in the same run on the same bytes (issue 3, section 7):
+few large binaries, about 1 GiB; ``--quick``: a few MiB). Every timing figure is a
+ratio against a baseline measured in the same run on the same bytes (issue 3,
+section 7), the median of 3 interleaved rounds (1 with ``--quick``):
 
 * push to the file transport vs reading + zstd-compressing the same files at the
   same level (the compression bound, which writes nothing); goal >= 0.7x. A second
@@ -28,6 +29,8 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import zstandard
 
-from bench.common import MIB, child_peak_rss, mib, report
+from bench.common import MIB, Figure, Results, child_peak_rss, mib
 from mkit_transport import FileTransport, PackKey, RefWriteCondition
 from mkit_transport.sync import pull, push
 
@@ -182,33 +185,78 @@ class Counting(FileTransport):
         super().update_ref(name, condition, value)
 
 
+def _round(
+    tree: Path, run: Path, target: FileTransport, level: int
+) -> tuple[dict[str, float], Any]:
+    """One round of the timed steps, each into fresh directories under ``run``.
+
+    Returns the seconds of each step and the push's report. Nothing is deleted
+    between timed steps: on this machine's ext4 (mounted with discard) file
+    creation stalls for seconds after a large delete, which would penalise
+    whichever step comes next.
+    """
+    buffered = FileTransport(run / "store-buffered", durable=False, direct_io=False)
+    steps: dict[str, float] = {"bound": zstd_bound(tree, level)}
+    steps["push"], pushed = timed(lambda: push(tree, target, REF, level=level))
+    steps["buffered"], _ = timed(lambda: push(tree, buffered, REF, level=level))
+    steps["pull"], _ = timed(
+        lambda: pull(target, REF, run / "pulled", cache_dir=str(run / "cache"))
+    )
+    steps["git_push"], steps["git_clone_nl"], steps["git_clone"] = git_push_and_clone(tree, run)
+    return steps, pushed
+
+
+def _timed_runs(
+    tree: Path, work: Path, remote: FileTransport, level: int, repeat: int
+) -> tuple[dict[str, float], Any]:
+    """Median seconds of each timed step over ``repeat`` interleaved rounds.
+
+    One round runs every step once (the zstd bound, push, push through the page
+    cache, pull, git push, both git clones), so each side of a ratio runs under
+    the conditions of the other's round. The first round pushes to ``remote``
+    (kept for the incremental figures) and its pull is compared with the tree;
+    later rounds push to a fresh store, and their outputs are deleted at the end
+    of the round, followed by a sync, so the discards and write-back land before
+    the next round rather than in one of its timed steps. Returns the medians and
+    the first push's report.
+    """
+    times: dict[str, list[float]] = {}
+    first: Any = None
+    for round_ in range(repeat):
+        run = work / f"round{round_}"
+        run.mkdir()
+        target = remote if round_ == 0 else FileTransport(run / "store", durable=False)
+        steps, pushed = _round(tree, run, target, level)
+        for name, seconds in steps.items():
+            times.setdefault(name, []).append(seconds)
+        if round_ == 0:
+            first = pushed
+            same = subprocess.run(
+                ["diff", "-r", "--no-dereference", str(tree), str(run / "pulled")], check=False
+            )
+            assert same.returncode == 0, "pulled tree differs"
+        else:
+            shutil.rmtree(run)
+            os.sync()
+    return {name: statistics.median(runs) for name, runs in times.items()}, first
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a tiny tree (CI smoke run)")
     args = parser.parse_args()
     files, binaries = (300, [2 * MIB, 2 * MIB]) if args.quick else (10_000, [200 * MIB] * 4)
+    repeat = 1 if args.quick else 3
     level = 3
+    results = Results("sync", args.quick)
     with tempfile.TemporaryDirectory(prefix="mkit-bench-sync-") as tmp:
         work = Path(tmp)
         tree = work / "tree"
         size = make_tree(tree, files, binaries)
         print(f"tree: {files} files + {len(binaries)} binaries, {mib(size)}")
-        bound = zstd_bound(tree, level)
-        store = work / "store"
-        remote = Counting(store, durable=False)
-        t_push, first = timed(lambda: push(tree, remote, REF, level=level))
+        remote = Counting(work / "store", durable=False)
+        t, first = _timed_runs(tree, work, remote, level, repeat)
         assert first.new is not None
-        buffered = FileTransport(work / "store-buffered", durable=False, direct_io=False)
-        t_buffered, _ = timed(lambda: push(tree, buffered, REF, level=level))
-        t_pull, _ = timed(lambda: pull(remote, REF, work / "pulled", cache_dir=str(work / "cache")))
-        same = subprocess.run(
-            ["diff", "-r", "--no-dereference", str(tree), str(work / "pulled")], check=False
-        )
-        assert same.returncode == 0, "pulled tree differs"
-        # Nothing is deleted between timed steps: on this machine's ext4 (mounted
-        # with discard) file creation stalls for seconds after a large delete,
-        # which would penalise whichever step comes next.
-        git_push, git_clone_nl, git_clone = git_push_and_clone(tree, work)
         Counting.calls = 0
         unchanged = push(tree, remote, REF)
         calls = Counting.calls
@@ -228,72 +276,80 @@ def main() -> None:
             str(work / "rss-out"),
             str(work / "rss-cache"),
         )
-        # a smoke run's timings (hundredths of a second) are noise: goals are for the full run
-        smoke = "(quick run: not judged)" if args.quick else None
-        rows: list[dict[str, Any]] = [
-            {
-                "case": "push vs zstd bound",
-                "tree": mib(size),
-                "push_s": round(t_push, 2),
-                "zstd_bound_s": round(bound, 2),
-                "ratio": round(bound / t_push, 2),
-                "goal": smoke or ">= 0.7",
-                "uploaded": mib(first.bytes_uploaded),
-            },
-            {
-                "case": "push with direct_io=False (page cache) vs zstd bound",
-                "push_s": round(t_buffered, 2),
-                "zstd_bound_s": round(bound, 2),
-                "ratio": round(bound / t_buffered, 2),
-                "goal": "(reported)",
-            },
-            {
-                "case": "push vs git add+commit+push",
-                "push_s": round(t_push, 2),
-                "git_s": round(git_push, 2),
-                "speedup": round(git_push / t_push, 2),
-                "goal": smoke or "> 1",
-            },
-            {
-                "case": "pull vs git clone --no-local",
-                "pull_s": round(t_pull, 2),
-                "git_s": round(git_clone_nl, 2),
-                "speedup": round(git_clone_nl / t_pull, 2),
-                "goal": smoke or "> 1",
-            },
-            {
-                "case": "pull vs git clone (local: hardlinks + checkout, no transfer)",
-                "pull_s": round(t_pull, 2),
-                "git_s": round(git_clone, 2),
-                "speedup": round(git_clone / t_pull, 2),
-                "goal": "(reported)",
-            },
-            {
-                "case": "re-push unchanged",
-                "pack_bytes": unchanged.bytes_uploaded,
-                "calls": calls,
-                "goal": "0 bytes, <= 3 calls",
-            },
-            {
-                "case": "one file changed",
-                "bytes_uploaded": one.bytes_uploaded,
-                "bound": bound_one,
-                "ok": one.bytes_uploaded <= bound_one,
-                "objects_sent": one.objects_sent,
-            },
-            {
-                "case": "peak RSS growth",
-                "push": mib(rss_p),
-                "pull": mib(rss_l),
-                "goal": "<= 128 MiB",
-            },
-        ]
-        report("sync_quick" if args.quick else "sync", rows)
-        # the exact figures are claims, not measurements: a miss fails the run
-        if unchanged.bytes_uploaded or calls > 3:
-            raise SystemExit(f"re-push sent {unchanged.bytes_uploaded} bytes in {calls} calls")
-        if one.bytes_uploaded > bound_one:
-            raise SystemExit(f"one-file push sent {one.bytes_uploaded} bytes, over {bound_one}")
+
+    def seconds(*names: str) -> dict[str, object]:
+        return {f"{name}_s": round(t[name], 2) for name in names}
+
+    def ratio(baseline: str, ours: str) -> float:
+        return round(t[baseline] / t[ours], 2)
+
+    results.section(
+        "sync",
+        [
+            Figure(
+                "push vs zstd bound",
+                ratio("bound", "push"),
+                "x",
+                ">= 0.7",
+                repeats=repeat,
+                detail={
+                    "tree": mib(size),
+                    **seconds("push", "bound"),
+                    "uploaded": mib(first.bytes_uploaded),
+                },
+            ),
+            Figure(
+                "push with direct_io=False (page cache) vs zstd bound",
+                ratio("bound", "buffered"),
+                "x",
+                repeats=repeat,
+                detail=seconds("buffered", "bound"),
+            ),
+            Figure(
+                "push vs git add+commit+push",
+                ratio("git_push", "push"),
+                "x",
+                "> 1",
+                repeats=repeat,
+                detail=seconds("push", "git_push"),
+            ),
+            Figure(
+                "pull vs git clone --no-local",
+                ratio("git_clone_nl", "pull"),
+                "x",
+                "> 1",
+                repeats=repeat,
+                detail=seconds("pull", "git_clone_nl"),
+            ),
+            Figure(
+                "pull vs git clone (local: hardlinks + checkout, no transfer)",
+                ratio("git_clone", "pull"),
+                "x",
+                repeats=repeat,
+                detail=seconds("pull", "git_clone"),
+            ),
+            # the exact figures are claims, not measurements: a miss fails the run
+            Figure(
+                "re-push unchanged: pack bytes",
+                unchanged.bytes_uploaded,
+                "B",
+                "== 0",
+                kind="exact",
+            ),
+            Figure("re-push unchanged: transport calls", calls, "", "<= 3", kind="exact"),
+            Figure(
+                "one file changed: bytes uploaded",
+                one.bytes_uploaded,
+                "B",
+                f"<= {bound_one}",
+                kind="exact",
+                detail={"objects_sent": one.objects_sent},
+            ),
+            Figure("push peak RSS growth", round(rss_p / MIB, 1), "MiB", "<= 128", kind="memory"),
+            Figure("pull peak RSS growth", round(rss_l / MIB, 1), "MiB", "<= 128", kind="memory"),
+        ],
+    )
+    results.finish()
 
 
 if __name__ == "__main__":

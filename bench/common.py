@@ -1,32 +1,43 @@
-"""Shared benchmark plumbing: timing, peak-RSS of a child process, result tables.
+"""Shared benchmark plumbing: timing, peak-RSS of a child process, figures and goals.
 
-Every figure is a ratio against a baseline measured in the same run, on the same
-bytes, so the numbers mean something on any machine.
+Every timing figure is a ratio against a baseline measured in the same run, on the
+same bytes, so the numbers mean something on any machine. Scripts declare what they
+measured as :class:`Figure` objects (value, unit, goal, repetitions) and hand them to
+a :class:`Results`, which prints them and passes them on to ``bench/run.py``; nothing
+is written into the source tree.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import operator
 import os
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from mkit_transport import PackKey
 from mkit_transport.hashes import Hasher
 
 __all__ = [
+    "FIGURES_ENV",
     "MIB",
+    "Figure",
     "FileChunks",
-    "best_of",
-    "best_of_pair",
+    "Goal",
+    "Results",
     "child_peak_rss",
+    "format_value",
     "make_source",
+    "median_interleaved",
+    "median_pair",
     "mib",
     "proc_status",
-    "report",
 ]
 
 MIB = 1 << 20
@@ -68,43 +79,42 @@ def mib(n: float) -> str:
     return f"{n / MIB:.1f} MiB"
 
 
-def best_of(
-    fn: Callable[[], object], repeat: int = 3, settle: Callable[[], object] | None = None
-) -> float:
-    """Best wall time of ``repeat`` runs, in seconds; ``settle`` runs, untimed, before each."""
-    best = float("inf")
-    for _ in range(repeat):
-        if settle is not None:
-            settle()
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def best_of_pair(
-    baseline: Callable[[], object],
-    ours: Callable[[], object],
-    repeat: int = 3,
+def median_interleaved(
+    fns: Sequence[Callable[[], object]],
+    repeat: int,
     settle: Callable[[], object] | None = None,
-) -> tuple[float, float]:
-    """Best wall times of ``baseline`` and ``ours``, run alternately ``repeat`` times.
+) -> list[float]:
+    """Median wall times, in seconds, of each of ``fns``, run in turn ``repeat`` times.
 
-    Alternating puts both sides under the same conditions (a server's growing
-    memory, page-cache state, a neighbour's load) instead of measuring one side
-    first and the other after the machine has changed. ``settle`` runs, untimed,
-    before each run (e.g. ``os.sync``, so one side's dirty pages are not written
-    back during the other's run).
+    Interleaving (baseline, ours, baseline, ours, ...) puts every side under the same
+    conditions (a server's growing memory, page-cache state, a neighbour's load)
+    instead of measuring one side first and the other after the machine has changed.
+    The median, not the minimum: the minimum rewards one lucky run, the median says
+    what a run typically takes. ``settle`` runs, untimed, before each run (e.g.
+    ``os.sync``, so one side's dirty pages are not written back during the other's).
     """
-    best = [float("inf"), float("inf")]
+    if repeat < 1:
+        raise ValueError(f"repeat must be at least 1, not {repeat}")
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeat):
-        for side, fn in enumerate((baseline, ours)):
+        for side, fn in enumerate(fns):
             if settle is not None:
                 settle()
             start = time.perf_counter()
             fn()
-            best[side] = min(best[side], time.perf_counter() - start)
-    return best[0], best[1]
+            times[side].append(time.perf_counter() - start)
+    return [statistics.median(side) for side in times]
+
+
+def median_pair(
+    baseline: Callable[[], object],
+    ours: Callable[[], object],
+    repeat: int,
+    settle: Callable[[], object] | None = None,
+) -> tuple[float, float]:
+    """Median wall times of ``baseline`` and ``ours``, run alternately ``repeat`` times."""
+    base, mine = median_interleaved([baseline, ours], repeat, settle)
+    return base, mine
 
 
 def proc_status(field: str, pid: int | str = "self") -> int:
@@ -157,12 +167,181 @@ def child_peak_rss(target: str, *args: str) -> int:
     return max(0, int(data["peak"]) - int(data["before"]))
 
 
-def report(title: str, rows: list[dict[str, Any]]) -> None:
-    """Print a result table and append it to bench/results/<title>.json."""
-    print(f"\n== {title}")
-    for row in rows:
-        print("  " + "  ".join(f"{k}={v}" for k, v in row.items()))
-    os.makedirs(os.path.join(os.path.dirname(__file__), "results"), exist_ok=True)
-    path = os.path.join(os.path.dirname(__file__), "results", f"{title}.json")
-    with open(path, "w") as f:
-        json.dump(rows, f, indent=2)
+# -- figures: what a script measured, against which goal ---------------------------------
+
+Kind = Literal["timing", "memory", "exact"]
+"""What a figure is, which decides when it is judged and what a miss does.
+
+* ``timing``: a median wall-time figure (a throughput, a ratio against a baseline).
+  Judged in full runs only: at ``--quick`` sizes it is noise. A miss is reported.
+* ``memory``: a peak RSS growth. Judged in every run; a miss is reported.
+* ``exact``: a claim, not a measurement (bytes sent, a counter's final value, problems
+  found). Judged in every run; a miss fails the script.
+"""
+
+Status = Literal["met", "missed", "reported", "not judged"]
+
+FIGURES_ENV = "MKIT_BENCH_FIGURES"
+"""Environment variable naming the file a script appends its figures to (run.py sets it)."""
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    "==": operator.eq,
+    "!=": operator.ne,
+    ">": operator.gt,
+    "<": operator.lt,
+}
+_WORDS = {"true": 1.0, "false": 0.0}
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A goal like ``">= 0.8"``: an operator and a threshold, so met/missed is computed."""
+
+    op: str
+    threshold: float
+
+    @classmethod
+    def parse(cls, text: str) -> Goal:
+        """Parse ``"<op> <number>"`` (``true``/``false`` count as 1/0); else ValueError.
+
+        The threshold is in the figure's own unit: ``Figure(..., unit="MiB",
+        goal="<= 64")``. Anything else (a unit in the goal, prose) is refused, so a
+        goal can never silently become unjudgeable.
+        """
+        stripped = text.strip()
+        for op in sorted(_OPS, key=len, reverse=True):  # ">=" before ">"
+            if stripped.startswith(op):
+                rest = stripped[len(op) :].strip().lower()
+                if rest in _WORDS:
+                    return cls(op, _WORDS[rest])
+                try:
+                    threshold = float(rest)
+                except ValueError:
+                    break
+                if math.isfinite(threshold):
+                    return cls(op, threshold)
+                break
+        raise ValueError(f"goal {text!r} is not '<op> <number>' with op one of {list(_OPS)}")
+
+    def met(self, value: float) -> bool:
+        """Whether ``value`` meets the goal."""
+        return _OPS[self.op](float(value), self.threshold)
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.threshold:g}"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure a benchmark reports: its value, unit, goal and how it was measured.
+
+    ``goal`` is ``None`` for a figure that is only reported. ``repeats`` is how many
+    interleaved runs the (median) value comes from. ``detail`` holds the context
+    (baseline times, sizes) a reader needs to interpret the value.
+    """
+
+    name: str
+    value: float
+    unit: str = ""
+    goal: str | None = None
+    repeats: int = 1
+    kind: Kind = "timing"
+    detail: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.goal is not None:
+            Goal.parse(self.goal)  # a bad goal fails where it is written
+
+    def status(self, quick: bool) -> Status:
+        """``met``/``missed`` against the goal; timing goals are not judged when quick."""
+        if self.goal is None:
+            return "reported"
+        if quick and self.kind == "timing":
+            return "not judged"
+        return "met" if Goal.parse(self.goal).met(self.value) else "missed"
+
+
+def format_value(value: object, unit: str = "") -> str:
+    """A value for a table: booleans as words, floats to 3 significant digits."""
+    if isinstance(value, bool):
+        text = str(value).lower()
+    elif isinstance(value, float):
+        text = f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    else:
+        text = str(value)
+    return f"{text} {unit}".strip()
+
+
+class Results:
+    """A script's figures: printed as it goes, handed to run.py, judged at the end.
+
+    Each :meth:`section` prints its figures (so a script run alone shows them) and,
+    when run.py set :data:`FIGURES_ENV`, appends them as JSON lines to that file, so
+    figures reported before a failure still reach the summary. :meth:`finish` fails
+    the script if an exact figure missed its goal.
+    """
+
+    def __init__(self, script: str, quick: bool) -> None:
+        self.script = script
+        self.quick = quick
+        self.figures: list[tuple[str, Figure]] = []
+
+    def section(self, title: str, figures: Iterable[Figure]) -> None:
+        """Print ``figures`` under ``title`` and hand them on."""
+        listed = list(figures)
+        print(f"\n== {title}")
+        for figure in listed:
+            status = figure.status(self.quick)
+            goal = f"goal {figure.goal}" if figure.goal else ""
+            extra = "  ".join(f"{k}={v}" for k, v in figure.detail.items())
+            runs = f", n={figure.repeats}" if figure.kind == "timing" else ""
+            print(
+                f"  {figure.name}: {format_value(figure.value, figure.unit)}  {goal}  "
+                f"[{status}{runs}]  {extra}".rstrip()
+            )
+            self.figures.append((title, figure))
+        path = os.environ.get(FIGURES_ENV)
+        if path:
+            with open(path, "a") as f:
+                for figure in listed:
+                    f.write(json.dumps(self.record(title, figure)) + "\n")
+        sys.stdout.flush()
+
+    def record(self, title: str, figure: Figure) -> dict[str, Any]:
+        """The JSON form of one figure (what run.py's summary and compare.py read)."""
+        goal = Goal.parse(figure.goal) if figure.goal is not None else None
+        return {
+            "id": f"{self.script}/{title}/{figure.name}",
+            "script": self.script,
+            "section": title,
+            "name": figure.name,
+            "value": figure.value,
+            "unit": figure.unit,
+            "goal": figure.goal,
+            "op": goal.op if goal else None,
+            "threshold": goal.threshold if goal else None,
+            "repeats": figure.repeats,
+            "kind": figure.kind,
+            "status": figure.status(self.quick),
+            "detail": {k: _jsonable(v) for k, v in figure.detail.items()},
+        }
+
+    def missed_claims(self) -> list[str]:
+        """The exact figures that missed their goal, one line each."""
+        return [
+            f"{title}/{f.name} = {format_value(f.value, f.unit)}, goal {f.goal}"
+            for title, f in self.figures
+            if f.kind == "exact" and f.status(self.quick) == "missed"
+        ]
+
+    def finish(self) -> None:
+        """Fail the script (SystemExit) if any exact figure missed its goal."""
+        missed = self.missed_claims()
+        if missed:
+            raise SystemExit("exact figures missed:\n  " + "\n  ".join(missed))
+
+
+def _jsonable(value: object) -> object:
+    return value if isinstance(value, (bool, int, float, str, type(None))) else str(value)
