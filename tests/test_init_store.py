@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,7 +38,7 @@ from mkit_transport.sync import pull, push
 from mkit_transport.transports.s3 import S3Transport
 from tests.support.http_fixtures import READ_TOKEN, WRITE_TOKEN, HttpServer
 from tests.support.s3_fixtures import BUCKET, S3Server
-from tests.support.ssh_fixtures import SshServer
+from tests.support.ssh_fixtures import KEYGEN, SshServer
 from tests.support.sync_fixtures import describe, write_tree
 
 
@@ -329,3 +330,33 @@ def test_serve_ssh_backend_creates_a_bucket_only_on_init(
         assert transport.init_store() is False
         transport.write_ref("refs/heads/x", Hash.of(b"x"))
         assert transport.read_ref("refs/heads/x") == Hash.of(b"x")
+
+
+def test_serve_ssh_backend_as_a_forced_command(
+    sshd: SshServer, s3_behind_sshd: tuple[str, str], tmp_path: Path
+) -> None:
+    """A key pinned to ``serve ssh --backend URL``: the client's path picks the store."""
+    command, _ = s3_behind_sshd
+    key = tmp_path / "backend_ed25519"
+    subprocess.run([KEYGEN, "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    public = (tmp_path / "backend_ed25519.pub").read_text().strip()
+    with open(sshd.directory / "authorized_keys", "a") as keys:  # re-read at each login
+        keys.write(f'restrict,command="{command}" {public} mkit-test-backend\n')
+    source = write_tree(tmp_path / "src", seed=3, files=10)
+    stores = {}
+    for name in ("team/one", "team/two"):
+        url = f"mkit+ssh://{sshd.user}@{sshd.host}:{sshd.port}:{name}"
+        with _ssh(sshd, url, identity_file=str(key)) as transport:
+            if name == "team/one":
+                push(source, transport, "refs/heads/main")
+                pull(transport, "refs/heads/main", tmp_path / "out", cache_dir=str(tmp_path / "c"))
+            stores[name] = transport.read_ref("refs/heads/main")
+    assert describe(tmp_path / "out") == describe(source)
+    assert stores["team/one"] is not None and stores["team/two"] is None, "one store per path"
+    hostile = f"mkit+ssh://{sshd.user}@{sshd.host}:{sshd.port}:team/one"
+    options = {"identity_file": str(key), "remote_command": "echo {path} ; serve ssh ../up"}
+    with (
+        _ssh(sshd, hostile, **options) as transport,
+        pytest.raises(AccessDenied, match="not a store path"),
+    ):
+        transport.read_ref("refs/heads/main")
