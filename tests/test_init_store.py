@@ -31,6 +31,7 @@ from mkit_transport import (
     open_transport,
 )
 from mkit_transport.cli.main import main
+from mkit_transport.cli.output import EXIT_CODES
 from mkit_transport.cli.serve_ssh import resolve_backend_store
 from mkit_transport.protocol.ssh import VERSION, FrameReader, encode_frame
 from mkit_transport.server.ssh import EXIT_OK, serve
@@ -270,6 +271,21 @@ def test_serve_ssh_backend_paths(
         assert isinstance(refusal, AccessDenied)
     else:
         assert (url, refusal) == (expected, None)
+
+
+def test_serve_ssh_backend_bad_url_fails_before_serving() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mkit_transport", "serve", "ssh", "--backend", "mkit+nope://x", "p"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=60,
+    )
+    # A bad URL is InvalidRef (InvalidArgument once URL errors move there).
+    codes = {EXIT_CODES[n] for n in ("InvalidRef", "InvalidArgument") if n in EXIT_CODES}
+    assert done.returncode in codes
+    assert done.stdout == b"", "nothing on the wire: no hello"
+    assert done.stderr.decode().startswith("mkit_transport: Invalid")
+    assert done.stderr.count(b"\n") == 1
 
 
 @pytest.fixture

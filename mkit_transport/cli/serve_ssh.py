@@ -1,6 +1,6 @@
 """``python -m mkit_transport serve ssh``: the command sshd runs for each connection.
 
-Two ways to run it (spec/SPEC-SSH.md, "Forced command"):
+Three ways to run it (spec/SPEC-SSH.md, "Server"):
 
 * ``serve ssh PATH`` serves the store at ``PATH``. Used as the remote command the
   client asks for, or pinned as a forced command in ``authorized_keys`` (then every
