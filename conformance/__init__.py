@@ -15,7 +15,7 @@ Run it three ways:
             return Harness(open=lambda retry: MyTransport(tmp_path, retry=retry), fresh=True)
 
 Topics are also available one by one (``PackSuite``, ``RefSuite``, ``RaceSuite``,
-``StatefulSuite``, ``RetrySuite``). Every test writes under its own
+``StatefulSuite``, ``RetrySuite``, ``StoreSuite``). Every test writes under its own
 ``refs/mkit-conformance/<uuid>/`` namespace, so a shared remote is safe to test.
 """
 
@@ -25,6 +25,7 @@ from .suite_races import RaceSuite
 from .suite_refs import RefSuite
 from .suite_retry import RetrySuite
 from .suite_stateful import StatefulSuite
+from .suite_store import StoreSuite
 
 __all__ = [
     "Backdoor",
@@ -37,8 +38,9 @@ __all__ = [
     "RefSuite",
     "RetrySuite",
     "StatefulSuite",
+    "StoreSuite",
 ]
 
 
-class ConformanceSuite(PackSuite, RefSuite, RaceSuite, StatefulSuite, RetrySuite):
+class ConformanceSuite(PackSuite, RefSuite, RaceSuite, StatefulSuite, RetrySuite, StoreSuite):
     """Every topic at once: subclass it and override the ``harness`` fixture."""

@@ -74,6 +74,12 @@ class FaultyTransport(Transport):
     def _has_pack(self, key: PackKey) -> bool:
         return self._run("has_pack", lambda: self.inner.pack_exists(key))  # type: ignore[return-value]
 
+    def _pack_size(self, key: PackKey) -> int:
+        return self._run("pack_size", lambda: self.inner.pack_size(key))  # type: ignore[return-value]
+
+    def _init_store(self) -> bool:
+        return self._run("init_store", self.inner.init_store)  # type: ignore[return-value]
+
     def _read_ref(self, name: str) -> Hash | None:
         return self._run("read_ref", lambda: self.inner.read_ref(name))  # type: ignore[return-value]
 

@@ -57,6 +57,7 @@ def run_conformance(url: str, *, json_output: bool, out: TextIO, extra: Sequence
     from .suite_refs import RefSuite
     from .suite_retry import RetrySuite
     from .suite_stateful import StatefulSuite
+    from .suite_store import StoreSuite
 
     topic_of: dict[str, str] = {}
     for topic, suite in (
@@ -65,6 +66,7 @@ def run_conformance(url: str, *, json_output: bool, out: TextIO, extra: Sequence
         ("races", RaceSuite),
         ("stateful", StatefulSuite),
         ("retry", RetrySuite),
+        ("store", StoreSuite),
     ):
         for attr in vars(suite):
             if attr.startswith("test_"):

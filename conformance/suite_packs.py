@@ -85,6 +85,18 @@ class PackSuite(SuiteBase):
         transport.upload_pack(data, key)
         assert transport.pack_exists(key) is True
 
+    @spec("T-PACK-13")
+    @pytest.mark.parametrize("size", [0, 1, 70_000])
+    def test_pack_size_is_the_stored_length(
+        self, transport: Transport, salt: bytes, size: int
+    ) -> None:
+        data, key = make_pack(salt, f"sized-{size}", size) if size else (b"", PackKey.of(b""))
+        if size:
+            with pytest.raises(PackNotFound):
+                transport.pack_size(key)
+        transport.upload_pack(data, key)
+        assert transport.pack_size(key) == size
+
     @spec("T-PACK-4")
     def test_reupload_is_idempotent(self, transport: Transport, salt: bytes) -> None:
         data, key = make_pack(salt, "idempotent")

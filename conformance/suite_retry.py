@@ -207,6 +207,8 @@ class RetrySuite(SuiteBase):
             "list_refs",
             "put_pack_stream",
             "open_pack_stream",
+            "pack_size",
+            "init_store",
         ],
     )
     def test_every_verb_is_retried(
@@ -225,6 +227,8 @@ class RetrySuite(SuiteBase):
             "list_refs": lambda t: t.list_refs(ns),
             "put_pack_stream": lambda t: t.upload_pack_stream(key, [data], len(data)),
             "open_pack_stream": lambda t: b"".join(t.download_pack_stream(key)),
+            "pack_size": lambda t: t.pack_size(key),
+            "init_store": lambda t: t.init_store(),
         }
         calls[verb](faulty)
         assert faulty.calls.count(verb) == 3

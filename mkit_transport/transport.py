@@ -17,8 +17,9 @@ contract's policy, so that no transport can forget a part of it:
 Writing a transport
 -------------------
 Subclass :class:`Transport` and implement ``_put_pack``, ``_get_pack``,
-``_has_pack``, ``_read_ref``, ``_update_ref`` and ``_list_refs``; override
-``_put_pack_stream`` / ``_open_pack_stream`` to stream instead of buffering, and
+``_has_pack``, ``_read_ref``, ``_update_ref``, ``_list_refs`` and ``_init_store``;
+override ``_put_pack_stream`` / ``_open_pack_stream`` to stream instead of
+buffering, ``_pack_size`` to answer without reading the pack, and
 ``_drop_connection`` if the transport holds a connection. Primitives receive
 validated arguments, raise only :mod:`mkit_transport.errors` types, and must:
 
@@ -29,7 +30,9 @@ validated arguments, raise only :mod:`mkit_transport.errors` types, and must:
   chunks (the base then checks the stream itself);
 * decide every ref condition atomically with the write (``_update_ref`` raises
   :class:`~mkit_transport.errors.RefConflict`, with ``current`` where known);
-* return full ref names from ``_list_refs`` (at least those under the prefix).
+* return full ref names from ``_list_refs`` (at least those under the prefix);
+* create the store in ``_init_store`` only when it is absent, never touching what
+  an existing store holds, and say whether this call created it.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from .errors import (
     PayloadTooLarge,
     ProtocolError,
     RefConflict,
+    RemoteError,
     TransportError,
 )
 from .hashes import Hash, Hasher, PackKey
@@ -183,6 +187,23 @@ class Transport(abc.ABC):
     def _list_refs(self, prefix: str) -> Iterable[tuple[str, Hash]]:
         """Yield ``(full name, value)`` for at least every ref under ``prefix``."""
 
+    def _init_store(self) -> bool:
+        """Create an empty store where this transport points, if there is none.
+
+        Return ``True`` if this call created it, ``False`` if it was already there
+        (then nothing may change). The default refuses: a transport that does not
+        say how its stores come to be cannot promise an empty, usable one.
+        """
+        raise RemoteError(f"{type(self).__name__} cannot create a store (no _init_store)")
+
+    def _pack_size(self, key: PackKey) -> int:
+        """Return the stored size of a pack, or raise :class:`PackNotFound`.
+
+        The default reads the pack through its stream and counts (bounded memory,
+        but a whole download): transports that can ask for the size override it.
+        """
+        return sum(len(chunk) for chunk in self._open_pack_stream(key, 0))
+
     def _put_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
         """Store a streamed pack; commit only once ``chunks`` is exhausted without error.
 
@@ -249,6 +270,21 @@ class Transport(abc.ABC):
         """Say whether a pack is stored under ``key``; a missing pack is ``False``."""
         _check_key(key)
         return self._call(lambda: self._has_pack(key))
+
+    def pack_size(self, key: PackKey) -> int:
+        """Return the size in bytes of the pack stored under ``key`` (unverified).
+
+        :class:`PackNotFound` if it is not stored. For a relay that must announce a
+        length before the bytes (the SSH server's ``pack {size}``); the bytes
+        themselves are verified only by the download verbs.
+        """
+        _check_key(key)
+        size = self._call(lambda: self._pack_size(key))
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise InvalidResponse(f"pack {key.hex()}: the store reports a size of {size!r}")
+        if size > PACK_BODY_LIMIT:
+            raise _too_large(f"stored pack of {size} bytes", size)
+        return size
 
     def upload_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
         """Store a pack given as chunks of ``total`` bytes, without holding it whole.
@@ -395,6 +431,24 @@ class Transport(abc.ABC):
             if not is_valid_ref_name(name) or not isinstance(value, Hash):
                 raise InvalidResponse(f"listing returned an invalid ref {name!r}")
         return filter_listing(normalized, found)
+
+    # -- the store -------------------------------------------------------------------
+
+    def init_store(self) -> bool:
+        """Create an empty store at this transport's location, like ``git init --bare``.
+
+        Idempotent: on a store that is already there it succeeds and changes
+        nothing. Returns ``True`` if this call created the store, ``False`` if it
+        was already there. After it returns, every verb works on the store. Some
+        transports also create a store on its first write (memory, file, the HTTP
+        server); others need this call first (SSH; S3 needs its bucket). Runs
+        under the retry policy: if an attempt created the store and its answer was
+        lost, the retry finds it there and returns ``False``.
+        """
+        created = self._call(self._init_store)
+        if not isinstance(created, bool):
+            raise InvalidResponse(f"store creation answered {created!r}, not a bool")
+        return created
 
     # -- lifetime --------------------------------------------------------------------
 

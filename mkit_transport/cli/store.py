@@ -1,7 +1,7 @@
-"""Command-line verbs on a store's refs and packs (``refs ...``, ``packs ...``).
+"""Command-line verbs on a store, its refs and its packs.
 
-``refs list|read|write`` and ``packs exists|upload|verify``: the thin layer over the
-:class:`~mkit_transport.transport.Transport` verbs, for inspecting a remote by hand or
+``init``, ``refs list|read|write`` and ``packs exists|upload|verify``: the thin layer
+over the :class:`~mkit_transport.transport.Transport` verbs, for inspecting a remote by hand or
 from a script (``--json``).
 """
 
@@ -21,6 +21,15 @@ from .output import EXIT_CODES, emit, mib
 __all__ = ["add_cli", "packs_verify"]
 
 _Command = Callable[..., argparse.ArgumentParser]
+
+
+def _init(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
+    created = transport.init_store()
+    text = (
+        f"created an empty store at {args.url}" if created else f"a store is already at {args.url}"
+    )
+    emit(args, out, {"url": args.url, "created": created}, text)
+    return 0
 
 
 def _refs_list(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
@@ -104,8 +113,11 @@ def add_cli(
     serve_commands: argparse._SubParsersAction[argparse.ArgumentParser],
     command: _Command,
 ) -> None:
-    """Add the ``refs`` and ``packs`` groups to the top-level command line."""
+    """Add ``init`` and the ``refs`` and ``packs`` groups to the top-level command line."""
     del serve_commands  # nothing to serve here
+
+    sub = command(commands, "init", _init, "create an empty store (idempotent), like git init")
+    sub.add_argument("url")
 
     refs = commands.add_parser("refs", help="list, read and write refs")
     refs_commands = refs.add_subparsers(dest="refs_command", required=True, metavar="VERB")

@@ -66,11 +66,13 @@ log = logging.getLogger("mkit_transport.server.http")
 #: Test only: a JSON file that makes the server fail requests on purpose.
 FAULT_FILE_ENV: Final = "MKIT_HTTP_TEST_FAULT_FILE"
 _READ_SIZE: Final = 1 << 20
+_NO_ROUTE: Final = "no such route; paths are /PROJECT/packs/KEY, /PROJECT/refs/... or /PROJECT/init"
 _HEX_RE: Final = re.compile(r"[0-9a-f]{64}")
 _RANGE_RE: Final = re.compile(r"bytes=(\d{1,19})-")
 _IF_MATCH_RE: Final = re.compile(r'"([0-9a-f]{64})"')
 _REASONS: Final = {
     200: "OK",
+    201: "Created",
     204: "No Content",
     206: "Partial Content",
     400: "Bad Request",
@@ -254,10 +256,14 @@ class PackServer:
             return _json(200, {"status": "ok"})
         parts = path.split("/")[1:]
         if len(parts) < 2 or not PROJECT_NAME_RE.fullmatch(parts[0]) or parts[0].endswith(".lock"):
-            _fail("not_found", "no such route; paths are /PROJECT/packs/KEY or /PROJECT/refs/...")
+            _fail("not_found", _NO_ROUTE)
         project, kind, rest = parts[0], parts[1], parts[2:]
-        writing = method == "PUT"
+        writing = method in ("PUT", "POST")
         self._authorize(environ, writing)
+        if kind == "init" and not rest:
+            if method != "POST":
+                _allow("POST")
+            return self._init(project)
         if kind == "packs" and len(rest) == 1:
             if not _HEX_RE.fullmatch(rest[0]):
                 _fail("invalid_ref", f"not a pack key: {rest[0][:80]!r}")
@@ -280,7 +286,7 @@ class PackServer:
             if method == "PUT":
                 return self._put_ref(project, name, environ)
             _allow("GET, PUT")
-        _fail("not_found", "no such route; paths are /PROJECT/packs/KEY or /PROJECT/refs/...")
+        _fail("not_found", _NO_ROUTE)
 
     def _authorize(self, environ: Environ, writing: bool) -> None:
         if writing:
@@ -299,6 +305,13 @@ class PackServer:
         if writing and self.read_token and hmac.compare_digest(given, self.read_token.encode()):
             _fail("forbidden", "the read token does not allow writes")
         _fail("unauthorized", "the bearer token was not accepted")
+
+    # -- the store -----------------------------------------------------------------------
+
+    def _init(self, project: str) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
+        """Create the project's store if absent: 201 if created, 200 if already there."""
+        created = self.store(project).init_store()
+        return _json(201 if created else 200, {"project": project, "created": created})
 
     # -- packs ---------------------------------------------------------------------------
 

@@ -1,9 +1,14 @@
 """The SSH server: one connection's frame loop over stdin/stdout (spec/SPEC-SSH.md).
 
 ``python -m mkit_transport serve ssh PATH`` runs :func:`serve` for a
-:class:`~mkit_transport.FileTransport` rooted at ``PATH``; sshd starts one such
-process per channel, so every connection has its own process and the file
-transport's lock orders them.
+:class:`~mkit_transport.FileTransport` rooted at ``PATH``; ``serve ssh --backend
+URL`` for any :class:`~mkit_transport.Transport`. sshd starts one such process per
+channel, so every connection has its own process and the backend orders their
+ref writes (the file transport's lock, S3's conditional writes...).
+
+A file store that is missing is created only by an explicit ``init`` request:
+every other request on it is answered "no store", so a typo in a URL never
+creates a store.
 
 The loop trusts nothing it reads. Each frame is checked against the 1 MiB cap
 before it is buffered, each connection has caps on frames, bytes and idle time
@@ -53,7 +58,7 @@ from ..protocol.ssh import (
 )
 from ..refs import RefWriteCondition
 from ..retry import RetryPolicy
-from ..transport import PACK_BODY_LIMIT
+from ..transport import PACK_BODY_LIMIT, Transport
 from ..transports.file import FileTransport
 
 __all__ = ["EXIT_CAPPED", "EXIT_LOST", "EXIT_OK", "EXIT_PROTOCOL", "Limits", "serve"]
@@ -151,9 +156,18 @@ class _Connection:
     """One client's session: the frame loop, its caps and its verbs."""
 
     def __init__(
-        self, backend: FileTransport, rfile: BinaryIO, wfile: BinaryIO, limits: Limits
+        self,
+        backend: Transport,
+        rfile: BinaryIO,
+        wfile: BinaryIO,
+        limits: Limits,
+        directory: str | None = None,
     ) -> None:
         self.backend = backend
+        #: A file store's directory, until it is seen to exist: while it is missing,
+        #: every request but ``init`` is refused. Checked again at each request, as
+        #: another channel of the same client may have run ``init`` meanwhile.
+        self.directory = directory
         self.input = _Input(rfile)
         self.reader = FrameReader(self.input.recv)
         self.wfile = wfile
@@ -166,6 +180,7 @@ class _Connection:
             "read-ref": self._read_ref,
             "update-ref": self._update_ref,
             "list-refs": self._list_refs,
+            "init": self._init,
         }
 
     # -- framing ---------------------------------------------------------------------
@@ -242,14 +257,30 @@ class _Connection:
 
     # -- verbs -----------------------------------------------------------------------
 
+    def _store(self) -> Transport:
+        """The backend, once the store is there; until then the "no store" error."""
+        if self.directory is not None:
+            if not os.path.isdir(self.directory):
+                raise RemoteError(
+                    f"no store at {self.directory} "
+                    "(create it with 'python -m mkit_transport init URL')"
+                )
+            self.directory = None
+        return self.backend
+
+    def _init(self, frame: Frame) -> None:
+        created = self.backend.init_store()
+        self.directory = None
+        self.send("store", created=created)
+
     def _has(self, frame: Frame) -> None:
-        exists = self.backend.pack_exists(digest(frame, "key", PackKey))
+        exists = self._store().pack_exists(digest(frame, "key", PackKey))
         self.send("exists", exists=exists)
 
     def _get(self, frame: Frame) -> None:
         key = digest(frame, "key", PackKey)
         offset = field_of(frame, "offset", int)
-        size = self.backend.pack_size(key)
+        size = self._store().pack_size(key)
         if offset > size:
             raise ProtocolError(f"offset {offset} is past the end of a {size}-byte pack")
         chunks = self.backend.relay_pack_stream(key, offset)  # the client verifies
@@ -284,7 +315,7 @@ class _Connection:
         upload = _Upload(self)
         outcome: TransportError | None = None
         try:
-            self.backend.upload_pack_stream(key, upload, total)
+            self._store().upload_pack_stream(key, upload, total)
         except WireError as error:
             outcome = _wire_error(error)
         except TransportError as error:
@@ -297,7 +328,7 @@ class _Connection:
         self.send("ok")
 
     def _read_ref(self, frame: Frame) -> None:
-        value = self.backend.read_ref(field_of(frame, "name", str))
+        value = self._store().read_ref(field_of(frame, "name", str))
         self.send("ref", value=value.hex() if value is not None else None)
 
     def _update_ref(self, frame: Frame) -> None:
@@ -307,12 +338,12 @@ class _Connection:
         value = digest(frame, "value", Hash)
         # InvalidArgument (code invalid-argument) for an unknown kind, or expected without match.
         condition = RefWriteCondition(kind, expected)  # type: ignore[arg-type]
-        self.backend.update_ref(name, condition, value)
+        self._store().update_ref(name, condition, value)
         self.send("ok")
 
     def _list_refs(self, frame: Frame) -> None:
         prefix = field_of(frame, "prefix", str)
-        refs = self.backend.list_refs(prefix)
+        refs = self._store().list_refs(prefix)
         head = prefix.rstrip("/") + "/" if prefix else ""
         pages = list(encode_listing([(head + ref.name, ref.hash) for ref in refs]))
         for index, page in enumerate(pages):
@@ -340,21 +371,27 @@ def _widen_pipe(stream: BinaryIO) -> None:
 
 
 def serve(
-    root: str,
+    store: str | Transport,
     rfile: BinaryIO,
     wfile: BinaryIO,
     *,
     limits: Limits | None = None,
     refusal: TransportError | None = None,
 ) -> int:
-    """Serve the store at ``root`` to one client over ``rfile``/``wfile``; return the exit status.
+    """Serve one store to one client over ``rfile``/``wfile``; return the exit status.
 
-    ``refusal``, when given, is sent in answer to the hello (e.g. the path is outside
-    ``MKIT_SERVE_ROOT``), so the client gets a clean error instead of a dead pipe.
+    ``store`` is a directory (served by a :class:`FileTransport` without retries:
+    the client retries) or any open :class:`Transport`, which the caller closes.
+    A file store whose directory is missing answers every request but ``init``
+    with :class:`RemoteError` "no store". ``refusal``, when given, is sent in
+    answer to the hello (e.g. the path is outside ``MKIT_SERVE_ROOT``), so the
+    client gets a clean error instead of a dead pipe.
     """
-    backend = FileTransport(root, retry=RetryPolicy(retries=0))
+    if isinstance(store, Transport):
+        backend = store
+    else:
+        backend = FileTransport(store, retry=RetryPolicy(retries=0))
+    directory = backend.root if isinstance(backend, FileTransport) else None
     for stream in (rfile, wfile):
         _widen_pipe(stream)
-    if refusal is None and not os.path.isdir(root):
-        refusal = RemoteError(f"no store at {root} (create the directory first)")
-    return _Connection(backend, rfile, wfile, limits or Limits()).run(refusal)
+    return _Connection(backend, rfile, wfile, limits or Limits(), directory).run(refusal)

@@ -247,6 +247,23 @@ class FileTransport(Transport):
                         if entry.stat().st_mtime < cutoff:
                             os.unlink(entry.path)
 
+    # -- the store -------------------------------------------------------------------
+
+    def _init_store(self) -> bool:
+        """Create the root with ``packs/`` and ``refs/``, each fsynced into its parent.
+
+        A directory that is already there is a store (an empty one is an empty
+        store) and is left exactly as it is.
+        """
+        if os.path.isdir(self.root):
+            return False
+        try:
+            for inner in ("packs", "refs"):
+                self._make_dirs(os.path.join(self.root, inner))
+        except OSError as error:
+            raise _os_error(error, f"create store {self.root}") from error
+        return True
+
     # -- packs -----------------------------------------------------------------------
 
     def _store_pack(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
@@ -309,8 +326,7 @@ class FileTransport(Transport):
 
         return chunks()
 
-    def pack_size(self, key: PackKey) -> int:
-        """The stored size of a pack in bytes; :class:`PackNotFound` if absent."""
+    def _pack_size(self, key: PackKey) -> int:
         path = self._confine(self.pack_path(key))
         try:
             return os.path.getsize(path)

@@ -345,6 +345,14 @@ class HttpTransport(Transport):
             return False
         return True
 
+    # -- the store -----------------------------------------------------------------------
+
+    def _init_store(self) -> bool:
+        # POST /PROJECT/init: 201 when the server created the store, 200 when it was there.
+        response = self._request("POST", "init", ok=(200, 201))
+        response.close()
+        return response.status_code == 201
+
     # -- refs ----------------------------------------------------------------------------
 
     def _read_ref(self, name: str) -> Hash | None:

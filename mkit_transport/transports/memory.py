@@ -30,6 +30,9 @@ class MemoryStore:
     packs: dict[PackKey, bytes] = field(default_factory=dict)
     refs: dict[str, bytes] = field(default_factory=dict)  # name -> 65-byte wire form
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Set by ``init_store``: a memory store exists as soon as it is opened, so this
+    #: only lets init say "created" once, like the other transports.
+    initialized: bool = False
 
 
 _named_stores: dict[str, MemoryStore] = {}
@@ -66,6 +69,15 @@ class MemoryTransport(Transport):
 
     def __repr__(self) -> str:
         return f"MemoryTransport({self.name!r})" if self.name else "MemoryTransport()"
+
+    def _init_store(self) -> bool:
+        with self.store.lock:
+            existed = self.store.initialized or bool(self.store.packs or self.store.refs)
+            self.store.initialized = True
+        return not existed
+
+    def _pack_size(self, key: PackKey) -> int:
+        return len(self._get_pack(key))
 
     def _put_pack(self, key: PackKey, data: bytes) -> None:
         with self.store.lock:

@@ -458,6 +458,48 @@ class S3Transport(Transport):
         size = self._stored_size(self.pack_key(key))
         return size is not None and (size > 0 or key == _EMPTY_PACK)
 
+    def _pack_size(self, key: PackKey) -> int:
+        size = self._stored_size(self.pack_key(key))
+        if size is None or (size == 0 and key != _EMPTY_PACK):  # see _has_pack
+            raise PackNotFound(f"no pack {key.hex()}")
+        return size
+
+    # -- the store -------------------------------------------------------------------
+
+    def _init_store(self) -> bool:
+        """Create the bucket if there is none; a prefix needs nothing (keys make it).
+
+        ``HeadBucket`` first, so an existing bucket is only looked at (403 there is
+        ``AccessDenied``: it exists but is not ours to use). A bucket created by
+        someone else meanwhile is ``BucketAlreadyOwnedByYou`` (ours: already
+        there) or ``BucketAlreadyExists`` (another account's: ``AccessDenied``).
+        """
+        try:
+            with _mapped(f"look for bucket {self.bucket}"):
+                self.client.head_bucket(Bucket=self.bucket)
+            return False
+        except PackNotFound:  # HeadBucket's bare 404: no such bucket
+            pass
+        region = self.client.meta.region_name
+        what = f"create bucket {self.bucket}"
+        with _mapped(what):
+            try:
+                if region and region != "us-east-1":  # us-east-1 refuses a constraint
+                    self.client.create_bucket(
+                        Bucket=self.bucket,
+                        CreateBucketConfiguration={"LocationConstraint": region},  # type: ignore[typeddict-item]
+                    )
+                else:
+                    self.client.create_bucket(Bucket=self.bucket)
+            except bce.ClientError as error:
+                code = error.response.get("Error", {}).get("Code")
+                if code == "BucketAlreadyOwnedByYou":
+                    return False
+                if code == "BucketAlreadyExists":
+                    raise AccessDenied(f"{what}: the name is taken by another account") from error
+                raise
+        return True
+
     # -- refs ------------------------------------------------------------------------
 
     def _get_ref(self, name: str) -> tuple[Hash, str] | None:

@@ -500,6 +500,13 @@ class SshTransport(Transport):
         finally:
             lent.__exit__(None, None, None)
 
+    # -- the store -------------------------------------------------------------------
+
+    def _init_store(self) -> bool:
+        # The only request with which the server creates a missing store.
+        with self._link() as link:
+            return field_of(link.request("init", "store"), "created", bool)
+
     # -- refs ------------------------------------------------------------------------
 
     def _read_ref(self, name: str) -> Hash | None:
