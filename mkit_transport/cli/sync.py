@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Final, TextIO
 
 from ..refs import RefWriteCondition
-from ..sync.verbs import (
+from ..sync import (
     DEFAULT_CONCURRENCY,
     MirrorReport,
     Progress,

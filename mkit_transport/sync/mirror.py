@@ -1,0 +1,116 @@
+"""``mirror``: copy the snapshot a ref points at from one remote to another, ref last.
+
+Bytes flow from the source transport to the destination through memory only,
+streamed and verified on the way (spec/SPEC-SYNC.md, mirror).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from ..errors import PackNotFound
+from ..hashes import PackKey
+from ..refs import RefWriteCondition
+from ..transport import Transport
+from .common import non_fast_forward, parallel, record_key, write_condition, write_ref
+from .model import PackRef, decode_record
+from .options import DEFAULT_CONCURRENCY
+from .progress import Meter, Progress
+from .reports import MirrorReport
+from .restore import verified_chunks
+
+__all__ = ["mirror"]
+
+
+class _RemotePack:
+    """A re-iterable source of one pack's bytes from a remote, verified as they pass.
+
+    Each iteration re-opens the download (so the destination's upload can be
+    retried) and feeds a :class:`PackVerifier`: a corrupt pack raises from inside the
+    iteration, so the destination never commits it.
+    """
+
+    def __init__(self, src: Transport, pack: PackRef, meter: Meter) -> None:
+        self.src, self.pack, self.meter = src, pack, meter
+
+    def __iter__(self) -> Iterator[bytes]:
+        key = self.pack.key
+        return verified_chunks(self.src, key, "source", self.meter, objects=True, relayed=True)
+
+
+def _copy_blob(src: Transport, dst: Transport, key: PackKey) -> int:
+    data = src.download_blob(key)
+    dst.upload_blob(data, key)
+    return len(data)
+
+
+def mirror(
+    src: Transport,
+    dst: Transport,
+    ref: str,
+    *,
+    expect: RefWriteCondition | None = None,
+    dry_run: bool = False,
+    progress: Callable[[Progress], None] | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> MirrorReport:
+    """Copy the snapshot ``ref`` points at on ``src`` to ``dst``, destination ref last.
+
+    Bytes flow from one transport to the other through memory only (streamed and
+    verified on the way); packs ``dst`` already holds are skipped. The destination
+    ref is written with ``expect`` (default: ``match`` of its value at the start, or
+    ``MISSING``). Only the tip record is copied: ``log`` on ``dst`` stops at the
+    first parent record it lacks.
+    """
+    meter = Meter(progress)
+    meter.enter("plan")
+    value = src.read_ref(ref)
+    if value is None:
+        raise PackNotFound(f"ref {ref} is absent on the source: nothing to mirror")
+    old = dst.read_ref(ref)
+    condition = write_condition(expect, old)
+    if not condition.allows(old):
+        raise non_fast_forward(ref, old)
+    if old == value:
+        return MirrorReport(ref, old, value, dry_run, False, 0, 0, 0, 0, 0)
+    record_blob = record_key(value)
+    record_bytes = src.download_blob(record_blob)
+    record = decode_record(record_bytes)
+    present = parallel(lambda p: dst.pack_exists(p.key), record.packs, concurrency)
+    missing = [p for p, here in zip(record.packs, present, strict=True) if not here]
+    sent_objects = sum(p.objects for p in missing)
+    skipped_objects = sum(p.objects for p in record.packs) - sent_objects
+    if dry_run:
+        return MirrorReport(ref, old, value, True, False, sent_objects, skipped_objects, 0, 0, 0)
+    meter.enter("upload", total=sum(p.objects for p in record.packs))
+
+    def copy(pack: PackRef) -> int:
+        source = _RemotePack(src, pack, meter)
+        dst.upload_pack_stream(pack.key, source, pack.size)
+        index_size = _copy_blob(src, dst, pack.index)
+        meter.add(done=pack.objects)
+        return pack.size + index_size
+
+    def copy_index(pack: PackRef) -> int:
+        """The index of a pack ``dst`` already holds may still be missing there."""
+        return 0 if dst.pack_exists(pack.index) else _copy_blob(src, dst, pack.index)
+
+    sent = parallel(copy, missing, concurrency)
+    held = [p for p, here in zip(record.packs, present, strict=True) if here]
+    sent += parallel(copy_index, held, concurrency)
+    dst.upload_blob(record_bytes, record_blob)
+    meter.enter("commit")
+    write_ref(dst, ref, condition, value)
+    meter.enter("done")
+    return MirrorReport(
+        ref,
+        old,
+        value,
+        False,
+        True,
+        sent_objects,
+        skipped_objects,
+        len(missing),
+        len(record.packs) - len(missing),
+        sum(sent) + len(record_bytes),
+    )
