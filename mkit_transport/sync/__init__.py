@@ -6,7 +6,7 @@ transport. Modules, from the verbs down:
 
 * :mod:`.push`, :mod:`.pull`, :mod:`.mirror` and :mod:`.history` (``log``, ``show``):
   the verbs, one module each, on the shared helpers of :mod:`.common` (records, index
-  blobs, the ref's CAS) and the defaults of :mod:`.options`;
+  blobs, the ref's CAS) and the knobs of :mod:`.options` (:class:`TransferOptions`);
 * :mod:`.packer`: the push pipeline (scan hand-off, pack building, parallel uploads);
 * :mod:`.scan`: walking and hashing a directory into trees and blobs;
 * :mod:`.model`: the snapshot formats (trees, records, index blobs) and materialising;
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from .history import log, show
 from .mirror import mirror
-from .options import DEFAULT_CONCURRENCY, DEFAULT_PACK_SIZE
+from .options import DEFAULT_CONCURRENCY, DEFAULT_PACK_SIZE, TransferOptions
 from .progress import Progress
 from .pull import pull
 from .push import push
@@ -34,6 +34,7 @@ __all__ = [
     "Progress",
     "PullReport",
     "PushReport",
+    "TransferOptions",
     "default_cache_dir",
     "log",
     "mirror",

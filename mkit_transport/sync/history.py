@@ -14,7 +14,7 @@ from ..pack import KIND_TREE
 from ..transport import Transport
 from .common import fetch_index, fetch_record, open_packs, parallel, record_key, ref_value
 from .model import list_files
-from .options import DEFAULT_CONCURRENCY
+from .options import TransferOptions, resolve
 from .progress import Meter
 from .reports import Listing, LogEntry
 
@@ -45,12 +45,12 @@ def log(transport: Transport, ref: str, *, limit: int | None = None) -> list[Log
             break
         entries.append(
             LogEntry(
-                key,
-                record.root.hex(),
-                record.parent,
-                record.created_ns,
-                len(record.packs),
-                sum(p.size for p in record.packs),
+                key=key,
+                root=record.root.hex(),
+                parent=record.parent,
+                created_ns=record.created_ns,
+                packs=len(record.packs),
+                pack_bytes=sum(p.size for p in record.packs),
             )
         )
         key = record.parent
@@ -63,31 +63,36 @@ def show(
     path: str | None = None,
     *,
     cache_dir: str | None = None,
-    concurrency: int = DEFAULT_CONCURRENCY,
+    options: TransferOptions | None = None,
+    concurrency: int | None = None,
 ) -> Listing:
     """List the files of the snapshot ``ref`` points at (or those under ``path``).
 
     Downloads only the packs that hold trees (found through the index blobs), never
-    the packs of file contents.
+    the packs of file contents. ``options`` carries the transfer knobs
+    (:class:`TransferOptions`; show reads ``concurrency`` and ``cache_dir``, also
+    taken as keywords, but not with ``options``).
 
     Raises:
         PackNotFound: the ref is absent, or a pack it needs is missing.
         FileNotFoundError: ``path`` is not in the snapshot.
+        InvalidArgument: ``options`` and a keyword knob were both given.
     """
+    knobs = resolve("show", options, concurrency=concurrency, cache_dir=cache_dir)
     value = transport.read_ref(ref)
     if value is None:
         raise PackNotFound(f"ref {ref} is absent: nothing to show")
     meter = Meter(None)
     record = fetch_record(transport, value, meter)
-    indexes = parallel(lambda p: fetch_index(transport, p, meter), record.packs, concurrency)
+    indexes = parallel(lambda p: fetch_index(transport, p, meter), record.packs, knobs.concurrency)
     tree_packs = [
         pack
         for pack, rows in zip(record.packs, indexes, strict=True)
         if any(kind == KIND_TREE for _, kind in rows)
     ]
-    objects, _ = open_packs(transport, tree_packs, cache_dir, concurrency, meter)
+    objects, _ = open_packs(transport, tree_packs, knobs.cache_dir, knobs.concurrency, meter)
     try:
         entries = list_files(objects, record.root, path)
     finally:
         objects.close()
-    return Listing(ref, record_key(value), record.root.hex(), tuple(entries))
+    return Listing(ref=ref, key=record_key(value), root=record.root.hex(), entries=tuple(entries))

@@ -7,6 +7,7 @@ streamed and verified on the way (spec/SPEC-SYNC.md, mirror).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 from ..errors import PackNotFound
 from ..hashes import PackKey
@@ -14,7 +15,7 @@ from ..refs import RefWriteCondition
 from ..transport import Transport
 from .common import non_fast_forward, parallel, record_key, write_condition, write_ref
 from .model import PackRef, decode_record
-from .options import DEFAULT_CONCURRENCY
+from .options import TransferOptions, resolve
 from .progress import Meter, Progress
 from .reports import MirrorReport
 from .restore import verified_chunks
@@ -52,7 +53,8 @@ def mirror(
     expect: RefWriteCondition | None = None,
     dry_run: bool = False,
     progress: Callable[[Progress], None] | None = None,
-    concurrency: int = DEFAULT_CONCURRENCY,
+    options: TransferOptions | None = None,
+    concurrency: int | None = None,
 ) -> MirrorReport:
     """Copy the snapshot ``ref`` points at on ``src`` to ``dst``, destination ref last.
 
@@ -61,7 +63,17 @@ def mirror(
     ref is written with ``expect`` (default: ``match`` of its value at the start, or
     ``MISSING``). Only the tip record is copied: ``log`` on ``dst`` stops at the
     first parent record it lacks.
+
+    ``options`` carries the transfer knobs (:class:`TransferOptions`; mirror reads
+    ``concurrency``, also taken as a keyword, but not with ``options``).
+
+    Raises:
+        PackNotFound: the ref is absent on ``src``.
+        RefConflict: the destination ref moved (non-fast-forward) or does not
+            satisfy ``expect``.
+        InvalidArgument: ``options`` and a keyword knob were both given.
     """
+    concurrency = resolve("mirror", options, concurrency=concurrency).concurrency
     meter = Meter(progress)
     meter.enter("plan")
     value = src.read_ref(ref)
@@ -71,8 +83,20 @@ def mirror(
     condition = write_condition(expect, old)
     if not condition.allows(old):
         raise non_fast_forward(ref, old)
+    nothing = MirrorReport(
+        ref=ref,
+        old=old,
+        new=value,
+        dry_run=dry_run,
+        updated=False,
+        objects_sent=0,
+        objects_skipped=0,
+        packs_uploaded=0,
+        packs_skipped=0,
+        bytes_uploaded=0,
+    )
     if old == value:
-        return MirrorReport(ref, old, value, dry_run, False, 0, 0, 0, 0, 0)
+        return nothing
     record_blob = record_key(value)
     record_bytes = src.download_blob(record_blob)
     record = decode_record(record_bytes)
@@ -81,7 +105,7 @@ def mirror(
     sent_objects = sum(p.objects for p in missing)
     skipped_objects = sum(p.objects for p in record.packs) - sent_objects
     if dry_run:
-        return MirrorReport(ref, old, value, True, False, sent_objects, skipped_objects, 0, 0, 0)
+        return replace(nothing, objects_sent=sent_objects, objects_skipped=skipped_objects)
     meter.enter("upload", total=sum(p.objects for p in record.packs))
 
     def copy(pack: PackRef) -> int:
@@ -102,15 +126,12 @@ def mirror(
     meter.enter("commit")
     write_ref(dst, ref, condition, value)
     meter.enter("done")
-    return MirrorReport(
-        ref,
-        old,
-        value,
-        False,
-        True,
-        sent_objects,
-        skipped_objects,
-        len(missing),
-        len(record.packs) - len(missing),
-        sum(sent) + len(record_bytes),
+    return replace(
+        nothing,
+        updated=True,
+        objects_sent=sent_objects,
+        objects_skipped=skipped_objects,
+        packs_uploaded=len(missing),
+        packs_skipped=len(record.packs) - len(missing),
+        bytes_uploaded=sum(sent) + len(record_bytes),
     )

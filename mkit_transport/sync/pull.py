@@ -15,7 +15,7 @@ from ..errors import PackNotFound
 from ..transport import Transport
 from .common import fetch_record, open_packs
 from .model import materialise
-from .options import DEFAULT_CONCURRENCY
+from .options import TransferOptions, resolve
 from .progress import Meter, Progress
 from .reports import PullReport
 from .restore import check_dest, staged
@@ -31,7 +31,8 @@ def pull(
     cache_dir: str | None = None,
     replace: bool = False,
     progress: Callable[[Progress], None] | None = None,
-    concurrency: int = DEFAULT_CONCURRENCY,
+    options: TransferOptions | None = None,
+    concurrency: int | None = None,
 ) -> PullReport:
     """Restore the snapshot ``ref`` points at into ``dest_dir``, atomically.
 
@@ -41,11 +42,17 @@ def pull(
     that is not an empty directory is refused unless ``replace`` (then it is
     replaced whole). On any failure ``dest_dir`` is unchanged.
 
+    ``options`` carries the transfer knobs (:class:`TransferOptions`; pull reads
+    ``concurrency`` and ``cache_dir``); ``cache_dir`` and ``concurrency`` are also
+    taken as keywords, but not with ``options``.
+
     Raises:
         PackNotFound: the ref is absent, or a pack it needs is missing (named).
         InvalidResponse: a pack, record, tree or object is corrupt (named).
         FileExistsError: ``dest_dir`` is in the way and ``replace`` is false.
+        InvalidArgument: ``options`` and a keyword knob were both given.
     """
+    knobs = resolve("pull", options, concurrency=concurrency, cache_dir=cache_dir)
     meter = Meter(progress)
     dest = os.path.abspath(os.fspath(dest_dir))
     check_dest(dest, replace)
@@ -55,14 +62,22 @@ def pull(
         raise PackNotFound(f"ref {ref} is absent: nothing to pull")
     record = fetch_record(transport, value, meter)
     meter.enter("download", total=sum(p.objects for p in record.packs))
-    objects, downloaded = open_packs(transport, record.packs, cache_dir, concurrency, meter)
+    objects, downloaded = open_packs(
+        transport, record.packs, knobs.cache_dir, knobs.concurrency, meter
+    )
     try:
         meter.enter("write")
         with staged(dest, replace) as stage:
-            files = materialise(objects, record.root, stage, workers=concurrency)
+            files = materialise(objects, record.root, stage, workers=knobs.concurrency)
     finally:
         objects.close()
     meter.enter("done")
     return PullReport(
-        ref, value, dest, files, downloaded, len(record.packs) - downloaded, meter.bytes_in
+        ref=ref,
+        value=value,
+        dest=dest,
+        files=files,
+        packs_downloaded=downloaded,
+        packs_cached=len(record.packs) - downloaded,
+        bytes_downloaded=meter.bytes_in,
     )

@@ -44,8 +44,8 @@ from .common import (
     write_ref,
 )
 from .model import PackRef, Record, encode_record
-from .options import DEFAULT_CONCURRENCY, DEFAULT_PACK_SIZE
-from .packer import ScanStream, build_and_upload
+from .options import TransferOptions, resolve
+from .packer import ScanStream, UploadedPack, build_and_upload
 from .progress import Limiter, Meter, Progress
 from .reports import PushReport
 from .scan import Snapshot, scan
@@ -61,9 +61,10 @@ def push(
     expect: RefWriteCondition | None = None,
     dry_run: bool = False,
     progress: Callable[[Progress], None] | None = None,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    level: int = 3,
-    pack_size: int = DEFAULT_PACK_SIZE,
+    options: TransferOptions | None = None,
+    concurrency: int | None = None,
+    level: int | None = None,
+    pack_size: int | None = None,
     bwlimit: float | None = None,
     spool_dir: str | None = None,
 ) -> PushReport:
@@ -72,15 +73,27 @@ def push(
     Sends only objects the remote tip's packs do not hold; an unchanged tree writes
     nothing. The ref is written with ``expect`` (default: ``match`` of the value
     read at the start, or ``MISSING``); a lost race raises :class:`RefConflict`
-    ("non-fast-forward", with ``current``). ``dry_run`` reads only. ``bwlimit`` caps
-    upload bytes per second; ``spool_dir`` is where packs are built (default: the
-    system temp directory).
+    ("non-fast-forward", with ``current``). ``dry_run`` reads only.
+
+    ``options`` carries the transfer knobs (:class:`TransferOptions`: concurrency,
+    zstd level, pack size, ``bwlimit`` in upload bytes per second, ``spool_dir``
+    where packs are built); the same knobs are also taken as keywords, but not both.
 
     Raises:
         RefConflict: the ref moved (non-fast-forward) or does not satisfy ``expect``.
         PayloadTooLarge: a file is larger than one pack can hold.
+        InvalidArgument: ``options`` and a keyword knob were both given.
         OSError: the source cannot be read, or a file changed while it was pushed.
     """
+    knobs = resolve(
+        "push",
+        options,
+        concurrency=concurrency,
+        level=level,
+        pack_size=pack_size,
+        bwlimit=bwlimit,
+        spool_dir=spool_dir,
+    )
     meter = Meter(progress)
     meter.enter("plan")
     old = transport.read_ref(ref)
@@ -91,17 +104,17 @@ def push(
     build = partial(
         build_and_upload,
         transport,
-        level=level,
-        pack_size=pack_size,
-        concurrency=concurrency,
-        limiter=Limiter(bwlimit),
+        level=knobs.level,
+        pack_size=knobs.pack_size,
+        concurrency=knobs.concurrency,
+        limiter=Limiter(knobs.bwlimit),
         meter=meter,
-        spool_dir=spool_dir,
+        spool_dir=knobs.spool_dir,
     )
     if old is None and not dry_run:
         # A first push sends everything: pack blobs while the scan goes on.
         meter.enter("upload")
-        with ScanStream(source_dir, pack_size) as stream:
+        with ScanStream(source_dir, knobs.pack_size) as stream:
             uploaded = build(stream.groups(), first=1)  # trees first in the record
         assert stream.snap is not None
         snap = stream.snap
@@ -120,7 +133,9 @@ def push(
         return report()
     remote: dict[bytes, int] = {}
     if base is not None:
-        indexes = parallel(lambda p: fetch_index(transport, p, meter), base.packs, concurrency)
+        indexes = parallel(
+            lambda p: fetch_index(transport, p, meter), base.packs, knobs.concurrency
+        )
         for position, rows in enumerate(indexes):
             for oid, _kind in rows:
                 remote.setdefault(oid, position)
@@ -152,14 +167,14 @@ def _commit(
     snap: Snapshot,
     parent: PackKey | None,
     kept: list[PackRef],
-    uploaded: list[tuple[PackRef, bool, int]],
+    uploaded: list[UploadedPack],
     meter: Meter,
     raw: int,
     old: Hash | None,
     sent: int,
 ) -> PushReport:
     """Upload the record naming the kept and new packs, then CAS the ref (last)."""
-    packs = kept + [pack for pack, _, _ in uploaded]
+    packs = kept + [up.pack for up in uploaded]
     record = encode_record(Record(snap.root, parent, time.time_ns(), tuple(packs)))
     record_blob = PackKey.of(record)
     transport.upload_blob(record, record_blob)
@@ -176,9 +191,9 @@ def _commit(
         objects_sent=sent,
         objects_skipped=len(snap.objects) - sent,
         raw_bytes_sent=raw,
-        packs_uploaded=sum(1 for _, up, _ in uploaded if up),
-        packs_skipped=sum(1 for _, up, _ in uploaded if not up),
-        bytes_uploaded=sum(n for _, _, n in uploaded) + len(record),
+        packs_uploaded=sum(1 for up in uploaded if up.sent),
+        packs_skipped=sum(1 for up in uploaded if not up.sent),
+        bytes_uploaded=sum(up.bytes_sent for up in uploaded) + len(record),
     )
 
 
