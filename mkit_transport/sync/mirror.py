@@ -73,7 +73,7 @@ def mirror(
             satisfy ``expect``.
         InvalidArgument: ``options`` and a keyword knob were both given.
     """
-    concurrency = resolve("mirror", options, concurrency=concurrency).concurrency
+    knobs = resolve("mirror", options, concurrency=concurrency)
     meter = Meter(progress)
     meter.enter("plan")
     value = src.read_ref(ref)
@@ -100,7 +100,7 @@ def mirror(
     record_blob = record_key(value)
     record_bytes = src.download_blob(record_blob)
     record = decode_record(record_bytes)
-    present = parallel(lambda p: dst.pack_exists(p.key), record.packs, concurrency)
+    present = parallel(lambda p: dst.pack_exists(p.key), record.packs, knobs.concurrency)
     missing = [p for p, here in zip(record.packs, present, strict=True) if not here]
     sent_objects = sum(p.objects for p in missing)
     skipped_objects = sum(p.objects for p in record.packs) - sent_objects
@@ -119,9 +119,9 @@ def mirror(
         """The index of a pack ``dst`` already holds may still be missing there."""
         return 0 if dst.pack_exists(pack.index) else _copy_blob(src, dst, pack.index)
 
-    sent = parallel(copy, missing, concurrency)
+    sent = parallel(copy, missing, knobs.concurrency)
     held = [p for p, here in zip(record.packs, present, strict=True) if here]
-    sent += parallel(copy_index, held, concurrency)
+    sent += parallel(copy_index, held, knobs.concurrency)
     dst.upload_blob(record_bytes, record_blob)
     meter.enter("commit")
     write_ref(dst, ref, condition, value)
