@@ -36,7 +36,17 @@ from .errors import (
 from .hashes import Hash, PackKey
 from .refs import Ref, RefWriteCondition
 from .retry import RetryPolicy, is_retryable
-from .sync import MirrorReport, PullReport, PushReport, log, mirror, pull, push, show
+from .sync import (
+    MirrorReport,
+    PullReport,
+    PushReport,
+    TransferOptions,
+    log,
+    mirror,
+    pull,
+    push,
+    show,
+)
 from .transport import PACK_BODY_LIMIT, Transport
 from .transports import FileTransport, MemoryTransport
 from .urls import open_transport, register_transport
@@ -66,6 +76,7 @@ __all__ = [
     "RemoteError",
     "RetryPolicy",
     "ServerError",
+    "TransferOptions",
     "Transport",
     "TransportError",
     "__version__",

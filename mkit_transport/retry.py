@@ -3,20 +3,26 @@
 The default is the contract's ladder: sleeps of 1, 2, 4, 8 and 16 seconds (doubling,
 capped at 300 s), so at most six calls, with only transient failures retried. Jitter
 and ``Retry-After`` are opt-in so the default stays the documented, testable ladder.
+One operation climbs one ladder (:class:`RetryLadder`), however many retry loops run
+inside it.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import tenacity
 
 from .errors import ConnectionFailed, InvalidArgument, ServerError
 
-__all__ = ["RetryPolicy", "is_retryable"]
+__all__ = ["RetryLadder", "RetryPolicy", "is_retryable"]
+
+_T = TypeVar("_T")
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -93,31 +99,91 @@ class RetryPolicy:
             delay = max(delay, min(error.retry_after, self.max_delay))
         return delay
 
-    def _wait(self, state: tenacity.RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome is not None else None
-        return self.delay(state.attempt_number, error)
-
     def retrying(
         self, *, before_retry: Callable[[BaseException], None] | None = None
     ) -> tenacity.Retrying:
-        """Build the tenacity ``Retrying`` for one call.
+        """Build the tenacity ``Retrying`` for one call (a fresh :class:`RetryLadder`).
 
         ``before_retry`` runs before each sleep with the error that caused it; the
         transport base uses it to drop a broken connection so the next attempt
         reconnects. The last error is re-raised unchanged when retries run out.
         """
+        return RetryLadder(self, before_retry=before_retry).retrying()
+
+
+class RetryLadder:
+    """One operation's retries: the policy's ladder, climbed once however many loops share it.
+
+    The transport base makes one per public call. A primitive that retries a step of
+    its own (S3 retries a multipart part without restarting the upload) runs that
+    step through the same ladder, so every retry, inner or outer, takes the next rung:
+    at most ``policy.retries`` retries and the ladder's sleeps in order, per
+    operation. Without sharing, a step that always fails would cost the ladder's
+    attempts once per enclosing loop (6 x 6 for a stuck S3 part).
+
+    Thread-safe: a primitive may hand the ladder to its worker threads.
+    """
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        *,
+        before_retry: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.before_retry = before_retry
+        self.retries_used = 0
+        self._lock = threading.Lock()
+
+    def _take(self) -> int | None:
+        """Take the next rung: its retry number (1-based), or ``None`` once all are used."""
+        with self._lock:
+            if self.retries_used >= self.policy.retries:
+                return None
+            self.retries_used += 1
+            return self.retries_used
+
+    def retrying(self, *, may_retry: Callable[[], bool] | None = None) -> tenacity.Retrying:
+        """Build a tenacity ``Retrying`` whose retries come off this ladder.
+
+        A failure is retried when it is transient (:func:`is_retryable`), then when
+        ``may_retry()`` agrees (asked only about a failure that would otherwise be
+        retried), then when a rung is left; the last error is re-raised unchanged.
+        """
+        rung = 0
+
+        def retry(state: tenacity.RetryCallState) -> bool:
+            nonlocal rung
+            error = state.outcome.exception() if state.outcome is not None else None
+            if error is None or not is_retryable(error):
+                return False
+            if may_retry is not None and not may_retry():
+                return False
+            taken = self._take()
+            if taken is None:
+                return False
+            rung = taken
+            return True
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome is not None else None
+            return self.policy.delay(rung, error)
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
-            if before_retry is not None and state.outcome is not None:
+            if self.before_retry is not None and state.outcome is not None:
                 error = state.outcome.exception()
                 if error is not None:
-                    before_retry(error)
+                    self.before_retry(error)
 
         return tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.retries + 1),
-            wait=self._wait,
-            retry=tenacity.retry_if_exception(is_retryable),
-            sleep=self.sleep,
+            stop=tenacity.stop_never,  # the rungs left decide, in ``retry``
+            wait=wait,
+            retry=retry,
+            sleep=self.policy.sleep,
             before_sleep=before_sleep,
             reraise=True,
         )
+
+    def run(self, op: Callable[[], _T], *, may_retry: Callable[[], bool] | None = None) -> _T:
+        """Run ``op``, retrying transient failures on this ladder's remaining rungs."""
+        return self.retrying(may_retry=may_retry)(op)

@@ -32,17 +32,19 @@ validated arguments, raise only :mod:`mkit_transport.errors` types, and must:
   :class:`~mkit_transport.errors.RefConflict`, with ``current`` where known);
 * return full ref names from ``_list_refs`` (at least those under the prefix);
 * create the store in ``_init_store`` only when it is absent, never touching what
-  an existing store holds, and say whether this call created it.
+  an existing store holds, and say whether this call created it;
+* retry nothing by themselves: a step a primitive must retry on its own (S3 resends
+  a multipart part) goes through ``self._call`` (same thread) or
+  ``self._ladder().run`` (a worker thread), on the operation's one ladder.
 """
 
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import ClassVar, Self, TypeVar
-
-import tenacity
 
 from .errors import (
     InvalidArgument,
@@ -63,12 +65,23 @@ from .refs import (
     normalize_prefix,
     validate_ref_name,
 )
-from .retry import RetryPolicy, is_retryable
+from .retry import RetryLadder, RetryPolicy, is_retryable
 
 __all__ = ["CHUNK_SIZE", "PACK_BODY_LIMIT", "Transport"]
 
 
 _T = TypeVar("_T")
+
+
+class _Running(threading.local):
+    """Per thread: the ladder of each operation running, by transport (``id``)."""
+
+    def __init__(self) -> None:
+        self.ladders: dict[int, RetryLadder] = {}
+
+
+_running = _Running()
+
 _Bytes = bytes | bytearray | memoryview
 
 
@@ -231,18 +244,34 @@ class Transport(abc.ABC):
     # -- policy ----------------------------------------------------------------------
 
     def _call(self, op: Callable[[], _T], *, may_retry: Callable[[], bool] | None = None) -> _T:
-        """Run ``op`` under the retry policy."""
-        retrying = self.retry.retrying(before_retry=self._drop_connection)
-        if may_retry is not None:
-            # The policy's own rule first (retry_all short-circuits), so ``may_retry``
-            # is asked only about a failure that would otherwise be retried.
-            allowed = may_retry
-            retrying = retrying.copy(
-                retry=tenacity.retry_all(
-                    retrying.retry, tenacity.retry_if_exception(lambda _: allowed())
-                )
-            )
-        return retrying(op)
+        """Run ``op`` under the retry policy: one ladder per operation.
+
+        A ``_call`` made while another runs on this transport in the same thread (a
+        primitive retrying a step of its own) climbs the same ladder, so a step that
+        always fails costs the policy's attempts once, not once per loop around it.
+        ``may_retry`` may veto a retry (a one-shot stream already read from).
+        """
+        running = _running.ladders
+        ladder = running.get(id(self))
+        if ladder is not None:
+            return ladder.run(op, may_retry=may_retry)
+        ladder = RetryLadder(self.retry, before_retry=self._drop_connection)
+        running[id(self)] = ladder
+        try:
+            return ladder.run(op, may_retry=may_retry)
+        finally:
+            del running[id(self)]
+
+    def _ladder(self) -> RetryLadder:
+        """The ladder of the operation this thread runs on this transport.
+
+        For a primitive that hands a retried step to a worker thread (S3's multipart
+        parts): the worker runs it with ``ladder.run`` on the operation's ladder.
+        """
+        ladder = _running.ladders.get(id(self))
+        if ladder is None:
+            raise RuntimeError("_ladder() is for primitives, called under _call")
+        return ladder
 
     # -- packs -----------------------------------------------------------------------
 

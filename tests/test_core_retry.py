@@ -8,11 +8,15 @@ from mkit_transport import (
     AccessDenied,
     ConnectionFailed,
     InvalidResponse,
+    MemoryTransport,
+    PackKey,
     RefConflict,
     RetryPolicy,
     ServerError,
+    Transport,
     is_retryable,
 )
+from mkit_transport.retry import RetryLadder
 
 
 def _run(policy: RetryPolicy, errors: list[Exception]) -> int:
@@ -113,3 +117,72 @@ def test_before_retry_hook_sees_each_error() -> None:
 
     RetryPolicy(sleep=lambda s: None).retrying(before_retry=seen.append)(op)
     assert [str(e) for e in seen] == ["a", "b"]
+
+
+class _Nesting(MemoryTransport):
+    """A transport whose pack upload retries a step of its own, as S3's multipart does.
+
+    ``step`` fails the number of times ``failures`` says (``None``: always); ``peer``,
+    when set, is another transport the primitive calls through its public verbs.
+    """
+
+    def __init__(self, sleeps: list[float], failures: int | None) -> None:
+        super().__init__(retry=RetryPolicy(sleep=sleeps.append))
+        self.failures = failures
+        self.steps = 0
+        self.peer: Transport | None = None
+
+    def _step(self) -> None:
+        self.steps += 1
+        if self.failures is None or self.steps <= self.failures:
+            raise ConnectionFailed(f"step {self.steps}")
+
+    def _put_pack(self, key: PackKey, data: bytes) -> None:
+        if self.peer is not None:
+            self.peer.upload_pack(data, key)
+        self._call(self._step)  # nested: the operation's ladder
+        super()._put_pack(key, data)
+
+
+def test_a_step_retried_inside_a_call_climbs_the_operations_ladder() -> None:
+    sleeps: list[float] = []
+    transport = _Nesting(sleeps, failures=None)
+    with pytest.raises(ConnectionFailed, match="step 6"):
+        transport.upload_pack(b"x", PackKey.of(b"x"))
+    assert transport.steps == 6, "the policy's six attempts, not six per loop"
+    assert sleeps == [1, 2, 4, 8, 16]
+
+
+def test_loops_on_one_ladder_share_its_rungs() -> None:
+    """Two retries in a first loop leave three rungs; a spent ladder allows one attempt."""
+    sleeps: list[float] = []
+    ladder = RetryLadder(RetryPolicy(sleep=sleeps.append))
+    errors = [ConnectionFailed(), ConnectionFailed()]
+    ladder.run(lambda: _raise(errors.pop(0)) if errors else None)
+    assert sleeps == [1, 2]
+    calls: list[int] = []
+
+    def always() -> None:
+        calls.append(1)
+        raise ConnectionFailed()
+
+    with pytest.raises(ConnectionFailed):
+        ladder.run(always)
+    assert (len(calls), sleeps) == (4, [1, 2, 4, 8, 16])
+    with pytest.raises(ConnectionFailed):
+        ladder.run(always)
+    assert (len(calls), sleeps) == (5, [1, 2, 4, 8, 16])
+
+
+def test_another_transport_called_inside_keeps_its_own_ladder() -> None:
+    """The peer spends five rungs; the outer transport still has its own five."""
+    sleeps: list[float] = []
+    outer = _Nesting(sleeps, failures=1)
+    outer.peer = _Nesting(sleeps, failures=5)
+    outer.upload_pack(b"x", PackKey.of(b"x"))
+    assert sleeps == [1, 2, 4, 8, 16, 1]
+    assert outer.peer.pack_exists(PackKey.of(b"x"))
+
+
+def _raise(error: Exception) -> None:
+    raise error

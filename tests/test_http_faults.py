@@ -1,7 +1,8 @@
 """Retries, lost acknowledgements and cut streams against a real server process.
 
-Two fault sources: the server's test-only injection mode (5xx/429 for the next N
-requests, optionally after serving them) and the fault proxy (cuts, resets,
+Two fault sources: a fault injector in front of the real server's app
+(tests/support/http_fault_server.py: 5xx/429 for the next N requests, optionally
+after serving them) and the fault proxy (cuts, resets,
 blackholes, refusals). Every client records its sleeps instead of sleeping, so
 the ladder is asserted exactly.
 """

@@ -315,3 +315,17 @@ def test_backend_url_serves_projects_as_sub_paths(tmp_path: Path) -> None:
 def test_bad_backend_url_fails_at_start(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="InvalidArgument"):
         start_http_server(tmp_path / "r", args=["--backend", "mkit+nope:///x"])
+
+
+@pytest.mark.slow
+def test_the_shipped_server_has_no_fault_switch(tmp_path: Path) -> None:
+    """Fault injection lives in test support only: the old environment switch does nothing."""
+    plan = tmp_path / "faults.json"
+    plan.write_text(json.dumps({"status": 503, "count": 5}))
+    env = {"MKIT_HTTP_TEST_FAULT_FILE": str(plan)}
+    with running_http_server(tmp_path / "root", env=env) as server:
+        with open_transport(server.url("proj")) as client:
+            client.upload_pack(_DATA, _KEY)
+            assert client.download_pack(_KEY) == _DATA
+        assert "fault" not in server.log_text().lower()
+    assert json.loads(plan.read_text())["count"] == 5

@@ -9,7 +9,7 @@ would send the first requests. Sleeps are recorded, never slept.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -207,3 +207,35 @@ def test_multipart_parts_are_retried_on_their_own(
         assert sleeps == [1]
         assert s3.download_pack(key) == data
     assert _uploads(raw, s3_store) == []
+
+
+def test_a_part_that_always_fails_costs_one_ladder_not_its_square(
+    s3_store: S3Store,
+    proxy: FaultProxy,
+    sleeps: list[float],
+    raw: S3Client,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Part retries and the core's retry of the upload climb one ladder: six attempts.
+
+    The stream is a list, so the core could replay it: before, every replay gave the
+    part a fresh ladder of its own (6 x 6 attempts, 35 sleeps).
+    """
+    data, key = _pack(12 * MIB, b"stuck-part")
+    proxy.set_fault("reset", after_bytes=4 * MIB, direction="up")  # every 8 MiB part cut
+    with _client(s3_store, proxy, sleeps) as s3:
+        sent: list[int] = []
+        upload_part = s3.client.upload_part
+
+        def counting(**request: Any) -> Any:
+            sent.append(request["PartNumber"])
+            return upload_part(**request)
+
+        monkeypatch.setattr(s3.client, "upload_part", counting)
+        chunks = [data[i : i + MIB] for i in range(0, len(data), MIB)]
+        with pytest.raises(ConnectionFailed):
+            s3.upload_pack_stream(key, chunks, len(data))
+        assert sent == [1] * 6
+        assert sleeps == [1, 2, 4, 8, 16]
+        assert s3.pack_exists(key) is False
+    assert _uploads(raw, s3_store) == [], "the multipart upload was aborted"

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
 from ..errors import InvalidArgument
-from ..server.http import FAULT_FILE_ENV, FaultInjector, PackServer, backend_factory, file_factory
+from ..server.http import PackServer, backend_factory, file_factory
 from ..transport import PACK_BODY_LIMIT, Transport
 
 __all__ = ["add_cli", "build_app", "serve"]
@@ -29,17 +28,12 @@ def build_app(args: argparse.Namespace) -> Callable[..., Any]:
     if (args.root is None) == (args.backend is None):
         raise InvalidArgument("serve http needs exactly one of --root DIR or --backend URL")
     factory = backend_factory(args.backend) if args.backend else file_factory(args.root)
-    app: Callable[..., Any] = PackServer(
+    return PackServer(
         factory,
         read_token=args.read_token or os.environ.get(READ_TOKEN_ENV) or None,
         write_token=args.write_token or os.environ.get(WRITE_TOKEN_ENV) or None,
         max_pack_bytes=args.max_pack_bytes,
     )
-    fault_file = os.environ.get(FAULT_FILE_ENV)
-    if fault_file:
-        sys.stderr.write(f"mkit_transport: TEST-ONLY fault injection from {fault_file}\n")
-        app = FaultInjector(app, fault_file)  # type: ignore[arg-type]
-    return app
 
 
 def _bind(text: str) -> str:

@@ -15,17 +15,19 @@ from collections.abc import Callable, Iterator
 from typing import Final, TextIO
 
 from ..refs import RefWriteCondition
-from ..sync.verbs import (
+from ..sync import (
     DEFAULT_CONCURRENCY,
     MirrorReport,
     Progress,
     PushReport,
+    TransferOptions,
     log,
     mirror,
     pull,
     push,
     show,
 )
+from ..sync.options import DEFAULT_LEVEL
 from ..transport import Transport
 from ..urls import open_transport
 from .output import emit, mib
@@ -97,9 +99,9 @@ def _push(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
             expect=_expect(args),
             dry_run=args.dry_run,
             progress=progress,
-            concurrency=args.concurrency,
-            level=args.level,
-            bwlimit=args.bwlimit,
+            options=TransferOptions(
+                concurrency=args.concurrency, level=args.level, bwlimit=args.bwlimit
+            ),
         )
     emit(args, out, report.to_json(), _sent(report, "send"))
     return 0
@@ -123,10 +125,9 @@ def _pull(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
             transport,
             args.ref,
             args.dir,
-            cache_dir=args.cache_dir,
             replace=args.replace,
             progress=progress,
-            concurrency=args.concurrency,
+            options=TransferOptions(concurrency=args.concurrency, cache_dir=args.cache_dir),
         )
     text = (
         f"{report.dest}: {report.files} files from {report.value.hex()} "
@@ -150,7 +151,7 @@ def _mirror(args: argparse.Namespace, transport: Transport | None, out: TextIO) 
             expect=_expect(args),
             dry_run=args.dry_run,
             progress=progress,
-            concurrency=args.concurrency,
+            options=TransferOptions(concurrency=args.concurrency),
         )
     emit(args, out, report.to_json(), _sent(report, "copy"))
     return 0
@@ -202,7 +203,9 @@ def _needs_quote(c: str) -> bool:
 
 
 def _show(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
-    listing = show(transport, args.ref, args.path, cache_dir=args.cache_dir)
+    listing = show(
+        transport, args.ref, args.path, options=TransferOptions(cache_dir=args.cache_dir)
+    )
     rows = [
         {"path": e.path, "type": e.type, "mode": e.mode, "size": e.size, "id": e.oid}
         for e in listing.entries
@@ -233,7 +236,12 @@ def add_cli(
     sub.add_argument("ref")
     sub.add_argument("--dry-run", action="store_true", help="read only; report what would go")
     sub.add_argument("--force", action="store_true", help="overwrite the ref whatever it holds")
-    sub.add_argument("--level", type=int, default=3, help="zstd level, 1-19 (default 3)")
+    sub.add_argument(
+        "--level",
+        type=int,
+        default=DEFAULT_LEVEL,
+        help=f"zstd level, 1-19 (default {DEFAULT_LEVEL})",
+    )
     sub.add_argument("--bwlimit", type=float, default=None, help="upload bytes per second")
     common(sub)
 

@@ -21,8 +21,6 @@ Run it with ``python -m mkit_transport serve http`` (gunicorn, see
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hmac
 import json
 import logging
@@ -54,8 +52,6 @@ from ..transports.file import FileTransport
 from ..urls import PROJECT_NAME_RE, open_transport
 
 __all__ = [
-    "FAULT_FILE_ENV",
-    "FaultInjector",
     "PackServer",
     "backend_factory",
     "file_factory",
@@ -63,8 +59,6 @@ __all__ = [
 
 log = logging.getLogger("mkit_transport.server.http")
 
-#: Test only: a JSON file that makes the server fail requests on purpose.
-FAULT_FILE_ENV: Final = "MKIT_HTTP_TEST_FAULT_FILE"
 _READ_SIZE: Final = 1 << 20
 _NO_ROUTE: Final = "no such route; paths are /PROJECT/packs/KEY, /PROJECT/refs/... or /PROJECT/init"
 _HEX_RE: Final = re.compile(r"[0-9a-f]{64}")
@@ -470,62 +464,3 @@ def _condition(environ: Environ) -> RefWriteCondition:
             _fail("invalid_ref", 'If-Match must be one quoted hash: "<64 lowercase hex>"')
         return RefWriteCondition.match(Hash(bytes.fromhex(found.group(1))))
     return RefWriteCondition.ANY
-
-
-# -- test-only fault injection --------------------------------------------------------
-
-
-class FaultInjector:
-    """Test only: fail the next requests with a chosen status (WSGI middleware).
-
-    Reads ``path``, a JSON object ``{"status": 503, "count": 2, "after": false,
-    "retry_after": null}``, under an exclusive lock on every request (so all
-    workers share one budget): while ``count`` is positive, a request (other than
-    the health check) is answered with ``status`` and code ``injected_fault``,
-    and ``count`` goes down by one. With ``"after": true`` the request is served
-    first and its answer replaced, which is how a lost acknowledgement looks.
-    Enabled only when the server starts with ``MKIT_HTTP_TEST_FAULT_FILE`` set.
-    """
-
-    def __init__(self, app: PackServer, path: str) -> None:
-        self.app = app
-        self.path = path
-
-    def _take(self) -> dict[str, Any] | None:
-        with contextlib.suppress(FileNotFoundError), open(self.path, "r+") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            plan = json.loads(f.read() or "{}")
-            if int(plan.get("count", 0)) <= 0:
-                return None
-            plan["count"] = int(plan["count"]) - 1
-            f.seek(0)
-            f.truncate()
-            f.write(json.dumps(plan))
-            return dict(plan)
-        return None
-
-    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        """Answer with the planned fault, or pass the request on."""
-        if environ.get("PATH_INFO") == "/healthz":
-            return self.app(environ, start_response)
-        plan = self._take()
-        if plan is None:
-            return self.app(environ, start_response)
-        if plan.get("after"):
-            body = self.app(environ, lambda *args: None)
-            for _ in body:
-                pass
-            if hasattr(body, "close"):
-                body.close()
-        else:  # drain the body, so the client reads the answer rather than a reset
-            with contextlib.suppress(HttpFailure):
-                for _ in _body(environ, _content_length(environ)):
-                    pass
-        status = int(plan.get("status", 503))
-        status_, headers, payload = PackServer._error(
-            HttpFailure(status, "injected_fault", "fault injected for a test")
-        )
-        if plan.get("retry_after") is not None:
-            headers.append(("Retry-After", str(plan["retry_after"])))
-        start_response(f"{status_} {_REASONS.get(status_, 'Unknown')}", headers)
-        return payload

@@ -4,7 +4,9 @@ The layer above the transports: it speaks only the public
 :class:`~mkit_transport.transport.Transport` verbs, so it runs unchanged over every
 transport. Modules, from the verbs down:
 
-* :mod:`.verbs`: ``push``, ``pull``, ``mirror``, ``log`` and ``show``;
+* :mod:`.push`, :mod:`.pull`, :mod:`.mirror` and :mod:`.history` (``log``, ``show``):
+  the verbs, one module each, on the shared helpers of :mod:`.common` (records, index
+  blobs, the ref's CAS) and the knobs of :mod:`.options` (:class:`TransferOptions`);
 * :mod:`.packer`: the push pipeline (scan hand-off, pack building, parallel uploads);
 * :mod:`.scan`: walking and hashing a directory into trees and blobs;
 * :mod:`.model`: the snapshot formats (trees, records, index blobs) and materialising;
@@ -14,10 +16,14 @@ transport. Modules, from the verbs down:
 
 from __future__ import annotations
 
+from .history import log, show
+from .mirror import mirror
+from .options import DEFAULT_CONCURRENCY, DEFAULT_PACK_SIZE, TransferOptions
 from .progress import Progress
+from .pull import pull
+from .push import push
 from .reports import Listing, LogEntry, MirrorReport, PullReport, PushReport
 from .restore import default_cache_dir
-from .verbs import DEFAULT_CONCURRENCY, DEFAULT_PACK_SIZE, log, mirror, pull, push, show
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -28,6 +34,7 @@ __all__ = [
     "Progress",
     "PullReport",
     "PushReport",
+    "TransferOptions",
     "default_cache_dir",
     "log",
     "mirror",

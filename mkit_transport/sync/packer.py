@@ -38,7 +38,14 @@ from .model import PackRef, encode_index
 from .progress import Limiter, Meter
 from .scan import MAX_FILE_SIZE, ObjectSource, Snapshot, scan
 
-__all__ = ["MAX_FILE_SIZE", "MAX_PACK_OBJECTS", "PackBuilder", "ScanStream", "build_and_upload"]
+__all__ = [
+    "MAX_FILE_SIZE",
+    "MAX_PACK_OBJECTS",
+    "PackBuilder",
+    "ScanStream",
+    "UploadedPack",
+    "build_and_upload",
+]
 
 #: The most objects one pack gets (well under the readers' cap).
 MAX_PACK_OBJECTS: Final = MAX_ENTRIES // 4
@@ -58,6 +65,19 @@ _T = TypeVar("_T")
 def solo_size(pack_size: int) -> int:
     """Files of at least this many bytes get a pack of their own (:class:`_Solo`)."""
     return pack_size // 2
+
+
+@dataclass(frozen=True, slots=True)
+class UploadedPack:
+    """One pack a push built: what its record lists, and what it cost to upload.
+
+    ``sent`` is false when the remote already held the pack (a retried push); its
+    index blob is uploaded either way, so ``bytes_sent`` counts that at least.
+    """
+
+    pack: PackRef
+    sent: bool
+    bytes_sent: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +270,7 @@ def _drain(entry: _Pending) -> Iterator[tuple[bytes, ObjectSource, PreparedObjec
 
 def _upload_pack(
     transport: Transport, sealed: _Sealed, limiter: Limiter, meter: Meter
-) -> tuple[PackRef, bool, int]:
+) -> UploadedPack:
     """Upload one sealed pack (unless it already landed) and its index blob."""
     summary = sealed.summary
     index = encode_index(summary.key, [(e.oid, e.kind) for e in summary.entries])
@@ -266,7 +286,10 @@ def _upload_pack(
     meter.add(bytes_out=len(index), done=len(summary.entries))
     with contextlib.suppress(OSError):
         os.unlink(sealed.path)
-    return PackRef(summary.key, index_key, summary.size, len(summary.entries)), uploaded, sent
+    pack = PackRef(
+        key=summary.key, index=index_key, size=summary.size, objects=len(summary.entries)
+    )
+    return UploadedPack(pack=pack, sent=uploaded, bytes_sent=sent)
 
 
 def build_and_upload(
@@ -280,7 +303,7 @@ def build_and_upload(
     meter: Meter,
     spool_dir: str | None,
     first: int = 0,
-) -> list[tuple[PackRef, bool, int]]:
+) -> list[UploadedPack]:
     """Build packs and upload them as they are sealed, with a bounded pool.
 
     At most ``concurrency + 1`` sealed packs wait on disk, so the spool stays small.
@@ -288,7 +311,7 @@ def build_and_upload(
     (a first push seals its trees last but lists them first, as every push does).
     """
     slots = threading.BoundedSemaphore(max(1, concurrency) + 1)
-    futures: list[Future[tuple[PackRef, bool, int]]] = []
+    futures: list[Future[UploadedPack]] = []
     groups_sealed: list[int] = []
     with (
         tempfile.TemporaryDirectory(prefix="mkit-push-", dir=spool_dir) as spool,
@@ -297,7 +320,7 @@ def build_and_upload(
         builder = PackBuilder(spool, level=level, pack_size=pack_size)
         failed = threading.Event()
 
-        def upload(item: _Sealed | _Solo) -> tuple[PackRef, bool, int]:
+        def upload(item: _Sealed | _Solo) -> UploadedPack:
             if failed.is_set():  # an earlier pack failed: start nothing new
                 raise _Aborted
             try:

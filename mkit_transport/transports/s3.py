@@ -346,10 +346,18 @@ class S3Transport(Transport):
     def _multipart(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
         """Upload parts of ``part_size``, each retried on its own; abort on any failure.
 
+        A part is retried from its buffer (the stream is not read again) on the
+        operation's one ladder (:meth:`_ladder`): every retry of any part, and the
+        core's retry of the whole upload, takes the next rung, so a part that always
+        fails costs the policy's six attempts in all. A failure that outlives the
+        ladder aborts the upload; the core retries the operation only while rungs
+        are left (a new upload: parts are not carried over from an aborted one).
+
         Two part buffers, reused: one part uploads on a worker thread while the next
         is filled from ``chunks`` (whose hashing then overlaps the upload), so memory
         stays at two parts whatever the pack's size.
         """
+        ladder = self._ladder()
         object_key = self.pack_key(key)
         part_size = max(self.part_size, -(-total // MAX_PARTS))
         with _mapped(f"start upload of {key.hex()}"):
@@ -365,7 +373,7 @@ class S3Transport(Transport):
                         PartNumber=number, Body=body,  # type: ignore[arg-type]
                     )["ETag"]  # fmt: skip
 
-            parts.append({"PartNumber": number, "ETag": self._call(attempt)})
+            parts.append({"PartNumber": number, "ETag": ladder.run(attempt)})
 
         buffers, fill, number = (bytearray(part_size), bytearray(part_size)), 0, 1
         try:
@@ -386,10 +394,10 @@ class S3Transport(Transport):
                     pending.result()
             if fill:  # total > part_size: at least one full part went already
                 send(number, buffers[number % 2][:fill])
-            self._call(lambda: self._complete(object_key, upload_id, parts, total))
+            ladder.run(lambda: self._complete(object_key, upload_id, parts, total))
         except BaseException:
             with contextlib.suppress(Exception):
-                self._call(lambda: self._abort(object_key, upload_id))
+                ladder.run(lambda: self._abort(object_key, upload_id))
             raise
 
     def _complete(

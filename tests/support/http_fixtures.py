@@ -3,7 +3,8 @@
 Each server is a real ``python -m mkit_transport serve http`` process (gunicorn,
 2 sync workers) on a free loopback port with a temporary root, started once per
 session and stopped by its PID. Variants: plain, with read/write tokens, and with
-the test-only fault injection file.
+fault injection (the same command run through :mod:`tests.support.http_fault_server`,
+which puts a test-only fault injector in front of the app; the product has none).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import requests
 READ_TOKEN = "read-secret-4a1f"
 WRITE_TOKEN = "write-secret-9c2e"
 _START_TIMEOUT = 20.0
+_REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -55,7 +57,7 @@ class HttpServer:
     def set_faults(
         self, status: int, count: int, *, after: bool = False, retry_after: float | None = None
     ) -> None:
-        """Fail the next ``count`` requests with ``status`` (test-only server mode)."""
+        """Fail the next ``count`` requests with ``status`` (a server started with ``faults``)."""
         assert self.fault_file is not None, "this server was started without fault injection"
         plan = {"status": status, "count": count, "after": after, "retry_after": retry_after}
         self.fault_file.write_text(json.dumps(plan))
@@ -83,11 +85,14 @@ def start_http_server(
     run_env = dict(os.environ, **(env or {}))
     run_env.pop("MKIT_API_TOKEN", None)
     fault_file = None
-    if faults:
+    command = [sys.executable, "-m", "mkit_transport", "serve", "http"]
+    if faults:  # the same command through the test-only launcher that adds the injector
         fault_file = root.parent / f"{root.name}-faults.json"
         fault_file.write_text("{}")
-        run_env["MKIT_HTTP_TEST_FAULT_FILE"] = str(fault_file)
-    command = [sys.executable, "-m", "mkit_transport", "serve", "http"]
+        command[2:3] = ["tests.support.http_fault_server", str(fault_file)]
+        run_env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(_REPO), run_env.get("PYTHONPATH")])
+        )
     command += args if args is not None else ["--root", str(root)]
     command += ["--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
     with open(log, "wb") as out:
@@ -142,7 +147,7 @@ def http_token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Http
 
 @pytest.fixture(scope="session")
 def http_fault_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer]:
-    """A server with the test-only fault injection enabled (no fault planned yet)."""
+    """A server with the test-only fault injector in front (no fault planned yet)."""
     with running_http_server(tmp_path_factory.mktemp("http-faults") / "root", faults=True) as srv:
         yield srv
 

@@ -1,0 +1,237 @@
+"""``push``: a directory becomes a snapshot on a remote, ref last (spec/SPEC-SYNC.md).
+
+The invariants:
+
+* **ref last, all or nothing**: a push uploads every pack, index blob and the
+  record before it compare-and-swaps the ref; on any earlier error the ref is
+  untouched and the remote stays pullable;
+* **incremental**: an object in a pack listed by the remote tip's record is never
+  sent again; what the remote holds is learnt from the record and the small index
+  blobs (metadata), never from the packs;
+* **conflict**: the ref is written with ``match(tip seen at start)`` (``MISSING``
+  for a new ref); a lost race is :class:`RefConflict` saying "non-fast-forward"
+  and carrying the remote's value.
+
+The pipeline's machinery (scan hand-off, pack building, parallel uploads) lives in
+:mod:`.packer`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from ..errors import InvalidResponse, PackNotFound
+from ..hashes import Hash, PackKey
+from ..pack import (
+    KIND_BLOB,
+    KIND_TREE,
+)
+from ..refs import RefWriteCondition
+from ..transport import Transport
+from .common import (
+    fetch_index,
+    fetch_record,
+    non_fast_forward,
+    parallel,
+    record_key,
+    ref_value,
+    write_condition,
+    write_ref,
+)
+from .model import PackRef, Record, encode_record
+from .options import TransferOptions, resolve
+from .packer import ScanStream, UploadedPack, build_and_upload
+from .progress import Limiter, Meter, Progress
+from .reports import PushReport
+from .scan import Snapshot, scan
+
+__all__ = ["push"]
+
+
+def push(
+    source_dir: str | os.PathLike[str],
+    transport: Transport,
+    ref: str,
+    *,
+    expect: RefWriteCondition | None = None,
+    dry_run: bool = False,
+    progress: Callable[[Progress], None] | None = None,
+    options: TransferOptions | None = None,
+    concurrency: int | None = None,
+    level: int | None = None,
+    pack_size: int | None = None,
+    bwlimit: float | None = None,
+    spool_dir: str | None = None,
+) -> PushReport:
+    """Push the tree at ``source_dir`` as a snapshot and point ``ref`` at it, last.
+
+    Sends only objects the remote tip's packs do not hold; an unchanged tree writes
+    nothing. The ref is written with ``expect`` (default: ``match`` of the value
+    read at the start, or ``MISSING``); a lost race raises :class:`RefConflict`
+    ("non-fast-forward", with ``current``). ``dry_run`` reads only.
+
+    ``options`` carries the transfer knobs (:class:`TransferOptions`: concurrency,
+    zstd level, pack size, ``bwlimit`` in upload bytes per second, ``spool_dir``
+    where packs are built); the same knobs are also taken as keywords, but not both.
+
+    Raises:
+        RefConflict: the ref moved (non-fast-forward) or does not satisfy ``expect``.
+        PayloadTooLarge: a file is larger than one pack can hold.
+        InvalidArgument: ``options`` and a keyword knob were both given.
+        OSError: the source cannot be read, or a file changed while it was pushed.
+    """
+    knobs = resolve(
+        "push",
+        options,
+        concurrency=concurrency,
+        level=level,
+        pack_size=pack_size,
+        bwlimit=bwlimit,
+        spool_dir=spool_dir,
+    )
+    meter = Meter(progress)
+    meter.enter("plan")
+    old = transport.read_ref(ref)
+    condition = write_condition(expect, old)
+    if not condition.allows(old):
+        raise non_fast_forward(ref, old)
+    meter.enter("scan")
+    build = partial(
+        build_and_upload,
+        transport,
+        level=knobs.level,
+        pack_size=knobs.pack_size,
+        concurrency=knobs.concurrency,
+        limiter=Limiter(knobs.bwlimit),
+        meter=meter,
+        spool_dir=knobs.spool_dir,
+    )
+    if old is None and not dry_run:
+        # A first push sends everything: pack blobs while the scan goes on.
+        meter.enter("upload")
+        with ScanStream(source_dir, knobs.pack_size) as stream:
+            uploaded = build(stream.groups(), first=1)  # trees first in the record
+        assert stream.snap is not None
+        snap = stream.snap
+        meter.enter("upload", total=len(snap.objects))
+        raw = sum(src.size for src in snap.objects.values())
+        sent = len(snap.objects)
+        return _commit(transport, ref, condition, snap, None, [], uploaded, meter, raw, old, sent)
+    snap = scan(source_dir)
+    meter.enter("plan", total=len(snap.objects))
+    base = _base_record(transport, old, condition, meter)
+
+    def report(**changes: Any) -> PushReport:
+        return _push_report(ref, old, snap, meter, dry_run=dry_run, **changes)
+
+    if base is not None and base.root == snap.root:
+        return report()
+    remote: dict[bytes, int] = {}
+    if base is not None:
+        indexes = parallel(
+            lambda p: fetch_index(transport, p, meter), base.packs, knobs.concurrency
+        )
+        for position, rows in enumerate(indexes):
+            for oid, _kind in rows:
+                remote.setdefault(oid, position)
+    send = [oid for oid in snap.objects if oid not in remote]
+    kept = sorted({remote[oid] for oid in snap.objects if oid in remote})
+    raw = sum(snap.objects[oid].size for oid in send)
+    meter.add(skipped=len(snap.objects) - len(send))
+    if dry_run:
+        return report(
+            objects_sent=len(send),
+            objects_skipped=len(snap.objects) - len(send),
+            raw_bytes_sent=raw,
+        )
+    meter.enter("upload")
+    trees = [(oid, snap.objects[oid]) for oid in send if snap.objects[oid].kind == KIND_TREE]
+    blobs = [(oid, snap.objects[oid]) for oid in send if snap.objects[oid].kind == KIND_BLOB]
+    uploaded = build([trees, blobs])
+    kept_packs = [base.packs[i] for i in kept] if base is not None else []
+    parent = record_key(old) if base is not None and old is not None else None
+    return _commit(
+        transport, ref, condition, snap, parent, kept_packs, uploaded, meter, raw, old, len(send)
+    )
+
+
+def _commit(
+    transport: Transport,
+    ref: str,
+    condition: RefWriteCondition,
+    snap: Snapshot,
+    parent: PackKey | None,
+    kept: list[PackRef],
+    uploaded: list[UploadedPack],
+    meter: Meter,
+    raw: int,
+    old: Hash | None,
+    sent: int,
+) -> PushReport:
+    """Upload the record naming the kept and new packs, then CAS the ref (last)."""
+    packs = kept + [up.pack for up in uploaded]
+    record = encode_record(Record(snap.root, parent, time.time_ns(), tuple(packs)))
+    record_blob = PackKey.of(record)
+    transport.upload_blob(record, record_blob)
+    new = ref_value(record_blob)
+    meter.enter("commit")
+    write_ref(transport, ref, condition, new)
+    return _push_report(
+        ref,
+        old,
+        snap,
+        meter,
+        new=new,
+        updated=True,
+        objects_sent=sent,
+        objects_skipped=len(snap.objects) - sent,
+        raw_bytes_sent=raw,
+        packs_uploaded=sum(1 for up in uploaded if up.sent),
+        packs_skipped=sum(1 for up in uploaded if not up.sent),
+        bytes_uploaded=sum(up.bytes_sent for up in uploaded) + len(record),
+    )
+
+
+def _push_report(
+    ref: str, old: Hash | None, snap: Snapshot, meter: Meter, **changes: Any
+) -> PushReport:
+    """The report of a push that wrote nothing (the ref stays ``old``), with ``changes``.
+
+    Ends the progress (phase ``done``), so ``bytes_downloaded`` is the final count.
+    """
+    meter.enter("done")
+    nothing = PushReport(
+        ref=ref,
+        old=old,
+        new=old,
+        dry_run=False,
+        updated=False,
+        objects_sent=0,
+        objects_skipped=len(snap.objects),
+        raw_bytes_sent=0,
+        packs_uploaded=0,
+        packs_skipped=0,
+        bytes_uploaded=0,
+        bytes_downloaded=meter.bytes_in,
+        files=snap.files,
+    )
+    return dataclasses.replace(nothing, **changes)
+
+
+def _base_record(
+    transport: Transport, old: Hash | None, condition: RefWriteCondition, meter: Meter
+) -> Record | None:
+    """The remote tip's record; a forced push tolerates an unreadable one (starts over)."""
+    if old is None:
+        return None
+    try:
+        return fetch_record(transport, old, meter)
+    except (PackNotFound, InvalidResponse):
+        if condition.kind == "any":
+            return None
+        raise
