@@ -189,6 +189,19 @@ def test_it_runs_from_site_packages(install: Install, which: str) -> None:
     assert script.stdout == f"mkit_transport {__version__}\n"
 
 
+def test_every_transport_and_server_imports_on_a_plain_install(install: Install) -> None:
+    # requests, boto3 and paramiko are base dependencies: no extra for any client.
+    modules = [f"mkit_transport.transports.{name}" for name in ("http", "s3", "ssh")]
+    modules += ["mkit_transport.server.http", "mkit_transport.server.ssh"]
+    subprocess.run(
+        [install.plain.python, "-c", "".join(f"import {m}\n" for m in modules)],
+        cwd=install.plain.work,
+        env=_env(),
+        timeout=COMMAND,
+        check=True,
+    )
+
+
 def _tree(root: Path) -> Path:
     (root / "sub").mkdir(parents=True)
     (root / "a.txt").write_text("alpha\n")

@@ -47,6 +47,8 @@ def pytest_fixture_setup(
 ) -> Iterator[None]:
     """Refuse to start a server fixture for a test that is not marked ``server``."""
     if fixturedef.argname in SERVER_FIXTURES:
+        # The test that asked (pytest's name for it is private, hence getattr): for a
+        # session fixture, request.node is the session, not the test.
         item = getattr(request, "_pyfuncitem", None)
         if item is not None and item.get_closest_marker("server") is None:
             pytest.fail(
