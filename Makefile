@@ -1,16 +1,18 @@
-# The two commands of the README: `make demo` and `make test`. Both create or refresh
-# the virtual environment (.venv) whenever pyproject.toml changes.
+# The commands of the README: `make demo`, `make check` (the fast tier: lint, types and
+# every test that needs no server process) and `make test` (everything, real servers
+# included). Each creates or refreshes the virtual environment (.venv) whenever
+# pyproject.toml changes; a failed install stops the build and prints pip's log.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench bench-quick clean system-deps
+.PHONY: demo check test lint typecheck unit bench bench-quick clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip 2>&1 | grep -v "is ignored" || true
-	$(PY) -m pip install --quiet -e '.[dev]' 2>&1 | grep -v "is ignored" || true
+	$(PY) -m pip install --quiet --upgrade pip >$(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
+	$(PY) -m pip install --quiet -e '.[dev]' >$(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
 	$(PY) -c "import mkit_transport, pytest, mypy, ruff"
 	touch $(STAMP)
 
@@ -29,6 +31,12 @@ typecheck: $(STAMP)
 
 unit: $(STAMP) system-deps
 	$(PY) -m pytest
+
+# The fast tier: no sshd, gunicorn, moto or SeaweedFS process is started (tests that need
+# one carry the `server` marker, see tests/support/server_marker.py), so it runs on any
+# machine with Python; about a minute and a half of tests on two cores.
+check: lint typecheck
+	$(PY) -m pytest -m "not server"
 
 test: lint typecheck unit
 

@@ -17,7 +17,15 @@ Run it three ways:
 Topics are also available one by one (``PackSuite``, ``RefSuite``, ``RaceSuite``,
 ``StatefulSuite``, ``RetrySuite``, ``StoreSuite``). Every test writes under its own
 ``refs/mkit-conformance/<uuid>/`` namespace, so a shared remote is safe to test.
+
+The suite needs pytest and Hypothesis (the extra ``conformance``); without them,
+importing it raises :class:`~mkit_transport.errors.InvalidArgument` saying what to
+install, not a bare ``ModuleNotFoundError`` from deep inside a topic.
 """
+
+from mkit_transport._extras import require
+
+require("the conformance suite", "pytest", "hypothesis")
 
 from .harness import Backdoor, FileBackdoor, Harness, MemoryBackdoor
 from .suite_packs import PackSuite

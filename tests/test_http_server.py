@@ -299,6 +299,7 @@ def test_cli_serve_help_in_a_subprocess() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.server
 def test_backend_url_serves_projects_as_sub_paths(tmp_path: Path) -> None:
     store = tmp_path / "store"
     args = ["--backend", f"mkit+file://{store}?durable=false"]
@@ -312,6 +313,7 @@ def test_backend_url_serves_projects_as_sub_paths(tmp_path: Path) -> None:
         assert (store / "proj" / "packs" / _KEY.hex()[:2] / _KEY.hex()).read_bytes() == _DATA
 
 
+@pytest.mark.server
 def test_bad_backend_url_fails_at_start(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="InvalidArgument"):
         start_http_server(tmp_path / "r", args=["--backend", "mkit+nope:///x"])

@@ -30,6 +30,9 @@ from mkit_transport import (
 )
 from tests.support.http_fixtures import free_port
 
+#: Every test here talks to the gunicorn TLS server the module starts.
+pytestmark = pytest.mark.server
+
 
 def _certificate(directory: Path) -> tuple[Path, Path, Path]:
     """A CA and a server certificate for localhost / 127.0.0.1 signed by it."""

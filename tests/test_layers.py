@@ -1,8 +1,8 @@
 """The layer rules of the package, checked from the source (no import runs).
 
 Lower layers never import higher ones, so that a reader can trust the folder tree:
-the core (errors, hashes, refs, retry, limits, transport, urls, directio) imports no
-folder; ``pack`` knows nothing of transports; ``protocol`` and ``transports`` know
+the core (_version, _extras, errors, hashes, refs, retry, limits, transport, urls, directio)
+imports no folder; ``pack`` knows nothing of transports; ``protocol`` and ``transports`` know
 nothing of sync, servers or the command line; ``server`` and ``sync`` never import each
 other; only ``cli`` sees everything. Lazy imports inside functions count too: a lazy
 import is still a dependency. ``import mkit_transport`` (the facade, which re-exports
@@ -19,7 +19,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "mkit_transport"
 
-CORE = {"_version", "errors", "hashes", "refs", "retry", "limits", "transport", "urls", "directio"}
+CORE = {
+    "_version",
+    "_extras",
+    "errors",
+    "hashes",
+    "refs",
+    "retry",
+    "limits",
+    "transport",
+    "urls",
+    "directio",
+}
 #: layer -> the layers (or core modules) its modules may import.
 ALLOWED: dict[str, set[str]] = {
     "core": {"core"},

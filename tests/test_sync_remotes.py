@@ -26,6 +26,9 @@ from tests.support.s3_fixtures import BUCKET, S3Server, S3Store
 from tests.support.ssh_fixtures import SshServer
 from tests.support.sync_fixtures import describe, race_two_pushers, record_of, write_tree
 
+#: Every test here talks to real servers; some reach them through getfixturevalue.
+pytestmark = pytest.mark.server
+
 REF = "refs/heads/main"
 ROOT = Path(__file__).resolve().parent.parent
 NETWORK = ["http", "moto", "seaweedfs", "ssh"]

@@ -13,10 +13,12 @@ from collections.abc import Callable, Sequence
 from typing import Final, TextIO
 
 from .. import errors
+from .._version import __version__
 from ..transport import Transport
 from ..urls import open_transport
 from . import probe, serve_http, serve_ssh, store
 from . import sync as sync_cli
+from .needs import need
 from .output import EXIT_CODES
 
 __all__ = ["EXIT_CODES", "main"]
@@ -41,6 +43,7 @@ _EXTENSIONS: Final = (store, sync_cli, serve_http, serve_ssh, probe)
 
 
 def _conformance(args: argparse.Namespace, transport: Transport | None, out: TextIO) -> int:
+    need("conformance", "pytest", "hypothesis")  # the extra `conformance`
     # Imported by name: the suite ships as mkit_transport.conformance (from conformance/).
     runner = importlib.import_module("mkit_transport.conformance.runner")
     code: int = runner.run_conformance(
@@ -56,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"mkit_transport {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(

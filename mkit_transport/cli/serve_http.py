@@ -16,6 +16,7 @@ from typing import Any, TextIO
 from ..errors import InvalidArgument
 from ..server.http import PackServer, backend_factory, file_factory
 from ..transport import PACK_BODY_LIMIT, Transport
+from .needs import need
 
 __all__ = ["add_cli", "build_app", "serve"]
 
@@ -45,6 +46,7 @@ def _bind(text: str) -> str:
 
 def serve(args: argparse.Namespace, transport: Transport | None, out: TextIO) -> int:
     """Run gunicorn in the foreground until it is stopped (SIGTERM or SIGINT)."""
+    need("serve http", "gunicorn")  # the extra `server`; a plain install lacks it
     from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
     app = build_app(args)
