@@ -52,7 +52,14 @@ class Place:
     exists: Callable[[], bool] | None  # None: nothing outside the process to look at
 
 
-@pytest.fixture(params=["memory", "file", "http", "ssh"])
+@pytest.fixture(
+    params=[
+        "memory",
+        "file",
+        pytest.param("http", marks=pytest.mark.server),
+        pytest.param("ssh", marks=pytest.mark.server),
+    ]
+)
 def place(request: pytest.FixtureRequest, tmp_path: Path) -> Place:
     name = f"init-{uuid.uuid4().hex[:12]}"
     if request.param == "memory":
