@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.faultproxy import FaultProxy
+from tests.support.waiting import wait_until
 
 
 class _Backend:
@@ -82,21 +83,12 @@ def _read_all(sock: socket.socket) -> bytes:
     return bytes(got)
 
 
-def _wait_for(predicate: object, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(predicate) and predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
-
-
 def test_pass_forwards_both_ways(proxy: FaultProxy, backend: _Backend) -> None:
     with _connect(proxy) as sock:
         sock.sendall(b"x" * 50_000)
         sock.shutdown(socket.SHUT_WR)
         assert _read_all(sock) == b"r" * 100_000
-    _wait_for(lambda: backend.received)
+    wait_until(lambda: backend.received, 60, "the backend received the bytes")
     assert backend.received == [b"x" * 50_000]
     assert proxy.accepted == 1
 
@@ -106,7 +98,7 @@ def test_close_up_delivers_exactly_n_bytes_then_fin(proxy: FaultProxy, backend: 
     with _connect(proxy) as sock:
         with contextlib.suppress(OSError):
             sock.sendall(b"x" * 200_000)
-        _wait_for(lambda: backend.received)
+        wait_until(lambda: backend.received, 60, "the backend received the bytes")
     assert backend.received == [b"x" * 1000]
 
 

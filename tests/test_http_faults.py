@@ -10,7 +10,6 @@ the ladder is asserted exactly.
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from mkit_transport import (
 )
 from tests.support.faultproxy import FaultProxy
 from tests.support.http_fixtures import HttpServer
+from tests.support.waiting import wait_until
 
 _A, _B = Hash.of(b"a"), Hash.of(b"b")
 MIB = 1 << 20
@@ -62,15 +62,6 @@ def _pack(size: int) -> tuple[list[bytes], bytes, PackKey]:
 def _no_pack_and_no_temp(root: Path, key: PackKey) -> bool:
     packs = root / "packs"
     return not packs.exists() or not any(key.hex() in p.name for p in packs.rglob("*"))
-
-
-def _eventually(predicate: object, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(predicate) and predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # -- the server's injection mode: statuses ---------------------------------------------
@@ -171,7 +162,7 @@ def test_upload_cut_halfway_leaves_nothing(
     with client, pytest.raises(ConnectionFailed):
         client.upload_pack_stream(key, chunks, len(data))
     root = http_server.root / project
-    assert _eventually(lambda: _no_pack_and_no_temp(root, key)), "a cut upload left bytes"
+    wait_until(lambda: _no_pack_and_no_temp(root, key), 60, "a cut upload's bytes removed")
     with open_transport(http_server.url(project)) as direct:
         assert not direct.pack_exists(key)
 
@@ -201,9 +192,8 @@ def test_download_cut_resumes_with_a_range_request(
         assert b"".join(client.download_pack_stream(key)) == data
     assert sleeps == [1]
     assert proxy.accepted == 2
-    assert _eventually(
-        lambda: f'"GET /{project}/packs/{key.hex()} HTTP/1.1" 206' in (http_server.log_text())
-    )
+    line = f'"GET /{project}/packs/{key.hex()} HTTP/1.1" 206'
+    wait_until(lambda: line in http_server.log_text(), 60, f"access log line {line}")
 
 
 def test_blackhole_times_out_and_is_retried(proxy: FaultProxy, project: str) -> None:

@@ -13,7 +13,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from tests.support.http_fixtures import (
     running_http_server,
     start_http_server,
 )
+from tests.support.waiting import wait_until
 
 _A = Hash.of(b"a")
 _DATA = b"some pack bytes"
@@ -208,10 +208,8 @@ def test_health_and_range(http_server: HttpServer, project: str) -> None:
 def test_access_log_records_requests(http_server: HttpServer, project: str) -> None:
     status = requests.get(f"{http_server.base}/{project}/refs/heads/main", timeout=10).status_code
     line = f'"GET /{project}/refs/heads/main HTTP/1.1" {status}'
-    deadline = time.monotonic() + 10  # the worker writes its log line after the response
-    while line not in http_server.log_text() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert line in http_server.log_text()
+    # the worker writes its log line after the response
+    wait_until(lambda: line in http_server.log_text(), 60, f"access log line {line}")
 
 
 # -- auth ------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +27,8 @@ from mkit_transport import (
     RetryPolicy,
     open_transport,
 )
-from tests.support.http_fixtures import free_port
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 #: Every test here talks to the gunicorn TLS server the module starts.
 pytestmark = pytest.mark.server
@@ -112,16 +112,17 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError((directory / "server.log").read_text())
+        return requests.get(f"https://localhost:{port}/healthz", verify=str(ca), timeout=5).ok
+
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                requests.get(f"https://localhost:{port}/healthz", verify=str(ca), timeout=1)
-                break
-            except requests.RequestException:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((directory / "server.log").read_text()) from None
-                time.sleep(0.1)
+        try:
+            wait_until(answers, 120, "https health check", ignore=(requests.RequestException,))
+        except TimeoutError as error:
+            raise RuntimeError(f"{error}: {(directory / 'server.log').read_text()}") from None
         yield f"mkit+https://localhost:{port}/proj", ca
     finally:
         os.kill(process.pid, signal.SIGTERM)

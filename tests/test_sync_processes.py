@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import shutil
 import signal
@@ -24,6 +25,17 @@ def test_two_pushers_from_the_same_base_exactly_one_wins(tmp_path: Path) -> None
     race_two_pushers(f"mkit+file://{tmp_path / 'remote'}", tmp_path, REF)
 
 
+def _digest(root: Path) -> dict[str, object]:
+    """``describe(root)`` with file contents replaced by their SHA-256 (30 rounds of a
+    24 MiB payload would otherwise be held in memory)."""
+    return {
+        path: (entry[0], entry[1], hashlib.sha256(entry[2]).digest())
+        if entry[0] == "file"
+        else entry
+        for path, entry in describe(root).items()
+    }
+
+
 _PUSHER = """
 import sys
 from mkit_transport import FileTransport
@@ -44,28 +56,36 @@ def test_kill_9_at_random_points_never_leaves_the_ref_on_an_incomplete_snapshot(
     pushed: list[dict[str, object]] = []  # every tree a pusher was started on
     killed = 0
     duration = 0.0
-    for round_ in range(12):
+    # At least 12 rounds, and more (up to 30) until 3 pushes were really killed: when
+    # a push beats its kill time, the next kill times aim at that push's real length,
+    # so a machine whose speed changes mid-test still gets its pushes interrupted.
+    for round_ in range(30):
+        if round_ >= 12 and killed >= 3:
+            break
         # new content each round, so every push has real work to be interrupted in
         (tree / "payload.bin").write_bytes(rng.randbytes(24 << 20))
         (tree / "d1" / "e1" / "f1.txt").write_text(f"round {round_}")
-        pushed.append(describe(tree))
+        pushed.append(_digest(tree))
         child = subprocess.Popen(
             [sys.executable, "-c", _PUSHER, str(tree), str(store), REF], cwd=ROOT
         )
+        started = time.monotonic()
         if round_ == 0:  # the first push runs to the end: it times a whole push
-            started = time.monotonic()
-            assert child.wait(60) == 0
+            assert child.wait(240) == 0
             duration = time.monotonic() - started
-        time.sleep(rng.uniform(0.05, 0.95) * duration)
-        if child.poll() is None:
-            child.send_signal(signal.SIGKILL)
+        else:
+            try:
+                child.wait(rng.uniform(0.05, 0.95) * duration)
+                duration = time.monotonic() - started  # it finished first
+            except subprocess.TimeoutExpired:
+                child.send_signal(signal.SIGKILL)
+        if child.wait(60) == -signal.SIGKILL:
             killed += 1
-        child.wait(60)
         remote = FileTransport(store)
         if remote.read_ref(REF) is None:
             continue
         dest = tmp_path / f"out{round_}"
         pull(remote, REF, dest, cache_dir=str(tmp_path / "cache"))
-        assert describe(dest) in pushed  # a complete snapshot of some pushed tree
+        assert _digest(dest) in pushed  # a complete snapshot of some pushed tree
         shutil.rmtree(dest)
     assert killed >= 3, "the loop never interrupted a push: it tested nothing"

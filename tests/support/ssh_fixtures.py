@@ -18,12 +18,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 SSHD = "/usr/sbin/sshd"
 KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
@@ -72,26 +74,22 @@ class SshServer:
         }
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _keygen(path: Path) -> str:
     subprocess.run([KEYGEN, "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
     return (path.parent / (path.name + ".pub")).read_text().strip()
 
 
 def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"sshd exited with {process.returncode}: {log.read_text()}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"sshd did not listen on {port} within 10 s: {log.read_text()}")
+        with socket.create_connection(("127.0.0.1", port), 1):
+            return True
+
+    try:
+        wait_until(listening, 120, f"sshd listening on {port}", ignore=(OSError,))
+    except TimeoutError as error:
+        raise RuntimeError(f"{error}: {log.read_text()}") from None
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -121,7 +119,7 @@ def running_sshd(d: Path) -> Iterator[SshServer]:
         f'restrict,command="{remote} --root {stores}" {forced_pub} mkit-test-forced\n'
     )
     (d / "authorized_keys").chmod(0o600)
-    port = _free_port()
+    port = free_port()
     known_hosts = d / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{port} {' '.join(host_pub.split()[:2])}\n")
     config = d / "sshd_config"
