@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -213,8 +214,12 @@ def test_listing_paginates_skips_foreign_objects_and_never_reads_packs(
     client = s3_store.server.client()
     body = A.hex().encode() + b"\n"
     names = [f"refs/many/r{i:04d}" for i in range(1050)]  # over one 1000-key page
-    for name in names:
+
+    def plant(name: str) -> None:
         client.put_object(Bucket=s3_store.bucket, Key=s3_store.ref_key(name), Body=body)
+
+    with ThreadPoolExecutor(8) as pool:  # the client is thread-safe; 1050 PUTs in turn are slow
+        list(pool.map(plant, names))
     for foreign in ("refs/many/", "refs/many/r0000", "refs/many/x/.ref/y"):
         client.put_object(Bucket=s3_store.bucket, Key=s3_store.key(foreign), Body=b"")
     client.put_object(Bucket=s3_store.bucket, Key=s3_store.key("packs/junk"), Body=b"x" * 100)

@@ -4,9 +4,18 @@ Plain mode: the client asks sshd to run ``serve ssh PATH``. Forced mode: the key
 pinned in authorized_keys to ``serve ssh --root STORES``, which serves the path the
 client asked for only inside that root. Races run in separate processes, each with
 its own SSH connection, against the same store.
+
+Each class shares one long-lived client across its tests (as a real client would
+use one connection for many calls) instead of opening a new SSH connection, and so
+a new server process, per test: that was most of the file's run time. Tests that
+need their own client (retries, races, the state machine) still open one through
+the harness, and the shared client's reconnect after a refused stream is tested
+on the way.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 
@@ -47,7 +56,25 @@ def _harness(sshd: SshServer, name: str, *, forced: bool) -> Harness:
     )
 
 
-class TestSshConformance(ConformanceSuite):
+@pytest.fixture(scope="module")
+def shared_clients() -> Iterator[dict[str, Transport]]:
+    """One open client per store URL for the module; closed at its end."""
+    clients: dict[str, Transport] = {}
+    yield clients
+    for client in clients.values():
+        client.close()
+
+
+class _SharedClient(ConformanceSuite):
+    @pytest.fixture
+    def transport(self, harness: Harness, shared_clients: dict[str, Transport]) -> Transport:
+        assert harness.url is not None
+        if harness.url not in shared_clients:
+            shared_clients[harness.url] = harness.open(None)
+        return shared_clients[harness.url]
+
+
+class TestSshConformance(_SharedClient):
     """``serve ssh PATH`` run as the command the client asks for."""
 
     @pytest.fixture
@@ -55,7 +82,7 @@ class TestSshConformance(ConformanceSuite):
         return _harness(sshd, "conformance-plain", forced=False)
 
 
-class TestSshForcedConformance(ConformanceSuite):
+class TestSshForcedConformance(_SharedClient):
     """``serve ssh --root STORES`` pinned as a forced command in authorized_keys."""
 
     @pytest.fixture
