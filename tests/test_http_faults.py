@@ -146,7 +146,7 @@ def test_lost_response_to_a_cas_write_resolves_as_success(
 ) -> None:
     sleeps: list[float] = []
     proxy.set_fault("close", after_bytes=1, direction="down", count=1)
-    with _client(_proxied(proxy, project), sleeps, timeout=5) as client:
+    with _client(_proxied(proxy, project), sleeps, timeout=60) as client:
         client.update_ref("refs/heads/main", RefWriteCondition.MISSING, _A)
         assert client.read_ref("refs/heads/main") == _A
     assert sleeps == [1]
@@ -158,7 +158,7 @@ def test_upload_cut_halfway_leaves_nothing(
 ) -> None:
     chunks, data, key = _pack(4 * MIB)
     proxy.set_fault("close", after_bytes=2 * MIB, direction="up", count=1)
-    client = _client(_proxied(proxy, project), [], retries=0, timeout=5)
+    client = _client(_proxied(proxy, project), [], retries=0, timeout=60)
     with client, pytest.raises(ConnectionFailed):
         client.upload_pack_stream(key, chunks, len(data))
     root = http_server.root / project
@@ -174,7 +174,7 @@ def test_upload_cut_halfway_succeeds_on_retry(
     sleeps: list[float] = []
     chunks, data, key = _pack(4 * MIB)
     proxy.set_fault(mode, after_bytes=2 * MIB, direction="up", count=1)
-    with _client(_proxied(proxy, project), sleeps, timeout=5) as client:
+    with _client(_proxied(proxy, project), sleeps, timeout=60) as client:
         client.upload_pack_stream(key, chunks, len(data))
         assert client.download_pack(key) == data
     assert sleeps == [1]
@@ -188,7 +188,7 @@ def test_download_cut_resumes_with_a_range_request(
     with open_transport(http_server.url(project)) as direct:
         direct.upload_pack(data, key)
     proxy.set_fault("close", after_bytes=MIB + 12345, direction="down", count=1)
-    with _client(_proxied(proxy, project), sleeps, timeout=5) as client:
+    with _client(_proxied(proxy, project), sleeps, timeout=60) as client:
         assert b"".join(client.download_pack_stream(key)) == data
     assert sleeps == [1]
     assert proxy.accepted == 2
@@ -209,7 +209,7 @@ def test_blackhole_times_out_and_is_retried(proxy: FaultProxy, project: str) -> 
 def test_refused_connections_are_retried_then_succeed(proxy: FaultProxy, project: str) -> None:
     sleeps: list[float] = []
     proxy.set_fault("refuse", count=3)
-    with _client(_proxied(proxy, project), sleeps, timeout=5) as client:
+    with _client(_proxied(proxy, project), sleeps, timeout=60) as client:
         assert client.read_ref("refs/heads/main") is None
     assert sleeps == [1, 2, 4]
     assert proxy.accepted == 4
@@ -218,7 +218,7 @@ def test_refused_connections_are_retried_then_succeed(proxy: FaultProxy, project
 def test_a_slow_network_still_works(proxy: FaultProxy, project: str) -> None:
     proxy.set_fault("delay", delay=0.02)
     _chunks, data, key = _pack(MIB)
-    with _client(_proxied(proxy, project), [], timeout=5) as client:
+    with _client(_proxied(proxy, project), [], timeout=60) as client:
         client.upload_pack(data, key)
         client.update_ref("refs/heads/main", RefWriteCondition.MISSING, _A)
         assert client.download_pack(key) == data

@@ -109,7 +109,7 @@ def test_an_early_hand_off_leaves_the_snapshot_order_alone(
     class GatedHasher(ThreadPoolExecutor):
         def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
             def gated() -> Any:
-                if not release.wait(30):
+                if not release.wait(120):  # a hang guard
                     raise TimeoutError("the hash job was never released")
                 return fn(*args, **kwargs)
 
@@ -124,7 +124,7 @@ def test_an_early_hand_off_leaves_the_snapshot_order_alone(
         seen.append(os.path.relpath(src.path or "", root))
         if seen == ["a/small"]:
             release.set()  # the big file's hash runs and finishes now: handed over next
-            done, pending = wait(submitted, timeout=30)
+            done, pending = wait(submitted, timeout=120)  # a 3 MiB hash: a hang guard
             assert len(submitted) == 1 and not pending, (submitted, done)
 
     early = scan(root, on_blob=slow_on_blob, eager=2 * MIB)

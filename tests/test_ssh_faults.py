@@ -57,7 +57,7 @@ def _wait_no_leftovers(root: Path) -> list[str]:
 def _open(
     sshd: SshServer, root: Path, sleeps: list[float], port: int | None = None, **extra: object
 ) -> SshTransport:
-    options = sshd.options(timeout=10)
+    options = sshd.options(timeout=60)  # a hang guard only: cuts and refusals are immediate
     if port is not None:  # a proxy: the same host key, on the proxy's port
         trusted = sshd.directory / f"known_hosts.{port}"
         options["known_hosts_file"] = sshd.known_hosts_for(port, trusted)
@@ -152,8 +152,8 @@ def test_blackhole_times_out_as_connection_failed(sshd: SshServer) -> None:
             pytest.raises(ConnectionFailed),
         ):
             transport.read_ref("refs/heads/x")
-        # Only a hang guard: the 1 s timeout gives up in seconds; the transport's default
-        # (60 s) or none at all would pass this generous bound.
+        # The 1 s timeout gives up in seconds; the 60 s of _open's options (or none
+        # at all) would not: a bound far from both, so only a lost timeout fails it.
         assert time.monotonic() - started < 45, "the 1 s timeout was not applied"
 
 
