@@ -33,12 +33,13 @@ from bench.common import (
     Figure,
     FileChunks,
     Results,
+    cas_counter_figures,
     child_peak_rss,
     make_source,
     median_interleaved,
     median_pair,
 )
-from conformance.workers import UrlOpener, counter_worker, run_workers, value
+from conformance.workers import UrlOpener, counter_value, counter_worker, run_workers
 from mkit_transport import FileTransport, PackKey, RefWriteCondition
 
 
@@ -169,39 +170,15 @@ def bench_size(tmp: str, size: int, repeat: int, rss: bool) -> list[Figure]:
 def bench_cas(tmp: str, workers: int, increments: int) -> list[Figure]:
     root = f"{tmp}/cas"
     url, ns = f"mkit+file://{root}", f"refs/bench/{uuid.uuid4().hex}"
-    FileTransport(root).update_ref(
-        f"{ns}/counter", RefWriteCondition.MISSING, value(f"{ns}/counter/0")
-    )
+    FileTransport(root).update_ref(f"{ns}/counter", RefWriteCondition.MISSING, counter_value(ns, 0))
     start = time.perf_counter()
     results = run_workers(counter_worker, UrlOpener(url), ns, workers, increments, processes=True)
     elapsed = time.perf_counter() - start
     final = FileTransport(root).read_ref(f"{ns}/counter")
     total = workers * increments
-    conflicts = sum(row[3] for worker in results for row in worker)
-    setup = {"workers": workers, "increments_each": increments}
-    return [
-        Figure(
-            "CAS counter: final_is_exact",
-            final == value(f"{ns}/counter/{total}"),
-            goal="== true",
-            kind="exact",
-            detail=setup,
-        ),
-        Figure(
-            "CAS counter: lost",
-            total - sum(row[2] for worker in results for row in worker),
-            "increments",
-            goal="== 0",
-            kind="exact",
-        ),
-        Figure("CAS counter: conflicts_retried", conflicts, kind="exact"),
-        Figure(
-            "CAS counter: increments per s",
-            round(total / elapsed),
-            "/s",
-            detail={"seconds_incl_process_start": round(elapsed, 2)},
-        ),
-    ]
+    return cas_counter_figures(
+        ns, final, results, elapsed, total, {"workers": workers, "increments_each": increments}
+    )
 
 
 def main() -> None:

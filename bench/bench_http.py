@@ -33,12 +33,13 @@ from bench.common import (
     Figure,
     FileChunks,
     Results,
+    cas_counter_figures,
     child_peak_rss,
     make_source,
     median_pair,
     proc_status,
 )
-from conformance.workers import UrlOpener, counter_worker, run_workers, value
+from conformance.workers import UrlOpener, counter_value, counter_worker, run_workers
 from mkit_transport import PackKey, RefWriteCondition, open_transport
 from tests.support.http_fixtures import HttpServer, running_http_server
 
@@ -156,36 +157,21 @@ def bench_rss(tmp: str, src: str, key: PackKey, size: int) -> list[Figure]:
 def bench_cas(server: HttpServer, workers: int, increments: int) -> list[Figure]:
     url, ns = server.url("cas"), f"refs/bench/{uuid.uuid4().hex}"
     with open_transport(url) as transport:
-        transport.update_ref(f"{ns}/counter", RefWriteCondition.MISSING, value(f"{ns}/counter/0"))
+        transport.update_ref(f"{ns}/counter", RefWriteCondition.MISSING, counter_value(ns, 0))
     start = time.perf_counter()
     results = run_workers(counter_worker, UrlOpener(url), ns, workers, increments, processes=True)
     elapsed = time.perf_counter() - start
     with open_transport(url) as transport:
         final = transport.read_ref(f"{ns}/counter")
     total = workers * increments
-    done = sum(row[2] for worker in results for row in worker)
-    conflicts = sum(row[3] for worker in results for row in worker)
-    setup = {"clients": workers, "server_workers": 2, "increments_each": increments}
-    return [
-        Figure(
-            "CAS counter: final_is_exact",
-            final == value(f"{ns}/counter/{total}"),
-            goal="== true",
-            kind="exact",
-            detail=setup,
-        ),
-        Figure("CAS counter: lost", total - done, "increments", goal="== 0", kind="exact"),
-        Figure("CAS counter: conflicts_retried", conflicts, kind="exact"),
-        Figure(
-            "CAS counter: ops per s (incl. conflicts)", round((done + conflicts) / elapsed), "/s"
-        ),
-        Figure(
-            "CAS counter: increments per s",
-            round(done / elapsed),
-            "/s",
-            detail={"seconds_incl_process_start": round(elapsed, 2)},
-        ),
-    ]
+    return cas_counter_figures(
+        ns,
+        final,
+        results,
+        elapsed,
+        total,
+        {"clients": workers, "server_workers": 2, "increments_each": increments},
+    )
 
 
 def main() -> None:

@@ -345,3 +345,44 @@ class Results:
 
 def _jsonable(value: object) -> object:
     return value if isinstance(value, (bool, int, float, str, type(None))) else str(value)
+
+
+def cas_counter_figures(
+    ns: str,
+    final: Any,
+    results: Any,
+    elapsed: float,
+    total: int,
+    setup: dict[str, object],
+) -> list[Figure]:
+    """The figures of a CAS counter race (conformance.workers.counter_worker).
+
+    Workers stop at their target or at their time budget, so exactness is judged
+    against the increments each worker reports done, never against the target: a
+    loaded machine may do fewer, it must lose none.
+    """
+    from conformance.workers import counter_count
+
+    done = sum(row[2] for worker in results for row in worker)
+    conflicts = sum(row[3] for worker in results for row in worker)
+    counted = counter_count(ns, final) if final is not None else 0
+    return [
+        Figure(
+            "CAS counter: final_is_exact",
+            final is not None and counted == done,
+            goal="== true",
+            kind="exact",
+            detail={**setup, "increments_done": f"{done}/{total}"},
+        ),
+        Figure("CAS counter: lost", done - counted, "increments", goal="== 0", kind="exact"),
+        Figure("CAS counter: conflicts_retried", conflicts, kind="exact"),
+        Figure(
+            "CAS counter: ops per s (incl. conflicts)", round((done + conflicts) / elapsed), "/s"
+        ),
+        Figure(
+            "CAS counter: increments per s",
+            round(done / elapsed),
+            "/s",
+            detail={"seconds_incl_process_start": round(elapsed, 2)},
+        ),
+    ]

@@ -19,6 +19,7 @@ from .workers import (
     UrlOpener,
     any_vs_match_worker,
     check_counter,
+    counter_value,
     counter_worker,
     one_winner_worker,
     run_workers,
@@ -114,7 +115,7 @@ class RaceSuite(SuiteBase):
     def test_counter_of_cas_increments_is_exact(
         self, transport: Transport, harness: Harness, ns: str
     ) -> None:
-        transport.update_ref(f"{ns}/counter", RefWriteCondition.MISSING, value(f"{ns}/counter/0"))
+        transport.update_ref(f"{ns}/counter", RefWriteCondition.MISSING, counter_value(ns, 0))
         opener, processes = _opener(harness, transport)
         results = run_workers(
             counter_worker,

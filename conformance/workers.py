@@ -32,7 +32,7 @@ from mkit_transport import (
     open_transport,
 )
 
-__all__ = ["Opener", "UrlOpener", "run_workers"]
+__all__ = ["Opener", "UrlOpener", "check_counter", "counter_count", "counter_value", "run_workers"]
 
 #: How long a worker waits on a barrier for its peers, in seconds (the first wait
 #: also covers starting the worker processes on a loaded machine).
@@ -74,6 +74,28 @@ class UrlOpener:
 
 def value(label: str) -> Hash:
     return Hash.of(label.encode())
+
+
+def counter_value(ns: str, count: int, worker: int = 0) -> Hash:
+    """The counter's value after ``count`` increments, the last one by ``worker``.
+
+    The count is readable from the value (:func:`counter_count`), and each writer's
+    values are its own. That matters: when a retried CAS ends in a conflict, the
+    transport reads the ref back and takes "it holds my value" as "my earlier
+    attempt landed". Were two workers' values for the same count equal, a worker
+    whose attempt never landed would see a peer's equal value and count an
+    increment that did not happen.
+    """
+    return Hash(
+        bytes(Hash.of(ns.encode()))[:20] + count.to_bytes(8, "big") + worker.to_bytes(4, "big")
+    )
+
+
+def counter_count(ns: str, current: Hash) -> int:
+    """The count a :func:`counter_value` encodes (asserting it is one, for ``ns``)."""
+    raw = bytes(current)
+    assert raw[:20] == bytes(Hash.of(ns.encode()))[:20], f"{current.hex()[:12]} is not a counter"
+    return int.from_bytes(raw[20:28], "big")
 
 
 def _wait(barrier: _Barrier) -> None:
@@ -123,7 +145,6 @@ def counter_worker(
     ``("counter", worker, done, conflicts, stalled)``, where ``stalled`` is how long
     it had seen no write land when it gave up on a stall (0.0 if it did not).
     """
-    table: dict[Hash, int] = {}
     done = 0
     conflicts = 0
     stalled = 0.0
@@ -143,31 +164,18 @@ def counter_worker(
             assert current is not None
             if current != last_seen:
                 last_seen, last_move = current, time.monotonic()
-            count = counter_index(ns, current, table)
+            count = counter_count(ns, current)
             try:
                 transport.update_ref(
                     f"{ns}/counter",
                     RefWriteCondition.match(current),
-                    value(f"{ns}/counter/{count + 1}"),
+                    counter_value(ns, count + 1, worker),
                 )
                 done += 1
                 last_move = time.monotonic()
             except RefConflict:
                 conflicts += 1
     return [("counter", worker, done, conflicts, stalled)]
-
-
-def counter_index(ns: str, current: Hash, table: dict[Hash, int], limit: int = 1_000_000) -> int:
-    """The count a counter value encodes (values are ``value(f"{ns}/counter/{n}")``).
-
-    ``table`` is the caller's lookup cache, grown lazily 4096 values at a time.
-    """
-    while current not in table:
-        if len(table) >= limit:
-            raise AssertionError(f"{current.hex()[:12]} is not a counter value below {limit}")
-        for n in range(len(table), min(limit, len(table) + 4096)):
-            table[value(f"{ns}/counter/{n}")] = n
-    return table[current]
 
 
 def check_counter(rows: list[tuple[Any, ...]], final: Hash | None, ns: str) -> int:
@@ -182,7 +190,7 @@ def check_counter(rows: list[tuple[Any, ...]], final: Hash | None, ns: str) -> i
     succeeded = sum(row[2] for row in rows)
     assert succeeded > 0, f"no increment succeeded: {rows}"
     assert final is not None, "the counter ref vanished"
-    landed = counter_index(ns, final, {})
+    landed = counter_count(ns, final)
     assert landed == succeeded, (
         f"lost update: {succeeded} increments succeeded but the counter reads {landed}: {rows}"
     )

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from conformance.workers import UrlOpener, check_counter, counter_worker, run_workers, value
+from conformance.workers import UrlOpener, check_counter, counter_value, counter_worker, run_workers
 from mkit_transport import RefWriteCondition, open_transport
 from tests.support.s3_fixtures import S3Store
 
@@ -23,7 +23,7 @@ WORKERS, INCREMENTS = 8, 100
 def test_counter_of_8_processes_x_100_increments_is_exact(s3_store: S3Store) -> None:
     ns = f"refs/race/{uuid.uuid4().hex}"
     with open_transport(s3_store.url, **s3_store.options) as s3:
-        s3.update_ref(f"{ns}/counter", RefWriteCondition.MISSING, value(f"{ns}/counter/0"))
+        s3.update_ref(f"{ns}/counter", RefWriteCondition.MISSING, counter_value(ns, 0))
         results = run_workers(
             counter_worker,
             UrlOpener(s3_store.url, s3_store.options),
