@@ -143,7 +143,7 @@ def push_after_barrier(url: str, src: str, ref: str, barrier: Any) -> tuple[str,
 
     def progress(event: Progress) -> None:
         if event.phase == "commit":
-            barrier.wait(60)
+            barrier.wait(120)  # a hang guard: the peer may start slowly on a loaded machine
 
     with open_transport(url) as transport:
         try:
