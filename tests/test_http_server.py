@@ -131,7 +131,7 @@ def test_malformed_requests_get_the_right_status_and_change_nothing(
 ) -> None:
     before = _snapshot(http_server.root)
     # http.client sends the path exactly as written (requests would fold "..").
-    connection = http.client.HTTPConnection("127.0.0.1", http_server.port, timeout=10)
+    connection = http.client.HTTPConnection("127.0.0.1", http_server.port, timeout=60)
     try:
         connection.request(method, path.replace("/P", f"/{project}", 1), body, headers)
         reply = connection.getresponse()
@@ -145,7 +145,7 @@ def test_malformed_requests_get_the_right_status_and_change_nothing(
 
 
 def _raw(server: HttpServer, request: bytes) -> tuple[int, str]:
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
         sock.sendall(request)
         reply = http.client.HTTPResponse(sock)
         reply.begin()
@@ -169,7 +169,7 @@ def test_upload_without_a_length_is_refused(http_server: HttpServer, project: st
     response = requests.put(
         f"{http_server.base}/{project}/packs/{PackKey.of(b'abc').hex()}",
         data=iter([b"abc"]),  # a generator: sent chunked, without Content-Length
-        timeout=10,
+        timeout=60,
     )
     assert (response.status_code, _code(response)) == (411, "length_required")
     assert _snapshot(http_server.root) == before
@@ -182,7 +182,7 @@ def test_short_upload_stores_nothing(http_server: HttpServer, project: str) -> N
         f"PUT /{project}/packs/{key.hex()} HTTP/1.1\r\nHost: x\r\n"
         f"Content-Length: {len(data)}\r\n\r\n"
     ).encode()
-    with socket.create_connection(("127.0.0.1", http_server.port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", http_server.port), timeout=60) as sock:
         sock.sendall(head + data[:50_000])
         sock.shutdown(socket.SHUT_WR)  # the client goes away halfway
         sock.recv(100)
@@ -192,21 +192,21 @@ def test_short_upload_stores_nothing(http_server: HttpServer, project: str) -> N
 
 
 def test_health_and_range(http_server: HttpServer, project: str) -> None:
-    health = requests.get(f"{http_server.base}/healthz", timeout=10)
+    health = requests.get(f"{http_server.base}/healthz", timeout=60)
     assert health.status_code == 200 and health.json() == {"status": "ok"}
     url = f"{http_server.base}/{project}/packs/{_KEY.hex()}"
-    part = requests.get(url, headers={"Range": "bytes=5-"}, timeout=10)
+    part = requests.get(url, headers={"Range": "bytes=5-"}, timeout=60)
     assert part.status_code == 206 and part.content == _DATA[5:]
     assert part.headers["Mkit-Range-Start"] == "5"
-    past = requests.get(url, headers={"Range": "bytes=999-"}, timeout=10)
+    past = requests.get(url, headers={"Range": "bytes=999-"}, timeout=60)
     assert past.status_code == 206 and past.content == b""
-    ref = requests.get(f"{http_server.base}/{project}/refs/heads/main", timeout=10)
+    ref = requests.get(f"{http_server.base}/{project}/refs/heads/main", timeout=60)
     assert ref.content == _A.hex().encode() + b"\n"
     assert ref.headers["ETag"] == f'"{_A.hex()}"'
 
 
 def test_access_log_records_requests(http_server: HttpServer, project: str) -> None:
-    status = requests.get(f"{http_server.base}/{project}/refs/heads/main", timeout=10).status_code
+    status = requests.get(f"{http_server.base}/{project}/refs/heads/main", timeout=60).status_code
     line = f'"GET /{project}/refs/heads/main HTTP/1.1" {status}'
     # the worker writes its log line after the response
     wait_until(lambda: line in http_server.log_text(), 60, f"access log line {line}")
@@ -244,17 +244,17 @@ def test_tokens(http_token_server: HttpServer, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("MKIT_API_TOKEN", READ_TOKEN)
     with open_transport(url) as client:
         assert [r.name for r in client.list_refs("refs/heads")] == ["main"]
-    denied = requests.put(f"{server.base}/auth/refs/heads/x", data=b"x", timeout=10)
+    denied = requests.put(f"{server.base}/auth/refs/heads/x", data=b"x", timeout=60)
     assert (denied.status_code, _code(denied)) == (401, "unauthorized")
     assert denied.headers["WWW-Authenticate"].startswith("Bearer")
     forbidden = requests.put(
         f"{server.base}/auth/refs/heads/x",
         data=other.hex().encode() + b"\n",
         headers={"Authorization": f"Bearer {READ_TOKEN}"},
-        timeout=10,
+        timeout=60,
     )
     assert (forbidden.status_code, _code(forbidden)) == (403, "forbidden")
-    assert requests.get(f"{server.base}/healthz", timeout=10).status_code == 200
+    assert requests.get(f"{server.base}/healthz", timeout=60).status_code == 200
     assert _snapshot(server.root) == before
     log = server.log_text()
     assert READ_TOKEN not in log and WRITE_TOKEN not in log

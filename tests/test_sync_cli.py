@@ -133,7 +133,7 @@ def test_packs_verify_handler(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert os.path.exists(path)
 
 
-def _on_a_terminal(*argv: str, timeout: float = 60.0) -> tuple[int, str, str]:
+def _on_a_terminal(*argv: str, timeout: float = 120.0) -> tuple[int, str, str]:
     """Run the CLI with stderr on a pseudo-terminal; return (status, stdout, terminal text)."""
     master, slave = pty.openpty()
     child = subprocess.Popen(
