@@ -41,7 +41,7 @@ from bench.common import (
 )
 from conformance.workers import UrlOpener, counter_value, counter_worker, run_workers
 from mkit_transport import PackKey, RefWriteCondition, open_transport
-from tests.support.http_fixtures import HttpServer, running_http_server
+from testbed.http_server import HttpServer, running_http_server
 
 CHUNK = MIB
 

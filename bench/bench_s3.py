@@ -38,7 +38,7 @@ from bench.common import (
 )
 from mkit_transport import Hash, PackKey, open_transport
 from mkit_transport.transports.s3 import S3Transport
-from tests.support.s3_fixtures import BUCKET, S3Server, raw_client, start_moto, start_seaweedfs
+from testbed.s3_servers import BUCKET, S3Server, raw_client, start_moto, start_seaweedfs
 
 
 def _open(port: int, access: str, secret: str, prefix: str) -> S3Transport:

@@ -39,7 +39,7 @@ from mkit_transport import (
     open_transport,
 )
 from mkit_transport.hashes import Hasher
-from tests.support.ssh_fixtures import SshServer, running_sshd
+from testbed.ssh_server import SshServer, running_sshd
 
 CHUNK = MIB
 REF = "refs/bench/counter"

@@ -17,7 +17,7 @@ from mkit_transport import (
     ProtocolError,
     RemoteError,
 )
-from tests.support.crash_loop import run as crash_loop
+from testbed.crash_loop import run as crash_loop
 
 
 def test_layout(tmp_path: Path) -> None:

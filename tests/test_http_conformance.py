@@ -6,7 +6,7 @@ import pytest
 
 from conformance import ConformanceSuite, FileBackdoor, Harness
 from mkit_transport import RetryPolicy, Transport, open_transport
-from tests.support.http_fixtures import HttpServer
+from testbed.http_server import HttpServer
 
 
 class TestHttpConformance(ConformanceSuite):

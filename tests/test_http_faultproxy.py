@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from testbed.waiting import wait_until
 from tests.support.faultproxy import FaultProxy
-from tests.support.waiting import wait_until
 
 
 class _Backend:

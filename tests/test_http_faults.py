@@ -27,9 +27,9 @@ from mkit_transport import (
     Transport,
     open_transport,
 )
+from testbed.http_server import HttpServer
+from testbed.waiting import wait_until
 from tests.support.faultproxy import FaultProxy
-from tests.support.http_fixtures import HttpServer
-from tests.support.waiting import wait_until
 
 _A, _B = Hash.of(b"a"), Hash.of(b"b")
 MIB = 1 << 20

@@ -27,14 +27,14 @@ from mkit_transport import (
     open_transport,
 )
 from mkit_transport.cli import EXIT_CODES, main
-from tests.support.http_fixtures import (
+from testbed.http_server import (
     READ_TOKEN,
     WRITE_TOKEN,
     HttpServer,
     running_http_server,
     start_http_server,
 )
-from tests.support.waiting import wait_until
+from testbed.waiting import wait_until
 
 _A = Hash.of(b"a")
 _DATA = b"some pack bytes"

@@ -27,8 +27,8 @@ from mkit_transport import (
     RetryPolicy,
     open_transport,
 )
-from tests.support.ports import free_port
-from tests.support.waiting import wait_until
+from testbed.ports import free_port
+from testbed.waiting import wait_until
 
 #: Every test here talks to the gunicorn TLS server the module starts.
 pytestmark = pytest.mark.server

@@ -37,9 +37,9 @@ from mkit_transport.protocol.ssh import VERSION, FrameReader, encode_frame
 from mkit_transport.server.ssh import EXIT_OK, serve
 from mkit_transport.sync import pull, push
 from mkit_transport.transports.s3 import S3Transport
-from tests.support.http_fixtures import READ_TOKEN, WRITE_TOKEN, HttpServer
-from tests.support.s3_fixtures import BUCKET, S3Server
-from tests.support.ssh_fixtures import KEYGEN, SshServer
+from testbed.http_server import READ_TOKEN, WRITE_TOKEN, HttpServer
+from testbed.s3_servers import BUCKET, S3Server
+from testbed.ssh_server import KEYGEN, SshServer
 from tests.support.sync_fixtures import describe, write_tree
 
 

@@ -132,3 +132,35 @@ def test_the_check_catches_a_violation(tmp_path: Path) -> None:
     lazy.write_text("def f():\n    from ..sync import push\n")
     (target,) = [t for _, t in _imports("mkit_transport.transports.t", lazy)]
     assert not _grants(ALLOWED["transports"], target)
+
+
+#: Dev trees outside the package: tests and bench share ``testbed`` (servers, waits, the
+#: crash loop) and never import each other; testbed imports neither.
+DEV_FORBIDDEN = {"tests": {"bench"}, "bench": {"tests"}, "testbed": {"tests", "bench"}}
+
+
+def _top_level_imports(path: Path) -> list[tuple[int, str]]:
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name.split(".")[0]) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.append((node.lineno, node.module.split(".")[0]))
+    return found
+
+
+@pytest.mark.parametrize("tree", sorted(DEV_FORBIDDEN))
+def test_tests_and_bench_never_import_each_other(tree: str) -> None:
+    bad = [
+        f"{path.relative_to(ROOT)}:{line} imports {top}"
+        for path in sorted((ROOT / tree).rglob("*.py"))
+        for line, top in _top_level_imports(path)
+        if top in DEV_FORBIDDEN[tree]
+    ]
+    assert not bad, f"{tree}/ may not import {sorted(DEV_FORBIDDEN[tree])}:\n" + "\n".join(bad)
+
+
+def test_the_dev_tree_check_catches_a_violation(tmp_path: Path) -> None:
+    script = tmp_path / "bench_x.py"
+    script.write_text("def f():\n    from tests.support.http_fixtures import HttpServer\n")
+    assert _top_level_imports(script) == [(2, "tests")]

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from mkit_transport import Hash, PackKey, RemoteError, open_transport
-from tests.support.s3_fixtures import S3Server, S3Store
+from testbed.s3_servers import S3Server
+from tests.support.s3_fixtures import S3Store
 
 
 @pytest.fixture

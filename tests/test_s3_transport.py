@@ -27,7 +27,8 @@ from mkit_transport import (
 from mkit_transport.cli import main
 from mkit_transport.transports import s3 as s3_module
 from mkit_transport.transports.s3 import S3Transport
-from tests.support.s3_fixtures import BUCKET, ConditionStrippingProxy, S3Server, S3Store
+from testbed.s3_servers import BUCKET, S3Server
+from tests.support.s3_fixtures import ConditionStrippingProxy, S3Store
 
 A, B, C = (Hash.of(label) for label in (b"a", b"b", b"c"))
 

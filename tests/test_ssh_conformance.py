@@ -21,7 +21,7 @@ import pytest
 
 from conformance import ConformanceSuite, FileBackdoor, Harness
 from mkit_transport import RetryPolicy, Transport, open_transport
-from tests.support.ssh_fixtures import SshServer
+from testbed.ssh_server import SshServer
 
 pytestmark = pytest.mark.slow  # the whole suite twice over sshd: about two minutes
 

@@ -30,9 +30,9 @@ from mkit_transport import (
     open_transport,
 )
 from mkit_transport.transports.ssh import SshTransport
+from testbed.ssh_server import SshServer
+from testbed.waiting import wait_until
 from tests.support.faultproxy import FaultProxy
-from tests.support.ssh_fixtures import SshServer
-from tests.support.waiting import wait_until
 
 MIB = 1 << 20
 

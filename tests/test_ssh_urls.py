@@ -14,7 +14,7 @@ import pytest
 from mkit_transport import FileTransport, Hash, InvalidArgument, PackKey, open_transport
 from mkit_transport.cli import main
 from mkit_transport.transports.ssh import DEFAULT_REMOTE_COMMAND, SshTransport, parse_ssh_url
-from tests.support.ssh_fixtures import SshServer
+from testbed.ssh_server import SshServer
 
 
 @pytest.mark.parametrize(

@@ -21,9 +21,10 @@ import pytest
 
 from mkit_transport import Transport, open_transport
 from mkit_transport.sync import mirror, pull, push
-from tests.support.http_fixtures import HttpServer
-from tests.support.s3_fixtures import BUCKET, S3Server, S3Store
-from tests.support.ssh_fixtures import SshServer
+from testbed.http_server import HttpServer
+from testbed.s3_servers import BUCKET, S3Server
+from testbed.ssh_server import SshServer
+from tests.support.s3_fixtures import S3Store
 from tests.support.sync_fixtures import describe, race_two_pushers, record_of, write_tree
 
 #: Every test here talks to real servers; some reach them through getfixturevalue.

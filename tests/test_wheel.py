@@ -35,9 +35,9 @@ from mkit_transport import PackKey
 from mkit_transport._version import __version__
 from mkit_transport.pack import CODEC_RAW
 from mkit_transport.protocol.ssh import VERSION, FrameReader, encode_frame
-from tests.support.http_fixtures import free_port
+from testbed.ports import free_port
+from testbed.s3_servers import BUCKET, S3Server
 from tests.support.pack_fixtures import one_entry_pack
-from tests.support.s3_fixtures import BUCKET, S3Server
 
 #: server: `serve http` runs gunicorn, the probe needs moto. The module's first test also
 #: pays for the build and both installs (about a minute here), hence its own timeout.
