@@ -38,8 +38,8 @@ from bench.common import (
     median_pair,
     proc_status,
 )
-from conformance.workers import UrlOpener, counter_worker, run_workers, value
 from mkit_transport import PackKey, RefWriteCondition, open_transport
+from mkit_transport.conformance.workers import UrlOpener, counter_worker, run_workers, value
 from tests.support.http_fixtures import HttpServer, running_http_server
 
 CHUNK = MIB

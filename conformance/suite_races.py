@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from mkit_transport import Hash, RefWriteCondition, Transport
+from mkit_transport.urls import scheme_target
 
 from .base import SuiteBase
 from .harness import Harness
@@ -31,8 +32,16 @@ spec = pytest.mark.spec
 
 
 def _opener(harness: Harness, transport: Transport) -> tuple[Opener, bool]:
+    """Processes where the store is shared across them and a child can open the URL.
+
+    A child opens the URL by scheme, re-registering a scheme the parent registered
+    with ``register_transport`` from its importable ``"module:attr"``; a scheme
+    registered with a lambda or nested function cannot be, so it races in threads.
+    """
     if harness.url is not None and type(transport).shared_across_processes:
-        return UrlOpener(harness.url, dict(harness.options)), True
+        target = scheme_target(harness.url.split("://", 1)[0])
+        if target is not None:
+            return UrlOpener(harness.url, dict(harness.options), target), True
     return (lambda: harness.open(None)), False
 
 

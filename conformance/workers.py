@@ -23,7 +23,9 @@ from mkit_transport import (
     Transport,
     TransportError,
     open_transport,
+    register_transport,
 )
+from mkit_transport.urls import BUILTIN_SCHEMES
 
 __all__ = ["Opener", "UrlOpener", "run_workers"]
 
@@ -48,12 +50,22 @@ class Opener(Protocol):
 
 @dataclass(frozen=True)
 class UrlOpener:
-    """Opens ``open_transport(url, **options)``; picklable, so processes can use it."""
+    """Opens ``open_transport(url, **options)``; picklable, so processes can use it.
+
+    ``target`` is the ``"module:attr"`` that opens the URL's scheme (see
+    :func:`~mkit_transport.urls.scheme_target`): a child started with ``spawn`` does
+    not inherit a :func:`~mkit_transport.urls.register_transport` made in the parent,
+    so the opener registers the scheme again, by name, before opening.
+    """
 
     url: str
     options: dict[str, object] = field(default_factory=dict)
+    target: str | None = None
 
     def __call__(self) -> Transport:
+        scheme = self.url.split("://", 1)[0]
+        if self.target is not None and scheme not in BUILTIN_SCHEMES:
+            register_transport(scheme, self.target)
         return open_transport(self.url, **self.options)
 
 

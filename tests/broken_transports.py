@@ -11,8 +11,15 @@ import uuid
 
 import pytest
 
-from conformance import Harness, MemoryBackdoor, RaceSuite, RefSuite
-from mkit_transport import Hash, RefConflict, RefWriteCondition, RetryPolicy, Transport
+from mkit_transport import (
+    Hash,
+    RefConflict,
+    RefWriteCondition,
+    RemoteError,
+    RetryPolicy,
+    Transport,
+)
+from mkit_transport.conformance import Harness, MemoryBackdoor, RaceSuite, RefSuite
 from mkit_transport.transports.memory import MemoryTransport
 
 
@@ -75,6 +82,15 @@ class IgnoresMissingTransport(MemoryTransport):
     def _update_ref(self, name: str, condition: RefWriteCondition, value: Hash) -> None:
         if condition.kind == "missing":
             condition = RefWriteCondition.ANY
+        super()._update_ref(name, condition, value)
+
+
+class IgnoresConditionsTransport(MemoryTransport):
+    """A store that refuses conditional writes (an S3 server ignoring If-None-Match)."""
+
+    def _update_ref(self, name: str, condition: RefWriteCondition, value: Hash) -> None:
+        if condition.kind != "any":
+            raise RemoteError("the server ignores conditional writes (If-Match)")
         super()._update_ref(name, condition, value)
 
 

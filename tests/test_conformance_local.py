@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from conformance import ConformanceSuite, FileBackdoor, Harness, MemoryBackdoor
 from mkit_transport import FileTransport, MemoryTransport, RetryPolicy, Transport
+from mkit_transport.conformance import ConformanceSuite, FileBackdoor, Harness, MemoryBackdoor
 
 
 class TestMemoryConformance(ConformanceSuite):

@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from conformance.workers import UrlOpener, counter_worker, run_workers, value
 from mkit_transport import RefWriteCondition, open_transport
+from mkit_transport.conformance.workers import UrlOpener, counter_worker, run_workers, value
 from tests.support.s3_fixtures import S3Store
 
 WORKERS, INCREMENTS = 8, 100

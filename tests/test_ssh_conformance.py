@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from conformance import ConformanceSuite, FileBackdoor, Harness
 from mkit_transport import RetryPolicy, Transport, open_transport
+from mkit_transport.conformance import ConformanceSuite, FileBackdoor, Harness
 from tests.support.ssh_fixtures import SshServer
 
 pytestmark = pytest.mark.slow  # the whole suite twice over sshd: about two minutes
