@@ -62,6 +62,12 @@ class Harness:
     race_rounds: int = 10
     counter_workers: int = 4
     counter_increments: int = 25
+    #: Races: how long (seconds) a worker waits for its peers, and bounds a whole race;
+    #: raise it for a slow remote. A race never fails for being slow under this bound.
+    race_wait: float = 120.0
+    #: Races: seconds the counter may stay unchanged while every worker's CAS conflicts
+    #: before the race fails as a livelock (a clear message instead of a long wait).
+    race_stall: float = 30.0
     #: Hypothesis state machine: examples and steps per example.
     stateful_examples: int = 20
     stateful_steps: int = 25

@@ -17,6 +17,7 @@ from mkit_transport.urls import scheme_target
 from .base import SuiteBase
 from .harness import Harness
 from .workers import (
+    Limits,
     Opener,
     UrlOpener,
     any_vs_match_worker,
@@ -94,6 +95,7 @@ class RaceSuite(SuiteBase):
             harness.race_workers,
             harness.race_rounds,
             processes=processes,
+            limits=Limits(harness.race_wait, harness.race_stall),
         )
         flat = [row for worker in results for row in worker]
         previous = initial
@@ -132,6 +134,7 @@ class RaceSuite(SuiteBase):
             harness.counter_workers,
             harness.counter_increments,
             processes=processes,
+            limits=Limits(harness.race_wait, harness.race_stall),
         )
         done = Counter({row[1]: row[2] for worker in results for row in worker})
         assert all(n == harness.counter_increments for n in done.values()), done
@@ -153,6 +156,7 @@ class RaceSuite(SuiteBase):
             max(3, harness.race_workers),
             harness.counter_increments * 4,
             processes=processes,
+            limits=Limits(harness.race_wait, harness.race_stall),
         )
         problems = check_any_vs_match(results, initial)
         assert problems == [], "lost updates:\n" + "\n".join(problems[:10])

@@ -27,10 +27,22 @@ from mkit_transport import (
 )
 from mkit_transport.urls import BUILTIN_SCHEMES
 
-__all__ = ["Opener", "UrlOpener", "run_workers"]
+__all__ = ["Limits", "Opener", "UrlOpener", "run_workers"]
 
-#: How long any worker waits on a barrier or its whole run, in seconds.
+#: How long any worker waits on a barrier or its whole run, in seconds (the default of
+#: ``Harness.race_wait``).
 WAIT = 120.0
+#: How long the counter may stay unchanged while workers keep trying before the race is
+#: called a livelock (the default of ``Harness.race_stall``).
+STALL = 30.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A race's time bounds: ``wait`` for peers and the whole run, ``stall`` for progress."""
+
+    wait: float = WAIT
+    stall: float = STALL
 
 
 class _Barrier(Protocol):
@@ -74,15 +86,21 @@ def value(label: str) -> Hash:
 
 
 def one_winner_worker(
-    opener: Opener, barrier: _Barrier, event: _Event, ns: str, worker: int, rounds: int
+    opener: Opener,
+    barrier: _Barrier,
+    event: _Event,
+    ns: str,
+    worker: int,
+    rounds: int,
+    limits: Limits = Limits(),
 ) -> list[tuple[Any, ...]]:
     """Each round: all read the ref, then all try ``match(read)``; also a MISSING race."""
     out: list[tuple[Any, ...]] = []
     with opener() as transport:
         for r in range(rounds):
-            barrier.wait(WAIT)
+            barrier.wait(limits.wait)
             seen = transport.read_ref(f"{ns}/match")
-            barrier.wait(WAIT)  # nobody writes before everybody has read
+            barrier.wait(limits.wait)  # nobody writes before everybody has read
             mine = value(f"{ns}/match/{r}/{worker}")
             try:
                 assert seen is not None
@@ -96,24 +114,47 @@ def one_winner_worker(
                 out.append(("missing", r, worker, None, True, None, False))
             except RefConflict as lost:
                 out.append(("missing", r, worker, None, False, lost.current, lost.known))
-            barrier.wait(WAIT)  # every write of this round is done before the next reads
+            barrier.wait(limits.wait)  # every write of this round is done before the next reads
     return out
 
 
 def counter_worker(
-    opener: Opener, barrier: _Barrier, event: _Event, ns: str, worker: int, increments: int
+    opener: Opener,
+    barrier: _Barrier,
+    event: _Event,
+    ns: str,
+    worker: int,
+    increments: int,
+    limits: Limits = Limits(),
 ) -> list[tuple[Any, ...]]:
-    """Read-modify-CAS increments of a counter whose values encode the count."""
+    """Read-modify-CAS increments of a counter whose values encode the count.
+
+    A livelock (every CAS conflicting while the counter stays where it is) fails after
+    ``limits.stall`` seconds without progress, naming what was seen, rather than
+    running out the whole wait.
+    """
     total = 1_000_000
     table: dict[Hash, int] = {}
     done = 0
     conflicts = 0
-    deadline = time.monotonic() + WAIT
+    deadline = time.monotonic() + limits.wait
+    last_seen: Hash | None = None
+    last_change = time.monotonic()
     with opener() as transport:
-        barrier.wait(WAIT)
+        barrier.wait(limits.wait)
         while done < increments and time.monotonic() < deadline:
             current = transport.read_ref(f"{ns}/counter")
             assert current is not None
+            now = time.monotonic()
+            if current != last_seen:
+                last_seen, last_change = current, now
+            elif now - last_change > limits.stall:
+                raise AssertionError(
+                    f"livelock: the counter stayed at one value for {limits.stall:g} s while "
+                    f"this worker's compare-and-swap writes kept conflicting ({conflicts} "
+                    "conflicts, none succeeded meanwhile): a match write must succeed when "
+                    "the ref holds the expected value"
+                )
             if current not in table:
                 # Values are value(f"{ns}/counter/{n}"); grow the lookup table lazily.
                 for n in range(len(table), min(total, len(table) + 4096)):
@@ -132,13 +173,19 @@ def counter_worker(
 
 
 def any_vs_match_worker(
-    opener: Opener, barrier: _Barrier, event: _Event, ns: str, worker: int, writes: int
+    opener: Opener,
+    barrier: _Barrier,
+    event: _Event,
+    ns: str,
+    worker: int,
+    writes: int,
+    limits: Limits = Limits(),
 ) -> list[tuple[Any, ...]]:
     """Worker 0 writes with ANY and reads back; the others increment with ``match``."""
     out: list[tuple[Any, ...]] = []
     name = f"{ns}/mixed"
     with opener() as transport:
-        barrier.wait(WAIT)
+        barrier.wait(limits.wait)
         if worker == 0:
             try:
                 for j in range(writes):
@@ -152,7 +199,7 @@ def any_vs_match_worker(
                 event.set()
             return out
         seq = 0
-        deadline = time.monotonic() + WAIT
+        deadline = time.monotonic() + limits.wait
         while not event.is_set() and time.monotonic() < deadline:
             current = transport.read_ref(name)
             assert current is not None
@@ -164,14 +211,22 @@ def any_vs_match_worker(
     return out
 
 
-Worker = Callable[[Opener, _Barrier, _Event, str, int, int], list[tuple[Any, ...]]]
+Worker = Callable[[Opener, _Barrier, _Event, str, int, int, Limits], list[tuple[Any, ...]]]
 
 
 def _process_main(
-    result_queue: Any, fn: Worker, opener: Opener, barrier: Any, event: Any, ns: str, i: int, n: int
+    result_queue: Any,
+    fn: Worker,
+    opener: Opener,
+    barrier: Any,
+    event: Any,
+    ns: str,
+    i: int,
+    n: int,
+    limits: Limits,
 ) -> None:
     try:
-        result_queue.put((i, "ok", fn(opener, barrier, event, ns, i, n)))
+        result_queue.put((i, "ok", fn(opener, barrier, event, ns, i, n, limits)))
     except BaseException as error:  # report everything, including assertion failures
         result_queue.put((i, "error", f"{type(error).__name__}: {error}"))
         with contextlib.suppress(Exception):
@@ -179,7 +234,14 @@ def _process_main(
 
 
 def run_workers(
-    fn: Worker, opener: Opener, ns: str, workers: int, n: int, *, processes: bool
+    fn: Worker,
+    opener: Opener,
+    ns: str,
+    workers: int,
+    n: int,
+    *,
+    processes: bool,
+    limits: Limits = Limits(),
 ) -> list[list[tuple[Any, ...]]]:
     """Run ``workers`` copies of ``fn`` at once, in processes or threads; return results."""
     if processes:
@@ -188,7 +250,9 @@ def run_workers(
         barrier: Any = ctx.Barrier(workers)
         event: Any = ctx.Event()
         procs = [
-            ctx.Process(target=_process_main, args=(results, fn, opener, barrier, event, ns, i, n))
+            ctx.Process(
+                target=_process_main, args=(results, fn, opener, barrier, event, ns, i, n, limits)
+            )
             for i in range(workers)
         ]
         for p in procs:
@@ -196,7 +260,7 @@ def run_workers(
         collected = []
         try:
             for _ in procs:
-                collected.append(results.get(timeout=WAIT + 60))
+                collected.append(results.get(timeout=limits.wait + 60))
         except queue.Empty as error:
             raise TransportError("a race worker did not report within its time limit") from error
         finally:
@@ -210,14 +274,15 @@ def run_workers(
         event = threading.Event()
         threads = [
             threading.Thread(
-                target=_process_main, args=(results, fn, opener, barrier, event, ns, i, n)
+                target=_process_main,
+                args=(results, fn, opener, barrier, event, ns, i, n, limits),
             )
             for i in range(workers)
         ]
         for t in threads:
             t.start()
         for t in threads:
-            t.join(timeout=WAIT + 60)
+            t.join(timeout=limits.wait + 60)
         collected = [results.get_nowait() for _ in threads]
     errors = [f"worker {i}: {detail}" for i, status, detail in collected if status != "ok"]
     if errors:

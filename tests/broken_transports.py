@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any, ClassVar
 
 import pytest
 
@@ -94,19 +95,40 @@ class IgnoresConditionsTransport(MemoryTransport):
         super()._update_ref(name, condition, value)
 
 
-def _harness(cls: type[MemoryTransport]) -> Harness:
+class LivelockTransport(MemoryTransport):
+    """A conditional write refused while another client holds a lease on the store.
+
+    Every client holds its lease from open to close, so with two clients open every
+    CAS conflicts forever and nobody makes progress: a livelock, not a slow store.
+    """
+
+    leases: ClassVar[dict[int, set[int]]] = {}
+
+    def __init__(self, name: str | None = None, *, retry: RetryPolicy | None = None) -> None:
+        super().__init__(name, retry=retry)
+        self.leases.setdefault(id(self.store), set()).add(id(self))
+
+    def close(self) -> None:
+        self.leases.get(id(self.store), set()).discard(id(self))
+
+    def _update_ref(self, name: str, condition: RefWriteCondition, value: Hash) -> None:
+        if condition.kind != "any" and len(self.leases.get(id(self.store), ())) > 1:
+            raise RefConflict("another client holds the lease", name=name)
+        super()._update_ref(name, condition, value)
+
+
+def _harness(cls: type[MemoryTransport], **settings: Any) -> Harness:
     name = f"broken-{uuid.uuid4().hex}"
 
     def opener(retry: RetryPolicy | None) -> Transport:
         return cls(name, retry=retry)
 
+    sizes: dict[str, Any] = {"race_workers": 8, "race_rounds": 10, "counter_increments": 100}
     return Harness(
         open=opener,
-        backdoor=MemoryBackdoor(cls(name).store),
+        backdoor=MemoryBackdoor(MemoryTransport(name).store),
         fresh=True,
-        race_workers=8,
-        race_rounds=10,
-        counter_increments=100,
+        **{**sizes, **settings},
     )
 
 
@@ -132,3 +154,9 @@ class TestIgnoresMissing(RefSuite):
     @pytest.fixture
     def harness(self) -> Harness:
         return _harness(IgnoresMissingTransport)
+
+
+class TestLivelock(RaceSuite):
+    @pytest.fixture
+    def harness(self) -> Harness:
+        return _harness(LivelockTransport, race_stall=2.0, race_rounds=2)

@@ -13,8 +13,8 @@ HERE = Path(__file__).parent
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Run tests/broken_transports.py once; map each test id to its outcome."""
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, str]]:
+    """Run tests/broken_transports.py once; map each test id to its outcome and message."""
     report = tmp_path_factory.mktemp("broken") / "junit.xml"
     subprocess.run(
         [
@@ -36,15 +36,23 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         timeout=900,
         check=False,
     )
-    results: dict[str, str] = {}
+    results: dict[str, tuple[str, str]] = {}
     for case in ET.parse(report).getroot().iter("testcase"):
         cls = case.get("classname", "").rsplit(".", 1)[-1]
-        failed = case.find("failure") is not None or case.find("error") is not None
+        problem = case.find("failure")
+        if problem is None:
+            problem = case.find("error")
         skipped = case.find("skipped") is not None
-        results[f"{cls}::{case.get('name')}"] = (
-            "failed" if failed else "skipped" if skipped else "passed"
-        )
+        outcome = "failed" if problem is not None else "skipped" if skipped else "passed"
+        message = "" if problem is None else (problem.get("message") or "") + (problem.text or "")
+        results[f"{cls}::{case.get('name')}"] = (outcome, message)
     return results
+
+
+@pytest.fixture(scope="module")
+def outcomes(report: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """Each test id of the broken transports' run and its outcome."""
+    return {test: outcome for test, (outcome, _) in report.items()}
 
 
 def _failed(outcomes: dict[str, str], cls: str) -> set[str]:
@@ -79,3 +87,9 @@ def test_correct_parts_still_pass(outcomes: dict[str, str]) -> None:
     """The broken transports are broken in one place only; the rest passes."""
     assert outcomes["TestIgnoresMissing::test_listing_component_boundary"] == "passed"
     assert outcomes["TestSloppyWire::test_read_absent_is_none"] == "passed"
+
+
+def test_livelock_fails_fast_with_a_clear_message(report: dict[str, tuple[str, str]]) -> None:
+    outcome, message = report["TestLivelock::test_counter_of_cas_increments_is_exact"]
+    assert outcome == "failed"
+    assert "livelock: the counter stayed at one value for 2 s" in message
