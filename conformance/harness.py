@@ -68,6 +68,9 @@ class Harness:
     #: Races: seconds the counter may stay unchanged while every worker's CAS conflicts
     #: before the race fails as a livelock (a clear message instead of a long wait).
     race_stall: float = 30.0
+    #: Refs written to check a listing past one page (object stores page at 1000);
+    #: 0 leaves the check out (listed as not checked) for a store too slow for it.
+    listing_refs: int = 1100
     #: Hypothesis state machine: examples and steps per example.
     stateful_examples: int = 20
     stateful_steps: int = 25

@@ -8,19 +8,28 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
 import pytest
 
 from mkit_transport import (
     Hash,
+    PackKey,
     RefConflict,
     RefWriteCondition,
     RemoteError,
     RetryPolicy,
     Transport,
 )
-from mkit_transport.conformance import Harness, MemoryBackdoor, RaceSuite, RefSuite
+from mkit_transport.conformance import (
+    Harness,
+    MemoryBackdoor,
+    PackSuite,
+    RaceSuite,
+    RefSuite,
+)
+from mkit_transport.refs import decode_ref_value, encode_ref_value
 from mkit_transport.transports.memory import MemoryTransport
 
 
@@ -117,6 +126,78 @@ class LivelockTransport(MemoryTransport):
         super()._update_ref(name, condition, value)
 
 
+class EagerStreamTransport(MemoryTransport):
+    """Appends each streamed chunk to the stored pack as it arrives (no staging)."""
+
+    def _put_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
+        self.store.packs[key] = b""
+        for chunk in chunks:
+            with self.store.lock:
+                self.store.packs[key] += chunk
+
+
+class IgnoresOffsetTransport(MemoryTransport):
+    """Its own resume path restarts the pack from the beginning."""
+
+    def _open_pack_stream(self, key: PackKey, offset: int) -> Iterator[bytes]:
+        return super()._open_pack_stream(key, 0)
+
+
+class PrefixCasTransport(MemoryTransport):
+    """Compares only the first 16 hex digits of the expected value (a short 'etag')."""
+
+    def _update_ref(self, name: str, condition: RefWriteCondition, value: Hash) -> None:
+        with self.store.lock:
+            current = self._read_ref_unlocked(name)
+            if condition.kind == "match":
+                assert condition.expected is not None
+                held = current is not None and current.hex()[:16] == condition.expected.hex()[:16]
+            else:
+                held = condition.allows(current)
+            if not held:
+                raise RefConflict("conflict", name=name, current=current)
+            self.store.refs[name] = encode_ref_value(value)
+
+    def _read_ref_unlocked(self, name: str) -> Hash | None:
+        raw = self.store.refs.get(name)
+        return None if raw is None else decode_ref_value(raw, remote=False)
+
+
+class FirstPageTransport(MemoryTransport):
+    """Returns the first page (1000 names) of a listing and never asks for the next."""
+
+    def _list_refs(self, prefix: str) -> list[tuple[str, Hash]]:
+        head = f"{prefix}/" if prefix else ""
+        found = sorted((n, h) for n, h in super()._list_refs(prefix) if n.startswith(head))
+        return found[:1000]
+
+
+class RangeEndsAtZTransport(MemoryTransport):
+    """Lists the key range [prefix/, prefix/z]: names continuing past 'z' are lost."""
+
+    def _list_refs(self, prefix: str) -> list[tuple[str, Hash]]:
+        head = f"{prefix}/" if prefix else ""
+        end = head + "z" if head else "~"
+        return [(n, h) for n, h in super()._list_refs(prefix) if head <= n <= end]
+
+
+class CachingTransport(MemoryTransport):
+    """Caches every ref it read, and never asks the store again."""
+
+    def __init__(self, name: str | None = None, *, retry: RetryPolicy | None = None) -> None:
+        super().__init__(name, retry=retry)
+        self.cache: dict[str, Hash | None] = {}
+
+    def _read_ref(self, name: str) -> Hash | None:
+        if name not in self.cache:
+            self.cache[name] = super()._read_ref(name)
+        return self.cache[name]
+
+    def _update_ref(self, name: str, condition: RefWriteCondition, value: Hash) -> None:
+        super()._update_ref(name, condition, value)
+        self.cache[name] = value
+
+
 def _harness(cls: type[MemoryTransport], **settings: Any) -> Harness:
     name = f"broken-{uuid.uuid4().hex}"
 
@@ -160,3 +241,39 @@ class TestLivelock(RaceSuite):
     @pytest.fixture
     def harness(self) -> Harness:
         return _harness(LivelockTransport, race_stall=2.0, race_rounds=2)
+
+
+class TestEagerStream(PackSuite):
+    @pytest.fixture
+    def harness(self) -> Harness:
+        return _harness(EagerStreamTransport)
+
+
+class TestIgnoresOffset(PackSuite):
+    @pytest.fixture
+    def harness(self) -> Harness:
+        return _harness(IgnoresOffsetTransport)
+
+
+class TestPrefixCas(RefSuite):
+    @pytest.fixture
+    def harness(self) -> Harness:
+        return _harness(PrefixCasTransport)
+
+
+class TestFirstPage(RefSuite):
+    @pytest.fixture
+    def harness(self) -> Harness:
+        return _harness(FirstPageTransport)
+
+
+class TestRangeEndsAtZ(RefSuite):
+    @pytest.fixture
+    def harness(self) -> Harness:
+        return _harness(RangeEndsAtZTransport)
+
+
+class TestCaching(RefSuite):
+    @pytest.fixture
+    def harness(self) -> Harness:
+        return _harness(CachingTransport)

@@ -83,6 +83,42 @@ def test_ignored_missing_is_caught(outcomes: dict[str, str]) -> None:
     assert "test_cas_cell[absent-MISSING-written]" not in failed
 
 
+def test_a_pack_visible_before_its_stream_ended_is_caught(outcomes: dict[str, str]) -> None:
+    failed = _failed(outcomes, "TestEagerStream")
+    assert "test_streamed_upload_is_invisible_until_its_stream_ended" in failed
+    assert outcomes["TestEagerStream::test_round_trip[4096]"] == "passed"
+
+
+def test_a_resume_path_ignoring_its_offset_is_caught(outcomes: dict[str, str]) -> None:
+    failed = _failed(outcomes, "TestIgnoresOffset")
+    assert "test_a_stream_opened_at_an_offset_starts_there[1]" in failed
+    assert "test_a_stream_opened_at_an_offset_starts_there[0]" not in failed
+
+
+def test_a_cas_comparing_a_prefix_of_the_hash_is_caught(outcomes: dict[str, str]) -> None:
+    failed = _failed(outcomes, "TestPrefixCas")
+    assert "test_cas_compares_the_whole_hash[prefix]" in failed
+    assert not any(name.startswith("test_cas_cell") for name in failed)
+
+
+def test_a_listing_of_one_page_is_caught(outcomes: dict[str, str]) -> None:
+    failed = _failed(outcomes, "TestFirstPage")
+    assert "test_listing_past_one_page" in failed
+    assert "test_listing_sorted_unique_and_relative" not in failed
+
+
+def test_a_prefix_range_ending_early_is_caught(outcomes: dict[str, str]) -> None:
+    failed = _failed(outcomes, "TestRangeEndsAtZ")
+    assert "test_listing_byte_order_edges" in failed
+    assert "test_listing_component_boundary" not in failed
+
+
+def test_a_client_caching_reads_is_caught(outcomes: dict[str, str]) -> None:
+    failed = _failed(outcomes, "TestCaching")
+    assert "test_another_client_sees_every_write" in failed
+    assert "test_write_ref_overwrites" not in failed
+
+
 def test_correct_parts_still_pass(outcomes: dict[str, str]) -> None:
     """The broken transports are broken in one place only; the rest passes."""
     assert outcomes["TestIgnoresMissing::test_listing_component_boundary"] == "passed"
