@@ -15,7 +15,7 @@ Run it three ways:
             return Harness(open=lambda retry: MyTransport(tmp_path, retry=retry), fresh=True)
 
 Topics are also available one by one (``PackSuite``, ``RefSuite``, ``RaceSuite``,
-``StatefulSuite``, ``RetrySuite``, ``StoreSuite``). Every test writes under its own
+``StatefulSuite``, ``RetrySuite``, ``StoreSuite``, ``ErrorSuite``). Every test writes under its own
 ``refs/mkit-conformance/<uuid>/`` namespace, so a shared remote is safe to test.
 
 The suite needs pytest and Hypothesis (the extra ``conformance``); without them,
@@ -30,8 +30,17 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .harness import Backdoor, FileBackdoor, Harness, MemoryBackdoor
+    from .harness import (
+        Backdoor,
+        FileBackdoor,
+        FileFaults,
+        Harness,
+        MemoryBackdoor,
+        MemoryFaults,
+        StoreFaults,
+    )
     from .suite import ConformanceSuite
+    from .suite_errors import ErrorSuite
     from .suite_packs import PackSuite
     from .suite_races import RaceSuite
     from .suite_refs import RefSuite
@@ -43,28 +52,36 @@ if TYPE_CHECKING:
 _HOME = {
     "Backdoor": "harness",
     "ConformanceSuite": "suite",
+    "ErrorSuite": "suite_errors",
     "FileBackdoor": "harness",
+    "FileFaults": "harness",
     "Harness": "harness",
     "MemoryBackdoor": "harness",
+    "MemoryFaults": "harness",
     "PackSuite": "suite_packs",
     "RaceSuite": "suite_races",
     "RefSuite": "suite_refs",
     "RetrySuite": "suite_retry",
     "StatefulSuite": "suite_stateful",
+    "StoreFaults": "harness",
     "StoreSuite": "suite_store",
 }
 
 __all__ = [
     "Backdoor",
     "ConformanceSuite",
+    "ErrorSuite",
     "FileBackdoor",
+    "FileFaults",
     "Harness",
     "MemoryBackdoor",
+    "MemoryFaults",
     "PackSuite",
     "RaceSuite",
     "RefSuite",
     "RetrySuite",
     "StatefulSuite",
+    "StoreFaults",
     "StoreSuite",
 ]
 

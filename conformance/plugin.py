@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mkit_transport import Transport
     from mkit_transport.retry import RetryPolicy
 
-    from .harness import Backdoor, Harness
+    from .harness import Backdoor, Harness, StoreFaults
 
 #: The markers the suite's tests carry.
 MARKERS = (
@@ -48,7 +48,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--mkit-no-backdoor",
         action="store_true",
-        help="use no back door even where one is known (see what a remote's run checks)",
+        help="use no back door or fault hook even where one is known (as for a remote)",
     )
     group.addoption(
         "--mkit-quick",
@@ -107,8 +107,12 @@ def mkit_url_harness(
         return open_transport(url, **extra)
 
     with opener(None) as probe:
-        backdoor = None if request.config.getoption("--mkit-no-backdoor") else _backdoor(probe)
-    harness = Harness(open=opener, url=url, options=options, backdoor=backdoor, fresh=fresh)
+        backdoor, faults = _backdoor(probe)
+    if request.config.getoption("--mkit-no-backdoor"):
+        backdoor = faults = None
+    harness = Harness(
+        open=opener, url=url, options=options, backdoor=backdoor, faults=faults, fresh=fresh
+    )
     if request.config.getoption("--mkit-quick"):
         harness.large_pack_size = 8 << 20
         harness.race_rounds = 4
@@ -117,14 +121,14 @@ def mkit_url_harness(
     return harness
 
 
-def _backdoor(transport: Transport) -> Backdoor | None:
-    """The back doors we know how to open from a URL alone (local stores)."""
+def _backdoor(transport: Transport) -> tuple[Backdoor | None, StoreFaults | None]:
+    """The back doors and fault hooks we can open from a URL alone (local stores)."""
     from mkit_transport import FileTransport, MemoryTransport
 
-    from .harness import FileBackdoor, MemoryBackdoor
+    from .harness import FileBackdoor, FileFaults, MemoryBackdoor, MemoryFaults
 
     if isinstance(transport, FileTransport):
-        return FileBackdoor(transport.root)
+        return FileBackdoor(transport.root), FileFaults()
     if isinstance(transport, MemoryTransport):
-        return MemoryBackdoor(transport.store)
-    return None
+        return MemoryBackdoor(transport.store), MemoryFaults(transport.store)
+    return None, None

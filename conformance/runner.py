@@ -87,6 +87,7 @@ def run_conformance(
     import pytest
 
     from . import ConformanceSuite
+    from .suite_errors import ErrorSuite
     from .suite_packs import PackSuite
     from .suite_races import RaceSuite
     from .suite_refs import RefSuite
@@ -102,6 +103,7 @@ def run_conformance(
         ("stateful", StatefulSuite),
         ("retry", RetrySuite),
         ("store", StoreSuite),
+        ("errors", ErrorSuite),
     ):
         for attr in vars(suite):
             if attr.startswith("test_"):

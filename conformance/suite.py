@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .suite_errors import ErrorSuite
 from .suite_packs import PackSuite
 from .suite_races import RaceSuite
 from .suite_refs import RefSuite
@@ -12,5 +13,7 @@ from .suite_store import StoreSuite
 __all__ = ["ConformanceSuite"]
 
 
-class ConformanceSuite(PackSuite, RefSuite, RaceSuite, StatefulSuite, RetrySuite, StoreSuite):
+class ConformanceSuite(
+    PackSuite, RefSuite, RaceSuite, StatefulSuite, RetrySuite, StoreSuite, ErrorSuite
+):
     """Every topic at once: subclass it and override the ``harness`` fixture."""

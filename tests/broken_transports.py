@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 import pytest
 
 from mkit_transport import (
+    AccessDenied,
+    ConnectionFailed,
     Hash,
     PackKey,
     RefConflict,
@@ -21,10 +23,13 @@ from mkit_transport import (
     RemoteError,
     RetryPolicy,
     Transport,
+    TransportError,
 )
 from mkit_transport.conformance import (
+    ErrorSuite,
     Harness,
     MemoryBackdoor,
+    MemoryFaults,
     PackSuite,
     RaceSuite,
     RefSuite,
@@ -198,6 +203,34 @@ class CachingTransport(MemoryTransport):
         self.cache[name] = value
 
 
+class TransientAsPermanentTransport(MemoryTransport):
+    """Reports every store failure as a RemoteError: a dropped connection is never retried."""
+
+    def _read_ref(self, name: str) -> Hash | None:
+        try:
+            return super()._read_ref(name)
+        except TransportError as error:
+            raise RemoteError(f"store failed: {error}") from error
+
+    def _update_ref(self, name: str, condition: RefWriteCondition, value: Hash) -> None:
+        try:
+            super()._update_ref(name, condition, value)
+        except RefConflict:
+            raise
+        except TransportError as error:
+            raise RemoteError(f"store failed: {error}") from error
+
+
+class PermanentAsTransientTransport(MemoryTransport):
+    """Reports a refusal as a dropped connection: retried for nothing, the cause hidden."""
+
+    def _read_ref(self, name: str) -> Hash | None:
+        try:
+            return super()._read_ref(name)
+        except AccessDenied as error:
+            raise ConnectionFailed(f"store failed: {error}") from error
+
+
 def _harness(cls: type[MemoryTransport], **settings: Any) -> Harness:
     name = f"broken-{uuid.uuid4().hex}"
 
@@ -208,6 +241,7 @@ def _harness(cls: type[MemoryTransport], **settings: Any) -> Harness:
     return Harness(
         open=opener,
         backdoor=MemoryBackdoor(MemoryTransport(name).store),
+        faults=MemoryFaults(MemoryTransport(name).store),
         fresh=True,
         **{**sizes, **settings},
     )
@@ -277,3 +311,15 @@ class TestCaching(RefSuite):
     @pytest.fixture
     def harness(self) -> Harness:
         return _harness(CachingTransport)
+
+
+class TestTransientAsPermanent(ErrorSuite):
+    @pytest.fixture
+    def harness(self) -> Harness:
+        return _harness(TransientAsPermanentTransport)
+
+
+class TestPermanentAsTransient(ErrorSuite):
+    @pytest.fixture
+    def harness(self) -> Harness:
+        return _harness(PermanentAsTransientTransport)

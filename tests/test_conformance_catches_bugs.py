@@ -119,6 +119,19 @@ def test_a_client_caching_reads_is_caught(outcomes: dict[str, str]) -> None:
     assert "test_write_ref_overwrites" not in failed
 
 
+def test_a_transient_failure_reported_as_permanent_is_caught(outcomes: dict[str, str]) -> None:
+    failed = _failed(outcomes, "TestTransientAsPermanent")
+    assert "test_a_dropped_connection_is_transient[read_ref]" in failed
+    assert "test_a_dropped_connection_is_transient[write_ref]" in failed
+    assert "test_a_dropped_connection_is_transient[upload_pack]" not in failed
+
+
+def test_a_permanent_failure_reported_as_transient_is_caught(outcomes: dict[str, str]) -> None:
+    failed = _failed(outcomes, "TestPermanentAsTransient")
+    assert "test_permission_denied_is_access_denied[read_ref]" in failed
+    assert "test_permission_denied_is_access_denied[upload_pack]" not in failed
+
+
 def test_correct_parts_still_pass(outcomes: dict[str, str]) -> None:
     """The broken transports are broken in one place only; the rest passes."""
     assert outcomes["TestIgnoresMissing::test_listing_component_boundary"] == "passed"

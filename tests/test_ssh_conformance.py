@@ -8,6 +8,8 @@ its own SSH connection, against the same store.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from mkit_transport import RetryPolicy, Transport, open_transport
@@ -26,7 +28,7 @@ def _harness(sshd: SshServer, name: str, *, forced: bool) -> Harness:
     def opener(retry: RetryPolicy | None) -> Transport:
         return open_transport(url, retry=retry, **options)
 
-    sizes = (
+    sizes: dict[str, Any] = (
         {}
         if not forced
         else {  # the default sizes once; forced mode a lighter pass
