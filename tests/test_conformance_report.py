@@ -28,11 +28,20 @@ def test_not_checked_rows_are_listed_and_strict_fails_on_them(tmp_path: Path) ->
     assert section.startswith("1 guarantee(s) were not tested")
     assert "test_wire_form_is_65_bytes" in section
     assert "no back door" in section
-    assert done.stdout.rstrip().endswith("1 passed, 0 failed, 1 not checked")
+    assert done.stdout.rstrip().endswith("1 passed, 0 failed, 1 not checked, 0 not applicable")
 
     strict = _cli(f"mkit+file://{tmp_path}", "--strict", *argv)
     assert strict.returncode == 1, strict.stdout
     assert "--strict: this fails the run" in strict.stdout
+
+
+def test_what_the_store_cannot_suffer_is_not_applicable_not_unchecked(tmp_path: Path) -> None:
+    """A file store has no connection to drop: its hook says so; --strict still passes."""
+    done = _cli(f"mkit+file://{tmp_path}", "--strict", "--", "-k", "dropped or denied")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "NOT CHECKED" not in done.stdout
+    assert "  n/a  " in done.stdout
+    assert done.stdout.rstrip().endswith("6 passed, 0 failed, 0 not checked, 6 not applicable")
 
 
 def test_a_failure_shows_the_error_message_not_where_it_was_raised() -> None:
