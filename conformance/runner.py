@@ -153,6 +153,7 @@ def run_conformance(
     if json_output:
         document = {
             "url": url,
+            "suite": here,  # where the suite that ran is installed
             "counts": counts,
             "not_checked": [f"{r['topic']}::{r['test']}" for r in not_checked],
             "strict": strict,
