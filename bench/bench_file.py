@@ -39,8 +39,8 @@ from bench.common import (
     median_interleaved,
     median_pair,
 )
-from conformance.workers import UrlOpener, counter_value, counter_worker, run_workers
 from mkit_transport import FileTransport, PackKey, RefWriteCondition
+from mkit_transport.conformance.workers import UrlOpener, counter_value, counter_worker, run_workers
 
 
 def copy_durable(src: str, dst: str) -> None:

@@ -39,8 +39,8 @@ from bench.common import (
     median_pair,
     proc_status,
 )
-from conformance.workers import UrlOpener, counter_value, counter_worker, run_workers
 from mkit_transport import PackKey, RefWriteCondition, open_transport
+from mkit_transport.conformance.workers import UrlOpener, counter_value, counter_worker, run_workers
 from testbed.http_server import HttpServer, running_http_server
 
 CHUNK = MIB

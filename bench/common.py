@@ -361,7 +361,7 @@ def cas_counter_figures(
     against the increments each worker reports done, never against the target: a
     loaded machine may do fewer, it must lose none.
     """
-    from conformance.workers import counter_count
+    from mkit_transport.conformance.workers import counter_count
 
     done = sum(row[2] for worker in results for row in worker)
     conflicts = sum(row[3] for worker in results for row in worker)

@@ -15,40 +15,85 @@ Run it three ways:
             return Harness(open=lambda retry: MyTransport(tmp_path, retry=retry), fresh=True)
 
 Topics are also available one by one (``PackSuite``, ``RefSuite``, ``RaceSuite``,
-``StatefulSuite``, ``RetrySuite``, ``StoreSuite``). Every test writes under its own
+``StatefulSuite``, ``RetrySuite``, ``StoreSuite``, ``ErrorSuite``). Every test writes under its own
 ``refs/mkit-conformance/<uuid>/`` namespace, so a shared remote is safe to test.
 
 The suite needs pytest and Hypothesis (the extra ``conformance``); without them,
-importing it raises :class:`~mkit_transport.errors.InvalidArgument` saying what to
-install, not a bare ``ModuleNotFoundError`` from deep inside a topic.
+taking a name from it raises :class:`~mkit_transport.errors.InvalidArgument` saying
+what to install, not a bare ``ModuleNotFoundError`` from deep inside a topic. The
+names load on first use: pytest imports this package for the suite's plugin
+(:mod:`.plugin`) in every run of an environment holding mkit_transport, and that
+must work without Hypothesis.
 """
 
-from mkit_transport._extras import require
+import importlib
+from typing import TYPE_CHECKING
 
-require("the conformance suite", "pytest", "hypothesis")
+if TYPE_CHECKING:
+    from .harness import (
+        Backdoor,
+        FileBackdoor,
+        FileFaults,
+        Harness,
+        MemoryBackdoor,
+        MemoryFaults,
+        StoreFaults,
+    )
+    from .suite import ConformanceSuite
+    from .suite_errors import ErrorSuite
+    from .suite_packs import PackSuite
+    from .suite_races import RaceSuite
+    from .suite_refs import RefSuite
+    from .suite_retry import RetrySuite
+    from .suite_stateful import StatefulSuite
+    from .suite_store import StoreSuite
 
-from .harness import Backdoor, FileBackdoor, Harness, MemoryBackdoor
-from .suite_packs import PackSuite
-from .suite_races import RaceSuite
-from .suite_refs import RefSuite
-from .suite_retry import RetrySuite
-from .suite_stateful import StatefulSuite
-from .suite_store import StoreSuite
+#: Each public name and the module that defines it.
+_HOME = {
+    "Backdoor": "harness",
+    "ConformanceSuite": "suite",
+    "ErrorSuite": "suite_errors",
+    "FileBackdoor": "harness",
+    "FileFaults": "harness",
+    "Harness": "harness",
+    "MemoryBackdoor": "harness",
+    "MemoryFaults": "harness",
+    "PackSuite": "suite_packs",
+    "RaceSuite": "suite_races",
+    "RefSuite": "suite_refs",
+    "RetrySuite": "suite_retry",
+    "StatefulSuite": "suite_stateful",
+    "StoreFaults": "harness",
+    "StoreSuite": "suite_store",
+}
 
 __all__ = [
     "Backdoor",
     "ConformanceSuite",
+    "ErrorSuite",
     "FileBackdoor",
+    "FileFaults",
     "Harness",
     "MemoryBackdoor",
+    "MemoryFaults",
     "PackSuite",
     "RaceSuite",
     "RefSuite",
     "RetrySuite",
     "StatefulSuite",
+    "StoreFaults",
     "StoreSuite",
 ]
 
 
-class ConformanceSuite(PackSuite, RefSuite, RaceSuite, StatefulSuite, RetrySuite, StoreSuite):
-    """Every topic at once: subclass it and override the ``harness`` fixture."""
+def __getattr__(name: str) -> object:
+    """Import a public name's module on first use (after checking for the extra)."""
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from mkit_transport._extras import require
+
+    require("the conformance suite", "pytest", "hypothesis")
+    found = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = found
+    return found

@@ -6,6 +6,10 @@ import os
 import uuid
 from collections.abc import Iterator
 
+from mkit_transport._extras import require
+
+require("the conformance suite", "pytest", "hypothesis")  # before pytest: name the extra
+
 import pytest
 
 from mkit_transport import Hash, PackKey, Transport
@@ -62,5 +66,5 @@ class SuiteBase:
     @pytest.fixture
     def backdoor(self, harness: Harness) -> Backdoor:
         if harness.backdoor is None:
-            pytest.skip("the harness offers no back door into the store")
+            pytest.skip("no back door into the store: give the Harness a `backdoor` to check this")
         return harness.backdoor

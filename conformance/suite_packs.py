@@ -229,6 +229,48 @@ class PackSuite(SuiteBase):
             transport.pack_exists(Hash(bytes(key)))  # type: ignore[arg-type]
         assert transport.pack_exists(key) is False
 
+    @spec("T-PACK-14")
+    def test_streamed_upload_is_invisible_until_its_stream_ended(
+        self, transport: Transport, harness: Harness, salt: bytes
+    ) -> None:
+        """Another client never sees the pack while its stream is still being read."""
+        data, key = make_pack(salt, "stream-visibility", 300_000)
+        seen: list[tuple[int, bool, bytes | None]] = []
+        with harness.open(None) as other:
+
+            def chunks() -> Iterator[bytes]:
+                for i, start in enumerate(range(0, len(data), 100_000)):
+                    if i:
+                        raw = (
+                            None
+                            if harness.backdoor is None
+                            else harness.backdoor.read_pack_bytes(key)
+                        )
+                        seen.append((i, other.pack_exists(key), raw))
+                    yield data[start : start + 100_000]
+
+            transport.upload_pack_stream(key, chunks(), len(data))
+            early = [(i, exists) for i, exists, raw in seen if exists or raw is not None]
+            assert early == [], f"the pack was visible after chunk(s) {early} of 3"
+            assert len(seen) == 2
+            assert other.pack_exists(key) is True
+            assert other.download_pack(key) == data
+
+    @spec("T-RETRY-9")
+    @pytest.mark.parametrize("offset", [0, 1, 4095, 65_539, 199_999, 200_000])
+    def test_a_stream_opened_at_an_offset_starts_there(
+        self, transport: Transport, salt: bytes, offset: int
+    ) -> None:
+        """The transport's own resume path (``_open_pack_stream(key, offset)``).
+
+        ``relay_pack_stream`` calls it directly, with no wrapper re-slicing the pack:
+        the same path a broken download resumes through, and what the HTTP and SSH
+        servers relay from.
+        """
+        data, key = make_pack(salt, "offset-stream", 200_000)
+        transport.upload_pack(data, key)
+        assert b"".join(transport.relay_pack_stream(key, offset)) == data[offset:]
+
     @spec("T-PACK-12")
     def test_one_shot_stream_is_accepted(self, transport: Transport, salt: bytes) -> None:
         data, key = make_pack(salt, "one-shot", 70_000)

@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 
 from mkit_transport import Hash, RefWriteCondition, Transport
+from mkit_transport.urls import scheme_target
 
 from .base import SuiteBase
 from .harness import Harness
 from .workers import (
+    Limits,
     Opener,
     UrlOpener,
     any_vs_match_worker,
@@ -32,8 +34,16 @@ spec = pytest.mark.spec
 
 
 def _opener(harness: Harness, transport: Transport) -> tuple[Opener, bool]:
+    """Processes where the store is shared across them and a child can open the URL.
+
+    A child opens the URL by scheme, re-registering a scheme the parent registered
+    with ``register_transport`` from its importable ``"module:attr"``; a scheme
+    registered with a lambda or nested function cannot be, so it races in threads.
+    """
     if harness.url is not None and type(transport).shared_across_processes:
-        return UrlOpener(harness.url, dict(harness.options)), True
+        target = scheme_target(harness.url.split("://", 1)[0])
+        if target is not None:
+            return UrlOpener(harness.url, dict(harness.options), target), True
     return (lambda: harness.open(None)), False
 
 
@@ -86,6 +96,7 @@ class RaceSuite(SuiteBase):
             harness.race_workers,
             harness.race_rounds,
             processes=processes,
+            limits=Limits(harness.race_wait, harness.race_stall, harness.race_budget),
         )
         flat = [row for worker in results for row in worker]
         previous = initial
@@ -124,6 +135,7 @@ class RaceSuite(SuiteBase):
             harness.counter_workers,
             harness.counter_increments,
             processes=processes,
+            limits=Limits(harness.race_wait, harness.race_stall, harness.race_budget),
         )
         rows = [row for worker in results for row in worker]
         check_counter(rows, transport.read_ref(f"{ns}/counter"), ns)
@@ -143,6 +155,7 @@ class RaceSuite(SuiteBase):
             max(3, harness.race_workers),
             harness.counter_increments * 4,
             processes=processes,
+            limits=Limits(harness.race_wait, harness.race_stall, harness.race_budget),
         )
         problems = check_any_vs_match(results, initial)
         assert problems == [], "lost updates:\n" + "\n".join(problems[:10])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+
 import pytest
 
 from mkit_transport import (
@@ -15,6 +17,7 @@ from mkit_transport import (
     RefWriteCondition,
     Transport,
 )
+from mkit_transport.refs import is_valid_ref_name
 
 from .base import SuiteBase, make_pack, value_of
 from .harness import Backdoor, Harness
@@ -152,6 +155,24 @@ class RefSuite(SuiteBase):
             assert transport.read_ref(name) == before, "a failed CAS must change nothing"
             if caught.value.known:
                 assert caught.value.current == before
+
+    @spec("T-REF-1")
+    @pytest.mark.parametrize("shared", ["prefix", "suffix"])
+    def test_cas_compares_the_whole_hash(self, transport: Transport, ns: str, shared: str) -> None:
+        """Values equal but for their last (or first) byte are different values."""
+        stored = Hash(bytes(range(1, 33)))
+        body = bytes(range(1, 33))
+        near = Hash(body[:-1] + b"\xff") if shared == "prefix" else Hash(b"\xff" + body[1:])
+        name = f"{ns}/near-miss"
+        transport.update_ref(name, RefWriteCondition.MISSING, stored)
+        with pytest.raises(RefConflict):
+            transport.update_ref(name, RefWriteCondition.match(near), _N)
+        assert transport.read_ref(name) == stored
+        transport.update_ref(name, RefWriteCondition.match(stored), near)
+        assert transport.read_ref(name) == near
+        with pytest.raises(RefConflict):
+            transport.update_ref(name, RefWriteCondition.match(stored), _N)
+        assert transport.read_ref(name) == near
 
     @spec("T-REF-2")
     def test_read_absent_is_none(self, transport: Transport, ns: str) -> None:
@@ -302,6 +323,68 @@ class RefSuite(SuiteBase):
         assert transport.list_refs("refs/") == transport.list_refs("refs")
         if harness.fresh:
             assert everything == mine
+
+    @spec("T-LIST-6")
+    def test_listing_past_one_page(self, transport: Transport, harness: Harness, ns: str) -> None:
+        """More refs than an object store returns per page (1000): all of them, in order."""
+        count = harness.listing_refs
+        if count <= 0:
+            pytest.skip("the harness sets listing_refs to 0 (a store too slow for it)")
+        names = [f"many/{i:05d}" for i in range(count)]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda tail: transport.write_ref(f"{ns}/{tail}", _A), names))
+        listed = transport.list_refs(f"{ns}/many")
+        assert len(listed) == count, f"listed {len(listed)} of {count} refs"
+        assert [r.name for r in listed] == [n.removeprefix("many/") for n in names]
+        assert len(transport.list_refs(ns)) == count
+
+    @spec("T-LIST-6")
+    def test_listing_byte_order_edges(self, transport: Transport, ns: str) -> None:
+        """A prefix range ends after every name under it, whatever its bytes.
+
+        Names continuing past ``z`` (``zz``, ``zzzz/z``), the smallest and largest
+        bytes of the grammar (``-``, ``.``, ``0``, ``Z``, ``_``, ``z``), and siblings
+        of the prefix that sort between its children (``a-``, ``a.`` come before
+        ``a/`` in byte order, ``a0`` and ``a_`` after it).
+        """
+        inside = ["-", ".x", "0", "Z", "_", "z", "zz", "zzzz/zzz", "z" * 40 + "9", "~x"]
+        inside = [t for t in inside if is_valid_ref_name(f"{ns}/a/{t}")]
+        outside = ["a-", "a.x", "a0", "a_", "az", "b"]
+        for tail in inside:
+            transport.write_ref(f"{ns}/a/{tail}", value_of(tail))
+        for tail in outside:
+            transport.write_ref(f"{ns}/{tail}", value_of(tail))
+        want = [Ref(t, value_of(t)) for t in sorted(inside)]
+        assert transport.list_refs(f"{ns}/a") == want
+        assert [r.name for r in transport.list_refs(ns)] == sorted(
+            [f"a/{t}" for t in inside] + outside
+        )
+        assert transport.list_refs(f"{ns}/a/z") == [], "zz is not under z"
+        assert transport.list_refs(f"{ns}/a/zzzz") == [Ref("zzz", value_of("zzzz/zzz"))]
+
+    @spec("T-VIS-1")
+    def test_another_client_sees_every_write(
+        self, transport: Transport, harness: Harness, ns: str, salt: bytes
+    ) -> None:
+        """Read-your-writes, and a second client sees them at once (no stale cache)."""
+        name = f"{ns}/seen"
+        data, key = make_pack(salt, "seen-pack")
+        with harness.open(None) as other:
+            assert other.read_ref(name) is None  # a client that caches would keep this
+            assert other.list_refs(ns) == []
+            assert other.pack_exists(key) is False
+            transport.write_ref(name, _A)
+            assert transport.read_ref(name) == _A, "read your own write"
+            assert other.read_ref(name) == _A
+            assert other.list_refs(ns) == [Ref("seen", _A)]
+            transport.update_ref(name, RefWriteCondition.match(_A), _B)
+            assert other.read_ref(name) == _B
+            other.update_ref(name, RefWriteCondition.match(_B), _N)
+            assert transport.read_ref(name) == _N
+            assert transport.list_refs(ns) == [Ref("seen", _N)]
+            transport.upload_pack(data, key)
+            assert other.pack_exists(key) is True
+            assert other.download_pack(key) == data
 
     @spec("T-LIST-5")
     def test_ref_and_its_children_coexist(self, transport: Transport, ns: str) -> None:

@@ -5,12 +5,12 @@ child by name. Each opens its own transport, synchronises with its peers on a
 barrier, and returns plain tuples that pickle.
 
 Time never decides a race test's verdict. A worker that loops (the counter, the
-ANY-versus-match writers) stops at its target or when the run's :data:`BUDGET` is
-spent, whichever comes first, and reports what it did; the suite then checks that
-what was reported adds up (no lost update, one winner), not how much got done. A
+ANY-versus-match writers) stops at its target or when the run's budget (a
+:class:`Limits`) is spent, whichever comes first, and reports what it did; the suite
+then checks that what was reported adds up (no lost update, one winner), not how much got done. A
 slow machine therefore finishes fewer increments, never a failed test. The only
-time-based failure is a stall: no write landing anywhere for :data:`NO_PROGRESS`
-seconds (a livelock or a hang), which a worker reports as such.
+time-based failure is a stall: the counter not moving for ``Limits.stall`` seconds
+while CAS writes keep conflicting (a livelock), which the worker reports at once.
 """
 
 from __future__ import annotations
@@ -30,20 +30,40 @@ from mkit_transport import (
     RefWriteCondition,
     Transport,
     open_transport,
+    register_transport,
 )
+from mkit_transport.urls import BUILTIN_SCHEMES
 
-__all__ = ["Opener", "UrlOpener", "check_counter", "counter_count", "counter_value", "run_workers"]
+__all__ = [
+    "Limits",
+    "Opener",
+    "UrlOpener",
+    "check_counter",
+    "counter_count",
+    "counter_value",
+    "run_workers",
+]
 
 #: How long a worker waits on a barrier for its peers, in seconds (the first wait
-#: also covers starting the worker processes on a loaded machine).
+#: also covers starting the worker processes on a loaded machine); the default of
+#: ``Harness.race_wait``.
 WAIT = 120.0
 #: Looping workers start no new operation after this many seconds from the start
-#: barrier: it bounds a test's duration, never its verdict. (WAIT + BUDGET stays
-#: under pytest-timeout's 300 s, so a slow start-up cannot turn into a timeout.)
+#: barrier: it bounds a test's duration, never its verdict. (WAIT + BUDGET + STALL
+#: stays under pytest-timeout's 300 s, so a slow start-up cannot become a timeout.)
 BUDGET = 90.0
-#: A looping worker that sees no write land (its own or a peer's) for this long
-#: reports a stall: CAS that makes no progress at all is a livelock or a hang.
-NO_PROGRESS = 60.0
+#: How long the counter may stay unchanged while workers keep trying before the race
+#: is called a livelock (the default of ``Harness.race_stall``).
+STALL = 30.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A race's time bounds: ``wait`` for peers, ``stall`` for progress, ``budget`` for work."""
+
+    wait: float = WAIT
+    stall: float = STALL
+    budget: float = BUDGET
 
 
 class _Barrier(Protocol):
@@ -63,12 +83,22 @@ class Opener(Protocol):
 
 @dataclass(frozen=True)
 class UrlOpener:
-    """Opens ``open_transport(url, **options)``; picklable, so processes can use it."""
+    """Opens ``open_transport(url, **options)``; picklable, so processes can use it.
+
+    ``target`` is the ``"module:attr"`` that opens the URL's scheme (see
+    :func:`~mkit_transport.urls.scheme_target`): a child started with ``spawn`` does
+    not inherit a :func:`~mkit_transport.urls.register_transport` made in the parent,
+    so the opener registers the scheme again, by name, before opening.
+    """
 
     url: str
     options: dict[str, object] = field(default_factory=dict)
+    target: str | None = None
 
     def __call__(self) -> Transport:
+        scheme = self.url.split("://", 1)[0]
+        if self.target is not None and scheme not in BUILTIN_SCHEMES:
+            register_transport(scheme, self.target)
         return open_transport(self.url, **self.options)
 
 
@@ -98,27 +128,33 @@ def counter_count(ns: str, current: Hash) -> int:
     return int.from_bytes(raw[20:28], "big")
 
 
-def _wait(barrier: _Barrier) -> None:
+def _wait(barrier: _Barrier, limits: Limits) -> None:
     """Wait for the peers; a peer that never arrives is reported as no progress."""
     try:
-        barrier.wait(WAIT)
+        barrier.wait(limits.wait)
     except threading.BrokenBarrierError as error:
         raise AssertionError(
-            f"no progress: a peer did not reach the barrier within {WAIT:.0f} s "
+            f"no progress: a peer did not reach the barrier within {limits.wait:.0f} s "
             "(hung or failed; see the other workers' errors)"
         ) from error
 
 
 def one_winner_worker(
-    opener: Opener, barrier: _Barrier, event: _Event, ns: str, worker: int, rounds: int
+    opener: Opener,
+    barrier: _Barrier,
+    event: _Event,
+    ns: str,
+    worker: int,
+    rounds: int,
+    limits: Limits = Limits(),
 ) -> list[tuple[Any, ...]]:
     """Each round: all read the ref, then all try ``match(read)``; also a MISSING race."""
     out: list[tuple[Any, ...]] = []
     with opener() as transport:
         for r in range(rounds):
-            _wait(barrier)
+            _wait(barrier, limits)
             seen = transport.read_ref(f"{ns}/match")
-            _wait(barrier)  # nobody writes before everybody has read
+            _wait(barrier, limits)  # nobody writes before everybody has read
             mine = value(f"{ns}/match/{r}/{worker}")
             try:
                 assert seen is not None
@@ -132,38 +168,46 @@ def one_winner_worker(
                 out.append(("missing", r, worker, None, True, None, False))
             except RefConflict as lost:
                 out.append(("missing", r, worker, None, False, lost.current, lost.known))
-            _wait(barrier)  # every write of this round is done before the next reads
+            _wait(barrier, limits)  # every write of this round is done before the next reads
     return out
 
 
 def counter_worker(
-    opener: Opener, barrier: _Barrier, event: _Event, ns: str, worker: int, increments: int
+    opener: Opener,
+    barrier: _Barrier,
+    event: _Event,
+    ns: str,
+    worker: int,
+    increments: int,
+    limits: Limits = Limits(),
 ) -> list[tuple[Any, ...]]:
     """Read-modify-CAS increments of a counter whose values encode the count.
 
-    Stops after ``increments`` successes or when :data:`BUDGET` is spent; returns
-    ``("counter", worker, done, conflicts, stalled)``, where ``stalled`` is how long
-    it had seen no write land when it gave up on a stall (0.0 if it did not).
+    Stops after ``increments`` successes or when ``limits.budget`` is spent; returns
+    ``("counter", worker, done, conflicts)``. A livelock (the counter staying at one
+    value for ``limits.stall`` seconds while this worker keeps trying) fails at once,
+    naming what was seen, rather than running out the budget.
     """
     done = 0
     conflicts = 0
-    stalled = 0.0
     with opener() as transport:
-        _wait(barrier)
-        deadline = time.monotonic() + BUDGET
+        _wait(barrier, limits)
+        deadline = time.monotonic() + limits.budget
         last_seen: Hash | None = None
         last_move = time.monotonic()
-        while done < increments:
-            now = time.monotonic()
-            if now - last_move >= NO_PROGRESS:
-                stalled = now - last_move
-                break
-            if now >= deadline:
-                break
+        while done < increments and time.monotonic() < deadline:
             current = transport.read_ref(f"{ns}/counter")
             assert current is not None
+            now = time.monotonic()
             if current != last_seen:
-                last_seen, last_move = current, time.monotonic()
+                last_seen, last_move = current, now
+            elif now - last_move > limits.stall:
+                raise AssertionError(
+                    f"livelock: the counter stayed at one value for {limits.stall:g} s while "
+                    f"this worker's compare-and-swap writes kept conflicting ({conflicts} "
+                    "conflicts, none succeeded meanwhile): a match write must succeed when "
+                    "the ref holds the expected value"
+                )
             count = counter_count(ns, current)
             try:
                 transport.update_ref(
@@ -175,18 +219,16 @@ def counter_worker(
                 last_move = time.monotonic()
             except RefConflict:
                 conflicts += 1
-    return [("counter", worker, done, conflicts, stalled)]
+    return [("counter", worker, done, conflicts)]
 
 
 def check_counter(rows: list[tuple[Any, ...]], final: Hash | None, ns: str) -> int:
     """Check a counter race's outcome; return the number of increments that landed.
 
-    Fails on a stall (no progress at all for :data:`NO_PROGRESS` seconds) and on a
-    lost update (the counter does not equal the sum of the increments its writers
-    saw succeed). How many increments got done in the time is never checked.
+    Fails on a lost update (the counter does not equal the sum of the increments its
+    writers saw succeed); a livelock has already failed in the worker. How many
+    increments got done in the time is never checked.
     """
-    stalls = [f"worker {row[1]}: nothing landed for {row[4]:.0f} s" for row in rows if row[4]]
-    assert not stalls, "livelock, no CAS made progress:\n" + "\n".join(stalls)
     succeeded = sum(row[2] for row in rows)
     assert succeeded > 0, f"no increment succeeded: {rows}"
     assert final is not None, "the counter ref vanished"
@@ -198,14 +240,20 @@ def check_counter(rows: list[tuple[Any, ...]], final: Hash | None, ns: str) -> i
 
 
 def any_vs_match_worker(
-    opener: Opener, barrier: _Barrier, event: _Event, ns: str, worker: int, writes: int
+    opener: Opener,
+    barrier: _Barrier,
+    event: _Event,
+    ns: str,
+    worker: int,
+    writes: int,
+    limits: Limits = Limits(),
 ) -> list[tuple[Any, ...]]:
     """Worker 0 writes with ANY and reads back; the others increment with ``match``."""
     out: list[tuple[Any, ...]] = []
     name = f"{ns}/mixed"
     with opener() as transport:
-        _wait(barrier)
-        deadline = time.monotonic() + BUDGET
+        _wait(barrier, limits)
+        deadline = time.monotonic() + limits.budget
         if worker == 0:
             try:
                 for j in range(writes):
@@ -221,7 +269,7 @@ def any_vs_match_worker(
                 event.set()
             return out
         seq = 0
-        while not event.is_set() and time.monotonic() < deadline + NO_PROGRESS:
+        while not event.is_set() and time.monotonic() < deadline + limits.stall:
             current = transport.read_ref(name)
             assert current is not None
             seq += 1
@@ -232,14 +280,22 @@ def any_vs_match_worker(
     return out
 
 
-Worker = Callable[[Opener, _Barrier, _Event, str, int, int], list[tuple[Any, ...]]]
+Worker = Callable[[Opener, _Barrier, _Event, str, int, int, Limits], list[tuple[Any, ...]]]
 
 
 def _process_main(
-    result_queue: Any, fn: Worker, opener: Opener, barrier: Any, event: Any, ns: str, i: int, n: int
+    result_queue: Any,
+    fn: Worker,
+    opener: Opener,
+    barrier: Any,
+    event: Any,
+    ns: str,
+    i: int,
+    n: int,
+    limits: Limits,
 ) -> None:
     try:
-        result_queue.put((i, "ok", fn(opener, barrier, event, ns, i, n)))
+        result_queue.put((i, "ok", fn(opener, barrier, event, ns, i, n, limits)))
     except BaseException as error:  # report everything, including assertion failures
         result_queue.put((i, "error", f"{type(error).__name__}: {error}"))
         with contextlib.suppress(Exception):
@@ -247,7 +303,14 @@ def _process_main(
 
 
 def run_workers(
-    fn: Worker, opener: Opener, ns: str, workers: int, n: int, *, processes: bool
+    fn: Worker,
+    opener: Opener,
+    ns: str,
+    workers: int,
+    n: int,
+    *,
+    processes: bool,
+    limits: Limits = Limits(),
 ) -> list[list[tuple[Any, ...]]]:
     """Run ``workers`` copies of ``fn`` at once, in processes or threads; return results.
 
@@ -255,7 +318,7 @@ def run_workers(
     (every worker stops by then unless it hangs inside one call), and names the
     workers that never reported.
     """
-    limit = WAIT + BUDGET + NO_PROGRESS
+    limit = limits.wait + limits.budget + limits.stall
     deadline = time.monotonic() + limit
     if processes:
         ctx = multiprocessing.get_context("spawn")
@@ -263,7 +326,9 @@ def run_workers(
         barrier: Any = ctx.Barrier(workers)
         event: Any = ctx.Event()
         procs = [
-            ctx.Process(target=_process_main, args=(results, fn, opener, barrier, event, ns, i, n))
+            ctx.Process(
+                target=_process_main, args=(results, fn, opener, barrier, event, ns, i, n, limits)
+            )
             for i in range(workers)
         ]
         for p in procs:
@@ -273,7 +338,7 @@ def run_workers(
             for _ in procs:
                 collected.append(results.get(timeout=max(1.0, deadline - time.monotonic())))
         except queue.Empty:
-            pass
+            pass  # the silent workers are named below
         finally:
             for p in procs:
                 p.join(timeout=10)
@@ -286,7 +351,7 @@ def run_workers(
         threads = [
             threading.Thread(
                 target=_process_main,
-                args=(results, fn, opener, barrier, event, ns, i, n),
+                args=(results, fn, opener, barrier, event, ns, i, n, limits),
                 daemon=True,  # a hung worker must not keep the test process alive
             )
             for i in range(workers)

@@ -36,6 +36,19 @@ validated arguments, raise only :mod:`mkit_transport.errors` types, and must:
 * retry nothing by themselves: a step a primitive must retry on its own (S3 resends
   a multipart part) goes through ``self._call`` (same thread) or
   ``self._ladder().run`` (a worker thread), on the operation's one ladder.
+
+Store a ref value as :func:`~mkit_transport.refs.encode_ref_value` gives it (65 bytes)
+and read it back with :func:`~mkit_transport.refs.decode_ref_value` (which refuses
+anything else as :class:`~mkit_transport.errors.InvalidResponse`).
+
+To open from a URL, give the class a ``from_url(url, **options)`` classmethod:
+``open_transport`` calls it for a registered scheme (entry-point group
+``mkit_transport.transports`` or :func:`~mkit_transport.urls.register_transport`).
+It parses with :func:`~mkit_transport.urls.split_url` (the query joins ``options``),
+takes what it knows with :func:`~mkit_transport.urls.pop_retry` and the other
+``pop_*`` helpers, then calls :func:`~mkit_transport.urls.reject_options` so an
+unknown option is an ``InvalidArgument``, never ignored. Test it with the conformance
+suite (``mkit_transport.conformance``; README, "Testing your transport").
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ __all__ = [
     "register_transport",
     "registered_schemes",
     "reject_options",
+    "scheme_target",
     "split_url",
 ]
 
@@ -105,9 +106,47 @@ def registered_schemes() -> list[str]:
     return list(BUILTIN_SCHEMES) + sorted(_registered)  # no built-in is ever registered
 
 
+def scheme_target(scheme: str) -> str | None:
+    """The ``"module:attr"`` that opens ``scheme``, if it can be imported by name.
+
+    For a process started with ``spawn`` (the conformance suite's race workers): the
+    child re-registers the scheme from this string, since a registration made with
+    :func:`register_transport` lives in the parent's memory only. A class or function
+    registered by object qualifies when it is defined at the top level of a module;
+    a lambda or a nested function does not (``None``).
+    """
+    target: str | Factory | None = BUILTIN_SCHEMES.get(scheme)
+    if target is None:
+        _load_entry_points()
+        target = _registered.get(scheme)
+    if target is None or isinstance(target, str):
+        return target
+    module = getattr(target, "__module__", None)
+    qualname = getattr(target, "__qualname__", "")
+    if not module or not qualname or "<" in qualname or module == "__main__":
+        return None
+    try:
+        found: object = importlib.import_module(module)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError):
+        return None
+    return f"{module}:{qualname}" if found is target else None
+
+
+def _from_url(found: object) -> Factory:
+    """A class is opened through its ``from_url``; any other callable is the factory."""
+    from_url = getattr(found, "from_url", None) if isinstance(found, type) else None
+    if callable(from_url):
+        return from_url  # type: ignore[no-any-return]
+    if not callable(found):
+        raise InvalidArgument(f"a transport target must be a class or a callable, not {found!r}")
+    return found
+
+
 def _resolve(scheme: str, target: str | Factory) -> Factory:
     if not isinstance(target, str):
-        return target
+        return _from_url(target)
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -122,9 +161,10 @@ def _resolve(scheme: str, target: str | Factory) -> Factory:
         raise InvalidArgument(
             f"{scheme}:// needs the package {error.name!r}, which is not installed"
         ) from error
-    found = getattr(module, attr)
-    from_url = getattr(found, "from_url", None)
-    return from_url if callable(from_url) else found  # type: ignore[no-any-return]
+    found: object = module
+    for part in attr.split("."):
+        found = getattr(found, part)
+    return _from_url(found)
 
 
 def open_transport(url: str, **options: object) -> Transport:

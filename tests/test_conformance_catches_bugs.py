@@ -13,8 +13,8 @@ HERE = Path(__file__).parent
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Run tests/broken_transports.py once; map each test id to its outcome."""
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, str]]:
+    """Run tests/broken_transports.py once; map each test id to its outcome and message."""
     report = tmp_path_factory.mktemp("broken") / "junit.xml"
     subprocess.run(
         [
@@ -36,15 +36,23 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         timeout=900,
         check=False,
     )
-    results: dict[str, str] = {}
+    results: dict[str, tuple[str, str]] = {}
     for case in ET.parse(report).getroot().iter("testcase"):
         cls = case.get("classname", "").rsplit(".", 1)[-1]
-        failed = case.find("failure") is not None or case.find("error") is not None
+        problem = case.find("failure")
+        if problem is None:
+            problem = case.find("error")
         skipped = case.find("skipped") is not None
-        results[f"{cls}::{case.get('name')}"] = (
-            "failed" if failed else "skipped" if skipped else "passed"
-        )
+        outcome = "failed" if problem is not None else "skipped" if skipped else "passed"
+        message = "" if problem is None else (problem.get("message") or "") + (problem.text or "")
+        results[f"{cls}::{case.get('name')}"] = (outcome, message)
     return results
+
+
+@pytest.fixture(scope="module")
+def outcomes(report: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """Each test id of the broken transports' run and its outcome."""
+    return {test: outcome for test, (outcome, _) in report.items()}
 
 
 def _failed(outcomes: dict[str, str], cls: str) -> set[str]:
@@ -75,7 +83,62 @@ def test_ignored_missing_is_caught(outcomes: dict[str, str]) -> None:
     assert "test_cas_cell[absent-MISSING-written]" not in failed
 
 
+def test_a_pack_visible_before_its_stream_ended_is_caught(outcomes: dict[str, str]) -> None:
+    failed = _failed(outcomes, "TestEagerStream")
+    assert "test_streamed_upload_is_invisible_until_its_stream_ended" in failed
+    assert outcomes["TestEagerStream::test_round_trip[4096]"] == "passed"
+
+
+def test_a_resume_path_ignoring_its_offset_is_caught(outcomes: dict[str, str]) -> None:
+    failed = _failed(outcomes, "TestIgnoresOffset")
+    assert "test_a_stream_opened_at_an_offset_starts_there[1]" in failed
+    assert "test_a_stream_opened_at_an_offset_starts_there[0]" not in failed
+
+
+def test_a_cas_comparing_a_prefix_of_the_hash_is_caught(outcomes: dict[str, str]) -> None:
+    failed = _failed(outcomes, "TestPrefixCas")
+    assert "test_cas_compares_the_whole_hash[prefix]" in failed
+    assert not any(name.startswith("test_cas_cell") for name in failed)
+
+
+def test_a_listing_of_one_page_is_caught(outcomes: dict[str, str]) -> None:
+    failed = _failed(outcomes, "TestFirstPage")
+    assert "test_listing_past_one_page" in failed
+    assert "test_listing_sorted_unique_and_relative" not in failed
+
+
+def test_a_prefix_range_ending_early_is_caught(outcomes: dict[str, str]) -> None:
+    failed = _failed(outcomes, "TestRangeEndsAtZ")
+    assert "test_listing_byte_order_edges" in failed
+    assert "test_listing_component_boundary" not in failed
+
+
+def test_a_client_caching_reads_is_caught(outcomes: dict[str, str]) -> None:
+    failed = _failed(outcomes, "TestCaching")
+    assert "test_another_client_sees_every_write" in failed
+    assert "test_write_ref_overwrites" not in failed
+
+
+def test_a_transient_failure_reported_as_permanent_is_caught(outcomes: dict[str, str]) -> None:
+    failed = _failed(outcomes, "TestTransientAsPermanent")
+    assert "test_a_dropped_connection_is_transient[read_ref]" in failed
+    assert "test_a_dropped_connection_is_transient[write_ref]" in failed
+    assert "test_a_dropped_connection_is_transient[upload_pack]" not in failed
+
+
+def test_a_permanent_failure_reported_as_transient_is_caught(outcomes: dict[str, str]) -> None:
+    failed = _failed(outcomes, "TestPermanentAsTransient")
+    assert "test_permission_denied_is_access_denied[read_ref]" in failed
+    assert "test_permission_denied_is_access_denied[upload_pack]" not in failed
+
+
 def test_correct_parts_still_pass(outcomes: dict[str, str]) -> None:
     """The broken transports are broken in one place only; the rest passes."""
     assert outcomes["TestIgnoresMissing::test_listing_component_boundary"] == "passed"
     assert outcomes["TestSloppyWire::test_read_absent_is_none"] == "passed"
+
+
+def test_livelock_fails_fast_with_a_clear_message(report: dict[str, tuple[str, str]]) -> None:
+    outcome, message = report["TestLivelock::test_counter_of_cas_increments_is_exact"]
+    assert outcome == "failed"
+    assert "livelock: the counter stayed at one value for 2 s" in message

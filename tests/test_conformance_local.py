@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from conformance import ConformanceSuite, FileBackdoor, Harness, MemoryBackdoor
 from mkit_transport import FileTransport, MemoryTransport, RetryPolicy, Transport
+from mkit_transport.conformance import (
+    ConformanceSuite,
+    FileBackdoor,
+    FileFaults,
+    Harness,
+    MemoryBackdoor,
+    MemoryFaults,
+)
 
 
 class TestMemoryConformance(ConformanceSuite):
@@ -25,6 +32,7 @@ class TestMemoryConformance(ConformanceSuite):
             open=opener,
             url=f"mkit+memory://{name}",
             backdoor=MemoryBackdoor(MemoryTransport(name).store),
+            faults=MemoryFaults(MemoryTransport(name).store),
             fresh=True,
         )
 
@@ -43,6 +51,7 @@ class TestFileConformance(ConformanceSuite):
             open=opener,
             url=f"mkit+file://{root}",
             backdoor=FileBackdoor(root),
+            faults=FileFaults(),
             fresh=True,
             race_workers=6,
             counter_workers=6,

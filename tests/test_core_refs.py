@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from conformance.suite_refs import BAD_NAMES, BAD_PREFIXES, GOOD_TAILS
 from mkit_transport import Hash, InvalidRef, Ref
+from mkit_transport.conformance.suite_refs import BAD_NAMES, BAD_PREFIXES, GOOD_TAILS
 from mkit_transport.refs import (
     MAX_REF_NAME,
     filter_listing,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar, Self
 
 import pytest
 
@@ -18,7 +19,13 @@ from mkit_transport import (
     open_transport,
     register_transport,
 )
-from mkit_transport.urls import BUILTIN_SCHEMES, pop_seconds, registered_schemes, split_url
+from mkit_transport.urls import (
+    BUILTIN_SCHEMES,
+    pop_seconds,
+    registered_schemes,
+    scheme_target,
+    split_url,
+)
 
 
 def test_memory_urls_share_by_name() -> None:
@@ -164,6 +171,35 @@ def test_third_party_registration() -> None:
         register_transport("mkit+file", factory)
     with pytest.raises(InvalidArgument):
         register_transport("nomkit", factory)
+
+
+class _FromUrlTransport(MemoryTransport):
+    """A class registered by object: opened through ``from_url``, never as ``cls(url)``."""
+
+    opened: ClassVar[list[str]] = []
+
+    @classmethod
+    def from_url(cls, url: str, **options: object) -> Self:
+        cls.opened.append(url)
+        return cls(f"from-url-{len(cls.opened)}")
+
+
+def test_a_registered_class_opens_through_from_url(tmp_path: Path) -> None:
+    register_transport("mkit+fromurl", _FromUrlTransport)
+    url = f"mkit+fromurl://{tmp_path}/would-be-a-file"
+    opened = open_transport(url)
+    assert isinstance(opened, _FromUrlTransport)
+    assert _FromUrlTransport.opened == [url]
+    assert list(tmp_path.iterdir()) == [], "the URL was not taken as a store name or path"
+    # A class defined at a module's top level can be re-registered by name in a child.
+    assert scheme_target("mkit+fromurl") == f"{__name__}:_FromUrlTransport"
+
+
+def test_scheme_target_of_unimportable_factories() -> None:
+    register_transport("mkit+lambda", lambda url, **options: MemoryTransport())
+    assert scheme_target("mkit+lambda") is None
+    assert scheme_target("mkit+file") == "mkit_transport.transports.file:FileTransport"
+    assert scheme_target("mkit+never-registered") is None
 
 
 def test_entry_point_group(tmp_path: Path) -> None:

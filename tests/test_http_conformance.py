@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from conformance import ConformanceSuite, FileBackdoor, Harness
 from mkit_transport import RetryPolicy, Transport, open_transport
+from mkit_transport.conformance import ConformanceSuite, FileBackdoor, Harness
 from testbed.http_server import HttpServer
 
 

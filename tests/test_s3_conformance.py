@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from conformance import ConformanceSuite, Harness
 from mkit_transport import PackKey, RetryPolicy, Transport, open_transport
+from mkit_transport.conformance import ConformanceSuite, Harness
 from tests.support.s3_fixtures import S3Store
 
 if TYPE_CHECKING:

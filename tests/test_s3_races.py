@@ -12,8 +12,14 @@ import uuid
 
 import pytest
 
-from conformance.workers import UrlOpener, check_counter, counter_value, counter_worker, run_workers
 from mkit_transport import RefWriteCondition, open_transport
+from mkit_transport.conformance.workers import (
+    UrlOpener,
+    check_counter,
+    counter_value,
+    counter_worker,
+    run_workers,
+)
 from tests.support.s3_fixtures import S3Store
 
 WORKERS, INCREMENTS = 8, 100

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import conformance
-from conformance import ConformanceSuite
+from mkit_transport import conformance
+from mkit_transport.conformance import ConformanceSuite
 
 ROOT = Path(__file__).parent.parent
 SPECS = [ROOT / "spec" / "SPEC-TRANSPORT.md", ROOT / "spec" / "SPEC-REFS.md"]

@@ -16,11 +16,12 @@ on the way.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from conformance import ConformanceSuite, FileBackdoor, Harness
 from mkit_transport import RetryPolicy, Transport, open_transport
+from mkit_transport.conformance import ConformanceSuite, FileBackdoor, Harness
 from testbed.ssh_server import SshServer
 
 pytestmark = pytest.mark.slow  # the whole suite twice over sshd: about two minutes
@@ -35,7 +36,7 @@ def _harness(sshd: SshServer, name: str, *, forced: bool) -> Harness:
     def opener(retry: RetryPolicy | None) -> Transport:
         return open_transport(url, retry=retry, **options)
 
-    sizes = (
+    sizes: dict[str, Any] = (
         {}
         if not forced
         else {  # the default sizes once; forced mode a lighter pass

@@ -147,7 +147,7 @@ def test_the_wheel_ships_the_package_data_the_suite_and_the_version(install: Ins
     for shipped in (
         "mkit_transport/py.typed",
         "mkit_transport/conformance/pytest.ini",
-        "mkit_transport/conformance/conftest.py",
+        "mkit_transport/conformance/plugin.py",
         "mkit_transport/conformance/test_url.py",
         "mkit_transport/conformance/runner.py",
     ):
@@ -161,6 +161,10 @@ def test_the_wheel_ships_the_package_data_the_suite_and_the_version(install: Ins
     assert "\nLicense-Expression: Apache-2.0\n" in metadata
     extras = set(re.findall(r"^Provides-Extra: (\S+)$", metadata, re.MULTILINE))
     assert {"server", "conformance", "all"} <= extras
+    entry_points = zipfile.ZipFile(install.wheel).read(f"{info}/entry_points.txt").decode()
+    assert "[pytest11]\nmkit_transport.conformance.plugin = mkit_transport.conformance.plugin" in (
+        entry_points
+    ), entry_points
 
 
 @pytest.mark.parametrize("which", ["full", "plain"])
@@ -326,9 +330,9 @@ def test_conformance_runs_the_shipped_suite(install: Install) -> None:
         "conformance", f"mkit+file://{store}", "--json", "--", "-k", "empty_pack or exists"
     )
     assert done.returncode == 0, done.stderr.decode()[-3000:]
-    # The suite that ran is the one the wheel installed (conformance/ remapped into the package).
-    assert f"{install.full.path}/lib/" in done.stderr.decode()
     report = json.loads(done.stdout)
+    # The suite that ran is the one the wheel installed (conformance/ remapped into the package).
+    assert report["suite"].startswith(f"{install.full.path}/lib/"), report["suite"]
     assert report["counts"]["failed"] == 0
     assert report["counts"]["passed"] >= 2
     assert {row["test"].split("[")[0] for row in report["tests"]} >= {"test_empty_pack"}

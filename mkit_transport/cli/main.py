@@ -47,7 +47,7 @@ def _conformance(args: argparse.Namespace, transport: Transport | None, out: Tex
     # Imported by name: the suite ships as mkit_transport.conformance (from conformance/).
     runner = importlib.import_module("mkit_transport.conformance.runner")
     code: int = runner.run_conformance(
-        args.url, json_output=args.json, out=out, extra=args.pytest_args
+        args.url, json_output=args.json, out=out, extra=args.pytest_args, strict=args.strict
     )
     return code
 
@@ -86,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
 
     sub = command(commands, "conformance", _conformance, "run the conformance suite on a URL")
     sub.add_argument("url")
+    sub.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail when a test could not run (a guarantee not checked, e.g. no back door)",
+    )
     sub.set_defaults(opens_transport=False)
     sub.epilog = "Arguments after -- go to pytest, e.g. -- --mkit-quick -k refs\n\n" + _EPILOG
     return parser

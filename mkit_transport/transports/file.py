@@ -25,6 +25,7 @@ import errno
 import fcntl
 import itertools
 import os
+import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -336,7 +337,15 @@ class FileTransport(Transport):
             raise _os_error(error, f"stat pack {key.hex()}") from error
 
     def _has_pack(self, key: PackKey) -> bool:
-        return os.path.isfile(self._confine(self.pack_path(key)))
+        # Not os.path.isfile: it answers False for any failure, so a store the process
+        # may not read (EACCES) would say "no such pack" instead of AccessDenied.
+        try:
+            mode = os.stat(self._confine(self.pack_path(key))).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as error:
+            raise _os_error(error, f"pack {key.hex()}") from error
+        return stat.S_ISREG(mode)
 
     # -- refs ------------------------------------------------------------------------
 
