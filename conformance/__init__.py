@@ -15,8 +15,9 @@ Run it three ways:
             return Harness(open=lambda retry: MyTransport(tmp_path, retry=retry), fresh=True)
 
 Topics are also available one by one (``PackSuite``, ``RefSuite``, ``RaceSuite``,
-``StatefulSuite``, ``RetrySuite``, ``StoreSuite``). Every test writes under its own
-``refs/mkit-conformance/<uuid>/`` namespace, so a shared remote is safe to test.
+``StatefulSuite``, ``RetrySuite``, ``StoreSuite``, ``LifecycleSuite``). Every test
+writes under its own ``refs/mkit-conformance/<uuid>/`` namespace, so a shared remote
+is safe to test.
 
 The suite needs pytest and Hypothesis (the extra ``conformance``); without them,
 importing it raises :class:`~mkit_transport.errors.InvalidArgument` saying what to
@@ -28,6 +29,7 @@ from mkit_transport._extras import require
 require("the conformance suite", "pytest", "hypothesis")
 
 from .harness import Backdoor, FileBackdoor, Harness, MemoryBackdoor
+from .suite_lifecycle import LifecycleSuite
 from .suite_packs import PackSuite
 from .suite_races import RaceSuite
 from .suite_refs import RefSuite
@@ -40,6 +42,7 @@ __all__ = [
     "ConformanceSuite",
     "FileBackdoor",
     "Harness",
+    "LifecycleSuite",
     "MemoryBackdoor",
     "PackSuite",
     "RaceSuite",
@@ -50,5 +53,7 @@ __all__ = [
 ]
 
 
-class ConformanceSuite(PackSuite, RefSuite, RaceSuite, StatefulSuite, RetrySuite, StoreSuite):
+class ConformanceSuite(
+    PackSuite, RefSuite, RaceSuite, StatefulSuite, RetrySuite, StoreSuite, LifecycleSuite
+):
     """Every topic at once: subclass it and override the ``harness`` fixture."""

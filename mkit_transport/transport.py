@@ -41,8 +41,11 @@ validated arguments, raise only :mod:`mkit_transport.errors` types, and must:
 from __future__ import annotations
 
 import abc
+import functools
+import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import ClassVar, Self, TypeVar
 
@@ -67,7 +70,28 @@ from .refs import (
 )
 from .retry import RetryLadder, RetryPolicy, is_retryable
 
-__all__ = ["CHUNK_SIZE", "PACK_BODY_LIMIT", "Transport"]
+__all__ = ["CHUNK_SIZE", "LIST_PAGE_SIZE", "PACK_BODY_LIMIT", "PackInfo", "Transport"]
+
+#: Default number of packs one ``list_packs`` page asks for: one request per page on
+#: the network transports, so a million packs cost a thousand round trips and never
+#: more than a page of entries in memory.
+LIST_PAGE_SIZE = 1000
+#: Largest page a caller may ask for (the wire specs cap a page at this too).
+MAX_LIST_PAGE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class PackInfo:
+    """One stored pack as ``list_packs`` reports it.
+
+    ``mtime`` is when the store last wrote the pack, in seconds since the epoch
+    (a file's mtime, an object's ``LastModified``): gc compares it with its grace
+    period, so a pack a push uploaded a moment ago is never swept.
+    """
+
+    key: PackKey
+    size: int
+    mtime: float
 
 
 _T = TypeVar("_T")
@@ -115,6 +139,22 @@ def _check_data(data: object) -> bytes:
 def _verify_key(key: PackKey, actual: PackKey, error: type[TransportError], what: str) -> None:
     if actual != key:
         raise error(f"{what}: bytes hash to {actual.hex()}, not to the key {key.hex()}")
+
+
+def _check_listed(info: object, after: PackKey | None) -> None:
+    """Refuse a listed entry that is not a well-formed :class:`PackInfo` in key order."""
+    if (
+        not isinstance(info, PackInfo)
+        or not isinstance(info.key, PackKey)
+        or not isinstance(info.size, int)
+        or isinstance(info.size, bool)
+        or not 0 <= info.size <= PACK_BODY_LIMIT
+        or not isinstance(info.mtime, float | int)
+        or not math.isfinite(info.mtime)
+    ):
+        raise InvalidResponse(f"the store listed a malformed pack entry {info!r:.120}")
+    if after is not None and not after < info.key:
+        raise InvalidResponse(f"the pack listing is out of order at {info.key.hex()}")
 
 
 class _CheckedUpload:
@@ -208,6 +248,27 @@ class Transport(abc.ABC):
         say how its stores come to be cannot promise an empty, usable one.
         """
         raise RemoteError(f"{type(self).__name__} cannot create a store (no _init_store)")
+
+    def _list_packs(self, after: PackKey | None, limit: int) -> list[PackInfo]:
+        """Return up to ``limit`` stored packs with keys above ``after``, in key order.
+
+        An empty list means the listing is over. Only complete packs are listed:
+        never a temporary file, a multipart upload, a torn object or anything else
+        that is not a pack under its key. The default refuses (a transport that
+        cannot list cannot be garbage collected).
+        """
+        raise RemoteError(f"{type(self).__name__} cannot list packs (no _list_packs)")
+
+    def _delete_pack(self, key: PackKey) -> None:
+        """Delete the pack if it is stored; an absent pack is not an error."""
+        raise RemoteError(f"{type(self).__name__} cannot delete packs (no _delete_pack)")
+
+    def _delete_ref(self, name: str, condition: RefWriteCondition) -> None:
+        """Delete the ref if ``condition`` (``ANY`` or ``match``) holds, atomically.
+
+        Else :class:`RefConflict` with ``current``. ``ANY`` on an absent ref succeeds.
+        """
+        raise RemoteError(f"{type(self).__name__} cannot delete refs (no _delete_ref)")
 
     def _pack_size(self, key: PackKey) -> int:
         """Return the stored size of a pack, or raise :class:`PackNotFound`.
@@ -314,6 +375,53 @@ class Transport(abc.ABC):
         if size > PACK_BODY_LIMIT:
             raise _too_large(f"stored pack of {size} bytes", size)
         return size
+
+    def list_packs(
+        self, *, after: PackKey | None = None, page_size: int = LIST_PAGE_SIZE
+    ) -> Iterator[PackInfo]:
+        """Yield every stored pack (and blob) as a :class:`PackInfo`, in key order.
+
+        Streamed a page at a time (``page_size`` entries, one request per page on a
+        network transport, each page retried on its own), so listing a million
+        packs never holds more than a page. ``after`` starts past that key (a
+        cursor: resume a listing where it stopped). Temporary files, incomplete
+        uploads and other debris are never listed. A pack stored or deleted while
+        the listing runs may or may not appear.
+        """
+        if after is not None:
+            _check_key(after)
+        if (
+            not isinstance(page_size, int)
+            or isinstance(page_size, bool)
+            or not 1 <= page_size <= MAX_LIST_PAGE
+        ):
+            raise InvalidArgument(
+                f"page_size must be an int in 1..{MAX_LIST_PAGE}, got {page_size!r}"
+            )
+        return self._pages(after, page_size)
+
+    def _pages(self, after: PackKey | None, page_size: int) -> Iterator[PackInfo]:
+        cursor = after
+        while True:
+            page = self._call(functools.partial(self._list_packs, cursor, page_size))
+            if not isinstance(page, list) or len(page) > page_size:
+                raise InvalidResponse(f"a pack listing page of {page_size} returned {page!r:.80}")
+            if not page:
+                return
+            for info in page:
+                _check_listed(info, cursor)
+                cursor = info.key
+                yield info
+
+    def delete_pack(self, key: PackKey) -> None:
+        """Delete the pack (or blob) stored under ``key``; an absent one is fine.
+
+        Idempotent, so it is retried like any verb. Deleting a pack a ref still
+        names breaks that ref: this is a verb for gc (``mkit_transport.sync.gc``),
+        which only deletes what no ref reaches.
+        """
+        _check_key(key)
+        self._call(lambda: self._delete_pack(key))
 
     def upload_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
         """Store a pack given as chunks of ``total`` bytes, without holding it whole.
@@ -446,6 +554,45 @@ class Transport(abc.ABC):
     def write_ref(self, name: str, value: Hash) -> None:
         """Write the ref unconditionally (``update_ref`` with ``ANY``)."""
         self.update_ref(name, RefWriteCondition.ANY, value)
+
+    def delete_ref(self, name: str, condition: RefWriteCondition) -> None:
+        """Delete the ref if ``condition`` holds, atomically (a CAS delete).
+
+        ``match(h)`` deletes only a ref holding ``h``, else :class:`RefConflict`
+        with ``current`` (``None``: absent); ``ANY`` deletes whatever it holds and
+        succeeds on an absent ref. ``MISSING`` means nothing here and is refused
+        with :class:`InvalidArgument`. A ``match`` delete retried after a transient
+        failure that then finds the ref absent succeeded on an earlier attempt
+        (its acknowledgement was lost): it is reported as a success.
+        """
+        validate_ref_name(name)
+        if not isinstance(condition, RefWriteCondition):
+            raise InvalidArgument(f"expected a RefWriteCondition, got {type(condition).__name__}")
+        if condition.kind == "missing":
+            raise InvalidArgument("delete_ref takes ANY or match(h); MISSING deletes nothing")
+        attempts = 0
+
+        def attempt() -> None:
+            nonlocal attempts
+            attempts += 1
+            self._delete_ref(name, condition)
+
+        try:
+            self._call(attempt)
+        except RefConflict as conflict:
+            if conflict.name is None:
+                conflict.name = name
+            if attempts == 1:
+                raise
+            current = self._call(lambda: self._read_ref(name))
+            if current is None:
+                return
+            raise RefConflict(
+                f"ref {name} changed: it holds {current.hex()}",
+                name=name,
+                current=current,
+                known=True,
+            ) from conflict
 
     def list_refs(self, prefix: str = "") -> list[Ref]:
         """List the refs under ``prefix``, named relative to it, sorted by name.

@@ -42,7 +42,7 @@ from ..refs import (
     is_valid_ref_name,
 )
 from ..retry import RetryPolicy
-from ..transport import Transport
+from ..transport import PackInfo, Transport
 from ..urls import pop_bool, pop_retry, reject_options, split_url
 
 __all__ = ["FileTransport"]
@@ -55,6 +55,7 @@ _READ_SIZE: Final = 4 << 20
 #: A temporary file older than this is a crash's leftover, never a write in progress.
 STALE_AFTER: Final = 24 * 3600.0
 
+_HEX: Final = frozenset("0123456789abcdef")
 _temp_seq = itertools.count()
 _root_locks: dict[str, threading.Lock] = {}
 _root_locks_guard = threading.Lock()
@@ -67,6 +68,11 @@ def _looks_temp(name: str) -> bool:
     follows :meth:`FileTransport._write_atomic` from one place.
     """
     return name.startswith(".") and ".tmp." in name
+
+
+def _is_hex(name: str, length: int) -> bool:
+    """Whether ``name`` is exactly ``length`` lowercase hex digits."""
+    return len(name) == length and set(name) <= _HEX
 
 
 def _os_error(error: OSError, what: str) -> Exception:
@@ -338,6 +344,67 @@ class FileTransport(Transport):
     def _has_pack(self, key: PackKey) -> bool:
         return os.path.isfile(self._confine(self.pack_path(key)))
 
+    def _list_packs(self, after: PackKey | None, limit: int) -> list[PackInfo]:
+        """Scan the fan-out directories in order from ``after``'s, one at a time.
+
+        Only ``packs/<2 hex>/<64 hex>`` regular files whose name starts with their
+        directory's are packs: temporaries (``.*.tmp.*``, in ``packs/`` itself)
+        and anything foreign are never listed. Memory holds one fan-out directory
+        (1/256 of the store) at most.
+        """
+        top = self._confine(os.path.join(self.root, "packs"))
+        start = after.hex() if after is not None else ""
+        found: list[PackInfo] = []
+        try:
+            with os.scandir(top) as entries:
+                fans = sorted(
+                    e.name
+                    for e in entries
+                    if _is_hex(e.name, 2) and e.is_dir(follow_symlinks=False)
+                )
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as error:
+            raise _os_error(error, f"list {top}") from error
+        for fan in fans:
+            if fan < start[:2]:
+                continue
+            try:
+                with os.scandir(os.path.join(top, fan)) as entries:
+                    names = sorted(
+                        (e.name, e)
+                        for e in entries
+                        if _is_hex(e.name, 64) and e.name.startswith(fan) and e.name > start
+                    )
+                    for name, entry in names:
+                        if len(found) == limit:
+                            return found
+                        try:
+                            stat = entry.stat(follow_symlinks=False)
+                        except FileNotFoundError:
+                            continue  # deleted since the scan
+                        if entry.is_file(follow_symlinks=False):
+                            found.append(
+                                PackInfo(PackKey.from_hex(name), stat.st_size, stat.st_mtime)
+                            )
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                raise _os_error(error, f"list {top}/{fan}") from error
+            if len(found) == limit:
+                return found
+        return found
+
+    def _delete_pack(self, key: PackKey) -> None:
+        path = self._confine(self.pack_path(key))
+        try:
+            os.unlink(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as error:
+            raise _os_error(error, f"delete pack {key.hex()}") from error
+        self._fsync_dir(os.path.dirname(path))
+
     # -- refs ------------------------------------------------------------------------
 
     def _read_ref_file(self, name: str, path: str) -> Hash | None:
@@ -383,6 +450,36 @@ class FileTransport(Transport):
                     self._write_atomic(path, [encode_ref_value(value)])
         except OSError as error:
             raise _os_error(error, f"write ref {name}") from error
+
+    def _delete_ref(self, name: str, condition: RefWriteCondition) -> None:
+        path = self._confine(self.ref_path(name))
+        try:
+            with self._ref_lock():
+                # Decided under the same lock as every ref write (see _update_ref).
+                if condition.kind != "any":  # ANY also clears a corrupt value
+                    condition.require(name, self._read_ref_file(name, path))
+                try:
+                    os.unlink(path)
+                except (FileNotFoundError, NotADirectoryError):
+                    return
+                self._fsync_dir(os.path.dirname(path))
+                self._prune_ref_dirs(os.path.dirname(path))
+        except OSError as error:
+            raise _os_error(error, f"delete ref {name}") from error
+
+    def _prune_ref_dirs(self, directory: str) -> None:
+        """Remove the deleted ref's directories that are now empty, up to ``refs/``.
+
+        Under the ref lock, so no writer is creating a child ref meanwhile.
+        """
+        stop = os.path.join(self.root, "refs")
+        while directory != stop and directory.startswith(stop + os.sep):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                return  # not empty (a child ref), or already gone
+            directory = os.path.dirname(directory)
+        self._fsync_dir(directory)
 
     def _list_refs(self, prefix: str) -> Iterable[tuple[str, Hash]]:
         top = os.path.join(self.root, *(prefix or "refs").split("/"))

@@ -40,7 +40,7 @@ from ..hashes import Hash, PackKey
 from ..protocol.http import error_for
 from ..refs import REF_VALUE_SIZE, RefWriteCondition, decode_ref_value, encode_ref_value
 from ..retry import RetryPolicy
-from ..transport import CHUNK_SIZE, PACK_BODY_LIMIT, Transport
+from ..transport import CHUNK_SIZE, PACK_BODY_LIMIT, PackInfo, Transport
 from ..urls import (
     PROJECT_NAME_RE,
     is_loopback_host,
@@ -345,6 +345,22 @@ class HttpTransport(Transport):
             return False
         return True
 
+    def _list_packs(self, after: PackKey | None, limit: int) -> list[PackInfo]:
+        query = f"packs?limit={limit}" + (f"&after={after.hex()}" if after is not None else "")
+        response = self._request("GET", query)
+        with _mapped("GET packs"), contextlib.closing(response):
+            data = _read_capped(response, LISTING_LIMIT)
+        try:
+            rows = json.loads(data)["packs"]
+            return [
+                PackInfo(PackKey.from_hex(row["key"]), row["size"], row["mtime"]) for row in rows
+            ]
+        except (ValueError, KeyError, TypeError, InvalidRef) as error:
+            raise InvalidResponse(f"malformed pack listing: {error}") from error
+
+    def _delete_pack(self, key: PackKey) -> None:
+        self._request("DELETE", f"packs/{key.hex()}", ok=(200, 204)).close()
+
     # -- the store -----------------------------------------------------------------------
 
     def _init_store(self) -> bool:
@@ -377,6 +393,12 @@ class HttpTransport(Transport):
         self._request(
             "PUT", quote(name), headers=headers, body=encode_ref_value(value), ok=(200, 204)
         ).close()
+
+    def _delete_ref(self, name: str, condition: RefWriteCondition) -> None:
+        headers = {}
+        if condition.expected is not None:
+            headers["If-Match"] = f'"{condition.expected.hex()}"'
+        self._request("DELETE", quote(name), headers=headers, ok=(200, 204)).close()
 
     def _list_refs(self, prefix: str) -> Iterable[tuple[str, Hash]]:
         response = self._request("GET", "refs?" + f"prefix={quote(prefix, safe='/')}")
