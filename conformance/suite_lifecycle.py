@@ -29,7 +29,7 @@ from mkit_transport import (
 
 from .base import SuiteBase, make_pack, value_of
 from .faults import Fault, FaultyTransport
-from .harness import Harness
+from .harness import Backdoor, Harness
 
 __all__ = ["LifecycleSuite"]
 
@@ -232,3 +232,33 @@ class LifecycleSuite(SuiteBase):
             assert caught.value.current == value_of("new")
         finally:
             inner.close()
+
+    @spec("T-LIFE-10")
+    @pytest.mark.parametrize("verb", ["repair_pack", "repair_pack_stream"])
+    def test_repair_replaces_a_corrupt_same_size_copy(
+        self, transport: Transport, backdoor: Backdoor, salt: bytes, verb: str
+    ) -> None:
+        data, key = make_pack(salt, f"rotted-{verb}", 4096)
+        transport.upload_pack(data, key)
+        rotted = bytes([data[0] ^ 0xFF]) + data[1:]  # same size, one byte flipped
+        backdoor.write_pack_bytes(key, rotted)
+
+        def upload(payload: bytes) -> None:
+            if verb == "repair_pack":
+                transport.repair_pack(payload, key)
+            else:
+                transport.repair_pack_stream(key, [payload], len(payload))
+
+        with pytest.raises(ProtocolError):
+            upload(data[:-1] + b"?")  # wrong bytes are refused even for a repair...
+        assert backdoor.read_pack_bytes(key) == rotted, "...and replace nothing"
+        upload(data)
+        assert backdoor.read_pack_bytes(key) == data
+        assert transport.download_pack(key) == data
+        upload(data)  # a good copy: repairing again changes nothing
+        assert transport.download_pack(key) == data
+        absent, absent_key = make_pack(salt, f"absent-{verb}")
+        transport.repair_pack(absent, absent_key)  # an absent pack: stored
+        assert transport.download_pack(absent_key) == absent
+        with pytest.raises(InvalidArgument):
+            transport.repair_pack(data, Hash.of(data))  # type: ignore[arg-type]

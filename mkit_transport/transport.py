@@ -20,7 +20,10 @@ Subclass :class:`Transport` and implement ``_put_pack``, ``_get_pack``,
 ``_has_pack``, ``_read_ref``, ``_update_ref``, ``_list_refs`` and ``_init_store``;
 override ``_put_pack_stream`` / ``_open_pack_stream`` to stream instead of
 buffering, ``_pack_size`` to answer without reading the pack, and
-``_drop_connection`` if the transport holds a connection. Primitives receive
+``_drop_connection`` if the transport holds a connection. The lifecycle
+primitives ``_list_packs``, ``_delete_pack`` and ``_delete_ref`` (listing and
+deleting, for gc) refuse by default; ``_repair_pack_stream`` (replace a damaged
+stored copy) has a non-atomic default that a transport should override. Primitives receive
 validated arguments, raise only :mod:`mkit_transport.errors` types, and must:
 
 * store a pack atomically (never visible partially written), and commit a
@@ -41,6 +44,7 @@ validated arguments, raise only :mod:`mkit_transport.errors` types, and must:
 from __future__ import annotations
 
 import abc
+import contextlib
 import functools
 import math
 import threading
@@ -52,6 +56,7 @@ from typing import ClassVar, Self, TypeVar
 from .errors import (
     InvalidArgument,
     InvalidResponse,
+    PackNotFound,
     PayloadTooLarge,
     ProtocolError,
     RefConflict,
@@ -259,6 +264,33 @@ class Transport(abc.ABC):
         """
         raise RemoteError(f"{type(self).__name__} cannot list packs (no _list_packs)")
 
+    def _repair_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
+        """Store a streamed pack, replacing a stored copy that does not hash to ``key``.
+
+        Like :meth:`_put_pack_stream`, but a stored copy counts only once its bytes
+        are checked. The default reads the stored copy through ``_open_pack_stream``
+        and, when it is damaged, deletes it and uploads: not atomic (a reader may
+        see the pack absent for a moment), so every built-in transport overrides it
+        with an atomic replacement where the bytes live.
+        """
+        if self._stored_copy_is_good(key):
+            return
+        with contextlib.suppress(PackNotFound):
+            self._delete_pack(key)
+        self._put_pack_stream(key, chunks, total)
+
+    def _stored_copy_is_good(self, key: PackKey) -> bool:
+        """Say whether a copy of ``key`` is stored and hashes to it (reads it all)."""
+        hasher = Hasher(parallel=True)
+        try:
+            for chunk in self._open_pack_stream(key, 0):
+                hasher.update(chunk)
+                if hasher.length > PACK_BODY_LIMIT:
+                    return False
+        except PackNotFound:
+            return False
+        return hasher.pack_key() == key
+
     def _delete_pack(self, key: PackKey) -> None:
         """Delete the pack if it is stored; an absent pack is not an error."""
         raise RemoteError(f"{type(self).__name__} cannot delete packs (no _delete_pack)")
@@ -340,12 +372,27 @@ class Transport(abc.ABC):
         """Store ``data`` under ``key``, which must be its BLAKE3 digest.
 
         Bytes that do not hash to ``key`` are refused with :class:`ProtocolError`
-        and nothing is stored. Uploading a pack that is already stored succeeds.
+        and nothing is stored. Uploading a pack that is already stored succeeds
+        (a transport may skip it without reading it: see :meth:`repair_pack`).
         """
         _check_key(key)
         data = _check_data(data)
         _verify_key(key, PackKey.of(data), ProtocolError, "upload refused")
         self._call(lambda: self._put_pack(key, data))
+
+    def repair_pack(self, data: bytes, key: PackKey) -> None:
+        """Store ``data`` under ``key``, replacing a stored copy that is damaged.
+
+        :meth:`upload_pack` may take a pack it finds stored (at the right size) as
+        already there without reading it, so a same-size corrupt copy survives it.
+        This verb has the stored copy checked (hashed where its bytes live) and
+        replaced, atomically, when it does not hash to ``key``; a good copy is left
+        alone and an absent pack is stored. ``data`` is checked as for any upload.
+        """
+        _check_key(key)
+        data = _check_data(data)
+        _verify_key(key, PackKey.of(data), ProtocolError, "upload refused")
+        self._call(lambda: self._repair_pack_stream(key, [data], len(data)))
 
     def download_pack(self, key: PackKey) -> bytes:
         """Return the pack's bytes, verified against ``key`` (else InvalidResponse)."""
@@ -423,6 +470,10 @@ class Transport(abc.ABC):
         _check_key(key)
         self._call(lambda: self._delete_pack(key))
 
+    def repair_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
+        """:meth:`repair_pack` for a streamed pack (checked as :meth:`upload_pack_stream`)."""
+        self._upload_stream(key, chunks, total, self._repair_pack_stream)
+
     def upload_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
         """Store a pack given as chunks of ``total`` bytes, without holding it whole.
 
@@ -433,6 +484,15 @@ class Transport(abc.ABC):
         re-iterable object); a one-shot iterator is retried only if the failure came
         before its first chunk was taken.
         """
+        self._upload_stream(key, chunks, total, self._put_pack_stream)
+
+    def _upload_stream(
+        self,
+        key: PackKey,
+        chunks: Iterable[bytes],
+        total: int,
+        put: Callable[[PackKey, Iterable[bytes], int], None],
+    ) -> None:
         _check_key(key)
         if not isinstance(total, int) or isinstance(total, bool) or total < 0:
             raise InvalidArgument(f"total must be a non-negative int, got {total!r}")
@@ -441,7 +501,7 @@ class Transport(abc.ABC):
         one_shot = isinstance(chunks, Iterator)
         checked = _CheckedUpload(key, chunks, total)
         self._call(
-            lambda: self._put_pack_stream(key, checked, total),
+            lambda: put(key, checked, total),
             may_retry=(lambda: not checked.started) if one_shot else None,
         )
         if not checked.verified:

@@ -109,3 +109,13 @@ def test_ssh_pack_listing_lines_round_trip_and_refuse_junk() -> None:
     ):
         with pytest.raises(WireError):
             decode_pack_listing(junk)
+
+
+@pytest.mark.server
+def test_http_repair_header_must_be_1(http_token_server: HttpServer) -> None:
+    url = f"{http_token_server.base}/life-repair/packs/{_KEY.hex()}"
+    auth = {"Authorization": f"Bearer {WRITE_TOKEN}"}
+    bad = requests.put(url, data=_DATA, headers={**auth, "Mkit-Repair": "yes"}, timeout=10)
+    assert (bad.status_code, bad.headers.get("Mkit-Error")) == (400, "invalid_request")
+    good = requests.put(url, data=_DATA, headers={**auth, "Mkit-Repair": "1"}, timeout=10)
+    assert good.status_code == 204

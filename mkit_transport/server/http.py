@@ -355,7 +355,12 @@ class PackServer:
             raise _failure(
                 "payload_too_large", f"pack of {length} bytes is over {self.max_pack_bytes}"
             )
-        self.store(project).upload_pack_stream(key, _body(environ, length), length)
+        repair = environ.get("HTTP_MKIT_REPAIR")
+        if repair not in (None, "1"):
+            _fail("invalid_request", "Mkit-Repair must be 1")
+        backend = self.store(project)
+        upload = backend.repair_pack_stream if repair == "1" else backend.upload_pack_stream
+        upload(key, _body(environ, length), length)
         return 204, [], []
 
     # -- refs ----------------------------------------------------------------------------

@@ -318,10 +318,16 @@ class _Connection:
         if self.reader.bytes_read + total > self.limits.max_bytes:
             budget = ServerError("this upload would exceed the connection's budget", status=503)
             self.close_with(budget, EXIT_CAPPED)
+        repair = frame.fields.get("repair", False)
+        if not isinstance(repair, bool):  # before any chunk: the stream is out of step
+            self.close_with(
+                ProtocolError("put frame: field 'repair' must be a bool"), EXIT_PROTOCOL
+            )
         upload = _Upload(self)
         outcome: TransportError | None = None
         try:
-            self._store().upload_pack_stream(key, upload, total)
+            store = self._store()
+            (store.repair_pack_stream if repair else store.upload_pack_stream)(key, upload, total)
         except WireError as error:
             outcome = _wire_error(error)
         except TransportError as error:

@@ -33,7 +33,7 @@ from urllib.parse import unquote
 
 from ..directio import DIRECT_MIN, write_chunks
 from ..errors import AccessDenied, InvalidArgument, PackNotFound, RemoteError
-from ..hashes import Hash, PackKey
+from ..hashes import Hash, Hasher, PackKey
 from ..refs import (
     REF_VALUE_SIZE,
     RefWriteCondition,
@@ -272,11 +272,16 @@ class FileTransport(Transport):
 
     # -- packs -----------------------------------------------------------------------
 
-    def _store_pack(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
+    def _store_pack(
+        self, key: PackKey, chunks: Iterable[bytes], total: int, *, repair: bool = False
+    ) -> None:
         path = self._confine(self.pack_path(key))
         self._sweep_pack_stage()
         try:
-            if os.path.getsize(path) == total:
+            if repair:
+                if self._hashes_to(path, key):
+                    return
+            elif os.path.getsize(path) == total:
                 # Content-addressed: same name and size means already stored (the
                 # base still checks the stream). A different size means a damaged
                 # copy, which the rename replaces.
@@ -297,6 +302,18 @@ class FileTransport(Transport):
 
     def _put_pack(self, key: PackKey, data: bytes) -> None:
         self._store_pack(key, [data], len(data))
+
+    def _repair_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
+        # A damaged copy is replaced by the same atomic rename as any upload.
+        self._store_pack(key, chunks, total, repair=True)
+
+    def _hashes_to(self, path: str, key: PackKey) -> bool:
+        """Say whether the file at ``path`` hashes to ``key`` (FileNotFoundError if absent)."""
+        hasher = Hasher(parallel=True)
+        with open(path, "rb", buffering=0) as f:
+            while chunk := f.read(_READ_SIZE):
+                hasher.update(chunk)
+        return hasher.pack_key() == key
 
     def _put_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
         self._store_pack(key, chunks, total)

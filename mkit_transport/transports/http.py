@@ -55,6 +55,8 @@ __all__ = ["TOKEN_ENV", "HttpTransport"]
 #: The environment variable a bearer token is taken from when no option gives one.
 TOKEN_ENV: Final = "MKIT_API_TOKEN"  # noqa: S105 (a variable name, not a secret)
 MAX_REDIRECTS: Final = 3
+#: The request header asking the server to check a stored copy before keeping it.
+REPAIR_HEADER: Final = "Mkit-Repair"
 #: Largest ref listing accepted, and largest error body read.
 LISTING_LIMIT: Final = 64 << 20
 _ERROR_BODY_LIMIT: Final = 64 << 10
@@ -319,12 +321,21 @@ class HttpTransport(Transport):
     def _put_pack(self, key: PackKey, data: bytes) -> None:
         self._request("PUT", f"packs/{key.hex()}", body=data, ok=(200, 201, 204)).close()
 
-    def _put_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
+    def _put_pack_stream(
+        self, key: PackKey, chunks: Iterable[bytes], total: int, *, repair: bool = False
+    ) -> None:
+        # Repair: the server checks its stored copy where the bytes are and replaces
+        # a damaged one (SPEC-HTTP, Mkit-Repair).
+        headers = {REPAIR_HEADER: "1"} if repair else None
+        body: bytes | _SizedBody = _SizedBody(chunks, total)
         if total == 0:  # an empty sized body would be sent chunked; send b"" instead
-            self._put_pack(key, b"".join(chunks))
-            return
-        body = _SizedBody(chunks, total)
-        self._request("PUT", f"packs/{key.hex()}", body=body, ok=(200, 201, 204)).close()
+            body = b"".join(chunks)
+        self._request(
+            "PUT", f"packs/{key.hex()}", headers=headers, body=body, ok=(200, 201, 204)
+        ).close()
+
+    def _repair_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
+        self._put_pack_stream(key, chunks, total, repair=True)
 
     def _get_pack(self, key: PackKey) -> bytes:
         return b"".join(self._open_pack_stream(key, 0))

@@ -427,10 +427,19 @@ class SshTransport(Transport):
     def _put_pack(self, key: PackKey, data: bytes) -> None:
         self._put_pack_stream(key, [data], len(data))
 
-    def _put_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
+    def _repair_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
+        # The server checks its stored copy where the bytes are (SPEC-SSH, put repair).
+        self._put_pack_stream(key, chunks, total, repair=True)
+
+    def _put_pack_stream(
+        self, key: PackKey, chunks: Iterable[bytes], total: int, *, repair: bool = False
+    ) -> None:
         with self._link() as link:
             link.in_step = False  # until the answer is read; a failure drops the channel
-            link.send("put", key=key.hex(), total=total)
+            if repair:
+                link.send("put", key=key.hex(), total=total, repair=True)
+            else:
+                link.send("put", key=key.hex(), total=total)
             sent = 0
             try:
                 for chunk in chunks:
