@@ -23,13 +23,14 @@ from mkit_transport import (
     InvalidResponse,
     MemoryTransport,
     PackKey,
+    PackNotFound,
     RefConflict,
     RefWriteCondition,
     Transport,
     open_transport,
 )
 from mkit_transport.cli import main
-from mkit_transport.sync import pull, push
+from mkit_transport.sync import Progress, pull, push
 from mkit_transport.sync.common import fetch_record
 from mkit_transport.sync.gc import gc, reachable
 
@@ -147,6 +148,29 @@ def test_cli_gc(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert _stored(store) == live - {PackKey.of(orphan)}
     assert main(["gc", url, "--grace", "soon"], out=io.StringIO()) == 21  # InvalidArgument
     assert "InvalidArgument" in capsys.readouterr().err
+
+
+def test_a_push_fails_cleanly_when_gc_swept_a_pack_it_found_stored(
+    store: Transport, tmp_path: Path
+) -> None:
+    """Window 2 of SPEC-GC: a push reuses an old orphan pack, and gc sweeps it."""
+    tree = _tree(tmp_path / "same", "same content")
+    push(tree, store, "refs/heads/gone")
+    store.delete_ref("refs/heads/gone", RefWriteCondition.ANY)  # its packs are orphans now
+    push(_tree(tmp_path / "kept", "kept"), store, "refs/heads/kept")
+
+    def sweep_at_commit(event: Progress) -> None:
+        if event.phase == "commit":  # after the push found its packs stored, before its CAS
+            gc(store, grace=HOUR, now=time.time() + 2 * HOUR)
+
+    with pytest.raises(PackNotFound, match="push again"):
+        push(tree, store, "refs/heads/new", progress=sweep_at_commit)
+    assert store.read_ref("refs/heads/new") is None, "nothing committed"
+    pull(store, "refs/heads/kept", tmp_path / "kept-out", cache_dir=str(tmp_path / "c"))
+    report = push(tree, store, "refs/heads/new")  # pushing again uploads the packs anew
+    assert report.packs_uploaded >= 1
+    pull(store, "refs/heads/new", tmp_path / "new-out", cache_dir=str(tmp_path / "c2"))
+    assert (tmp_path / "new-out" / "f0.txt").read_bytes().startswith(b"same content")
 
 
 def _pusher(url: str, root: str, worker: int, rounds: int) -> None:
