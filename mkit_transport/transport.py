@@ -302,6 +302,15 @@ class Transport(abc.ABC):
         """
         raise RemoteError(f"{type(self).__name__} cannot delete refs (no _delete_ref)")
 
+    def _sweep_debris(self, older_than: float) -> int:
+        """Remove what killed writers left (never a pack or ref); return how many.
+
+        Only debris not touched for ``older_than`` seconds, so a write in progress is
+        never disturbed. The default has none to sweep (or cannot see it: the
+        network transports leave that to their server's backend).
+        """
+        return 0
+
     def _pack_size(self, key: PackKey) -> int:
         """Return the stored size of a pack, or raise :class:`PackNotFound`.
 
@@ -459,6 +468,25 @@ class Transport(abc.ABC):
                 _check_listed(info, cursor)
                 cursor = info.key
                 yield info
+
+    def sweep_debris(self, older_than: float) -> int:
+        """Remove debris of killed writers older than ``older_than`` seconds; return how many.
+
+        Temporary files (file), incomplete multipart uploads (S3): never visible as
+        packs or refs, but they hold space. Younger debris may be a write in
+        progress and is left alone. gc calls it with its grace period.
+        """
+        if (
+            not isinstance(older_than, int | float)
+            or isinstance(older_than, bool)
+            or not math.isfinite(older_than)
+            or older_than < 0
+        ):
+            raise InvalidArgument(f"older_than must be a non-negative number, got {older_than!r}")
+        swept = self._call(lambda: self._sweep_debris(float(older_than)))
+        if not isinstance(swept, int) or isinstance(swept, bool) or swept < 0:
+            raise InvalidResponse(f"debris sweep answered {swept!r}, not a count")
+        return swept
 
     def delete_pack(self, key: PackKey) -> None:
         """Delete the pack (or blob) stored under ``key``; an absent one is fine.

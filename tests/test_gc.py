@@ -252,3 +252,23 @@ def test_spec_ids_are_all_mapped_to_existing_tests() -> None:
     for ident, cell in rows.items():
         for test in re.findall(r"(test_\w+)", re.sub(r"test_gc\w*\.py", "", cell)):
             assert f"def {test}(" in source + remotes, f"{ident}: no test named {test}"
+
+
+def test_gc_sweeps_old_debris_of_killed_writers_on_file(tmp_path: Path) -> None:
+    store = FileTransport(tmp_path / "store")
+    push(_tree(tmp_path / "v1", "one"), store, "refs/heads/main")
+    old_temp = tmp_path / "store" / "packs" / ".deadbeef.tmp.123.4"
+    old_ref_temp = tmp_path / "store" / "refs" / "heads" / "main" / "..ref.tmp.9.9"
+    young_temp = tmp_path / "store" / "packs" / ".cafe.tmp.5.6"
+    for path in (old_temp, old_ref_temp, young_temp):
+        path.write_bytes(b"half written by a killed writer")
+    for path in (old_temp, old_ref_temp):
+        os.utime(path, (1, 1))
+    assert gc(store, grace=HOUR, dry_run=True).debris == 0
+    assert old_temp.exists(), "a dry run sweeps nothing"
+    assert gc(store, grace=HOUR).debris == 2
+    assert not old_temp.exists() and not old_ref_temp.exists()
+    assert young_temp.exists(), "young debris may be a write in progress"
+    pull(store, "refs/heads/main", tmp_path / "out", cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(InvalidArgument):
+        store.sweep_debris(-1)

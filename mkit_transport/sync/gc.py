@@ -55,6 +55,8 @@ class GcReport:
     swept_bytes: int = 0
     kept_young: int = 0
     kept_young_bytes: int = 0
+    #: Debris of killed writers swept (temporary files, S3 multipart uploads).
+    debris: int = 0
     dry_run: bool = False
     grace: float = DEFAULT_GRACE
 
@@ -137,4 +139,6 @@ def gc(
             transport.delete_pack(info.key)
         report.swept += 1
         report.swept_bytes += info.size
+    if not dry_run:
+        report.debris = transport.sweep_debris(grace)
     return report

@@ -240,6 +240,12 @@ class FileTransport(Transport):
                             removed += 1
         return removed
 
+    def _sweep_debris(self, older_than: float) -> int:
+        try:
+            return self.remove_stale_temp_files(older_than)
+        except OSError as error:
+            raise _os_error(error, f"sweep {self.root}") from error
+
     def _sweep_pack_stage(self) -> None:
         if self._swept:
             return

@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -512,6 +513,23 @@ class S3Transport(Transport):
                     break
                 request["ContinuationToken"] = page["NextContinuationToken"]
         return found
+
+    def _sweep_debris(self, older_than: float) -> int:
+        """Abort multipart uploads under ``packs/`` begun more than ``older_than`` ago."""
+        cutoff = time.time() - older_than
+        aborted = 0
+        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self._key("packs/")}
+        with _mapped("list multipart uploads"):
+            while True:
+                page = self.client.list_multipart_uploads(**request)
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"].timestamp() < cutoff:
+                        self._abort(upload["Key"], upload["UploadId"])
+                        aborted += 1
+                if not page.get("IsTruncated"):
+                    return aborted
+                request["KeyMarker"] = page.get("NextKeyMarker", "")
+                request["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
 
     def _delete_pack(self, key: PackKey) -> None:
         try:
