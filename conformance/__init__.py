@@ -15,8 +15,9 @@ Run it three ways:
             return Harness(open=lambda retry: MyTransport(tmp_path, retry=retry), fresh=True)
 
 Topics are also available one by one (``PackSuite``, ``RefSuite``, ``RaceSuite``,
-``StatefulSuite``, ``RetrySuite``, ``StoreSuite``, ``ErrorSuite``). Every test writes under its own
-``refs/mkit-conformance/<uuid>/`` namespace, so a shared remote is safe to test.
+``StatefulSuite``, ``RetrySuite``, ``StoreSuite``, ``ErrorSuite``, ``LifecycleSuite``).
+Every test writes under its own ``refs/mkit-conformance/<uuid>/`` namespace, so a
+shared remote is safe to test.
 
 The suite needs pytest and Hypothesis (the extra ``conformance``); without them,
 taking a name from it raises :class:`~mkit_transport.errors.InvalidArgument` saying
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     )
     from .suite import ConformanceSuite
     from .suite_errors import ErrorSuite
+    from .suite_lifecycle import LifecycleSuite
     from .suite_packs import PackSuite
     from .suite_races import RaceSuite
     from .suite_refs import RefSuite
@@ -56,6 +58,7 @@ _HOME = {
     "FileBackdoor": "harness",
     "FileFaults": "harness",
     "Harness": "harness",
+    "LifecycleSuite": "suite_lifecycle",
     "MemoryBackdoor": "harness",
     "MemoryFaults": "harness",
     "PackSuite": "suite_packs",
@@ -74,6 +77,7 @@ __all__ = [
     "FileBackdoor",
     "FileFaults",
     "Harness",
+    "LifecycleSuite",
     "MemoryBackdoor",
     "MemoryFaults",
     "PackSuite",

@@ -9,11 +9,13 @@ policy, so tests see exactly what the retry layer does with the real transport.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from mkit_transport import Hash, PackKey, RefWriteCondition, RetryPolicy, Transport
 from mkit_transport.errors import TransportError
+from mkit_transport.transport import PackInfo
 
 __all__ = ["Fault", "FaultyTransport"]
 
@@ -90,6 +92,16 @@ class FaultyTransport(Transport):
         refs = self._run("list_refs", lambda: self.inner.list_refs(prefix))
         base = f"{prefix}/" if prefix else ""
         return [(base + ref.name, ref.hash) for ref in refs]  # type: ignore[attr-defined]
+
+    def _list_packs(self, after: PackKey | None, limit: int) -> list[PackInfo]:
+        listing = self.inner.list_packs(after=after, page_size=limit)
+        return self._run("list_packs", lambda: list(itertools.islice(listing, limit)))  # type: ignore[return-value]
+
+    def _delete_pack(self, key: PackKey) -> None:
+        self._run("delete_pack", lambda: self.inner.delete_pack(key))
+
+    def _delete_ref(self, name: str, condition: RefWriteCondition) -> None:
+        self._run("delete_ref", lambda: self.inner.delete_ref(name, condition))
 
     def _open_pack_stream(self, key: PackKey, offset: int) -> Iterator[bytes]:
         self.offsets.append(offset)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .suite_errors import ErrorSuite
+from .suite_lifecycle import LifecycleSuite
 from .suite_packs import PackSuite
 from .suite_races import RaceSuite
 from .suite_refs import RefSuite
@@ -14,6 +15,13 @@ __all__ = ["ConformanceSuite"]
 
 
 class ConformanceSuite(
-    PackSuite, RefSuite, RaceSuite, StatefulSuite, RetrySuite, StoreSuite, ErrorSuite
+    PackSuite,
+    RefSuite,
+    RaceSuite,
+    StatefulSuite,
+    RetrySuite,
+    StoreSuite,
+    ErrorSuite,
+    LifecycleSuite,
 ):
     """Every topic at once: subclass it and override the ``harness`` fixture."""

@@ -1,9 +1,10 @@
 """An example third-party transport: packs and refs in one SQLite database file.
 
 ``mkit+sqlite:///absolute/path/store.db``. Written from the README's "Writing a
-transport" alone, as the page a third party copies: the seven primitives, a
-``from_url`` that follows the contract, the error mapping, and (for its tests, see
-``examples/test_sqlite_transport.py``) a back door and a fault hook.
+transport" alone, as the page a third party copies: the primitives (packs, refs and
+the lifecycle verbs gc needs), a ``from_url`` that follows the contract, the error
+mapping, and (for its tests, see ``examples/test_sqlite_transport.py``) a back door
+and a fault hook.
 
 Every operation opens its own connection (SQLite connections are not shared across
 threads), so the transport is safe from several threads and several processes: a
@@ -23,6 +24,7 @@ from typing import Any, Self
 from mkit_transport import (
     AccessDenied,
     Hash,
+    PackInfo,
     PackKey,
     PackNotFound,
     RefConflict,
@@ -41,7 +43,9 @@ __all__ = ["SCHEME", "SqliteBackdoor", "SqliteFaults", "SqliteTransport"]
 SCHEME = "mkit+sqlite"
 
 _SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS packs (key BLOB PRIMARY KEY, data BLOB NOT NULL)",
+    # mtime: seconds since the epoch when the pack was stored (list_packs reports it).
+    "CREATE TABLE IF NOT EXISTS packs (key BLOB PRIMARY KEY, data BLOB NOT NULL,"
+    " mtime REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0))",
     "CREATE TABLE IF NOT EXISTS refs (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS meta (what TEXT PRIMARY KEY)",
 )
@@ -103,7 +107,7 @@ class SqliteTransport(Transport):
 
     def _put_pack(self, key: PackKey, data: bytes) -> None:
         with self._db(f"pack {key.hex()}", write=True) as db:
-            db.execute("INSERT OR IGNORE INTO packs VALUES (?, ?)", (bytes(key), data))
+            db.execute("INSERT OR IGNORE INTO packs (key, data) VALUES (?, ?)", (bytes(key), data))
 
     def _get_pack(self, key: PackKey) -> bytes:
         with self._db(f"pack {key.hex()}") as db:
@@ -125,6 +129,18 @@ class SqliteTransport(Transport):
         if row is None:
             raise PackNotFound(f"pack {key.hex()} not found")
         return int(row[0])
+
+    def _list_packs(self, after: PackKey | None, limit: int) -> list[PackInfo]:
+        with self._db("pack listing") as db:
+            rows = db.execute(
+                "SELECT key, length(data), mtime FROM packs WHERE key > ? ORDER BY key LIMIT ?",
+                (b"" if after is None else bytes(after), limit),
+            ).fetchall()
+        return [PackInfo(PackKey(bytes(k)), int(n), float(t)) for k, n, t in rows]
+
+    def _delete_pack(self, key: PackKey) -> None:
+        with self._db(f"pack {key.hex()}", write=True) as db:
+            db.execute("DELETE FROM packs WHERE key = ?", (bytes(key),))
 
     # -- refs ------------------------------------------------------------------------
 
@@ -148,6 +164,18 @@ class SqliteTransport(Transport):
                     known=True,
                 )
             db.execute("INSERT OR REPLACE INTO refs VALUES (?, ?)", (name, encode_ref_value(value)))
+
+    def _delete_ref(self, name: str, condition: RefWriteCondition) -> None:
+        with self._db(f"ref {name}", write=True) as db:
+            current = self._current(db, name)
+            if not condition.allows(current):
+                raise RefConflict(
+                    f"ref {name} holds {current.hex() if current else 'nothing'}",
+                    name=name,
+                    current=current,
+                    known=True,
+                )
+            db.execute("DELETE FROM refs WHERE name = ?", (name,))
 
     def _list_refs(self, prefix: str) -> Iterable[tuple[str, Hash]]:
         # The names under "p/" are the range ["p/", "p0"): '0' follows '/' in byte order.
@@ -203,7 +231,7 @@ class SqliteBackdoor:
 
     def write_pack_bytes(self, key: PackKey, data: bytes) -> None:
         """Store any bytes under a key (the suite plants corrupt packs)."""
-        self._run("INSERT OR REPLACE INTO packs VALUES (?, ?)", (bytes(key), data))
+        self._run("INSERT OR REPLACE INTO packs (key, data) VALUES (?, ?)", (bytes(key), data))
 
 
 class SqliteFaults:

@@ -47,7 +47,7 @@ from .sync import (
     push,
     show,
 )
-from .transport import PACK_BODY_LIMIT, Transport
+from .transport import PACK_BODY_LIMIT, PackInfo, Transport
 from .transports import FileTransport, MemoryTransport
 from .urls import open_transport, register_transport
 
@@ -63,6 +63,7 @@ __all__ = [
     "InvalidResponse",
     "MemoryTransport",
     "MirrorReport",
+    "PackInfo",
     "PackKey",
     "PackNotFound",
     "PayloadTooLarge",

@@ -20,7 +20,10 @@ Subclass :class:`Transport` and implement ``_put_pack``, ``_get_pack``,
 ``_has_pack``, ``_read_ref``, ``_update_ref``, ``_list_refs`` and ``_init_store``;
 override ``_put_pack_stream`` / ``_open_pack_stream`` to stream instead of
 buffering, ``_pack_size`` to answer without reading the pack, and
-``_drop_connection`` if the transport holds a connection. Primitives receive
+``_drop_connection`` if the transport holds a connection. The lifecycle
+primitives ``_list_packs``, ``_delete_pack`` and ``_delete_ref`` (listing and
+deleting, for gc) refuse by default; ``_repair_pack_stream`` (replace a damaged
+stored copy) has a non-atomic default that a transport should override. Primitives receive
 validated arguments, raise only :mod:`mkit_transport.errors` types, and must:
 
 * store a pack atomically (never visible partially written), and commit a
@@ -54,14 +57,20 @@ suite (``mkit_transport.conformance``; README, "Testing your transport").
 from __future__ import annotations
 
 import abc
+import contextlib
+import functools
+import math
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import ClassVar, Self, TypeVar
 
 from .errors import (
     InvalidArgument,
     InvalidResponse,
+    PackNotFound,
     PayloadTooLarge,
     ProtocolError,
     RefConflict,
@@ -80,7 +89,28 @@ from .refs import (
 )
 from .retry import RetryLadder, RetryPolicy, is_retryable
 
-__all__ = ["CHUNK_SIZE", "PACK_BODY_LIMIT", "Transport"]
+__all__ = ["CHUNK_SIZE", "LIST_PAGE_SIZE", "PACK_BODY_LIMIT", "PackInfo", "Transport"]
+
+#: Default number of packs one ``list_packs`` page asks for: one request per page on
+#: the network transports, so a million packs cost a thousand round trips and never
+#: more than a page of entries in memory.
+LIST_PAGE_SIZE = 1000
+#: Largest page a caller may ask for (the wire specs cap a page at this too).
+MAX_LIST_PAGE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class PackInfo:
+    """One stored pack as ``list_packs`` reports it.
+
+    ``mtime`` is when the store last wrote the pack, in seconds since the epoch
+    (a file's mtime, an object's ``LastModified``): gc compares it with its grace
+    period, so a pack a push uploaded a moment ago is never swept.
+    """
+
+    key: PackKey
+    size: int
+    mtime: float
 
 
 _T = TypeVar("_T")
@@ -128,6 +158,22 @@ def _check_data(data: object) -> bytes:
 def _verify_key(key: PackKey, actual: PackKey, error: type[TransportError], what: str) -> None:
     if actual != key:
         raise error(f"{what}: bytes hash to {actual.hex()}, not to the key {key.hex()}")
+
+
+def _check_listed(info: object, after: PackKey | None) -> None:
+    """Refuse a listed entry that is not a well-formed :class:`PackInfo` in key order."""
+    if (
+        not isinstance(info, PackInfo)
+        or not isinstance(info.key, PackKey)
+        or not isinstance(info.size, int)
+        or isinstance(info.size, bool)
+        or not 0 <= info.size <= PACK_BODY_LIMIT
+        or not isinstance(info.mtime, float | int)
+        or not math.isfinite(info.mtime)
+    ):
+        raise InvalidResponse(f"the store listed a malformed pack entry {info!r:.120}")
+    if after is not None and not after < info.key:
+        raise InvalidResponse(f"the pack listing is out of order at {info.key.hex()}")
 
 
 class _CheckedUpload:
@@ -222,6 +268,69 @@ class Transport(abc.ABC):
         """
         raise RemoteError(f"{type(self).__name__} cannot create a store (no _init_store)")
 
+    def _list_packs(self, after: PackKey | None, limit: int) -> list[PackInfo]:
+        """Return up to ``limit`` stored packs with keys above ``after``, in key order.
+
+        An empty list means the listing is over. Only complete packs are listed:
+        never a temporary file, a multipart upload, a torn object or anything else
+        that is not a pack under its key. The default refuses (a transport that
+        cannot list cannot be garbage collected).
+        """
+        raise RemoteError(f"{type(self).__name__} cannot list packs (no _list_packs)")
+
+    def _repair_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
+        """Store a streamed pack, replacing a stored copy that does not hash to ``key``.
+
+        Like :meth:`_put_pack_stream`, but a stored copy counts only once its bytes
+        are checked. The default reads the stored copy through ``_open_pack_stream``
+        and, when it is damaged, takes the whole new stream into a spool file first
+        (the stream is checked as it is read, so wrong bytes are refused before the
+        damaged copy is touched), then deletes that copy and uploads the spool: not
+        atomic (a reader may see the pack absent for a moment), so every built-in
+        transport overrides it with an atomic replacement where the bytes live.
+        """
+        if self._stored_copy_is_good(key):
+            return
+        with tempfile.TemporaryFile(prefix="mkit-repair-") as spool:
+            for chunk in chunks:
+                spool.write(chunk)
+            with contextlib.suppress(PackNotFound):
+                self._delete_pack(key)
+            spool.seek(0)
+            self._put_pack_stream(key, iter(lambda: spool.read(1 << 20), b""), total)
+
+    def _stored_copy_is_good(self, key: PackKey) -> bool:
+        """Say whether a copy of ``key`` is stored and hashes to it (reads it all)."""
+        hasher = Hasher(parallel=True)
+        try:
+            for chunk in self._open_pack_stream(key, 0):
+                hasher.update(chunk)
+                if hasher.length > PACK_BODY_LIMIT:
+                    return False
+        except PackNotFound:
+            return False
+        return hasher.pack_key() == key
+
+    def _delete_pack(self, key: PackKey) -> None:
+        """Delete the pack if it is stored; an absent pack is not an error."""
+        raise RemoteError(f"{type(self).__name__} cannot delete packs (no _delete_pack)")
+
+    def _delete_ref(self, name: str, condition: RefWriteCondition) -> None:
+        """Delete the ref if ``condition`` (``ANY`` or ``match``) holds, atomically.
+
+        Else :class:`RefConflict` with ``current``. ``ANY`` on an absent ref succeeds.
+        """
+        raise RemoteError(f"{type(self).__name__} cannot delete refs (no _delete_ref)")
+
+    def _sweep_debris(self, older_than: float) -> int:
+        """Remove what killed writers left (never a pack or ref); return how many.
+
+        Only debris not touched for ``older_than`` seconds, so a write in progress is
+        never disturbed. The default has none to sweep (or cannot see it: the
+        network transports leave that to their server's backend).
+        """
+        return 0
+
     def _pack_size(self, key: PackKey) -> int:
         """Return the stored size of a pack, or raise :class:`PackNotFound`.
 
@@ -292,12 +401,27 @@ class Transport(abc.ABC):
         """Store ``data`` under ``key``, which must be its BLAKE3 digest.
 
         Bytes that do not hash to ``key`` are refused with :class:`ProtocolError`
-        and nothing is stored. Uploading a pack that is already stored succeeds.
+        and nothing is stored. Uploading a pack that is already stored succeeds
+        (a transport may skip it without reading it: see :meth:`repair_pack`).
         """
         _check_key(key)
         data = _check_data(data)
         _verify_key(key, PackKey.of(data), ProtocolError, "upload refused")
         self._call(lambda: self._put_pack(key, data))
+
+    def repair_pack(self, data: bytes, key: PackKey) -> None:
+        """Store ``data`` under ``key``, replacing a stored copy that is damaged.
+
+        :meth:`upload_pack` may take a pack it finds stored (at the right size) as
+        already there without reading it, so a same-size corrupt copy survives it.
+        This verb has the stored copy checked (hashed where its bytes live) and
+        replaced, atomically, when it does not hash to ``key``; a good copy is left
+        alone and an absent pack is stored. ``data`` is checked as for any upload.
+        """
+        _check_key(key)
+        data = _check_data(data)
+        _verify_key(key, PackKey.of(data), ProtocolError, "upload refused")
+        self._call(lambda: self._repair_pack_stream(key, [data], len(data)))
 
     def download_pack(self, key: PackKey) -> bytes:
         """Return the pack's bytes, verified against ``key`` (else InvalidResponse)."""
@@ -328,6 +452,76 @@ class Transport(abc.ABC):
             raise _too_large(f"stored pack of {size} bytes", size)
         return size
 
+    def list_packs(
+        self, *, after: PackKey | None = None, page_size: int = LIST_PAGE_SIZE
+    ) -> Iterator[PackInfo]:
+        """Yield every stored pack (and blob) as a :class:`PackInfo`, in key order.
+
+        Streamed a page at a time (``page_size`` entries, one request per page on a
+        network transport, each page retried on its own), so listing a million
+        packs never holds more than a page. ``after`` starts past that key (a
+        cursor: resume a listing where it stopped). Temporary files, incomplete
+        uploads and other debris are never listed. A pack stored or deleted while
+        the listing runs may or may not appear.
+        """
+        if after is not None:
+            _check_key(after)
+        if (
+            not isinstance(page_size, int)
+            or isinstance(page_size, bool)
+            or not 1 <= page_size <= MAX_LIST_PAGE
+        ):
+            raise InvalidArgument(
+                f"page_size must be an int in 1..{MAX_LIST_PAGE}, got {page_size!r}"
+            )
+        return self._pages(after, page_size)
+
+    def _pages(self, after: PackKey | None, page_size: int) -> Iterator[PackInfo]:
+        cursor = after
+        while True:
+            page = self._call(functools.partial(self._list_packs, cursor, page_size))
+            if not isinstance(page, list) or len(page) > page_size:
+                raise InvalidResponse(f"a pack listing page of {page_size} returned {page!r:.80}")
+            if not page:
+                return
+            for info in page:
+                _check_listed(info, cursor)
+                cursor = info.key
+                yield info
+
+    def sweep_debris(self, older_than: float) -> int:
+        """Remove debris of killed writers older than ``older_than`` seconds; return how many.
+
+        Temporary files (file), incomplete multipart uploads (S3): never visible as
+        packs or refs, but they hold space. Younger debris may be a write in
+        progress and is left alone. gc calls it with its grace period.
+        """
+        if (
+            not isinstance(older_than, int | float)
+            or isinstance(older_than, bool)
+            or not math.isfinite(older_than)
+            or older_than < 0
+        ):
+            raise InvalidArgument(f"older_than must be a non-negative number, got {older_than!r}")
+        swept = self._call(lambda: self._sweep_debris(float(older_than)))
+        if not isinstance(swept, int) or isinstance(swept, bool) or swept < 0:
+            raise InvalidResponse(f"debris sweep answered {swept!r}, not a count")
+        return swept
+
+    def delete_pack(self, key: PackKey) -> None:
+        """Delete the pack (or blob) stored under ``key``; an absent one is fine.
+
+        Idempotent, so it is retried like any verb. Deleting a pack a ref still
+        names breaks that ref: this is a verb for gc (``mkit_transport.sync.gc``),
+        which only deletes what no ref reaches.
+        """
+        _check_key(key)
+        self._call(lambda: self._delete_pack(key))
+
+    def repair_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
+        """:meth:`repair_pack` for a streamed pack (checked as :meth:`upload_pack_stream`)."""
+        self._upload_stream(key, chunks, total, self._repair_pack_stream)
+
     def upload_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
         """Store a pack given as chunks of ``total`` bytes, without holding it whole.
 
@@ -338,6 +532,15 @@ class Transport(abc.ABC):
         re-iterable object); a one-shot iterator is retried only if the failure came
         before its first chunk was taken.
         """
+        self._upload_stream(key, chunks, total, self._put_pack_stream)
+
+    def _upload_stream(
+        self,
+        key: PackKey,
+        chunks: Iterable[bytes],
+        total: int,
+        put: Callable[[PackKey, Iterable[bytes], int], None],
+    ) -> None:
         _check_key(key)
         if not isinstance(total, int) or isinstance(total, bool) or total < 0:
             raise InvalidArgument(f"total must be a non-negative int, got {total!r}")
@@ -346,7 +549,7 @@ class Transport(abc.ABC):
         one_shot = isinstance(chunks, Iterator)
         checked = _CheckedUpload(key, chunks, total)
         self._call(
-            lambda: self._put_pack_stream(key, checked, total),
+            lambda: put(key, checked, total),
             may_retry=(lambda: not checked.started) if one_shot else None,
         )
         if not checked.verified:
@@ -459,6 +662,45 @@ class Transport(abc.ABC):
     def write_ref(self, name: str, value: Hash) -> None:
         """Write the ref unconditionally (``update_ref`` with ``ANY``)."""
         self.update_ref(name, RefWriteCondition.ANY, value)
+
+    def delete_ref(self, name: str, condition: RefWriteCondition) -> None:
+        """Delete the ref if ``condition`` holds, atomically (a CAS delete).
+
+        ``match(h)`` deletes only a ref holding ``h``, else :class:`RefConflict`
+        with ``current`` (``None``: absent); ``ANY`` deletes whatever it holds and
+        succeeds on an absent ref. ``MISSING`` means nothing here and is refused
+        with :class:`InvalidArgument`. A ``match`` delete retried after a transient
+        failure that then finds the ref absent succeeded on an earlier attempt
+        (its acknowledgement was lost): it is reported as a success.
+        """
+        validate_ref_name(name)
+        if not isinstance(condition, RefWriteCondition):
+            raise InvalidArgument(f"expected a RefWriteCondition, got {type(condition).__name__}")
+        if condition.kind == "missing":
+            raise InvalidArgument("delete_ref takes ANY or match(h); MISSING deletes nothing")
+        attempts = 0
+
+        def attempt() -> None:
+            nonlocal attempts
+            attempts += 1
+            self._delete_ref(name, condition)
+
+        try:
+            self._call(attempt)
+        except RefConflict as conflict:
+            if conflict.name is None:
+                conflict.name = name
+            if attempts == 1:
+                raise
+            current = self._call(lambda: self._read_ref(name))
+            if current is None:
+                return
+            raise RefConflict(
+                f"ref {name} changed: it holds {current.hex()}",
+                name=name,
+                current=current,
+                known=True,
+            ) from conflict
 
     def list_refs(self, prefix: str = "") -> list[Ref]:
         """List the refs under ``prefix``, named relative to it, sorted by name.

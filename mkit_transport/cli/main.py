@@ -16,7 +16,7 @@ from .. import errors
 from .._version import __version__
 from ..transport import Transport
 from ..urls import open_transport
-from . import probe, serve_http, serve_ssh, store
+from . import gc, probe, serve_http, serve_ssh, store
 from . import sync as sync_cli
 from .needs import need
 from .output import EXIT_CODES
@@ -39,7 +39,7 @@ _EPILOG = (
 #: is ``handler(args, transport, out) -> int`` and opens no transport when its parser
 #: sets ``opens_transport=False`` (then ``transport`` is None). None of them imports a
 #: network library at import time.
-_EXTENSIONS: Final = (store, sync_cli, serve_http, serve_ssh, probe)
+_EXTENSIONS: Final = (store, sync_cli, gc, serve_http, serve_ssh, probe)
 
 
 def _conformance(args: argparse.Namespace, transport: Transport | None, out: TextIO) -> int:

@@ -54,9 +54,11 @@ __all__ = [
     "FrameTooLarge",
     "WireError",
     "decode_listing",
+    "decode_pack_listing",
     "digest",
     "encode_frame",
     "encode_listing",
+    "encode_pack_listing",
     "error_fields",
     "error_from_fields",
     "field_of",
@@ -77,6 +79,10 @@ MAX_MESSAGE: Final = 1000
 
 _PREFIX = struct.Struct(">IH")
 _LISTING_LINE: Final = re.compile(rb"([0-9a-f]{64}) ([!-~]+)")
+_PACK_LINE: Final = re.compile(rb"([0-9a-f]{64}) ([0-9]{1,19}) ([0-9]{1,12}(?:\.[0-9]{1,9})?)")
+#: Most entries in one ``packs`` answer: at most 64 + 20 + 22 + 3 bytes a line, so a
+#: page always fits one frame.
+PACK_PAGE: Final = 8000
 
 _D = TypeVar("_D", Hash, PackKey)
 _T = TypeVar("_T")
@@ -225,6 +231,31 @@ def decode_listing(payload: bytes) -> list[tuple[str, Hash]]:
         found.append((name, Hash(bytes.fromhex(match.group(1).decode("ascii")))))
     if payload and not payload.endswith(b"\n"):
         raise WireError("listing page does not end with a line feed")
+    return found
+
+
+# -- pack listings ---------------------------------------------------------------------
+
+
+def encode_pack_listing(entries: list[tuple[PackKey, int, float]]) -> bytes:
+    """One ``packs`` payload: a ``<64 hex> <size> <mtime seconds>`` line per pack."""
+    return b"".join(
+        f"{key.hex()} {size} {max(mtime, 0.0):.6f}\n".encode("ascii")
+        for key, size, mtime in entries
+    )
+
+
+def decode_pack_listing(payload: bytes) -> list[tuple[PackKey, int, float]]:
+    """Parse one ``packs`` payload; a malformed line is a :class:`WireError`."""
+    if payload and not payload.endswith(b"\n"):
+        raise WireError("pack listing does not end with a line feed")
+    found: list[tuple[PackKey, int, float]] = []
+    for line in payload.split(b"\n")[:-1] if payload else []:
+        match = _PACK_LINE.fullmatch(line)
+        if match is None:
+            raise WireError(f"malformed pack listing line {line[:100]!r}")
+        key = PackKey(bytes.fromhex(match.group(1).decode("ascii")))
+        found.append((key, int(match.group(2)), float(match.group(3))))
     return found
 
 

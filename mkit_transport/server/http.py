@@ -22,6 +22,7 @@ Run it with ``python -m mkit_transport serve http`` (gunicorn, see
 from __future__ import annotations
 
 import hmac
+import itertools
 import json
 import logging
 import os
@@ -47,7 +48,7 @@ from ..refs import (
     normalize_prefix,
     validate_ref_name,
 )
-from ..transport import PACK_BODY_LIMIT, Transport
+from ..transport import MAX_LIST_PAGE, PACK_BODY_LIMIT, Transport
 from ..transports.file import FileTransport
 from ..urls import PROJECT_NAME_RE, open_transport
 
@@ -60,8 +61,11 @@ __all__ = [
 log = logging.getLogger("mkit_transport.server.http")
 
 _READ_SIZE: Final = 1 << 20
-_NO_ROUTE: Final = "no such route; paths are /PROJECT/packs/KEY, /PROJECT/refs/... or /PROJECT/init"
+_NO_ROUTE: Final = (
+    "no such route; paths are /PROJECT/packs[/KEY], /PROJECT/refs/... or /PROJECT/init"
+)
 _HEX_RE: Final = re.compile(r"[0-9a-f]{64}")
+_LIMIT_RE: Final = re.compile(r"[0-9]{1,5}")
 _RANGE_RE: Final = re.compile(r"bytes=(\d{1,19})-")
 _IF_MATCH_RE: Final = re.compile(r'"([0-9a-f]{64})"')
 _REASONS: Final = {
@@ -252,7 +256,7 @@ class PackServer:
         if len(parts) < 2 or not PROJECT_NAME_RE.fullmatch(parts[0]) or parts[0].endswith(".lock"):
             _fail("not_found", _NO_ROUTE)
         project, kind, rest = parts[0], parts[1], parts[2:]
-        writing = method in ("PUT", "POST")
+        writing = method in ("PUT", "POST", "DELETE")
         self._authorize(environ, writing)
         if kind == "init" and not rest:
             if method != "POST":
@@ -268,7 +272,14 @@ class PackServer:
                 return self._get_pack(project, key, environ)
             if method == "PUT":
                 return self._put_pack(project, key, environ)
-            _allow("GET, HEAD, PUT")
+            if method == "DELETE":
+                self.store(project).delete_pack(key)
+                return 204, [], []
+            _allow("DELETE, GET, HEAD, PUT")
+        if kind == "packs" and not rest:
+            if method != "GET":
+                _allow("GET")
+            return self._list_packs(project, environ)
         if kind == "refs" and not rest:
             if method != "GET":
                 _allow("GET")
@@ -279,7 +290,9 @@ class PackServer:
                 return self._get_ref(project, name)
             if method == "PUT":
                 return self._put_ref(project, name, environ)
-            _allow("GET, PUT")
+            if method == "DELETE":
+                return self._delete_ref(project, name, environ)
+            _allow("DELETE, GET, PUT")
         _fail("not_found", _NO_ROUTE)
 
     def _authorize(self, environ: Environ, writing: bool) -> None:
@@ -342,7 +355,12 @@ class PackServer:
             raise _failure(
                 "payload_too_large", f"pack of {length} bytes is over {self.max_pack_bytes}"
             )
-        self.store(project).upload_pack_stream(key, _body(environ, length), length)
+        repair = environ.get("HTTP_MKIT_REPAIR")
+        if repair not in (None, "1"):
+            _fail("invalid_request", "Mkit-Repair must be 1")
+        backend = self.store(project)
+        upload = backend.repair_pack_stream if repair == "1" else backend.upload_pack_stream
+        upload(key, _body(environ, length), length)
         return 204, [], []
 
     # -- refs ----------------------------------------------------------------------------
@@ -380,6 +398,38 @@ class PackServer:
             raise _failure("invalid_ref", str(error)) from error
         self.store(project).update_ref(name, condition, value)
         return 204, [("ETag", f'"{value.hex()}"')], []
+
+    def _delete_ref(
+        self, project: str, name: str, environ: Environ
+    ) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
+        condition = _condition(environ)
+        if condition.kind == "missing":
+            raise _failure("invalid_argument", "a ref delete takes If-Match or no condition")
+        self.store(project).delete_ref(name, condition)
+        return 204, [], []
+
+    def _list_packs(
+        self, project: str, environ: Environ
+    ) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
+        """One page of the pack listing: ``?limit=N`` entries after ``?after=KEY``."""
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        if set(query) - {"after", "limit"} or any(len(v) != 1 for v in query.values()):
+            _fail("invalid_request", "a pack listing takes one 'after' and one 'limit'")
+        after = None
+        if "after" in query:
+            if not _HEX_RE.fullmatch(query["after"][0]):
+                _fail("invalid_ref", f"not a pack key: {query['after'][0][:80]!r}")
+            after = PackKey(bytes.fromhex(query["after"][0]))
+        limit_text = query.get("limit", ["1000"])[0]
+        if not _LIMIT_RE.fullmatch(limit_text) or not 1 <= int(limit_text) <= MAX_LIST_PAGE:
+            _fail("invalid_argument", f"limit must be 1..{MAX_LIST_PAGE}, not {limit_text[:20]!r}")
+        limit = int(limit_text)
+        listing = self.store(project).list_packs(after=after, page_size=limit)
+        packs = [
+            {"key": info.key.hex(), "size": info.size, "mtime": info.mtime}
+            for info in itertools.islice(listing, limit)
+        ]
+        return _json(200, {"packs": packs})
 
     def _list_refs(
         self, project: str, environ: Environ

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import io
+import itertools
 import os
 import select
 import time
@@ -43,6 +44,7 @@ from ..hashes import Hash, PackKey
 from ..protocol.ssh import (
     CHUNK_SIZE,
     MAX_FRAME,
+    PACK_PAGE,
     VERSION,
     Disconnected,
     Frame,
@@ -52,6 +54,7 @@ from ..protocol.ssh import (
     digest,
     encode_frame,
     encode_listing,
+    encode_pack_listing,
     error_fields,
     field_of,
     optional_digest,
@@ -181,6 +184,9 @@ class _Connection:
             "update-ref": self._update_ref,
             "list-refs": self._list_refs,
             "init": self._init,
+            "list-packs": self._list_packs,
+            "delete-pack": self._delete_pack,
+            "delete-ref": self._delete_ref,
         }
 
     # -- framing ---------------------------------------------------------------------
@@ -312,10 +318,16 @@ class _Connection:
         if self.reader.bytes_read + total > self.limits.max_bytes:
             budget = ServerError("this upload would exceed the connection's budget", status=503)
             self.close_with(budget, EXIT_CAPPED)
+        repair = frame.fields.get("repair", False)
+        if not isinstance(repair, bool):  # before any chunk: the stream is out of step
+            self.close_with(
+                ProtocolError("put frame: field 'repair' must be a bool"), EXIT_PROTOCOL
+            )
         upload = _Upload(self)
         outcome: TransportError | None = None
         try:
-            self._store().upload_pack_stream(key, upload, total)
+            store = self._store()
+            (store.repair_pack_stream if repair else store.upload_pack_stream)(key, upload, total)
         except WireError as error:
             outcome = _wire_error(error)
         except TransportError as error:
@@ -339,6 +351,28 @@ class _Connection:
         # InvalidArgument (code invalid-argument) for an unknown kind, or expected without match.
         condition = RefWriteCondition(kind, expected)  # type: ignore[arg-type]
         self._store().update_ref(name, condition, value)
+        self.send("ok")
+
+    def _list_packs(self, frame: Frame) -> None:
+        after = optional_digest(frame, "after", PackKey)
+        limit = min(field_of(frame, "limit", int), PACK_PAGE)  # a short page is fine
+        if limit < 1:
+            raise WireError("list-packs frame: field 'limit' must be at least 1")
+        listing = self._store().list_packs(after=after, page_size=limit)
+        page = [(i.key, i.size, float(i.mtime)) for i in itertools.islice(listing, limit)]
+        self.send("packs", encode_pack_listing(page))
+
+    def _delete_pack(self, frame: Frame) -> None:
+        self._store().delete_pack(digest(frame, "key", PackKey))
+        self.send("ok")
+
+    def _delete_ref(self, frame: Frame) -> None:
+        name = field_of(frame, "name", str)
+        kind = field_of(frame, "condition", str)
+        expected = optional_digest(frame, "expected", Hash)
+        # InvalidArgument for an unknown kind, expected without match, or MISSING.
+        condition = RefWriteCondition(kind, expected)  # type: ignore[arg-type]
+        self._store().delete_ref(name, condition)
         self.send("ok")
 
     def _list_refs(self, frame: Frame) -> None:

@@ -180,6 +180,7 @@ def _commit(
     transport.upload_blob(record, record_blob)
     new = ref_value(record_blob)
     meter.enter("commit")
+    _check_still_stored(transport, uploaded)
     write_ref(transport, ref, condition, new)
     return _push_report(
         ref,
@@ -195,6 +196,27 @@ def _commit(
         packs_skipped=sum(1 for up in uploaded if not up.sent),
         bytes_uploaded=sum(up.bytes_sent for up in uploaded) + len(record),
     )
+
+
+def _check_still_stored(transport: Transport, uploaded: list[UploadedPack]) -> None:
+    """Fail before the CAS if a key this push found stored, not sent, is gone now.
+
+    A pack the push skipped because it was already there (and every index blob,
+    whose upload of an identical stored copy may be skipped too) was not written by
+    this push, so its age is not this push's: gc may have swept it as an old orphan
+    since (spec/SPEC-GC.md, section 2). Committing would point the ref at a missing
+    pack; failing leaves the ref and the old snapshot as they were, and pushing
+    again uploads the pack anew. Packs kept from the base record need no check: the
+    ref names them, and if the ref moved the CAS fails anyway.
+    """
+    keys = [up.pack.key for up in uploaded if not up.sent] + [up.pack.index for up in uploaded]
+    missing = [key for key in keys if not transport.pack_exists(key)]
+    if missing:
+        raise PackNotFound(
+            f"{len(missing)} pack(s) or index blob(s) this push found stored were deleted "
+            f"before its ref was written (e.g. {missing[0].hex()}, by gc?); nothing was "
+            "committed: push again"
+        )
 
 
 def _push_report(

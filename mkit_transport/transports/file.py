@@ -34,7 +34,7 @@ from urllib.parse import unquote
 
 from ..directio import DIRECT_MIN, write_chunks
 from ..errors import AccessDenied, InvalidArgument, PackNotFound, RemoteError
-from ..hashes import Hash, PackKey
+from ..hashes import Hash, Hasher, PackKey
 from ..refs import (
     REF_VALUE_SIZE,
     RefWriteCondition,
@@ -43,7 +43,7 @@ from ..refs import (
     is_valid_ref_name,
 )
 from ..retry import RetryPolicy
-from ..transport import Transport
+from ..transport import PackInfo, Transport
 from ..urls import pop_bool, pop_retry, reject_options, split_url
 
 __all__ = ["FileTransport"]
@@ -56,6 +56,7 @@ _READ_SIZE: Final = 4 << 20
 #: A temporary file older than this is a crash's leftover, never a write in progress.
 STALE_AFTER: Final = 24 * 3600.0
 
+_HEX: Final = frozenset("0123456789abcdef")
 _temp_seq = itertools.count()
 _root_locks: dict[str, threading.Lock] = {}
 _root_locks_guard = threading.Lock()
@@ -68,6 +69,11 @@ def _looks_temp(name: str) -> bool:
     follows :meth:`FileTransport._write_atomic` from one place.
     """
     return name.startswith(".") and ".tmp." in name
+
+
+def _is_hex(name: str, length: int) -> bool:
+    """Whether ``name`` is exactly ``length`` lowercase hex digits."""
+    return len(name) == length and set(name) <= _HEX
 
 
 def _os_error(error: OSError, what: str) -> Exception:
@@ -235,6 +241,12 @@ class FileTransport(Transport):
                             removed += 1
         return removed
 
+    def _sweep_debris(self, older_than: float) -> int:
+        try:
+            return self.remove_stale_temp_files(older_than)
+        except OSError as error:
+            raise _os_error(error, f"sweep {self.root}") from error
+
     def _sweep_pack_stage(self) -> None:
         if self._swept:
             return
@@ -267,11 +279,16 @@ class FileTransport(Transport):
 
     # -- packs -----------------------------------------------------------------------
 
-    def _store_pack(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
+    def _store_pack(
+        self, key: PackKey, chunks: Iterable[bytes], total: int, *, repair: bool = False
+    ) -> None:
         path = self._confine(self.pack_path(key))
         self._sweep_pack_stage()
         try:
-            if os.path.getsize(path) == total:
+            if repair:
+                if self._hashes_to(path, key):
+                    return
+            elif os.path.getsize(path) == total:
                 # Content-addressed: same name and size means already stored (the
                 # base still checks the stream). A different size means a damaged
                 # copy, which the rename replaces.
@@ -292,6 +309,18 @@ class FileTransport(Transport):
 
     def _put_pack(self, key: PackKey, data: bytes) -> None:
         self._store_pack(key, [data], len(data))
+
+    def _repair_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
+        # A damaged copy is replaced by the same atomic rename as any upload.
+        self._store_pack(key, chunks, total, repair=True)
+
+    def _hashes_to(self, path: str, key: PackKey) -> bool:
+        """Say whether the file at ``path`` hashes to ``key`` (FileNotFoundError if absent)."""
+        hasher = Hasher(parallel=True)
+        with open(path, "rb", buffering=0) as f:
+            while chunk := f.read(_READ_SIZE):
+                hasher.update(chunk)
+        return hasher.pack_key() == key
 
     def _put_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
         self._store_pack(key, chunks, total)
@@ -347,6 +376,67 @@ class FileTransport(Transport):
             raise _os_error(error, f"pack {key.hex()}") from error
         return stat.S_ISREG(mode)
 
+    def _list_packs(self, after: PackKey | None, limit: int) -> list[PackInfo]:
+        """Scan the fan-out directories in order from ``after``'s, one at a time.
+
+        Only ``packs/<2 hex>/<64 hex>`` regular files whose name starts with their
+        directory's are packs: temporaries (``.*.tmp.*``, in ``packs/`` itself)
+        and anything foreign are never listed. Memory holds one fan-out directory
+        (1/256 of the store) at most.
+        """
+        top = self._confine(os.path.join(self.root, "packs"))
+        start = after.hex() if after is not None else ""
+        found: list[PackInfo] = []
+        try:
+            with os.scandir(top) as entries:
+                fans = sorted(
+                    e.name
+                    for e in entries
+                    if _is_hex(e.name, 2) and e.is_dir(follow_symlinks=False)
+                )
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as error:
+            raise _os_error(error, f"list {top}") from error
+        for fan in fans:
+            if fan < start[:2]:
+                continue
+            try:
+                with os.scandir(os.path.join(top, fan)) as entries:
+                    names = sorted(
+                        (e.name, e)
+                        for e in entries
+                        if _is_hex(e.name, 64) and e.name.startswith(fan) and e.name > start
+                    )
+                    for name, entry in names:
+                        if len(found) == limit:
+                            return found
+                        try:
+                            stat = entry.stat(follow_symlinks=False)
+                        except FileNotFoundError:
+                            continue  # deleted since the scan
+                        if entry.is_file(follow_symlinks=False):
+                            found.append(
+                                PackInfo(PackKey.from_hex(name), stat.st_size, stat.st_mtime)
+                            )
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                raise _os_error(error, f"list {top}/{fan}") from error
+            if len(found) == limit:
+                return found
+        return found
+
+    def _delete_pack(self, key: PackKey) -> None:
+        path = self._confine(self.pack_path(key))
+        try:
+            os.unlink(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as error:
+            raise _os_error(error, f"delete pack {key.hex()}") from error
+        self._fsync_dir(os.path.dirname(path))
+
     # -- refs ------------------------------------------------------------------------
 
     def _read_ref_file(self, name: str, path: str) -> Hash | None:
@@ -392,6 +482,36 @@ class FileTransport(Transport):
                     self._write_atomic(path, [encode_ref_value(value)])
         except OSError as error:
             raise _os_error(error, f"write ref {name}") from error
+
+    def _delete_ref(self, name: str, condition: RefWriteCondition) -> None:
+        path = self._confine(self.ref_path(name))
+        try:
+            with self._ref_lock():
+                # Decided under the same lock as every ref write (see _update_ref).
+                if condition.kind != "any":  # ANY also clears a corrupt value
+                    condition.require(name, self._read_ref_file(name, path))
+                try:
+                    os.unlink(path)
+                except (FileNotFoundError, NotADirectoryError):
+                    return
+                self._fsync_dir(os.path.dirname(path))
+                self._prune_ref_dirs(os.path.dirname(path))
+        except OSError as error:
+            raise _os_error(error, f"delete ref {name}") from error
+
+    def _prune_ref_dirs(self, directory: str) -> None:
+        """Remove the deleted ref's directories that are now empty, up to ``refs/``.
+
+        Under the ref lock, so no writer is creating a child ref meanwhile.
+        """
+        stop = os.path.join(self.root, "refs")
+        while directory != stop and directory.startswith(stop + os.sep):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                return  # not empty (a child ref), or already gone
+            directory = os.path.dirname(directory)
+        self._fsync_dir(directory)
 
     def _list_refs(self, prefix: str) -> Iterable[tuple[str, Hash]]:
         top = os.path.join(self.root, *(prefix or "refs").split("/"))

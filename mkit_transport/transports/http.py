@@ -40,7 +40,7 @@ from ..hashes import Hash, PackKey
 from ..protocol.http import error_for
 from ..refs import REF_VALUE_SIZE, RefWriteCondition, decode_ref_value, encode_ref_value
 from ..retry import RetryPolicy
-from ..transport import CHUNK_SIZE, PACK_BODY_LIMIT, Transport
+from ..transport import CHUNK_SIZE, PACK_BODY_LIMIT, PackInfo, Transport
 from ..urls import (
     PROJECT_NAME_RE,
     is_loopback_host,
@@ -55,6 +55,8 @@ __all__ = ["TOKEN_ENV", "HttpTransport"]
 #: The environment variable a bearer token is taken from when no option gives one.
 TOKEN_ENV: Final = "MKIT_API_TOKEN"  # noqa: S105 (a variable name, not a secret)
 MAX_REDIRECTS: Final = 3
+#: The request header asking the server to check a stored copy before keeping it.
+REPAIR_HEADER: Final = "Mkit-Repair"
 #: Largest ref listing accepted, and largest error body read.
 LISTING_LIMIT: Final = 64 << 20
 _ERROR_BODY_LIMIT: Final = 64 << 10
@@ -319,12 +321,21 @@ class HttpTransport(Transport):
     def _put_pack(self, key: PackKey, data: bytes) -> None:
         self._request("PUT", f"packs/{key.hex()}", body=data, ok=(200, 201, 204)).close()
 
-    def _put_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
+    def _put_pack_stream(
+        self, key: PackKey, chunks: Iterable[bytes], total: int, *, repair: bool = False
+    ) -> None:
+        # Repair: the server checks its stored copy where the bytes are and replaces
+        # a damaged one (SPEC-HTTP, Mkit-Repair).
+        headers = {REPAIR_HEADER: "1"} if repair else None
+        body: bytes | _SizedBody = _SizedBody(chunks, total)
         if total == 0:  # an empty sized body would be sent chunked; send b"" instead
-            self._put_pack(key, b"".join(chunks))
-            return
-        body = _SizedBody(chunks, total)
-        self._request("PUT", f"packs/{key.hex()}", body=body, ok=(200, 201, 204)).close()
+            body = b"".join(chunks)
+        self._request(
+            "PUT", f"packs/{key.hex()}", headers=headers, body=body, ok=(200, 201, 204)
+        ).close()
+
+    def _repair_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
+        self._put_pack_stream(key, chunks, total, repair=True)
 
     def _get_pack(self, key: PackKey) -> bytes:
         return b"".join(self._open_pack_stream(key, 0))
@@ -344,6 +355,22 @@ class HttpTransport(Transport):
         except PackNotFound:
             return False
         return True
+
+    def _list_packs(self, after: PackKey | None, limit: int) -> list[PackInfo]:
+        query = f"packs?limit={limit}" + (f"&after={after.hex()}" if after is not None else "")
+        response = self._request("GET", query)
+        with _mapped("GET packs"), contextlib.closing(response):
+            data = _read_capped(response, LISTING_LIMIT)
+        try:
+            rows = json.loads(data)["packs"]
+            return [
+                PackInfo(PackKey.from_hex(row["key"]), row["size"], row["mtime"]) for row in rows
+            ]
+        except (ValueError, KeyError, TypeError, InvalidRef) as error:
+            raise InvalidResponse(f"malformed pack listing: {error}") from error
+
+    def _delete_pack(self, key: PackKey) -> None:
+        self._request("DELETE", f"packs/{key.hex()}", ok=(200, 204)).close()
 
     # -- the store -----------------------------------------------------------------------
 
@@ -377,6 +404,12 @@ class HttpTransport(Transport):
         self._request(
             "PUT", quote(name), headers=headers, body=encode_ref_value(value), ok=(200, 204)
         ).close()
+
+    def _delete_ref(self, name: str, condition: RefWriteCondition) -> None:
+        headers = {}
+        if condition.expected is not None:
+            headers["If-Match"] = f'"{condition.expected.hex()}"'
+        self._request("DELETE", quote(name), headers=headers, ok=(200, 204)).close()
 
     def _list_refs(self, prefix: str) -> Iterable[tuple[str, Hash]]:
         response = self._request("GET", "refs?" + f"prefix={quote(prefix, safe='/')}")

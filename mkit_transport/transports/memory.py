@@ -9,6 +9,7 @@ and for wiring a server to a client in one process); ``MemoryTransport()`` and
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar, Self
@@ -17,7 +18,7 @@ from ..errors import InvalidArgument, PackNotFound
 from ..hashes import Hash, PackKey
 from ..refs import RefWriteCondition, decode_ref_value, encode_ref_value
 from ..retry import RetryPolicy
-from ..transport import Transport
+from ..transport import PackInfo, Transport
 from ..urls import pop_retry, reject_options, split_url
 
 __all__ = ["MemoryStore", "MemoryTransport"]
@@ -29,6 +30,9 @@ class MemoryStore:
 
     packs: dict[PackKey, bytes] = field(default_factory=dict)
     refs: dict[str, bytes] = field(default_factory=dict)  # name -> 65-byte wire form
+    #: When each pack was stored (seconds since the epoch); a pack planted through
+    #: the back door without one counts as stored at the epoch.
+    times: dict[PackKey, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: Set by ``init_store``: a memory store exists as soon as it is opened, so this
     #: only lets init say "created" once, like the other transports.
@@ -81,7 +85,42 @@ class MemoryTransport(Transport):
 
     def _put_pack(self, key: PackKey, data: bytes) -> None:
         with self.store.lock:
-            self.store.packs.setdefault(key, data)
+            if key not in self.store.packs:
+                self.store.packs[key] = data
+                self.store.times[key] = time.time()
+
+    def _repair_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
+        with self.store.lock:
+            stored = self.store.packs.get(key)
+        if stored is not None and PackKey.of(stored) == key:
+            return  # the base still checks the stream
+        data = b"".join(chunks)  # raises, storing nothing, if the stream is refused
+        with self.store.lock:
+            self.store.packs[key] = data
+            self.store.times[key] = time.time()
+
+    def _list_packs(self, after: PackKey | None, limit: int) -> list[PackInfo]:
+        # A snapshot sorted under the lock: memory stores are small by nature.
+        with self.store.lock:
+            keys = sorted(k for k in self.store.packs if after is None or after < k)[:limit]
+            return [
+                PackInfo(k, len(self.store.packs[k]), self.store.times.get(k, 0.0)) for k in keys
+            ]
+
+    def _delete_pack(self, key: PackKey) -> None:
+        with self.store.lock:
+            self.store.packs.pop(key, None)
+            self.store.times.pop(key, None)
+
+    def _delete_ref(self, name: str, condition: RefWriteCondition) -> None:
+        with self.store.lock:
+            raw = self.store.refs.get(name)
+            if condition.kind == "any":  # even a corrupt value: ANY is how to clear one
+                self.store.refs.pop(name, None)
+                return
+            current = None if raw is None else decode_ref_value(raw, remote=False, name=name)
+            condition.require(name, current)
+            del self.store.refs[name]
 
     def _get_pack(self, key: PackKey) -> bytes:
         with self.store.lock:

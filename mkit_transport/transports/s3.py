@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -54,7 +55,7 @@ from ..refs import (
     is_valid_ref_name,
 )
 from ..retry import RetryPolicy
-from ..transport import CHUNK_SIZE, PACK_BODY_LIMIT, Transport
+from ..transport import CHUNK_SIZE, PACK_BODY_LIMIT, PackInfo, Transport
 from ..urls import (
     is_loopback_host,
     is_valid_remote_path,
@@ -93,6 +94,7 @@ _DENIED: Final = frozenset(
 _MISSING_KEY: Final = frozenset({"NoSuchKey", "NoSuchUpload", "404", "NotFound"})
 
 _EMPTY_PACK: Final = PackKey.of(b"")
+_PACK_NAME_RE: Final = re.compile(r"[0-9a-f]{64}")
 
 #: Probe verdicts per (endpoint, bucket), for this process: probing once is enough.
 _probed: dict[tuple[str, str], ProbeResult] = {}
@@ -106,6 +108,8 @@ class ProbeResult:
     if_none_match: bool
     if_match: bool
     detail: str
+    #: Whether ``DeleteObject`` honours ``If-Match`` (a ``match`` delete_ref needs it).
+    delete_if_match: bool = True
 
     @property
     def ok(self) -> bool:
@@ -338,6 +342,14 @@ class S3Transport(Transport):
     def _put_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
         if self._stored_size(self.pack_key(key)) == total:
             return  # already stored; the base still checks the stream
+        self._write_pack(key, chunks, total)
+
+    def _repair_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
+        # Checking the stored copy would cost a download as large as the upload: the
+        # upload itself replaces the object atomically (PUT, or a completed multipart).
+        self._write_pack(key, chunks, total)
+
+    def _write_pack(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
         if total <= self.part_size:
             self._put_pack(key, b"".join(chunks))
         else:
@@ -472,6 +484,60 @@ class S3Transport(Transport):
             raise PackNotFound(f"no pack {key.hex()}")
         return size
 
+    def _list_packs(self, after: PackKey | None, limit: int) -> list[PackInfo]:
+        """One ``ListObjectsV2`` page (or a few, past foreign keys) under ``packs/``.
+
+        ``StartAfter`` is the cursor; only ``packs/<64 hex>`` objects are packs, and
+        an empty object under a non-empty pack's key (a torn upload) is left out.
+        Incomplete multipart uploads are not objects, so they are never listed.
+        """
+        head = self._key("packs/")
+        found: list[PackInfo] = []
+        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": head, "MaxKeys": limit}
+        if after is not None:
+            request["StartAfter"] = head + after.hex()
+        with _mapped("list packs"):
+            while len(found) < limit:
+                page = self.client.list_objects_v2(**request)
+                for item in page.get("Contents", []):
+                    name = item["Key"][len(head) :]
+                    if not _PACK_NAME_RE.fullmatch(name):
+                        continue
+                    key, size = PackKey.from_hex(name), int(item.get("Size", 0))
+                    if size == 0 and key != _EMPTY_PACK:
+                        continue
+                    found.append(PackInfo(key, size, item["LastModified"].timestamp()))
+                    if len(found) == limit:
+                        break
+                if not page.get("IsTruncated") or not page.get("NextContinuationToken"):
+                    break
+                request["ContinuationToken"] = page["NextContinuationToken"]
+        return found
+
+    def _sweep_debris(self, older_than: float) -> int:
+        """Abort multipart uploads under ``packs/`` begun more than ``older_than`` ago."""
+        cutoff = time.time() - older_than
+        aborted = 0
+        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self._key("packs/")}
+        with _mapped("list multipart uploads"):
+            while True:
+                page = self.client.list_multipart_uploads(**request)
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"].timestamp() < cutoff:
+                        self._abort(upload["Key"], upload["UploadId"])
+                        aborted += 1
+                if not page.get("IsTruncated"):
+                    return aborted
+                request["KeyMarker"] = page.get("NextKeyMarker", "")
+                request["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
+
+    def _delete_pack(self, key: PackKey) -> None:
+        try:
+            with _mapped(f"delete pack {key.hex()}"):
+                self.client.delete_object(Bucket=self.bucket, Key=self.pack_key(key))
+        except PackNotFound:
+            return
+
     # -- the store -------------------------------------------------------------------
 
     def _init_store(self) -> bool:
@@ -551,6 +617,34 @@ class S3Transport(Transport):
                 continue  # changed (or deleted) since our read: the next read decides
         raise RefConflict(f"ref {name} kept changing while match() tried to write it", name=name)
 
+    def _delete_ref(self, name: str, condition: RefWriteCondition) -> None:
+        """Delete a ref: ``ANY`` is a plain ``DeleteObject``; ``match(h)`` a conditional one.
+
+        ``match(h)`` reads body and ETag, compares the body with ``h``, then sends
+        ``DeleteObject`` with ``If-Match: <that ETag>`` so the server decides, in
+        the same rounds as a ``match`` write.
+        """
+        object_key, what = self.ref_key(name), f"delete ref {name}"
+        if condition.kind == "any":
+            try:
+                with _mapped(what):
+                    self.client.delete_object(Bucket=self.bucket, Key=object_key)
+            except PackNotFound:
+                pass
+            return
+        self._require_probe(delete=True)
+        for _ in range(MATCH_ROUNDS):
+            found = self._get_ref(name)
+            condition.require(name, None if found is None else found[0])
+            assert found is not None  # match() never allows a missing ref
+            try:
+                with _mapped(what):
+                    self.client.delete_object(Bucket=self.bucket, Key=object_key, IfMatch=found[1])
+                return
+            except (RefConflict, PackNotFound):
+                continue  # changed (or deleted) since our read: the next read decides
+        raise RefConflict(f"ref {name} kept changing while match() tried to delete it", name=name)
+
     def _list_refs(self, prefix: str) -> Iterable[tuple[str, Hash]]:
         # Only under refs/: the S3 prefix ends with "/" so it is a component boundary,
         # and pack keys are never listed or fetched.
@@ -580,7 +674,7 @@ class S3Transport(Transport):
         """Check that the endpoint honours ``If-None-Match`` and ``If-Match`` on PUT.
 
         Writes, overwrites and deletes one small object under ``[prefix/]mkit-probe/``
-        (never under ``refs/`` or ``packs/``): six requests (seven if ``If-None-Match``
+        (never under ``refs/`` or ``packs/``): eight requests (nine if ``If-None-Match``
         is ignored).
         """
         object_key = self._key(f"mkit-probe/{uuid.uuid4().hex}")
@@ -610,13 +704,29 @@ class S3Transport(Transport):
                     if body.read() != b"second":
                         match = False
                         notes.append("If-Match with the current ETag did not write")
+            delete_match = self._probe_delete(object_key, what)
+            if not delete_match:
+                notes.append("DeleteObject with a stale If-Match deleted")
         finally:
             with contextlib.suppress(Exception), _mapped(f"probe cleanup {object_key}"):
                 self.client.delete_object(Bucket=self.bucket, Key=object_key)
-        return ProbeResult(none_match, match, "; ".join(notes) or "conditional writes honoured")
+        detail = "; ".join(notes) or "conditional writes honoured"
+        return ProbeResult(none_match, match, detail, delete_if_match=delete_match)
 
-    def _require_probe(self) -> None:
-        """Refuse conditional writes on an endpoint that failed the probe (once per process)."""
+    def _probe_delete(self, object_key: str, what: str) -> bool:
+        """Say whether a ``DeleteObject`` with a stale ``If-Match`` is refused."""
+        try:
+            with _mapped(what):
+                self.client.delete_object(Bucket=self.bucket, Key=object_key, IfMatch='"0"')
+        except (RefConflict, PackNotFound):
+            return self._stored_size(object_key) is not None
+        return False
+
+    def _require_probe(self, *, delete: bool = False) -> None:
+        """Refuse conditional writes on an endpoint that failed the probe (once per process).
+
+        ``delete``: a conditional delete, which also needs ``If-Match`` on ``DeleteObject``.
+        """
         if not self.probe_before_cas:
             return
         place = (self.endpoint, self.bucket)
@@ -624,6 +734,11 @@ class S3Transport(Transport):
             verdict = _probed.get(place)
             if verdict is None:
                 verdict = _probed[place] = self.probe()
+        if delete and not verdict.delete_if_match:
+            raise RemoteError(
+                f"{self.endpoint} ignores If-Match on DeleteObject ({verdict.detail}): "
+                "a match delete_ref is refused; see spec/SPEC-S3.md about the probe"
+            )
         if not verdict.ok:
             raise RemoteError(
                 f"{self.endpoint} ignores conditional writes ({verdict.detail}): CAS refused; "

@@ -47,6 +47,7 @@ from ..protocol.ssh import (
     FrameTooLarge,
     WireError,
     decode_listing,
+    decode_pack_listing,
     encode_frame,
     error_from_fields,
     field_of,
@@ -55,7 +56,7 @@ from ..protocol.ssh import (
 )
 from ..refs import RefWriteCondition
 from ..retry import RetryPolicy
-from ..transport import PACK_BODY_LIMIT, Transport
+from ..transport import PACK_BODY_LIMIT, PackInfo, Transport
 from ..urls import pop_retry, pop_seconds, reject_options, split_url
 
 __all__ = ["DEFAULT_REMOTE_COMMAND", "SshTransport", "parse_ssh_url"]
@@ -426,10 +427,19 @@ class SshTransport(Transport):
     def _put_pack(self, key: PackKey, data: bytes) -> None:
         self._put_pack_stream(key, [data], len(data))
 
-    def _put_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
+    def _repair_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
+        # The server checks its stored copy where the bytes are (SPEC-SSH, put repair).
+        self._put_pack_stream(key, chunks, total, repair=True)
+
+    def _put_pack_stream(
+        self, key: PackKey, chunks: Iterable[bytes], total: int, *, repair: bool = False
+    ) -> None:
         with self._link() as link:
             link.in_step = False  # until the answer is read; a failure drops the channel
-            link.send("put", key=key.hex(), total=total)
+            if repair:
+                link.send("put", key=key.hex(), total=total, repair=True)
+            else:
+                link.send("put", key=key.hex(), total=total)
             sent = 0
             try:
                 for chunk in chunks:
@@ -500,6 +510,20 @@ class SshTransport(Transport):
         finally:
             lent.__exit__(None, None, None)
 
+    def _list_packs(self, after: PackKey | None, limit: int) -> list[PackInfo]:
+        with self._link() as link:
+            frame = link.request(
+                "list-packs", "packs", after=after.hex() if after is not None else None, limit=limit
+            )
+        try:
+            return [PackInfo(*entry) for entry in decode_pack_listing(frame.payload)]
+        except WireError as error:
+            raise InvalidResponse(f"ssh: the server broke the protocol: {error}") from error
+
+    def _delete_pack(self, key: PackKey) -> None:
+        with self._link() as link:
+            link.request("delete-pack", "ok", key=key.hex())
+
     # -- the store -------------------------------------------------------------------
 
     def _init_store(self) -> bool:
@@ -524,6 +548,11 @@ class SshTransport(Transport):
                 expected=expected,
                 value=value.hex(),
             )
+
+    def _delete_ref(self, name: str, condition: RefWriteCondition) -> None:
+        expected = condition.expected.hex() if condition.expected is not None else None
+        with self._link() as link:
+            link.request("delete-ref", "ok", name=name, condition=condition.kind, expected=expected)
 
     def _list_refs(self, prefix: str) -> Iterable[tuple[str, Hash]]:
         found: list[tuple[str, Hash]] = []
