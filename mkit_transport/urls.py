@@ -18,7 +18,7 @@ import importlib.metadata
 import ipaddress
 import re
 import threading
-from collections.abc import Callable, Collection, MutableMapping
+from collections.abc import Callable, Collection, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Final, TypeVar
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
@@ -168,7 +168,11 @@ def is_loopback_host(host: str) -> bool:
 
 
 def split_url(
-    url: str, options: MutableMapping[str, object], *, secrets: Collection[str] = ()
+    url: str,
+    options: MutableMapping[str, object],
+    *,
+    secrets: Collection[str] = (),
+    trusted: Mapping[str, str] | None = None,
 ) -> SplitResult:
     """Split ``url`` and merge its query into ``options`` (keyword arguments win).
 
@@ -177,12 +181,25 @@ def split_url(
     and without case (a miscased key would be refused later by a message quoting it).
     That check comes first, since the other refusals quote the URL; such options can
     still be given as keyword arguments.
+
+    A query key in ``trusted`` (option name -> the safe way to give it) is refused
+    the same way: it runs a command or weakens verification, and a URL comes from
+    untrusted places (a config file in a cloned repository: git's
+    ``ssh://-oProxyCommand`` class of bugs). Only a keyword argument, an environment
+    variable or a config file the user owns may set it.
     """
     for key, _ in parse_qsl(url.partition("?")[2], keep_blank_values=True):
         if key.lower() in secrets:
             raise InvalidArgument(
                 f"{key.lower()} may not appear in a URL; pass it as an option or through the"
                 " environment"
+            )
+        if trusted and key.lower() in trusted:
+            name = key.lower()
+            raise InvalidArgument(
+                f"option {name!r} may not come from a URL's query string (it runs a command"
+                f" or weakens verification, and URLs come from untrusted places); "
+                f"{trusted[name]}"
             )
     if any(c in url for c in "\x00\r\n\t "):
         raise InvalidArgument(f"{url!r}: URLs may not contain whitespace or control characters")

@@ -54,6 +54,11 @@ __all__ = ["TOKEN_ENV", "HttpTransport"]
 
 #: The environment variable a bearer token is taken from when no option gives one.
 TOKEN_ENV: Final = "MKIT_API_TOKEN"  # noqa: S105 (a variable name, not a secret)
+#: Options a URL's query may not set (they weaken TLS checking), with the safe way.
+_URL_REFUSED: Final = {
+    "verify": "pass verify= as a keyword argument (a CA bundle can also come from"
+    " REQUESTS_CA_BUNDLE)"
+}
 MAX_REDIRECTS: Final = 3
 #: Largest ref listing accepted, and largest error body read.
 LISTING_LIMIT: Final = 64 << 20
@@ -215,9 +220,10 @@ class HttpTransport(Transport):
 
         Options: ``token`` (else the ``MKIT_API_TOKEN`` environment variable),
         ``timeout`` (seconds), ``verify`` (TLS: true, false or a CA bundle path),
-        ``retries`` or ``retry``. A token in the URL itself is refused.
+        ``retries`` or ``retry``. A token in the URL itself is refused, and so is
+        ``verify`` in the query (TLS checking is not a URL's to turn off).
         """
-        parts = split_url(url, options, secrets=("token",))
+        parts = split_url(url, options, secrets=("token",), trusted=_URL_REFUSED)
         token = options.pop("token", None) or os.environ.get(TOKEN_ENV) or None
         seconds = pop_seconds(options, "timeout", _DEFAULT_TIMEOUT)
         verify = options.pop("verify", True)

@@ -64,6 +64,12 @@ DEFAULT_REMOTE_COMMAND: Final = "python3 -m mkit_transport serve ssh"
 POLICIES: Final = ("reject", "accept-new")
 #: Options that may also come from ``MKIT_SSH_<NAME>`` environment variables.
 ENV_OPTIONS: Final = ("identity_file", "known_hosts_file", "host_key_policy", "remote_command")
+#: Options a URL's query may not set (they run a command on the server or decide how
+#: the host key is checked), each with the safe way to give it.
+URL_REFUSED: Final[dict[str, str]] = {
+    name: f"pass {name}= as a keyword argument or set MKIT_SSH_{name.upper()}"
+    for name in ("remote_command", "known_hosts_file", "host_key_policy", "config_file")
+}
 _USER: Final = re.compile(r"[A-Za-z0-9._+][A-Za-z0-9._+-]*")
 _HOST: Final = re.compile(r"[A-Za-z0-9.][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\]")
 _PORT: Final = re.compile(r"[0-9]{1,5}")
@@ -293,11 +299,12 @@ class SshTransport(Transport):
         Options (keyword, URL query, or ``MKIT_SSH_<NAME>`` for the first four):
         ``identity_file``, ``known_hosts_file``, ``host_key_policy`` (``reject`` or
         ``accept-new``), ``remote_command``, ``config_file``, ``timeout``,
-        ``keepalive``, ``retries``.
+        ``keepalive``, ``retries``. The options in :data:`URL_REFUSED` run a command
+        or decide host-key checking, so never come from the URL's query.
         """
         if not url.startswith("mkit+ssh://"):
             raise InvalidArgument(f"{url!r}: not an mkit+ssh:// URL")
-        split_url(url, options)  # whitespace, fragment, query into options
+        split_url(url, options, trusted=URL_REFUSED)  # whitespace, fragment, query
         user, host, port, path = parse_ssh_url(url)
         for name in ENV_OPTIONS:
             env = os.environ.get(f"MKIT_SSH_{name.upper()}")
