@@ -46,6 +46,7 @@ from ..urls import (
     is_loopback_host,
     pop_retry,
     pop_seconds,
+    redact_url,
     reject_options,
     split_url,
 )
@@ -193,7 +194,7 @@ class HttpTransport(Transport):
         super().__init__(retry=retry)
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InvalidArgument(f"not an http(s) base URL: {base_url!r}")
+            raise InvalidArgument(f"not an http(s) base URL: {redact_url(base_url)!r}")
         if parts.scheme == "http" and not is_loopback_host(parts.hostname):
             raise InsecureScheme(
                 f"plain http to {parts.hostname} would expose data and tokens; use mkit+https"
@@ -235,10 +236,10 @@ class HttpTransport(Transport):
         try:
             port = parts.port
         except ValueError as error:
-            raise InvalidArgument(f"{url!r}: bad port") from error
+            raise InvalidArgument(f"{redact_url(url)!r}: bad port") from error
         segments = parts.path.strip("/").split("/")
         if not parts.hostname or not all(PROJECT_NAME_RE.fullmatch(s) for s in segments):
-            raise InvalidArgument(f"{url!r}: expected mkit+https://host[:port]/project")
+            raise InvalidArgument(f"{redact_url(url)!r}: expected mkit+https://host[:port]/project")
         if token is not None and not isinstance(token, str):
             raise InvalidArgument("option 'token' must be a string")
         if isinstance(verify, str) and verify.lower() in ("true", "false", "1", "0"):
@@ -301,13 +302,15 @@ class HttpTransport(Transport):
         target = urljoin(url, response.headers.get("Location", ""))
         parts = urlsplit(target)
         if isinstance(body, _SizedBody):
-            raise RemoteError(f"redirected a streamed upload to {target}; not followed")
+            raise RemoteError(f"redirected a streamed upload to {redact_url(target)}; not followed")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidResponse(f"redirect to an unusable location {target!r}")
         if parts.scheme == "http" and (
             urlsplit(url).scheme == "https" or not is_loopback_host(parts.hostname)
         ):
-            raise InsecureScheme(f"refused a redirect from {url} to plain http {target}")
+            raise InsecureScheme(
+                f"refused a redirect from {redact_url(url)} to plain http {redact_url(target)}"
+            )
         return target
 
     def _chunks(self, response: requests.Response, what: str) -> Iterator[bytes]:
