@@ -1,4 +1,4 @@
-"""Hostile URLs: a URL from an untrusted place can neither weaken security nor leak secrets.
+"""Hostile URLs and command lines: no weakened security, no leaked secret, one-line errors.
 
 A URL may come from a config file in a cloned repository (git's ``ssh://-oProxyCommand``
 class of bugs), so options that run a command or weaken verification are refused in its
@@ -79,3 +79,17 @@ def test_the_same_options_are_taken_from_keywords_and_environment(
     with open_transport("mkit+https://example.com/p", verify=False) as http:
         assert isinstance(http, HttpTransport)
         assert http._verify is False
+
+
+@pytest.mark.parametrize("level", ["0", "50", "-1", "x"])
+def test_a_bad_level_is_one_usage_line(
+    level: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``push --level 50`` is refused by the parser: exit 2, one error line, nothing pushed."""
+    store = tmp_path / "store"
+    with pytest.raises(SystemExit) as stopped:
+        main(["push", str(tmp_path), f"mkit+file://{store}", "refs/heads/m", "--level", level])
+    assert stopped.value.code == EXIT_CODES["usage"]
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "zstd level" in err
+    assert not store.exists()
