@@ -18,7 +18,7 @@ import importlib.metadata
 import ipaddress
 import re
 import threading
-from collections.abc import Callable, Collection, MutableMapping
+from collections.abc import Callable, Collection, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Final, TypeVar
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
@@ -38,6 +38,7 @@ __all__ = [
     "pop_int",
     "pop_retry",
     "pop_seconds",
+    "redact_url",
     "register_transport",
     "registered_schemes",
     "reject_options",
@@ -65,12 +66,46 @@ PROJECT_NAME_RE: Final = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 #: One segment of a store path (SSH) or an S3 prefix: nothing a shell would interpret.
 _PATH_SEGMENT_RE: Final = re.compile(r"[A-Za-z0-9._-]+")
 
+#: The scheme at the start of a URL, as :func:`redact_url` finds it.
+_SCHEME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+#: An ssh account name: kept by :func:`redact_url` (it names an account, not a secret).
+_SSH_USER_RE: Final = re.compile(r"[A-Za-z0-9._+-]+")
+
 _BARE_SCHEMES: Final = frozenset({"file", "http", "https", "s3", "ssh", "memory"})
 
 Factory = Callable[..., "Transport"]
 _registered: dict[str, str | Factory] = {}
 _entry_points_loaded = False
 _lock = threading.Lock()
+
+
+def redact_url(url: str) -> str:
+    """``url`` as a message, log line or report may quote it: no password, token or secret.
+
+    Every refusal quotes the URL it refuses, and URLs carry secrets (``user:password@``,
+    a token sent as ``TOKEN@host``, a ``?token=`` that a user mistyped), so messages
+    quote this instead. User information becomes ``***@`` (everything up to the last
+    ``@`` before the query, so a password holding a ``/`` is covered too), except an
+    ``mkit+ssh`` account name with no password (``git@``), which names an account; every
+    query value, or bare query field, becomes ``***`` (a secret may hide behind any key,
+    misspelled or unknown); a fragment becomes ``#***``. Works on any text, URL or not,
+    since refusals quote exactly such text.
+    """
+    text, hashmark, _ = url.partition("#")
+    text, question, query = text.partition("?")
+    scheme_match = _SCHEME_RE.match(text)
+    scheme = scheme_match.group(0) if scheme_match else ""
+    rest = text[len(scheme) :]
+    if "@" in rest:
+        user, _, rest = rest.rpartition("@")
+        ssh_account = scheme.lower() == "mkit+ssh://" and _SSH_USER_RE.fullmatch(user)
+        rest = f"{user if ssh_account else '***'}@{rest}"
+    fields = [
+        f"{key}=***" if sep else "***"
+        for key, sep, _ in (field.partition("=") for field in re.split("[&;]", query))
+    ]
+    shown = scheme + rest + (question + "&".join(fields) if question else "")
+    return shown + ("#***" if hashmark else "")
 
 
 def register_transport(scheme: str, target: str | Factory) -> None:
@@ -175,19 +210,22 @@ def open_transport(url: str, **options: object) -> Transport:
     unknown option, and :class:`InsecureScheme` for plaintext to a remote host.
     """
     if not isinstance(url, str) or "://" not in url:
-        raise InvalidArgument(f"not a transport URL: {url!r} (expected e.g. mkit+file:///path)")
+        shown = repr(redact_url(url)) if isinstance(url, str) else type(url).__name__
+        raise InvalidArgument(f"not a transport URL: {shown} (expected e.g. mkit+file:///path)")
     scheme = url.split("://", 1)[0]
     if scheme != scheme.lower():
-        raise InvalidArgument(f"{url!r}: the scheme must be lowercase")
+        raise InvalidArgument(f"{redact_url(url)!r}: the scheme must be lowercase")
     if scheme in _BARE_SCHEMES:
-        raise InvalidArgument(f"{url!r}: bare {scheme}:// is refused; use mkit+{scheme}://")
+        raise InvalidArgument(
+            f"{redact_url(url)!r}: bare {scheme}:// is refused; use mkit+{scheme}://"
+        )
     target: str | Factory | None = BUILTIN_SCHEMES.get(scheme)
     if target is None:
         _load_entry_points()
         target = _registered.get(scheme)
     if target is None:
         known = ", ".join(registered_schemes())
-        raise InvalidArgument(f"{url!r}: unknown scheme {scheme!r} (known: {known})")
+        raise InvalidArgument(f"{redact_url(url)!r}: unknown scheme {scheme!r} (known: {known})")
     return _resolve(scheme, target)(url, **options)
 
 
@@ -208,7 +246,11 @@ def is_loopback_host(host: str) -> bool:
 
 
 def split_url(
-    url: str, options: MutableMapping[str, object], *, secrets: Collection[str] = ()
+    url: str,
+    options: MutableMapping[str, object],
+    *,
+    secrets: Collection[str] = (),
+    trusted: Mapping[str, str] | None = None,
 ) -> SplitResult:
     """Split ``url`` and merge its query into ``options`` (keyword arguments win).
 
@@ -217,6 +259,12 @@ def split_url(
     and without case (a miscased key would be refused later by a message quoting it).
     That check comes first, since the other refusals quote the URL; such options can
     still be given as keyword arguments.
+
+    A query key in ``trusted`` (option name -> the safe way to give it) is refused
+    the same way: it runs a command or weakens verification, and a URL comes from
+    untrusted places (a config file in a cloned repository: git's
+    ``ssh://-oProxyCommand`` class of bugs). Only a keyword argument, an environment
+    variable or a config file the user owns may set it.
     """
     for key, _ in parse_qsl(url.partition("?")[2], keep_blank_values=True):
         if key.lower() in secrets:
@@ -224,15 +272,29 @@ def split_url(
                 f"{key.lower()} may not appear in a URL; pass it as an option or through the"
                 " environment"
             )
+        if trusted and key.lower() in trusted:
+            name = key.lower()
+            raise InvalidArgument(
+                f"option {name!r} may not come from a URL's query string (it runs a command"
+                f" or weakens verification, and URLs come from untrusted places); "
+                f"{trusted[name]}"
+            )
     if any(c in url for c in "\x00\r\n\t "):
-        raise InvalidArgument(f"{url!r}: URLs may not contain whitespace or control characters")
+        raise InvalidArgument(
+            f"{redact_url(url)!r}: URLs may not contain whitespace or control characters"
+        )
+    malformed = False
     try:
         parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
-    except ValueError as error:
-        raise InvalidArgument(f"{url!r}: {error}") from error
+    except ValueError:
+        # Raised outside this block, with no cause nor context: parse_qsl's message
+        # quotes the bad field, which may be a secret.
+        malformed = True
+    if malformed:
+        raise InvalidArgument(f"{redact_url(url)!r}: a malformed URL or query")
     if parts.fragment:
-        raise InvalidArgument(f"{url!r}: a transport URL has no fragment")
+        raise InvalidArgument(f"{redact_url(url)!r}: a transport URL has no fragment")
     for key, value in query:
         options.setdefault(key, value)
     return parts
@@ -295,7 +357,7 @@ def reject_options(url: str, options: MutableMapping[str, object]) -> None:
     """Refuse whatever options a transport did not take."""
     if options:
         names = ", ".join(sorted(options))
-        raise InvalidArgument(f"{url!r}: unknown option(s) {names}")
+        raise InvalidArgument(f"{redact_url(url)!r}: unknown option(s) {names}")
 
 
 def is_valid_remote_path(path: str) -> bool:

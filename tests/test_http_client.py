@@ -237,7 +237,7 @@ def test_a_token_in_the_url_is_refused_however_spelled(
 def test_options_are_taken(monkeypatch: pytest.MonkeyPatch) -> None:
     policy = RetryPolicy(retries=1)
     with open_transport(
-        "mkit+https://example.com/p?verify=false", timeout=2.5, retry=policy, token="t"
+        "mkit+https://example.com/p?timeout=9", timeout=2.5, retry=policy, token="t", verify=False
     ) as transport:
         assert isinstance(transport, HttpTransport)
         assert transport.timeout == (2.5, 2.5)

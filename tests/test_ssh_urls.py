@@ -166,11 +166,15 @@ def test_cli_over_ssh_as_a_subprocess(sshd: SshServer, tmp_path: Path) -> None:
     root = sshd.store("cli-subprocess")
     pack = tmp_path / "pack"
     pack.write_bytes(os.urandom(3000))
-    query = (
-        f"?identity_file={sshd.client_key}&known_hosts_file={sshd.known_hosts}"
-        f"&config_file={os.devnull}"
-    )
-    env = {**os.environ, "MKIT_SSH_REMOTE_COMMAND": sshd.remote_command}
+    query = f"?identity_file={sshd.client_key}"
+    env = {
+        **os.environ,
+        "MKIT_SSH_REMOTE_COMMAND": sshd.remote_command,
+        # Options that decide host-key checking never come from the URL (the environment
+        # is the user's): test_hostile_urls.py::test_url_cannot_weaken_security.
+        "MKIT_SSH_KNOWN_HOSTS_FILE": sshd.known_hosts,
+        "MKIT_SSH_CONFIG_FILE": os.devnull,
+    }
     done = subprocess.run(
         [
             sys.executable,

@@ -15,6 +15,7 @@ from typing import TextIO
 
 from ..errors import InvalidArgument
 from ..transport import Transport
+from ..urls import redact_url
 from .output import emit
 
 __all__ = ["add_cli"]
@@ -28,11 +29,11 @@ def _probe(args: argparse.Namespace, transport: Transport | None, out: TextIO) -
 
     if not isinstance(transport, S3Transport):
         raise InvalidArgument(
-            f"probe works on mkit+s3:// and mkit+s3+http:// URLs, not {args.url!r}"
+            f"probe works on mkit+s3:// and mkit+s3+http:// URLs, not {redact_url(args.url)!r}"
         )
     result = transport.probe()
     record = {
-        "url": args.url,
+        "url": redact_url(args.url),
         "if_none_match": result.if_none_match,
         "if_match": result.if_match,
         "ok": result.ok,

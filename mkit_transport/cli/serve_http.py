@@ -16,12 +16,17 @@ from typing import Any, TextIO
 from ..errors import InvalidArgument
 from ..server.http import PackServer, backend_factory, file_factory
 from ..transport import PACK_BODY_LIMIT, Transport
+from ..urls import redact_url
 from .needs import need
 
 __all__ = ["add_cli", "build_app", "serve"]
 
 READ_TOKEN_ENV = "MKIT_READ_TOKEN"  # noqa: S105 (a variable name, not a secret)
 WRITE_TOKEN_ENV = "MKIT_WRITE_TOKEN"  # noqa: S105
+#: The access log line: client, time, method, path without query, protocol, status,
+#: bytes, seconds, user agent. No %(u)s (Basic-auth user), %(r)s/%(q)s (query string),
+#: %(f)s (a referrer's URL) nor any header that may carry a credential.
+ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(L)s "%(a)s"'
 
 
 def build_app(args: argparse.Namespace) -> Callable[..., Any]:
@@ -59,6 +64,9 @@ def serve(args: argparse.Namespace, transport: Transport | None, out: TextIO) ->
         "timeout": args.timeout,
         "graceful_timeout": 5,
         "accesslog": args.access_log,
+        # gunicorn's default format records the Basic-auth user (a token sent as
+        # TOKEN@host lands there) and the query string (%(r)s): log the path only.
+        "access_log_format": ACCESS_LOG_FORMAT,
         "errorlog": "-",
         "loglevel": "info",
         "proc_name": "mkit-http",
@@ -81,7 +89,7 @@ def serve(args: argparse.Namespace, transport: Transport | None, out: TextIO) ->
         def load(self) -> Callable[..., Any]:
             return app
 
-    where = args.backend or os.path.abspath(args.root)
+    where = redact_url(args.backend) if args.backend else os.path.abspath(args.root)
     scheme = "https" if args.certfile else "http"
     out.write(f"mkit_transport: serving {where} at {scheme}://{args.bind}/NAME\n")
     out.flush()

@@ -16,6 +16,7 @@ from ..hashes import Hash, PackKey
 from ..pack import PackVerifier
 from ..refs import RefWriteCondition
 from ..transport import Transport
+from ..urls import redact_url
 from .output import EXIT_CODES, emit, mib
 
 __all__ = ["add_cli", "packs_verify"]
@@ -25,10 +26,9 @@ _Command = Callable[..., argparse.ArgumentParser]
 
 def _init(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
     created = transport.init_store()
-    text = (
-        f"created an empty store at {args.url}" if created else f"a store is already at {args.url}"
-    )
-    emit(args, out, {"url": args.url, "created": created}, text)
+    where = redact_url(args.url)  # a report is copied around: never a secret in it
+    text = f"created an empty store at {where}" if created else f"a store is already at {where}"
+    emit(args, out, {"url": where, "created": created}, text)
     return 0
 
 

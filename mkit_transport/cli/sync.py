@@ -217,6 +217,13 @@ def _show(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
     return 0
 
 
+def _level(text: str) -> int:
+    """A zstd level from the command line: refused by argparse (one line), not later."""
+    if not text.isdigit() or not 1 <= int(text) <= 19:
+        raise argparse.ArgumentTypeError(f"a zstd level is a whole number from 1 to 19: {text!r}")
+    return int(text)
+
+
 def add_cli(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
     serve_commands: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -238,7 +245,7 @@ def add_cli(
     sub.add_argument("--force", action="store_true", help="overwrite the ref whatever it holds")
     sub.add_argument(
         "--level",
-        type=int,
+        type=_level,
         default=DEFAULT_LEVEL,
         help=f"zstd level, 1-19 (default {DEFAULT_LEVEL})",
     )

@@ -44,7 +44,7 @@ from ..refs import (
 )
 from ..retry import RetryPolicy
 from ..transport import PackInfo, Transport
-from ..urls import pop_bool, pop_retry, reject_options, split_url
+from ..urls import pop_bool, pop_retry, redact_url, reject_options, split_url
 
 __all__ = ["FileTransport"]
 
@@ -120,12 +120,12 @@ class FileTransport(Transport):
         reject_options(url, options)
         if parts.netloc not in ("", "localhost"):
             raise InvalidArgument(
-                f"{url!r}: a file URL needs an absolute path: mkit+file:///path "
-                f"({parts.netloc!r} would be a relative path or a remote host)"
+                f"{redact_url(url)!r}: a file URL needs an absolute path: mkit+file:///path "
+                f"({redact_url(parts.netloc)!r} would be a relative path or a remote host)"
             )
         path = unquote(parts.path)
         if not path.startswith("/") or "\x00" in path:
-            raise InvalidArgument(f"{url!r}: a file URL needs an absolute path")
+            raise InvalidArgument(f"{redact_url(url)!r}: a file URL needs an absolute path")
         return cls(path, durable=durable, direct_io=direct_io, retry=retry)
 
     def __repr__(self) -> str:

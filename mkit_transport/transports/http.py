@@ -46,6 +46,7 @@ from ..urls import (
     is_loopback_host,
     pop_retry,
     pop_seconds,
+    redact_url,
     reject_options,
     split_url,
 )
@@ -54,6 +55,11 @@ __all__ = ["TOKEN_ENV", "HttpTransport"]
 
 #: The environment variable a bearer token is taken from when no option gives one.
 TOKEN_ENV: Final = "MKIT_API_TOKEN"  # noqa: S105 (a variable name, not a secret)
+#: Options a URL's query may not set (they weaken TLS checking), with the safe way.
+_URL_REFUSED: Final = {
+    "verify": "pass verify= as a keyword argument (a CA bundle can also come from"
+    " REQUESTS_CA_BUNDLE)"
+}
 MAX_REDIRECTS: Final = 3
 #: The request header asking the server to check a stored copy before keeping it.
 REPAIR_HEADER: Final = "Mkit-Repair"
@@ -190,7 +196,7 @@ class HttpTransport(Transport):
         super().__init__(retry=retry)
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InvalidArgument(f"not an http(s) base URL: {base_url!r}")
+            raise InvalidArgument(f"not an http(s) base URL: {redact_url(base_url)!r}")
         if parts.scheme == "http" and not is_loopback_host(parts.hostname):
             raise InsecureScheme(
                 f"plain http to {parts.hostname} would expose data and tokens; use mkit+https"
@@ -217,9 +223,10 @@ class HttpTransport(Transport):
 
         Options: ``token`` (else the ``MKIT_API_TOKEN`` environment variable),
         ``timeout`` (seconds), ``verify`` (TLS: true, false or a CA bundle path),
-        ``retries`` or ``retry``. A token in the URL itself is refused.
+        ``retries`` or ``retry``. A token in the URL itself is refused, and so is
+        ``verify`` in the query (TLS checking is not a URL's to turn off).
         """
-        parts = split_url(url, options, secrets=("token",))
+        parts = split_url(url, options, secrets=("token",), trusted=_URL_REFUSED)
         token = options.pop("token", None) or os.environ.get(TOKEN_ENV) or None
         seconds = pop_seconds(options, "timeout", _DEFAULT_TIMEOUT)
         verify = options.pop("verify", True)
@@ -231,10 +238,10 @@ class HttpTransport(Transport):
         try:
             port = parts.port
         except ValueError as error:
-            raise InvalidArgument(f"{url!r}: bad port") from error
+            raise InvalidArgument(f"{redact_url(url)!r}: bad port") from error
         segments = parts.path.strip("/").split("/")
         if not parts.hostname or not all(PROJECT_NAME_RE.fullmatch(s) for s in segments):
-            raise InvalidArgument(f"{url!r}: expected mkit+https://host[:port]/project")
+            raise InvalidArgument(f"{redact_url(url)!r}: expected mkit+https://host[:port]/project")
         if token is not None and not isinstance(token, str):
             raise InvalidArgument("option 'token' must be a string")
         if isinstance(verify, str) and verify.lower() in ("true", "false", "1", "0"):
@@ -297,13 +304,15 @@ class HttpTransport(Transport):
         target = urljoin(url, response.headers.get("Location", ""))
         parts = urlsplit(target)
         if isinstance(body, _SizedBody):
-            raise RemoteError(f"redirected a streamed upload to {target}; not followed")
+            raise RemoteError(f"redirected a streamed upload to {redact_url(target)}; not followed")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidResponse(f"redirect to an unusable location {target!r}")
         if parts.scheme == "http" and (
             urlsplit(url).scheme == "https" or not is_loopback_host(parts.hostname)
         ):
-            raise InsecureScheme(f"refused a redirect from {url} to plain http {target}")
+            raise InsecureScheme(
+                f"refused a redirect from {redact_url(url)} to plain http {redact_url(target)}"
+            )
         return target
 
     def _chunks(self, response: requests.Response, what: str) -> Iterator[bytes]:

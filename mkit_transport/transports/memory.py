@@ -19,7 +19,7 @@ from ..hashes import Hash, PackKey
 from ..refs import RefWriteCondition, decode_ref_value, encode_ref_value
 from ..retry import RetryPolicy
 from ..transport import PackInfo, Transport
-from ..urls import pop_retry, reject_options, split_url
+from ..urls import pop_retry, redact_url, reject_options, split_url
 
 __all__ = ["MemoryStore", "MemoryTransport"]
 
@@ -65,10 +65,14 @@ class MemoryTransport(Transport):
         retry = pop_retry(options)
         reject_options(url, options)
         if parts.path not in ("", "/"):
-            raise InvalidArgument(f"{url!r}: a memory URL is mkit+memory://NAME and nothing more")
+            raise InvalidArgument(
+                f"{redact_url(url)!r}: a memory URL is mkit+memory://NAME and nothing more"
+            )
         name = parts.netloc
         if name and not all(c.isascii() and (c.isalnum() or c in "._-") for c in name):
-            raise InvalidArgument(f"{url!r}: a memory store name uses [A-Za-z0-9._-] only")
+            raise InvalidArgument(
+                f"{redact_url(url)!r}: a memory store name uses [A-Za-z0-9._-] only"
+            )
         return cls(name or None, retry=retry)
 
     def __repr__(self) -> str:

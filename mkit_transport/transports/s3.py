@@ -63,6 +63,7 @@ from ..urls import (
     pop_int,
     pop_retry,
     pop_seconds,
+    redact_url,
     reject_options,
     split_url,
 )
@@ -159,13 +160,15 @@ def _parse_location(url: str, path: str) -> tuple[str, str]:
     bucket, _, prefix = path.removeprefix("/").partition("/")
     if not _BUCKET_RE.fullmatch(bucket) or ".." in bucket:
         raise InvalidArgument(
-            f"{url!r}: expected mkit+s3://host[:port]/bucket[/prefix], bucket {bucket!r}"
+            f"{redact_url(url)!r}: expected mkit+s3://host[:port]/bucket[/prefix],"
+            f" bucket {bucket!r}"
         )
     if prefix:
         # "/bucket//x" leaves "/x": a prefix is a relative store path.
         if prefix.startswith("/") or not is_valid_remote_path(prefix) or len(prefix) > _MAX_PREFIX:
             raise InvalidArgument(
-                f"{url!r}: the prefix must be segments of [A-Za-z0-9._-] joined by '/', "
+                f"{redact_url(url)!r}: the prefix must be segments of [A-Za-z0-9._-] joined"
+                " by '/', "
                 f"none '.' or '..', no empty segment, at most {_MAX_PREFIX} characters"
             )
     return bucket, prefix
@@ -244,17 +247,23 @@ class S3Transport(Transport):
         parts = split_url(url, options, secrets=("secret_access_key", "session_token"))
         scheme = parts.scheme
         if scheme not in cls.schemes:
-            raise InvalidArgument(f"{url!r}: not an S3 URL (use mkit+s3:// or mkit+s3+http://)")
+            raise InvalidArgument(
+                f"{redact_url(url)!r}: not an S3 URL (use mkit+s3:// or mkit+s3+http://)"
+            )
         if "@" in parts.netloc:
-            raise InvalidArgument(f"{url!r}: credentials in the URL are refused; use options")
+            raise InvalidArgument(
+                f"{redact_url(url)!r}: credentials in the URL are refused; use options"
+            )
         try:
             host, port = parts.hostname, parts.port
         except ValueError as error:
-            raise InvalidArgument(f"{url!r}: {error}") from error
+            raise InvalidArgument(f"{redact_url(url)!r}: {error}") from error
         if not host:
-            raise InvalidArgument(f"{url!r}: no host")
+            raise InvalidArgument(f"{redact_url(url)!r}: no host")
         if scheme == "mkit+s3+http" and not is_loopback_host(host):
-            raise InsecureScheme(f"{url!r}: plain http is only allowed to a loopback host")
+            raise InsecureScheme(
+                f"{redact_url(url)!r}: plain http is only allowed to a loopback host"
+            )
         bucket, prefix = _parse_location(url, parts.path)
         shown = f"[{host}]" if ":" in host else host
         endpoint = f"{'http' if scheme == 'mkit+s3+http' else 'https'}://{shown}"

@@ -57,7 +57,7 @@ from ..protocol.ssh import (
 from ..refs import RefWriteCondition
 from ..retry import RetryPolicy
 from ..transport import PACK_BODY_LIMIT, PackInfo, Transport
-from ..urls import pop_retry, pop_seconds, reject_options, split_url
+from ..urls import pop_retry, pop_seconds, redact_url, reject_options, split_url
 
 __all__ = ["DEFAULT_REMOTE_COMMAND", "SshTransport", "parse_ssh_url"]
 
@@ -65,6 +65,12 @@ DEFAULT_REMOTE_COMMAND: Final = "python3 -m mkit_transport serve ssh"
 POLICIES: Final = ("reject", "accept-new")
 #: Options that may also come from ``MKIT_SSH_<NAME>`` environment variables.
 ENV_OPTIONS: Final = ("identity_file", "known_hosts_file", "host_key_policy", "remote_command")
+#: Options a URL's query may not set (they run a command on the server or decide how
+#: the host key is checked), each with the safe way to give it.
+URL_REFUSED: Final[dict[str, str]] = {
+    name: f"pass {name}= as a keyword argument or set MKIT_SSH_{name.upper()}"
+    for name in ("remote_command", "known_hosts_file", "host_key_policy", "config_file")
+}
 _USER: Final = re.compile(r"[A-Za-z0-9._+][A-Za-z0-9._+-]*")
 _HOST: Final = re.compile(r"[A-Za-z0-9.][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\]")
 _PORT: Final = re.compile(r"[0-9]{1,5}")
@@ -85,14 +91,14 @@ def parse_ssh_url(url: str) -> tuple[str, str, int | None, str]:
     user, at, rest = rest.partition("@")
     if not at or not _USER.fullmatch(user):
         raise InvalidArgument(
-            f"{url!r}: an ssh URL needs user@ with [A-Za-z0-9._+-], no leading '-'"
+            f"{redact_url(url)!r}: an ssh URL needs user@ with [A-Za-z0-9._+-], no leading '-'"
         )
     host_end = rest.index("]") + 1 if rest.startswith("[") and "]" in rest else 0
     cut = min(
         (i for i in (rest.find("/", host_end), rest.find(":", host_end)) if i >= 0), default=-1
     )
     if cut <= 0:
-        raise InvalidArgument(f"{url!r}: expected user@host/path or user@host:path")
+        raise InvalidArgument(f"{redact_url(url)!r}: expected user@host/path or user@host:path")
     host, sep, rest = rest[:cut], rest[cut], rest[cut + 1 :]
     port: str | None = None
     if sep == "/":
@@ -105,18 +111,22 @@ def parse_ssh_url(url: str) -> tuple[str, str, int | None, str]:
         elif _PORT.fullmatch(digits) and colon:  # host:port:path
             port, path = digits, after
         elif _PORT.fullmatch(rest):
-            raise InvalidArgument(f"{url!r}: a port and no path (use user@host:port/path)")
+            raise InvalidArgument(
+                f"{redact_url(url)!r}: a port and no path (use user@host:port/path)"
+            )
         else:  # host:path
             path = rest
     if not _HOST.fullmatch(host):
+        shown = "" if "@" in host else f" {host!r}"  # what follows an '@' may be a secret
         raise InvalidArgument(
-            f"{url!r}: bad host {host!r} (letters, digits, '.', '-'; no leading '-')"
+            f"{redact_url(url)!r}: bad host{shown} (letters, digits, '.', '-'; no leading '-')"
         )
     if port is not None and not 0 < int(port) < 65536:
-        raise InvalidArgument(f"{url!r}: bad port {port}")
+        raise InvalidArgument(f"{redact_url(url)!r}: bad port {port}")
     if not is_valid_remote_path(path):
         raise InvalidArgument(
-            f"{url!r}: bad path {path!r} (segments of [A-Za-z0-9._-], no '.', '..' or empty)"
+            f"{redact_url(url)!r}: bad path {path!r} (segments of [A-Za-z0-9._-], no '.', '..'"
+            " or empty)"
         )
     return user, host.strip("[]"), int(port) if port else None, path
 
@@ -294,11 +304,12 @@ class SshTransport(Transport):
         Options (keyword, URL query, or ``MKIT_SSH_<NAME>`` for the first four):
         ``identity_file``, ``known_hosts_file``, ``host_key_policy`` (``reject`` or
         ``accept-new``), ``remote_command``, ``config_file``, ``timeout``,
-        ``keepalive``, ``retries``.
+        ``keepalive``, ``retries``. The options in :data:`URL_REFUSED` run a command
+        or decide host-key checking, so never come from the URL's query.
         """
         if not url.startswith("mkit+ssh://"):
-            raise InvalidArgument(f"{url!r}: not an mkit+ssh:// URL")
-        split_url(url, options)  # whitespace, fragment, query into options
+            raise InvalidArgument(f"{redact_url(url)!r}: not an mkit+ssh:// URL")
+        split_url(url, options, trusted=URL_REFUSED)  # whitespace, fragment, query
         user, host, port, path = parse_ssh_url(url)
         for name in ENV_OPTIONS:
             env = os.environ.get(f"MKIT_SSH_{name.upper()}")
