@@ -60,7 +60,13 @@ def _cuts(cdc: FastCDC, view: memoryview) -> list[tuple[int, int]]:
 
 def chunk_file(path: str, params: ChunkParams = ChunkParams()) -> ChunkedFile:
     """Cut ``path`` into content-defined chunks and hash it whole, in one read pass."""
-    cdc = FastCDC(params.avg_size, min_size=params.min_size, max_size=params.max_size)
+    cdc = FastCDC(
+        params.avg_size,
+        min_size=params.min_size,
+        max_size=params.max_size,
+        normalized_chunking=1,
+        seed=0,
+    )
     whole = Hasher()
     chunks: list[tuple[bytes, int]] = []
     with open(path, "rb") as f:
