@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import random
+import struct
 from pathlib import Path
 
 import blake3
+import pytest
 
+from mkit_transport.errors import InvalidResponse
 from mkit_transport.sync.chunking import ChunkParams, chunk_file
+from mkit_transport.sync.chunklist import decode_chunk_list, encode_chunk_list
 
 SMALL = ChunkParams(min_size=4 << 10, avg_size=16 << 10, max_size=64 << 10)
 
@@ -53,3 +57,23 @@ def test_an_empty_file_has_no_chunks(tmp_path: Path) -> None:
     p.write_bytes(b"")
     got = chunk_file(str(p))
     assert (got.size, got.chunks, got.id) == (0, (), blake3.blake3(b"").digest())
+
+
+def test_chunk_list_round_trips_and_refuses_malformed(tmp_path: Path) -> None:
+    p = tmp_path / "f"
+    p.write_bytes(_data(1 << 20))
+    chunked = chunk_file(str(p), SMALL)
+    data = encode_chunk_list(chunked)
+    assert decode_chunk_list(data) == chunked
+    bad = [
+        data[:-1],  # truncated
+        data + b"\0",  # trailing bytes
+        b"MKCX" + data[4:],  # magic
+        data[:4] + b"\x02" + data[5:],  # version
+        data[:8] + struct.pack("<Q", chunked.size + 1) + data[16:],  # sum differs
+        data[:48] + struct.pack("<I", 0),  # no chunks
+        data[:-4] + struct.pack("<I", 0),  # a zero-length chunk
+    ]
+    for blob in bad:
+        with pytest.raises(InvalidResponse):
+            decode_chunk_list(blob)
