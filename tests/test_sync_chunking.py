@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import struct
 from pathlib import Path
+from typing import cast
 
 import blake3
 import pytest
@@ -12,6 +13,17 @@ import pytest
 from mkit_transport.errors import InvalidResponse
 from mkit_transport.sync.chunking import ChunkParams, chunk_file
 from mkit_transport.sync.chunklist import decode_chunk_list, encode_chunk_list
+from mkit_transport.sync.model import (
+    TYPE_CHUNKED,
+    TYPE_DIR,
+    TYPE_FILE,
+    TYPE_SYMLINK,
+    PackObjects,
+    TreeEntry,
+    decode_tree,
+    encode_tree,
+    materialise,
+)
 
 SMALL = ChunkParams(min_size=4 << 10, avg_size=16 << 10, max_size=64 << 10)
 
@@ -77,3 +89,50 @@ def test_chunk_list_round_trips_and_refuses_malformed(tmp_path: Path) -> None:
     for blob in bad:
         with pytest.raises(InvalidResponse):
             decode_chunk_list(blob)
+
+
+_V1_GOLDEN = (  # made by the version-1 writer before chunked files existed
+    "4d4b5452010000000300000001006101a40100000300000000000000010101010101010101010101"
+    "010101010101010101010101010101010101010101006402ed010000000000000000000002020202"
+    "0202020202020202020202020202020202020202020202020202020201006c030000000001000000"
+    "000000000303030303030303030303030303030303030303030303030303030303030303"
+)
+_V1_ENTRIES = [
+    TreeEntry(b"a", TYPE_FILE, 0o644, 3, b"\x01" * 32),
+    TreeEntry(b"d", TYPE_DIR, 0o755, 0, b"\x02" * 32),
+    TreeEntry(b"l", TYPE_SYMLINK, 0, 1, b"\x03" * 32),
+]
+
+
+def test_trees_without_chunked_files_keep_the_version_1_bytes_of_the_old_writer() -> None:
+    assert encode_tree(_V1_ENTRIES).hex() == _V1_GOLDEN
+    assert decode_tree(bytes.fromhex(_V1_GOLDEN)) == _V1_ENTRIES
+
+
+def test_a_chunked_entry_makes_a_version_2_tree_and_only_there() -> None:
+    entries = [*_V1_ENTRIES, TreeEntry(b"z", TYPE_CHUNKED, 0o600, 9 << 20, b"\x04" * 32)]
+    data = encode_tree(entries)
+    assert data[4] == 2
+    assert decode_tree(data) == entries
+    with pytest.raises(InvalidResponse):  # type 4 in a version-1 tree
+        decode_tree(data[:4] + b"\x01" + data[5:])
+    with pytest.raises(InvalidResponse):  # a version-2 tree needs a chunked entry
+        decode_tree(bytes.fromhex(_V1_GOLDEN[:8] + "02" + _V1_GOLDEN[10:]))
+
+
+class _OneTree:
+    """Serves one tree (the only call a walk makes before it meets a chunked entry)."""
+
+    def __init__(self, entries: list[TreeEntry]) -> None:
+        self.entries = entries
+
+    def tree(self, oid: bytes) -> list[TreeEntry]:
+        return self.entries
+
+
+def test_a_reader_without_chunk_support_refuses_a_chunked_entry_clearly(tmp_path: Path) -> None:
+    entry = TreeEntry(b"big", TYPE_CHUNKED, 0o600, 9 << 20, b"\x04" * 32)
+    objects = cast(PackObjects, _OneTree([entry]))
+    with pytest.raises(InvalidResponse, match="chunked files are not supported"):
+        materialise(objects, b"\0" * 32, str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
