@@ -22,6 +22,7 @@ from mkit_transport.sync.model import (
     TreeEntry,
     decode_tree,
     encode_tree,
+    list_files,
     materialise,
 )
 
@@ -136,3 +137,9 @@ def test_a_reader_without_chunk_support_refuses_a_chunked_entry_clearly(tmp_path
     with pytest.raises(InvalidResponse, match="chunked files are not supported"):
         materialise(objects, b"\0" * 32, str(tmp_path))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_show_lists_a_chunked_entry_as_a_file_with_its_size() -> None:
+    entry = TreeEntry(b"big", TYPE_CHUNKED, 0o600, 9 << 20, b"\x04" * 32)
+    listed = list_files(cast(PackObjects, _OneTree([entry])), b"\0" * 32)
+    assert [(f.path, f.type, f.mode, f.size) for f in listed] == [("big", "file", 0o600, 9 << 20)]
