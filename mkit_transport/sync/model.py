@@ -26,6 +26,7 @@ from ..hashes import PackKey
 from ..pack import KIND_TREE, KINDS, MAX_ENTRIES, PackFile
 
 __all__ = [
+    "TYPE_CHUNKED",
     "TYPE_DIR",
     "TYPE_FILE",
     "TYPE_SYMLINK",
@@ -48,7 +49,16 @@ __all__ = [
 TYPE_FILE: Final = 1
 TYPE_DIR: Final = 2
 TYPE_SYMLINK: Final = 3
-_TYPE_NAMES: Final = {TYPE_FILE: "file", TYPE_DIR: "dir", TYPE_SYMLINK: "symlink"}
+#: A file stored as a chunk list (tree version 2 only; SPEC-SYNC section 8, design).
+TYPE_CHUNKED: Final = 4
+_TYPE_NAMES: Final = {
+    TYPE_FILE: "file",
+    TYPE_DIR: "dir",
+    TYPE_SYMLINK: "symlink",
+    TYPE_CHUNKED: "file",
+}
+#: Entry types each tree version allows: version 1 is what every older writer made.
+_TREE_TYPES: Final = {1: frozenset({1, 2, 3}), 2: frozenset({1, 2, 3, 4})}
 
 _TREE_MAGIC: Final = b"MKTR"
 _RECORD_MAGIC: Final = b"MKRC"
@@ -100,7 +110,9 @@ class TreeEntry:
 def encode_tree(entries: list[TreeEntry]) -> bytes:
     """Return a tree's canonical bytes (entries sorted by name)."""
     ordered = sorted(entries, key=lambda e: e.name)
-    parts = [_TREE_HEAD.pack(_TREE_MAGIC, _VERSION, 0, 0, len(ordered))]
+    # Version 2 only when needed, so a tree without chunked files keeps its old id.
+    version = 2 if any(e.type == TYPE_CHUNKED for e in ordered) else 1
+    parts = [_TREE_HEAD.pack(_TREE_MAGIC, version, 0, 0, len(ordered))]
     for e in ordered:
         _check_name(e.name)
         parts.append(struct.pack("<H", len(e.name)) + e.name)
@@ -112,8 +124,9 @@ def decode_tree(data: bytes) -> list[TreeEntry]:
     """Parse a tree, refusing anything but the canonical form (InvalidResponse)."""
     try:
         magic, version, flags, reserved, count = _TREE_HEAD.unpack_from(data, 0)
-        if magic != _TREE_MAGIC or version != _VERSION or flags or reserved:
-            raise _bad("not a version-1 tree")
+        if magic != _TREE_MAGIC or version not in _TREE_TYPES or flags or reserved:
+            raise _bad("not a version-1 or version-2 tree")
+        allowed = _TREE_TYPES[version]
         if count > MAX_TREE_ENTRIES:
             raise _bad(f"tree declares {count} entries")
         pos = _TREE_HEAD.size
@@ -130,7 +143,7 @@ def decode_tree(data: bytes) -> list[TreeEntry]:
             _check_name(name)
             if entries and name <= previous:
                 raise _bad("tree entries are not strictly sorted by name")
-            if kind not in _TYPE_NAMES or mode > 0o777:
+            if kind not in allowed or mode > 0o777:
                 raise _bad(f"tree entry {name!r} has type {kind}, mode {mode:o}")
             if (kind == TYPE_DIR and size) or (
                 kind == TYPE_SYMLINK and (mode or size > MAX_SYMLINK)
@@ -142,6 +155,8 @@ def decode_tree(data: bytes) -> list[TreeEntry]:
         raise _bad(f"tree is truncated: {exc}") from exc
     if pos != len(data):
         raise _bad("tree has trailing bytes")
+    if version == 2 and not any(e.type == TYPE_CHUNKED for e in entries):
+        raise _bad("version-2 tree without a chunked file (not canonical)")
     return entries
 
 
@@ -339,6 +354,8 @@ def materialise(objects: PackObjects, root: bytes, dest: str, *, workers: int = 
                 os.mkdir(target, 0o700)
                 fill(entry.oid, target, depth + 1, run)
                 modes.append((target, entry.mode))
+            elif entry.type == TYPE_CHUNKED:
+                raise _bad(f"{entry.name!r}: chunked files are not supported by this reader yet")
             elif entry.type == TYPE_SYMLINK:
                 _kind, link = objects.read_bytes(entry.oid, MAX_SYMLINK)
                 _check_size(entry, len(link))
