@@ -16,8 +16,8 @@ Run it three ways:
 
 Topics are also available one by one (``PackSuite``, ``RefSuite``, ``RaceSuite``,
 ``StatefulSuite``, ``RetrySuite``, ``StoreSuite``, ``ErrorSuite``, ``LifecycleSuite``).
-Every test writes under its own ``refs/mkit-conformance/<uuid>/`` namespace, so a
-shared remote is safe to test.
+Every test writes under its own ``refs/mkit-conformance/<uuid>/`` namespace and
+deletes its refs afterwards, pass or fail, so a shared remote is safe to test.
 
 The suite needs pytest and Hypothesis (the extra ``conformance``); without them,
 taking a name from it raises :class:`~mkit_transport.errors.InvalidArgument` saying

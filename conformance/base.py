@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -12,11 +13,11 @@ require("the conformance suite", "pytest", "hypothesis")  # before pytest: name 
 
 import pytest
 
-from mkit_transport import Hash, PackKey, Transport
+from mkit_transport import Hash, PackKey, RefWriteCondition, Transport
 
 from .harness import Backdoor, Harness
 
-__all__ = ["SuiteBase", "make_pack", "value_of"]
+__all__ = ["SuiteBase", "make_pack", "remove_namespace", "value_of"]
 
 #: The ref namespace every conformance test writes under (plus a per-test uuid).
 NAMESPACE_ROOT = "refs/mkit-conformance"
@@ -33,6 +34,23 @@ def make_pack(salt: bytes, label: str, size: int = 1024) -> tuple[bytes, PackKey
     block = Hash.of(seed).hex().encode()
     data = (seed + block * (size // len(block) + 1))[:size]
     return data, PackKey.of(data)
+
+
+def remove_namespace(transport: Transport, ns: str) -> int:
+    """Delete every ref a test wrote under ``ns``; return how many went.
+
+    The suite runs against shared remotes, so it leaves nothing behind, also when a
+    test failed. Best effort by design: the store may be the broken one under test,
+    and a cleanup error must not hide the test's own verdict (the delete verb has
+    its own tests in the lifecycle suite).
+    """
+    removed = 0
+    with contextlib.suppress(Exception):
+        for ref in transport.list_refs(ns):
+            with contextlib.suppress(Exception):
+                transport.delete_ref(f"{ns}/{ref.name}", RefWriteCondition.ANY)
+                removed += 1
+    return removed
 
 
 class SuiteBase:
@@ -54,9 +72,19 @@ class SuiteBase:
             opened.close()
 
     @pytest.fixture
-    def ns(self) -> str:
-        """Return this test's own ref namespace, e.g. ``refs/mkit-conformance/<uuid>``."""
-        return f"{NAMESPACE_ROOT}/{uuid.uuid4().hex}"
+    def ns(self, harness: Harness) -> Iterator[str]:
+        """Yield this test's own ref namespace, e.g. ``refs/mkit-conformance/<uuid>``.
+
+        Every ref the test wrote under it is deleted afterwards, pass or fail.
+        """
+        name = f"{NAMESPACE_ROOT}/{uuid.uuid4().hex}"
+        yield name
+        with contextlib.suppress(Exception):
+            cleaner = harness.open(None)
+            try:
+                remove_namespace(cleaner, name)
+            finally:
+                cleaner.close()
 
     @pytest.fixture
     def salt(self) -> bytes:

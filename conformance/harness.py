@@ -7,7 +7,8 @@ and plant corrupt bytes that the transport must refuse to return.
 
 Every test writes under its own ref namespace (``refs/mkit-conformance/<uuid>/``)
 and uses freshly salted pack contents, so the suite can run against a shared,
-non-empty remote without touching anything else on it.
+non-empty remote without touching anything else on it; each test's refs are
+deleted after it, pass or fail.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from mkit_transport import (
     Transport,
 )
 
-from .base import NAMESPACE_ROOT, SuiteBase
+from .base import NAMESPACE_ROOT, SuiteBase, remove_namespace
 from .harness import Harness
 
 __all__ = ["StatefulSuite"]
@@ -51,7 +51,10 @@ def _machine(harness: Harness) -> type[RuleBasedStateMachine]:
             self.packs: dict[PackKey, bytes] = {}
 
         def teardown(self) -> None:
-            self.transport.close()
+            try:
+                remove_namespace(self.transport, self.ns)
+            finally:
+                self.transport.close()
 
         def _pack(self, content: bytes) -> tuple[bytes, PackKey]:
             data = self.salt + content
