@@ -7,8 +7,10 @@ import pytest
 from mkit_transport import RetryPolicy, Transport, open_transport
 from mkit_transport.conformance import ConformanceSuite, FileBackdoor, Harness
 from testbed.http_server import HttpServer
+from tests.support.conformance_parts import error_mapping_tested_elsewhere
 
 
+@error_mapping_tested_elsewhere
 class TestHttpConformance(ConformanceSuite):
     """HTTP: one shared server (2 gunicorn workers, file backend); races in processes."""
 

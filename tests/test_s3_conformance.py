@@ -8,6 +8,7 @@ import pytest
 
 from mkit_transport import PackKey, RetryPolicy, Transport, open_transport
 from mkit_transport.conformance import ConformanceSuite, Harness
+from tests.support.conformance_parts import error_mapping_tested_elsewhere
 from tests.support.s3_fixtures import S3Store
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class S3Backdoor:
         self._write(self.store.key(f"packs/{key.hex()}"), data)
 
 
+@error_mapping_tested_elsewhere
 class TestS3Conformance(ConformanceSuite):
     """Each test gets a fresh prefix on each server; races run in separate processes."""
 

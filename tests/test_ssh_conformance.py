@@ -23,6 +23,7 @@ import pytest
 from mkit_transport import RetryPolicy, Transport, open_transport
 from mkit_transport.conformance import ConformanceSuite, FileBackdoor, Harness
 from testbed.ssh_server import SshServer
+from tests.support.conformance_parts import error_mapping_tested_elsewhere
 
 pytestmark = pytest.mark.slow  # the whole suite twice over sshd: about two minutes
 
@@ -66,6 +67,7 @@ def shared_clients() -> Iterator[dict[str, Transport]]:
         client.close()
 
 
+@error_mapping_tested_elsewhere
 class _SharedClient(ConformanceSuite):
     @pytest.fixture
     def transport(self, harness: Harness, shared_clients: dict[str, Transport]) -> Transport:
