@@ -15,7 +15,8 @@ Run it three ways:
             return Harness(open=lambda retry: MyTransport(tmp_path, retry=retry), fresh=True)
 
 Topics are also available one by one (``PackSuite``, ``RefSuite``, ``RaceSuite``,
-``StatefulSuite``, ``RetrySuite``, ``StoreSuite``, ``ErrorSuite``, ``LifecycleSuite``).
+``StatefulSuite``, ``RetrySuite``, ``StoreSuite``, ``ErrorSuite``, ``LifecycleSuite``,
+``RangeSuite``).
 Every test writes under its own ``refs/mkit-conformance/<uuid>/`` namespace and
 deletes its refs afterwards, pass or fail, so a shared remote is safe to test.
 
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from .suite_lifecycle import LifecycleSuite
     from .suite_packs import PackSuite
     from .suite_races import RaceSuite
+    from .suite_ranges import RangeSuite
     from .suite_refs import RefSuite
     from .suite_retry import RetrySuite
     from .suite_stateful import StatefulSuite
@@ -63,6 +65,7 @@ _HOME = {
     "MemoryFaults": "harness",
     "PackSuite": "suite_packs",
     "RaceSuite": "suite_races",
+    "RangeSuite": "suite_ranges",
     "RefSuite": "suite_refs",
     "RetrySuite": "suite_retry",
     "StatefulSuite": "suite_stateful",
@@ -82,6 +85,7 @@ __all__ = [
     "MemoryFaults",
     "PackSuite",
     "RaceSuite",
+    "RangeSuite",
     "RefSuite",
     "RetrySuite",
     "StatefulSuite",

@@ -73,6 +73,11 @@ class FaultyTransport(Transport):
     def _get_pack(self, key: PackKey) -> bytes:
         return self._run("get_pack", lambda: self.inner.download_pack(key))  # type: ignore[return-value]
 
+    def _get_pack_range(self, key: PackKey, offset: int, length: int) -> bytes:
+        return self._run(  # type: ignore[return-value]
+            "get_pack_range", lambda: self.inner.read_pack_range(key, offset, length)
+        )
+
     def _has_pack(self, key: PackKey) -> bool:
         return self._run("has_pack", lambda: self.inner.pack_exists(key))  # type: ignore[return-value]
 

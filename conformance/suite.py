@@ -6,6 +6,7 @@ from .suite_errors import ErrorSuite
 from .suite_lifecycle import LifecycleSuite
 from .suite_packs import PackSuite
 from .suite_races import RaceSuite
+from .suite_ranges import RangeSuite
 from .suite_refs import RefSuite
 from .suite_retry import RetrySuite
 from .suite_stateful import StatefulSuite
@@ -23,5 +24,6 @@ class ConformanceSuite(
     StoreSuite,
     ErrorSuite,
     LifecycleSuite,
+    RangeSuite,
 ):
     """Every topic at once: subclass it and override the ``harness`` fixture."""

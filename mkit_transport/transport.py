@@ -19,7 +19,8 @@ Writing a transport
 Subclass :class:`Transport` and implement ``_put_pack``, ``_get_pack``,
 ``_has_pack``, ``_read_ref``, ``_update_ref``, ``_list_refs`` and ``_init_store``;
 override ``_put_pack_stream`` / ``_open_pack_stream`` to stream instead of
-buffering, ``_pack_size`` to answer without reading the pack, and
+buffering, ``_pack_size`` to answer without reading the pack, ``_get_pack_range``
+to ask the store for a byte range (the default reads it from the stream), and
 ``_drop_connection`` if the transport holds a connection. The lifecycle
 primitives ``_list_packs``, ``_delete_pack`` and ``_delete_ref`` (listing and
 deleting, for gc) refuse by default; ``_repair_pack_stream`` (replace a damaged
@@ -360,6 +361,35 @@ class Transport(abc.ABC):
 
         return chunks()
 
+    def _get_pack_range(self, key: PackKey, offset: int, length: int) -> bytes:
+        """Return exactly ``length`` (> 0) stored bytes from ``offset``, unverified.
+
+        Raise :class:`PackNotFound` for an absent pack and :meth:`_range_past_end`'s
+        error when ``offset + length`` is past the stored size. The default reads
+        ``length`` bytes from :meth:`_open_pack_stream` and closes the stream, so any
+        transport has it; a transport that can ask its store for a range overrides it.
+        """
+        stream = self._open_pack_stream(key, offset)
+        taken = bytearray()
+        try:
+            for chunk in stream:
+                taken += chunk[: length - len(taken)]
+                if len(taken) >= length:
+                    return bytes(taken)
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        raise self._range_past_end(key, offset, length, self._pack_size(key))
+
+    @staticmethod
+    def _range_past_end(key: PackKey, offset: int, length: int, size: int) -> InvalidArgument:
+        """The error for a range that runs past the end of a ``size``-byte pack."""
+        return InvalidArgument(
+            f"range of {length} bytes at offset {offset} runs past the end of pack"
+            f" {key.hex()} ({size} bytes)"
+        )
+
     def _drop_connection(self, error: BaseException) -> None:
         """Forget a possibly broken connection before a retry (connection transports)."""
 
@@ -430,6 +460,42 @@ class Transport(abc.ABC):
         if len(data) > PACK_BODY_LIMIT:
             raise _too_large(f"downloaded pack of {len(data)} bytes", len(data))
         _verify_key(key, PackKey.of(data), InvalidResponse, "download refused")
+        return data
+
+    def read_pack_range(self, key: PackKey, offset: int, length: int) -> bytes:
+        """Return ``length`` stored bytes of a pack from ``offset`` on, *unverified*.
+
+        A range cannot be checked against the pack key (that needs the whole pack),
+        so the caller verifies what it cuts out by its own id (sync's object-level
+        reads check each object's hash). ``offset`` and ``length`` are ints >= 0,
+        else :class:`InvalidArgument` before any I/O; ``length`` over the pack limit
+        is :class:`PayloadTooLarge`. The range must lie inside the stored pack
+        (``offset + length <= size``): one that runs past the end is
+        :class:`InvalidArgument` naming the size, never short data. ``length`` 0
+        returns ``b""`` for a stored pack (``offset <= size``). An absent pack is
+        :class:`PackNotFound`. Retried under the policy as a whole; an answer that
+        is not exactly ``length`` bytes is :class:`InvalidResponse`.
+        """
+        _check_key(key)
+        for name, value in (("offset", offset), ("length", length)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InvalidArgument(f"{name} must be a non-negative int, got {value!r}")
+        if length > PACK_BODY_LIMIT:
+            raise _too_large(f"range of {length} bytes", length)
+        if length == 0:
+            size = self.pack_size(key)
+            if offset > size:
+                raise self._range_past_end(key, offset, length, size)
+            return b""
+        data = self._call(lambda: self._get_pack_range(key, offset, length))
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise InvalidResponse(f"pack {key.hex()}: a range read answered {type(data).__name__}")
+        data = bytes(data)
+        if len(data) != length:
+            raise InvalidResponse(
+                f"pack {key.hex()}: asked for {length} bytes at offset {offset},"
+                f" the store answered {len(data)}"
+            )
         return data
 
     def pack_exists(self, key: PackKey) -> bool:

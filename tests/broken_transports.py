@@ -32,6 +32,7 @@ from mkit_transport.conformance import (
     MemoryFaults,
     PackSuite,
     RaceSuite,
+    RangeSuite,
     RefSuite,
 )
 from mkit_transport.refs import decode_ref_value, encode_ref_value
@@ -146,6 +147,20 @@ class IgnoresOffsetTransport(MemoryTransport):
 
     def _open_pack_stream(self, key: PackKey, offset: int) -> Iterator[bytes]:
         return super()._open_pack_stream(key, 0)
+
+
+class IgnoresRangeOffsetTransport(MemoryTransport):
+    """Its ranged read starts at byte 0 whatever offset it was asked for."""
+
+    def _get_pack_range(self, key: PackKey, offset: int, length: int) -> bytes:
+        return super()._get_pack_range(key, 0, length)
+
+
+class ShortRangeTransport(MemoryTransport):
+    """Slices like Python: a range past the end comes back short, not refused."""
+
+    def _get_pack_range(self, key: PackKey, offset: int, length: int) -> bytes:
+        return self._get_pack(key)[offset : offset + length]
 
 
 class PrefixCasTransport(MemoryTransport):
@@ -287,6 +302,18 @@ class TestIgnoresOffset(PackSuite):
     @pytest.fixture
     def harness(self) -> Harness:
         return _harness(IgnoresOffsetTransport)
+
+
+class TestIgnoresRangeOffset(RangeSuite):
+    @pytest.fixture
+    def harness(self) -> Harness:
+        return _harness(IgnoresRangeOffsetTransport)
+
+
+class TestShortRange(RangeSuite):
+    @pytest.fixture
+    def harness(self) -> Harness:
+        return _harness(ShortRangeTransport)
 
 
 class TestPrefixCas(RefSuite):

@@ -95,6 +95,31 @@ def test_a_resume_path_ignoring_its_offset_is_caught(outcomes: dict[str, str]) -
     assert "test_a_stream_opened_at_an_offset_starts_there[0]" not in failed
 
 
+def test_a_range_read_ignoring_its_offset_is_caught(outcomes: dict[str, str]) -> None:
+    failed = _failed(outcomes, "TestIgnoresRangeOffset")
+    assert "test_a_range_is_exactly_the_stored_bytes[middle]" in failed
+    assert "test_a_range_is_exactly_the_stored_bytes[end]" in failed
+    assert "test_a_range_is_read_from_the_store_unverified" in failed
+    assert "test_a_range_spanning_chunk_boundaries" in failed
+    assert "test_a_range_is_exactly_the_stored_bytes[start]" not in failed  # offset 0
+
+
+def test_a_range_read_returning_short_data_is_caught(
+    report: dict[str, tuple[str, str]], outcomes: dict[str, str]
+) -> None:
+    failed = _failed(outcomes, "TestShortRange")
+    assert "test_a_range_past_the_end_is_refused_naming_the_size[ends-one-past]" in failed
+    assert "test_a_range_past_the_end_is_refused_naming_the_size[at-the-end]" in failed
+    _, message = report[
+        "TestShortRange::test_a_range_past_the_end_is_refused_naming_the_size[ends-one-past]"
+    ]
+    assert "InvalidResponse" in message and "the store answered 10" in message
+    assert "test_a_range_is_exactly_the_stored_bytes[whole]" not in failed
+    assert outcomes["TestShortRange::test_a_range_of_an_absent_pack_is_pack_not_found[0-1]"] == (
+        "passed"
+    )
+
+
 def test_a_cas_comparing_a_prefix_of_the_hash_is_caught(outcomes: dict[str, str]) -> None:
     failed = _failed(outcomes, "TestPrefixCas")
     assert "test_cas_compares_the_whole_hash[prefix]" in failed

@@ -6,10 +6,13 @@ table; every behaviour claim against a server lives in the other test_http_* fil
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
 import pickle
 import ssl
+import threading
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -23,6 +26,7 @@ from mkit_transport import (
     InvalidArgument,
     InvalidRef,
     InvalidResponse,
+    PackKey,
     PackNotFound,
     PayloadTooLarge,
     ProtocolError,
@@ -297,3 +301,69 @@ def test_redirect_rules() -> None:
         with pytest.raises(InsecureScheme):
             local._redirect_target("http://127.0.0.1:9/p", _redirect("http://example.com/"), None)
         assert local._redirect_target("http://127.0.0.1:9/p", _redirect("http://[::1]:9/"), None)
+
+
+class _OldServer(http.server.BaseHTTPRequestHandler):
+    """A pack server older than closed ranges: only ``bytes=N-``, else a bare 416.
+
+    ``lying`` makes its 206 name another range than the one asked for.
+    """
+
+    data = b"0123456789" * 300
+    lying = False
+
+    def do_GET(self) -> None:
+        wanted = self.headers.get("Range", "")
+        first, _, last = wanted.removeprefix("bytes=").partition("-")
+        if last and not self.lying:
+            self.send_response(416)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = self.data[int(first or 0) :]
+        self.send_response(206 if wanted else 200)
+        if wanted:
+            self.send_header("Mkit-Range-Start", first)
+        if last:  # lying: a closed range answered as if it were open
+            self.send_header("Content-Range", f"bytes {first}-{len(self.data) - 1}/*")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def old_server() -> Iterator[http.server.ThreadingHTTPServer]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _OldServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        _OldServer.lying = False
+
+
+def test_a_range_from_a_server_without_closed_ranges_is_cut_exactly(
+    old_server: http.server.ThreadingHTTPServer,
+) -> None:
+    data = _OldServer.data
+    key = PackKey.of(data)
+    with HttpTransport(f"http://127.0.0.1:{old_server.server_address[1]}/p") as transport:
+        assert transport.read_pack_range(key, 7, 1500) == data[7:1507]
+        assert transport.read_pack_range(key, len(data) - 3, 3) == data[-3:]
+        with pytest.raises(InvalidArgument, match=rf"\({len(data)} bytes\)"):
+            transport.read_pack_range(key, len(data) - 3, 4)
+
+
+def test_a_206_for_another_range_is_refused(old_server: http.server.ThreadingHTTPServer) -> None:
+    _OldServer.lying = True
+    key = PackKey.of(_OldServer.data)
+    with (
+        HttpTransport(f"http://127.0.0.1:{old_server.server_address[1]}/p") as transport,
+        pytest.raises(InvalidResponse, match="got another range"),
+    ):
+        transport.read_pack_range(key, 7, 10)

@@ -104,7 +104,7 @@ def _code(response: requests.Response) -> str:
         (
             "GET",
             "/P/packs/" + _KEY.hex(),
-            {"Range": "bytes=0-10"},
+            {"Range": "bytes=0-1,4-5"},
             None,
             416,
             "range_not_satisfiable",
@@ -203,6 +203,29 @@ def test_health_and_range(http_server: HttpServer, project: str) -> None:
     ref = requests.get(f"{http_server.base}/{project}/refs/heads/main", timeout=60)
     assert ref.content == _A.hex().encode() + b"\n"
     assert ref.headers["ETag"] == f'"{_A.hex()}"'
+
+
+def test_a_closed_range_is_206_with_content_range_and_416_past_the_end(
+    http_server: HttpServer, project: str
+) -> None:
+    url = f"{http_server.base}/{project}/packs/{_KEY.hex()}"
+    part = requests.get(url, headers={"Range": "bytes=5-9"}, timeout=60)
+    assert part.status_code == 206 and part.content == _DATA[5:10]
+    assert part.headers["Content-Range"] == f"bytes 5-9/{len(_DATA)}"
+    assert part.headers["Content-Length"] == "5"
+    assert part.headers["Mkit-Range-Start"] == "5"
+    last = requests.get(url, headers={"Range": f"bytes=0-{len(_DATA) - 1}"}, timeout=60)
+    assert last.status_code == 206 and last.content == _DATA
+    for wanted in (f"bytes=5-{len(_DATA)}", f"bytes={len(_DATA)}-{len(_DATA) + 3}"):
+        past = requests.get(url, headers={"Range": wanted}, timeout=60)
+        assert past.status_code == 416, wanted
+        assert past.headers["Content-Range"] == f"bytes */{len(_DATA)}"
+        assert past.json()["error"] == "range_not_satisfiable"
+        assert past.json()["size"] == len(_DATA)
+    backwards = requests.get(url, headers={"Range": "bytes=9-5"}, timeout=60)
+    assert backwards.status_code == 416 and "Content-Range" not in backwards.headers
+    missing = f"{http_server.base}/{project}/packs/{PackKey.of(b'absent').hex()}"
+    assert requests.get(missing, headers={"Range": "bytes=0-3"}, timeout=60).status_code == 404
 
 
 def test_access_log_records_requests(http_server: HttpServer, project: str) -> None:

@@ -22,6 +22,7 @@ from mkit_transport import (
     ConnectionFailed,
     FileTransport,
     Hash,
+    InvalidArgument,
     InvalidResponse,
     PackKey,
     PayloadTooLarge,
@@ -368,4 +369,61 @@ def test_a_lying_server_is_caught_and_not_retried(
             t.list_refs("refs")
         else:
             b"".join(t.download_pack_stream(key))
+    assert sleeps == []
+
+
+_OLD_SERVER = r"""
+import os, sys
+from mkit_transport.protocol.ssh import FrameReader, encode_frame
+mode = sys.argv[1]
+data = b"0123456789"
+reader = FrameReader(lambda n: os.read(0, n))
+def send(op, payload=b"", **fields):
+    for piece in encode_frame(op, payload, **fields):
+        os.write(1, piece)
+while (frame := reader.read()) is not None:
+    if frame.op == "hello":
+        send("hello", version=1, server="old", max_upload=1)
+    elif frame.op == "get":
+        offset = frame.fields["offset"]
+        if mode == "old":  # older than ranged reads: ignores length, streams to the end
+            send("pack", size=len(data), offset=offset)
+        else:  # echoes length but sends past the range
+            send("pack", size=len(data), offset=offset, length=frame.fields["length"])
+        for start in range(offset, len(data), 3):
+            send("chunk", data[start : start + 3], offset=start, last=False)
+        send("chunk", offset=len(data), last=True)
+"""
+
+
+def test_a_range_from_a_server_ignoring_length_is_cut_exactly(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    old = tmp_path / "old.py"
+    old.write_text(_OLD_SERVER)
+    key = PackKey.of(b"0123456789")
+    sleeps: list[float] = []
+    command = f"{sys.executable} {old} old #"
+    with _open(sshd, sshd.store("old"), sleeps, remote_command=command) as t:
+        assert t.read_pack_range(key, 2, 4) == b"2345"  # the channel is left mid-stream...
+        assert t.read_pack_range(key, 0, 10) == b"0123456789"  # ...and not reused
+        assert t.read_pack_range(key, 9, 1) == b"9"
+        with pytest.raises(InvalidArgument, match=r"\(10 bytes\)"):
+            t.read_pack_range(key, 8, 5)
+        assert t.read_pack_range(key, 1, 2) == b"12"
+    assert sleeps == []
+
+
+def test_a_server_sending_past_the_range_it_echoed_is_caught(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    liar = tmp_path / "liar.py"
+    liar.write_text(_OLD_SERVER)
+    sleeps: list[float] = []
+    command = f"{sys.executable} {liar} overrun #"
+    with (
+        _open(sshd, sshd.store("overrun"), sleeps, remote_command=command) as t,
+        pytest.raises(InvalidResponse, match="more than"),
+    ):
+        t.read_pack_range(PackKey.of(b"0123456789"), 2, 4)
     assert sleeps == []

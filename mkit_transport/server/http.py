@@ -66,7 +66,7 @@ _NO_ROUTE: Final = (
 )
 _HEX_RE: Final = re.compile(r"[0-9a-f]{64}")
 _LIMIT_RE: Final = re.compile(r"[0-9]{1,5}")
-_RANGE_RE: Final = re.compile(r"bytes=(\d{1,19})-")
+_RANGE_RE: Final = re.compile(r"bytes=(\d{1,19})-(\d{1,19})?")
 _IF_MATCH_RE: Final = re.compile(r'"([0-9a-f]{64})"')
 _REASONS: Final = {
     200: "OK",
@@ -141,6 +141,22 @@ def _failure(code: str, message: str, **more: Any) -> HttpFailure:
 
 def _fail(code: str, message: str) -> NoReturn:
     raise _failure(code, message)
+
+
+def _cut(chunks: Iterator[bytes], length: int) -> Iterator[bytes]:
+    """Yield the first ``length`` bytes of ``chunks``, then close the stream."""
+    left = length
+    try:
+        for chunk in chunks:
+            if len(chunk) >= left:
+                yield chunk[:left]
+                return
+            left -= len(chunk)
+            yield chunk
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
 
 
 def file_factory(root: str | os.PathLike[str]) -> Factory:
@@ -337,8 +353,10 @@ class PackServer:
         if wanted is not None:
             match = _RANGE_RE.fullmatch(wanted.strip())
             if match is None:
-                _fail("range_not_satisfiable", "only 'Range: bytes=N-' is served")
+                _fail("range_not_satisfiable", "only 'Range: bytes=N-' and 'bytes=N-M' are served")
             offset = int(match.group(1))
+            if match.group(2) is not None:
+                return self._get_range(project, key, offset, int(match.group(2)))
         backend = self.store(project)
         # Relayed unverified: the client verifies end to end (see the module docstring).
         chunks = backend.relay_pack_stream(key, offset)
@@ -346,6 +364,36 @@ class PackServer:
         if wanted is None:
             return 200, headers, chunks
         return 206, [*headers, ("Mkit-Range-Start", str(offset))], chunks
+
+    def _get_range(
+        self, project: str, key: PackKey, first: int, last: int
+    ) -> tuple[int, list[tuple[str, str]], Iterable[bytes]]:
+        """Serve ``bytes=first-last``: 206 with exactly those bytes, or 416 naming the size.
+
+        The size is asked first so a range past the end is refused before a byte is
+        sent (never short data under a 206); the bytes are relayed unverified, as
+        every download is, and cut at the range's end.
+        """
+        if last < first:
+            _fail("range_not_satisfiable", f"range bytes={first}-{last} ends before it starts")
+        backend = self.store(project)
+        size = backend.pack_size(key)
+        if last >= size:
+            raise _failure(
+                "range_not_satisfiable",
+                f"range bytes={first}-{last} runs past the end of pack {key.hex()} ({size} bytes)",
+                extra={"size": size},
+                headers=[("Content-Range", f"bytes */{size}")],
+            )
+        length = last - first + 1
+        headers = [
+            ("Content-Type", "application/octet-stream"),
+            ("Accept-Ranges", "bytes"),
+            ("Content-Length", str(length)),
+            ("Content-Range", f"bytes {first}-{last}/{size}"),
+            ("Mkit-Range-Start", str(first)),
+        ]
+        return 206, headers, _cut(backend.relay_pack_stream(key, first), length)
 
     def _put_pack(
         self, project: str, key: PackKey, environ: Environ

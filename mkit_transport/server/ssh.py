@@ -34,6 +34,7 @@ from typing import BinaryIO, Final, NoReturn
 
 from .._version import __version__
 from ..errors import (
+    InvalidArgument,
     PayloadTooLarge,
     ProtocolError,
     RemoteError,
@@ -286,22 +287,41 @@ class _Connection:
     def _get(self, frame: Frame) -> None:
         key = digest(frame, "key", PackKey)
         offset = field_of(frame, "offset", int)
+        # ``length`` (optional, SPEC-SSH 3.2): a ranged read of exactly that many bytes.
+        length = None if frame.fields.get("length") is None else field_of(frame, "length", int)
         size = self._store().pack_size(key)
+        if length is not None and offset + length > size:
+            raise InvalidArgument(
+                f"range of {length} bytes at offset {offset} runs past the end of pack"
+                f" {key.hex()} ({size} bytes)"
+            )
         if offset > size:
             raise ProtocolError(f"offset {offset} is past the end of a {size}-byte pack")
+        end = size if length is None else offset + length
         chunks = self.backend.relay_pack_stream(key, offset)  # the client verifies
-        self.send("pack", size=size, offset=offset)
+        if length is None:
+            self.send("pack", size=size, offset=offset)
+        else:
+            self.send("pack", size=size, offset=offset, length=length)
         position = offset
         try:
             for piece in chunks:
                 view = memoryview(piece)  # frames slice it without copying
+                if length is not None:
+                    view = view[: end - position]
                 for start in range(0, len(view), CHUNK_SIZE):
                     part = view[start : start + CHUNK_SIZE]
                     self.send("chunk", part, offset=position, last=False)
                     position += len(part)
+                if length is not None and position >= end:
+                    break
         except TransportError as error:
             self.fail(error)  # ends the download: the client reads it as its answer
             return
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
         self.send("chunk", offset=position, last=True)
 
     def _put(self, frame: Frame) -> None:

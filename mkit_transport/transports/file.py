@@ -356,6 +356,25 @@ class FileTransport(Transport):
 
         return chunks()
 
+    def _get_pack_range(self, key: PackKey, offset: int, length: int) -> bytes:
+        fd = self._open(key)
+        try:
+            with os.fdopen(fd, "rb", buffering=0) as f:
+                size = os.fstat(f.fileno()).st_size
+                if offset + length > size:
+                    raise self._range_past_end(key, offset, length, size)
+                taken = bytearray()
+                while len(taken) < length:
+                    chunk = os.pread(
+                        f.fileno(), min(length - len(taken), _READ_SIZE), offset + len(taken)
+                    )
+                    if not chunk:  # packs are immutable: only a damaged store shrinks one
+                        break
+                    taken += chunk
+                return bytes(taken)
+        except OSError as error:
+            raise _os_error(error, f"read pack {key.hex()}") from error
+
     def _pack_size(self, key: PackKey) -> int:
         path = self._confine(self.pack_path(key))
         try:

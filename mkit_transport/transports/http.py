@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import ssl
 from collections.abc import Iterable, Iterator
 from typing import ClassVar, Final, NoReturn, Self
@@ -68,6 +69,9 @@ LISTING_LIMIT: Final = 64 << 20
 _ERROR_BODY_LIMIT: Final = 64 << 10
 _DEFAULT_TIMEOUT: Final = (10.0, 60.0)
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+#: ``Content-Range`` of a 206 to a closed range, and of a 416 naming the size.
+_RANGE_ANSWER_RE: Final = re.compile(r"bytes (\d{1,19})-(\d{1,19})/(\d{1,19}|\*)")
+_UNSATISFIED_RE: Final = re.compile(r"bytes \*/(\d{1,19})")
 
 
 # -- the one place failures are mapped ------------------------------------------------
@@ -357,6 +361,32 @@ class HttpTransport(Transport):
         if response.headers.get("Mkit-Range-Start") != str(offset):
             _fail_response(f"asked for {path} from byte {offset}, got another range", response)
         return self._chunks(response, path)
+
+    def _get_pack_range(self, key: PackKey, offset: int, length: int) -> bytes:
+        # A closed range (SPEC-HTTP, ranged reads): 206 with a matching Content-Range,
+        # or 416 with "bytes */SIZE" when it runs past the end. A server that answers
+        # 416 without the size serves only "bytes=N-" (older than ranged reads): read
+        # the range from that stream instead, taking exactly ``length`` bytes.
+        path = f"packs/{key.hex()}"
+        last = offset + length - 1
+        response = self._request(
+            "GET", path, headers={"Range": f"bytes={offset}-{last}"}, ok=(206, 416)
+        )
+        if response.status_code == 416:
+            match = _UNSATISFIED_RE.fullmatch(response.headers.get("Content-Range", ""))
+            response.close()
+            if match is None:
+                return super()._get_pack_range(key, offset, length)
+            raise self._range_past_end(key, offset, length, int(match.group(1)))
+        answered = _RANGE_ANSWER_RE.fullmatch(response.headers.get("Content-Range", ""))
+        if answered is None or (int(answered.group(1)), int(answered.group(2))) != (offset, last):
+            _fail_response(f"asked for {path} bytes {offset}-{last}, got another range", response)
+        taken = bytearray()
+        for chunk in self._chunks(response, path):
+            taken += chunk
+            if len(taken) > length:
+                _fail_response(f"{path}: the server sent more than {length} bytes", response)
+        return bytes(taken)
 
     def _has_pack(self, key: PackKey) -> bool:
         try:

@@ -133,6 +133,15 @@ class MemoryTransport(Transport):
             raise PackNotFound(f"no pack {key.hex()}")
         return data
 
+    def _get_pack_range(self, key: PackKey, offset: int, length: int) -> bytes:
+        with self.store.lock:
+            data = self.store.packs.get(key)
+            if data is None:
+                raise PackNotFound(f"no pack {key.hex()}")
+            if offset + length > len(data):
+                raise self._range_past_end(key, offset, length, len(data))
+            return data[offset : offset + length]
+
     def _has_pack(self, key: PackKey) -> bool:
         with self.store.lock:
             return key in self.store.packs

@@ -96,6 +96,7 @@ _MISSING_KEY: Final = frozenset({"NoSuchKey", "NoSuchUpload", "404", "NotFound"}
 
 _EMPTY_PACK: Final = PackKey.of(b"")
 _PACK_NAME_RE: Final = re.compile(r"[0-9a-f]{64}")
+_CONTENT_RANGE_RE: Final = re.compile(r"bytes (\d{1,19})-(\d{1,19})/(\d{1,19})")
 
 #: Probe verdicts per (endpoint, bucket), for this process: probing once is enough.
 _probed: dict[tuple[str, str], ProbeResult] = {}
@@ -480,6 +481,31 @@ class S3Transport(Transport):
                 yield from body.iter_chunks(CHUNK_SIZE)
 
         return chunks()
+
+    def _get_pack_range(self, key: PackKey, offset: int, length: int) -> bytes:
+        # S3 answers a range that starts inside the object but ends past it with the
+        # bytes that exist (206, ContentRange naming the size), and one starting at or
+        # past the end with 416 InvalidRange: both are a range past the end here.
+        what = f"download pack {key.hex()} bytes {offset}+{length}"
+        last = offset + length - 1
+        try:
+            with _mapped(what):
+                reply = self.client.get_object(
+                    Bucket=self.bucket, Key=self.pack_key(key), Range=f"bytes={offset}-{last}"
+                )
+        except ServerError as error:
+            if error.status != 416:
+                raise
+            raise self._range_past_end(key, offset, length, self._pack_size(key)) from error
+        with _mapped(what), contextlib.closing(reply["Body"]) as body:
+            answered = _CONTENT_RANGE_RE.fullmatch(str(reply.get("ContentRange", "")))
+            if answered is None or int(answered.group(1)) != offset:
+                raise InvalidResponse(
+                    f"{what}: answered another range {reply.get('ContentRange')!r}"
+                )
+            if int(answered.group(2)) != last:
+                raise self._range_past_end(key, offset, length, int(answered.group(3)))
+            return bytes(body.read(length + 1))
 
     def _has_pack(self, key: PackKey) -> bool:
         # An empty object under a non-empty pack's key is a torn upload (moto stores

@@ -22,7 +22,7 @@ import re
 import shlex
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import ClassVar, Final, Self
 
 import paramiko
@@ -493,9 +493,38 @@ class SshTransport(Transport):
             raise
         return self._chunks(lent, link, offset, size)
 
+    def _get_pack_range(self, key: PackKey, offset: int, length: int) -> bytes:
+        # ``get`` with ``length`` (SPEC-SSH 3.2): the server echoes it and ends the
+        # stream after the range. A server older than ranged reads ignores the field
+        # and streams to the end of the pack: then exactly ``length`` bytes are taken
+        # and the channel, left mid-stream, is closed rather than reused.
+        lent = self._link()
+        link = lent.__enter__()
+        try:
+            header = link.request("get", "pack", key=key.hex(), offset=offset, length=length)
+            size = field_of(header, "size", int)
+            echoed = header.fields.get("length")
+            if offset + length > size:
+                link.in_step = False  # an older server streams on
+                raise self._range_past_end(key, offset, length, size)
+            if field_of(header, "offset", int) != offset or echoed not in (None, length):
+                link.in_step = False
+                raise InvalidResponse(f"ssh: the server answered for another range than {offset}")
+        except BaseException as error:
+            lent.__exit__(type(error), error, error.__traceback__)
+            raise
+        taken = bytearray()
+        stream = self._chunks(lent, link, offset, size if echoed is None else offset + length)
+        with contextlib.closing(stream):
+            for chunk in stream:
+                taken += chunk[: length - len(taken)]
+                if echoed is None and len(taken) >= length:
+                    break
+        return bytes(taken)
+
     def _chunks(
         self, lent: contextlib.AbstractContextManager[_Link], link: _Link, offset: int, size: int
-    ) -> Iterator[bytes]:
+    ) -> Generator[bytes]:
         link.in_step = False
         try:
             with _mapped():
