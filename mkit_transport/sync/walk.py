@@ -38,9 +38,7 @@ class RecordStep:
     error: TransportError | None = None
 
 
-def walk_records(
-    transport: Transport, value: Hash, seen: set[PackKey]
-) -> Iterator[RecordStep]:
+def walk_records(transport: Transport, value: Hash, seen: set[PackKey]) -> Iterator[RecordStep]:
     """Yield the records on the chain from ``value`` (a ref's value), newest first.
 
     Stops at a record key already in ``seen`` (which it adds each key to), so one
