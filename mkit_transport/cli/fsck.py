@@ -54,6 +54,16 @@ def _lines(report: FsckReport) -> list[str]:
 
 
 def _fsck(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
+    if not args.repair:
+        return _check(args, transport, None, out)
+    # The source is opened first, so a bad --from is refused before any check.
+    with _source(args.source) as source:
+        return _check(args, transport, source, out)
+
+
+def _check(
+    args: argparse.Namespace, transport: Transport, source: Transport | None, out: TextIO
+) -> int:
     refs = args.ref or None
     report = fsck(transport, refs=refs)
     data: dict[str, object] = {"url": redact_url(args.url), **report.as_dict()}
@@ -62,27 +72,29 @@ def _fsck(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
         lines.append("ok")
         emit(args, out, data, "\n".join(lines))
         return 0
-    if not args.repair:
+    if source is None:
         lines.append(f"{len(report.missing)} missing, {len(report.corrupt)} corrupt")
         emit(args, out, data, "\n".join(lines))
         return EXIT_CODES["damaged"]
     repairs: list[dict[str, object]] = []
-    with _source(args.source) as source:
-        for _ in range(_ROUNDS):
-            repaired = repair_from(transport, source, report)
-            repairs.append(repaired.as_dict())
-            for damage in repaired.repaired:
-                lines.append(f"repaired: {damage.what} {damage.key}")
-            for damage in repaired.unrepaired:
-                lines.append(f"unrepaired: {damage.what} {damage.key}: {damage.reason}")
-            if not repaired.ok or not any(d.what == "record" for d in repaired.repaired):
-                break
-            # A record put back lists packs the last check could not see: check again.
-            report = fsck(transport, refs=refs)
-            if report.ok:
-                break
+    ok = False
+    for _ in range(_ROUNDS):
+        repaired = repair_from(transport, source, report)
+        repairs.append(repaired.as_dict())
+        lines += [f"repaired: {d.what} {d.key}" for d in repaired.repaired]
+        lines += [f"unrepaired: {d.what} {d.key}: {d.reason}" for d in repaired.unrepaired]
+        if not repaired.ok:
+            break
+        if not any(d.what == "record" for d in repaired.repaired):
+            ok = True
+            break
+        # A record put back lists packs the last check could not see: check again.
+        report = fsck(transport, refs=refs)
+        if report.ok:
+            ok = True
+            break
+        lines += _lines(report)
     data["repairs"] = repairs
-    ok = all(bool(r["ok"]) for r in repairs) and report.ok
     data["repaired"] = ok
     lines.append("all repaired" if ok else "some keys could not be repaired")
     emit(args, out, data, "\n".join(lines))

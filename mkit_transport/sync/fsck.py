@@ -4,7 +4,7 @@ Two passes, so memory stays bounded:
 
 * **check**: walk every ref's chain of records (:func:`.walk.walk_records`, the walk gc
   marks with) and verify each key once: a pack is streamed
-  (:meth:`~mkit_transport.transport.Transport.download_pack_stream`) through a
+  (:func:`.restore.verified_chunks`, as pull and mirror stream them) through a
   :class:`~mkit_transport.pack.PackVerifier` (key, structure, every object's id), an
   index blob is read (small, capped) and decoded against its pack, a record is
   decoded. Absent keys are *missing*, keys whose bytes fail a check *corrupt*.
@@ -23,7 +23,7 @@ corrupt copy, replaced atomically) or an upload (a missing one), and checks it a
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -36,10 +36,11 @@ from ..errors import (
     RefNotFound,
 )
 from ..hashes import PackKey
-from ..pack import PackVerifier
 from ..refs import Ref
 from ..transport import Transport
 from .model import MAX_INDEX_SIZE, MAX_RECORD_SIZE, decode_index, decode_record
+from .progress import Meter
+from .restore import verified_chunks
 from .walk import walk_records
 
 __all__ = [
@@ -49,7 +50,6 @@ __all__ = [
     "RepairReport",
     "fsck",
     "repair_from",
-    "verified_pack",
 ]
 
 #: What a key is to the snapshot that needs it.
@@ -200,7 +200,7 @@ def _check_key(
     try:
         if what == "pack":
             tally.packs += 1
-            for chunk in verified_pack(transport, key):
+            for chunk in verified_chunks(transport, key, "store", Meter(None), objects=True):
                 tally.bytes += len(chunk)
         else:
             tally.blobs += 1
@@ -225,22 +225,6 @@ def _decode(data: bytes, what: What, of: PackKey | None) -> None:
     if len(data) > MAX_INDEX_SIZE:
         raise PayloadTooLarge(f"index blob is {len(data)} bytes")
     decode_index(data, of)
-
-
-def verified_pack(transport: Transport, key: PackKey) -> Iterator[bytes]:
-    """Stream a stored pack, checking its key, structure and every object's id.
-
-    :class:`PackNotFound` is raised by the first ``next`` if it is absent; any failed
-    check is :class:`InvalidResponse`, at the latest after the last chunk (so a
-    consumer that stores the chunks must treat them as unverified until then).
-    """
-    verifier = PackVerifier()
-    for chunk in transport.download_pack_stream(key):
-        verifier.feed(chunk)
-        yield chunk
-    summary = verifier.finish()
-    if summary.key != key:  # download_pack_stream checked it too: belt and braces
-        raise InvalidResponse(f"pack {key.hex()} hashes to {summary.key.hex()}")
 
 
 def _blame(
@@ -323,8 +307,8 @@ def _put_back(transport: Transport, source: Transport, key: PackKey, damage: Dam
     try:
         if damage.what == "pack":
             total = source.pack_size(key)
-            for _chunk in verified_pack(source, key):  # pass 1: verify; write nothing
-                pass
+            for _chunk in verified_chunks(source, key, "source", Meter(None), objects=True):
+                pass  # pass 1: verify the source's copy; write nothing
             # Pass 2 writes: the upload checks the bytes hash to the key just verified.
             put = transport.repair_pack_stream if replace else transport.upload_pack_stream
             put(key, source.download_pack_stream(key), total)
