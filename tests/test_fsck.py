@@ -19,6 +19,7 @@ import pytest
 from mkit_transport import (
     FileTransport,
     Hash,
+    InvalidArgument,
     InvalidResponse,
     MemoryTransport,
     PackKey,
@@ -170,6 +171,8 @@ def test_ref_restricts_the_check(store: Transport, tmp_path: Path) -> None:
     assert only.refs == (OTHER,) and [d.refs for d in only.corrupt] == [(OTHER,)]
     with pytest.raises(RefNotFound):
         fsck(store, refs=["refs/heads/nope"])
+    with pytest.raises(InvalidArgument):
+        fsck(store, refs=MAIN)  # a string, not a list of names
 
 
 def test_unreadable_and_absent_records_are_reported_not_crashed_on(
@@ -281,6 +284,27 @@ def test_a_source_that_lacks_the_pack_leaves_it_unrepaired(
     assert capsys.readouterr().err == ""
 
 
+def test_a_rotted_record_is_repaired_and_what_it_lists_checked_after(
+    url: str, store: Transport, tmp_path: Path
+) -> None:
+    _history(store, tmp_path)
+    source = _good_copy(url, store, tmp_path)
+    tip = _first_record(store, OTHER)
+    lost = record_of(store, OTHER).packs[0].key
+    _flip(store, tip)
+    store.delete_pack(lost)  # behind the rotted record: no check can see it yet
+    found = fsck(store)
+    assert [(d.key, d.what, d.refs) for d in found.corrupt] == [(tip.hex(), "record", (OTHER,))]
+    assert found.missing == ()
+    out = io.StringIO()
+    assert main(["fsck", url, "--repair", "--from", source, "--json"], out=out) == 0
+    rounds = json.loads(out.getvalue())["repairs"]
+    assert [[d["key"] for d in r["repaired"]] for r in rounds] == [[tip.hex()], [lost.hex()]]
+    assert fsck(store).ok
+    pull(store, OTHER, tmp_path / "out", cache_dir=str(tmp_path / "cache"))
+    assert describe(tmp_path / "out") == describe(tmp_path / "other")
+
+
 def test_cli_repair_needs_from(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["fsck", url, "--repair"], out=io.StringIO()) == 2
     err = capsys.readouterr().err
@@ -296,6 +320,8 @@ def test_push_repair_heals_a_rotted_pack(url: str, store: Transport, tmp_path: P
     rotten = record_of(store, MAIN).packs[0]
     _flip(store, rotten.key)
     _flip(store, rotten.index)
+    with pytest.raises(InvalidArgument):
+        push(tree, store, MAIN, repair="yes")  # type: ignore[arg-type]
     plain = push(tree, store, MAIN)  # unchanged tree: trusts what is stored
     assert not plain.updated and not fsck(store).ok
     assert main(["push", str(tree), url, MAIN, "--repair"], out=io.StringIO()) == 0
