@@ -48,3 +48,39 @@ def test_every_suite_test_is_tagged() -> None:
     ]
     assert untagged == []
     assert conformance.__all__
+
+
+#: Specs whose MUST table names tests by path (``tests/x.py::name``, then bare ``name``s
+#: from the same file), rather than through the conformance suite's marks.
+TABLE_SPECS = {"SPEC-GC.md": "GC", "SPEC-FSCK.md": "FSCK"}
+
+
+def _table_rows(text: str, prefix: str) -> dict[str, str]:
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and re.fullmatch(rf"{prefix}-\d+", cells[0]):
+            rows[cells[0]] = cells[2]
+    return rows
+
+
+def test_every_table_spec_must_names_tests_that_exist() -> None:
+    for spec, prefix in TABLE_SPECS.items():
+        text = (ROOT / "spec" / spec).read_text(encoding="utf-8")
+        rows = _table_rows(text, prefix)
+        ids = set(re.findall(rf"\[({prefix}-\d+)\]", text))
+        assert ids and ids == set(rows), f"{spec}: MUST IDs without a table row, or back"
+        for must, cell in rows.items():
+            names = re.findall(r"`([^`]+)`", cell)
+            assert names, f"{spec} {must} names no test"
+            current: Path | None = None
+            for named in names:
+                name = named
+                if "::" in named:
+                    path, name = named.split("::")
+                    current = ROOT / path
+                assert current is not None and current.is_file(), f"{spec} {must}: {name}"
+                source = current.read_text(encoding="utf-8")
+                assert re.search(rf"^def {re.escape(name)}\(", source, re.M), (
+                    f"{spec} {must} names {current.name}::{name}, which does not exist"
+                )

@@ -16,7 +16,7 @@ from .. import errors
 from .._version import __version__
 from ..transport import Transport
 from ..urls import open_transport
-from . import gc, probe, serve_http, serve_ssh, store
+from . import fsck, gc, probe, serve_http, serve_ssh, store
 from . import sync as sync_cli
 from .needs import need
 from .output import EXIT_CODES
@@ -37,9 +37,11 @@ _EPILOG = (
 #: Modules that add verbs: each has ``add_cli(commands, serve_commands, command)``, where
 #: ``command(group, name, handler, help)`` makes a sub-command with ``--json``; a handler
 #: is ``handler(args, transport, out) -> int`` and opens no transport when its parser
-#: sets ``opens_transport=False`` (then ``transport`` is None). None of them imports a
-#: network library at import time.
-_EXTENSIONS: Final = (store, sync_cli, gc, serve_http, serve_ssh, probe)
+#: sets ``opens_transport=False`` (then ``transport`` is None). A parser may also set
+#: ``usage_error(args) -> str | None``: a combination of options argparse cannot
+#: express, refused as one line and exit 2 before any transport opens. None of them
+#: imports a network library at import time.
+_EXTENSIONS: Final = (store, sync_cli, gc, fsck, serve_http, serve_ssh, probe)
 
 
 def _conformance(args: argparse.Namespace, transport: Transport | None, out: TextIO) -> int:
@@ -108,6 +110,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     if extra and args.command != "conformance":
         parser.error("arguments after -- are only for the conformance command")
     args.pytest_args = extra
+    usage_error = getattr(args, "usage_error", None)
+    message = usage_error(args) if usage_error is not None else None
+    if message:
+        sys.stderr.write(f"mkit_transport: {message}\n")
+        return EXIT_CODES["usage"]
     try:
         if not getattr(args, "opens_transport", True):
             return int(args.handler(args, None, out))

@@ -14,6 +14,8 @@ EXIT_CODES: Final[dict[str, int]] = {
     "failure": 1,  # anything unexpected
     "usage": 2,  # bad command line (argparse)
     "absent": 3,  # refs read: no such ref; packs exists: no such pack
+    "damaged": 4,  # fsck: a key some ref reaches is missing or corrupt
+    "unrepaired": 5,  # fsck --repair: some damaged key could not be put back
     "PackNotFound": 10,
     "AccessDenied": 11,
     "RemoteError": 12,

@@ -99,6 +99,7 @@ def _push(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
             expect=_expect(args),
             dry_run=args.dry_run,
             progress=progress,
+            repair=args.repair,
             options=TransferOptions(
                 concurrency=args.concurrency, level=args.level, bwlimit=args.bwlimit
             ),
@@ -243,6 +244,11 @@ def add_cli(
     sub.add_argument("ref")
     sub.add_argument("--dry-run", action="store_true", help="read only; report what would go")
     sub.add_argument("--force", action="store_true", help="overwrite the ref whatever it holds")
+    sub.add_argument(
+        "--repair",
+        action="store_true",
+        help="send everything; check packs already stored and replace damaged ones",
+    )
     sub.add_argument(
         "--level",
         type=_level,

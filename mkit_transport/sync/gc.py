@@ -31,10 +31,10 @@ import math
 import time
 from dataclasses import asdict, dataclass
 
-from ..errors import InvalidArgument, InvalidResponse, PackNotFound
+from ..errors import InvalidArgument, InvalidResponse, PackNotFound, PayloadTooLarge
 from ..hashes import PackKey
 from ..transport import Transport
-from .common import fetch_record, record_key, ref_value
+from .walk import walk_records
 
 __all__ = ["DEFAULT_GRACE", "GcReport", "gc", "reachable"]
 
@@ -77,23 +77,20 @@ def reachable(transport: Transport) -> tuple[set[PackKey], int, int]:
     records = 0
     refs = transport.list_refs("")
     for ref in refs:
-        key: PackKey | None = record_key(ref.hash)
-        while key is not None and key not in live:
-            live.add(key)
-            try:
-                record = fetch_record(transport, ref_value(key))
-            except PackNotFound:
+        for step in walk_records(transport, ref.hash, live):
+            if isinstance(step.error, PackNotFound):
                 break
-            except InvalidResponse as error:
+            if isinstance(step.error, PayloadTooLarge):
+                raise step.error
+            if step.record is None:
                 raise InvalidResponse(
-                    f"ref {ref.name} reaches blob {key.hex()}, which is not a snapshot record "
-                    f"({error}); gc refuses to sweep a store it cannot read"
-                ) from error
+                    f"ref {ref.name} reaches blob {step.key.hex()}, which is not a snapshot "
+                    f"record ({step.error}); gc refuses to sweep a store it cannot read"
+                ) from step.error
             records += 1
-            for pack in record.packs:
+            for pack in step.record.packs:
                 live.add(pack.key)
                 live.add(pack.index)
-            key = record.parent
     return live, len(refs), records
 
 

@@ -269,9 +269,14 @@ def _drain(entry: _Pending) -> Iterator[tuple[bytes, ObjectSource, PreparedObjec
 
 
 def _upload_pack(
-    transport: Transport, sealed: _Sealed, limiter: Limiter, meter: Meter
+    transport: Transport, sealed: _Sealed, limiter: Limiter, meter: Meter, repair: bool = False
 ) -> UploadedPack:
-    """Upload one sealed pack (unless it already landed) and its index blob."""
+    """Upload one sealed pack (unless it already landed) and its index blob.
+
+    With ``repair``, a pack or index blob already stored is not taken on trust: its
+    stored copy is checked where it lives and replaced if damaged
+    (:meth:`~Transport.repair_pack_stream`), so a push heals a rotted copy.
+    """
     summary = sealed.summary
     index = encode_index(summary.key, [(e.oid, e.kind) for e in summary.entries])
     index_key = PackKey.of(index)
@@ -280,8 +285,10 @@ def _upload_pack(
     if uploaded:
         transport.upload_pack_stream(summary.key, _FileChunks(sealed, limiter, meter), summary.size)
         sent += summary.size
+    elif repair:
+        transport.repair_pack_stream(summary.key, _FileChunks(sealed, limiter, meter), summary.size)
     # Always (idempotent): a push interrupted between a pack and its index left no index.
-    transport.upload_blob(index, index_key)
+    (transport.repair_pack if repair else transport.upload_blob)(index, index_key)
     sent += len(index)
     meter.add(bytes_out=len(index), done=len(summary.entries))
     with contextlib.suppress(OSError):
@@ -303,12 +310,14 @@ def build_and_upload(
     meter: Meter,
     spool_dir: str | None,
     first: int = 0,
+    repair: bool = False,
 ) -> list[UploadedPack]:
     """Build packs and upload them as they are sealed, with a bounded pool.
 
     At most ``concurrency + 1`` sealed packs wait on disk, so the spool stays small.
     Results come in seal order, except that the packs of group ``first`` come first
     (a first push seals its trees last but lists them first, as every push does).
+    ``repair`` checks the packs found stored (see :func:`_upload_pack`).
     """
     slots = threading.BoundedSemaphore(max(1, concurrency) + 1)
     futures: list[Future[UploadedPack]] = []
@@ -325,7 +334,7 @@ def build_and_upload(
                 raise _Aborted
             try:
                 sealed = builder.build_solo(item) if isinstance(item, _Solo) else item
-                return _upload_pack(transport, sealed, limiter, meter)
+                return _upload_pack(transport, sealed, limiter, meter, repair)
             except BaseException:
                 failed.set()
                 raise

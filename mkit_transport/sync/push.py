@@ -25,7 +25,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from ..errors import InvalidResponse, PackNotFound
+from ..errors import InvalidArgument, InvalidResponse, PackNotFound
 from ..hashes import Hash, PackKey
 from ..pack import (
     KIND_BLOB,
@@ -67,6 +67,7 @@ def push(
     pack_size: int | None = None,
     bwlimit: float | None = None,
     spool_dir: str | None = None,
+    repair: bool = False,
 ) -> PushReport:
     """Push the tree at ``source_dir`` as a snapshot and point ``ref`` at it, last.
 
@@ -79,10 +80,17 @@ def push(
     zstd level, pack size, ``bwlimit`` in upload bytes per second, ``spool_dir``
     where packs are built); the same knobs are also taken as keywords, but not both.
 
+    ``repair`` (spec/SPEC-FSCK.md, FSCK-6): send every object as a first push does,
+    and check each pack and index blob found already stored, replacing a damaged copy
+    (:meth:`~Transport.repair_pack_stream`) instead of skipping it; the record names
+    the packs this push built, its parent is the old tip. A push over a rotted copy
+    thus heals it. Off by default (then a stored pack is trusted unread).
+
     Raises:
         RefConflict: the ref moved (non-fast-forward) or does not satisfy ``expect``.
         PayloadTooLarge: a file is larger than one pack can hold.
-        InvalidArgument: ``options`` and a keyword knob were both given.
+        InvalidArgument: ``options`` and a keyword knob were both given, or
+            ``repair`` is not a bool.
         OSError: the source cannot be read, or a file changed while it was pushed.
     """
     knobs = resolve(
@@ -94,6 +102,8 @@ def push(
         bwlimit=bwlimit,
         spool_dir=spool_dir,
     )
+    if not isinstance(repair, bool):
+        raise InvalidArgument(f"repair must be a bool, not {type(repair).__name__}")
     meter = Meter(progress)
     meter.enter("plan")
     old = transport.read_ref(ref)
@@ -110,9 +120,11 @@ def push(
         limiter=Limiter(knobs.bwlimit),
         meter=meter,
         spool_dir=knobs.spool_dir,
+        repair=repair,
     )
-    if old is None and not dry_run:
-        # A first push sends everything: pack blobs while the scan goes on.
+    if (old is None or repair) and not dry_run:
+        # A first push sends everything: pack blobs while the scan goes on (so does a
+        # repairing push, which trusts nothing the remote holds).
         meter.enter("upload")
         with ScanStream(source_dir, knobs.pack_size) as stream:
             uploaded = build(stream.groups(), first=1)  # trees first in the record
@@ -121,10 +133,11 @@ def push(
         meter.enter("upload", total=len(snap.objects))
         raw = sum(src.size for src in snap.objects.values())
         sent = len(snap.objects)
-        return _commit(transport, ref, condition, snap, None, [], uploaded, meter, raw, old, sent)
+        parent = record_key(old) if old is not None else None
+        return _commit(transport, ref, condition, snap, parent, [], uploaded, meter, raw, old, sent)
     snap = scan(source_dir)
     meter.enter("plan", total=len(snap.objects))
-    base = _base_record(transport, old, condition, meter)
+    base = None if repair else _base_record(transport, old, condition, meter)
 
     def report(**changes: Any) -> PushReport:
         return _push_report(ref, old, snap, meter, dry_run=dry_run, **changes)
