@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import shutil
 import signal
@@ -34,6 +35,7 @@ __all__ = [
 ]
 
 VENV_BIN = Path(sys.executable).parent
+_REPO = Path(__file__).resolve().parents[1]
 ACCESS_KEY = "testing"
 SECRET_KEY = "testingsecret"
 BUCKET = "mkit-test"
@@ -177,16 +179,18 @@ def _wait_ready(server: S3Server, bucket: str) -> None:
 
 
 def start_moto(bucket: str = BUCKET) -> S3Server:
-    """Start ``moto_server`` on a free loopback port with a fresh bucket."""
+    """Start moto's server on a free loopback port with a fresh bucket."""
     workdir = tempfile.mkdtemp(prefix="mkit-moto-")
     port = free_port()
     log = Path(workdir) / "moto.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            # moto_server with atomic conditional writes (see testbed/moto_atomic.py).
+            [sys.executable, "-m", "testbed.moto_atomic", "-H", "127.0.0.1", "-p", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=workdir,
+            env={**os.environ, "PYTHONPATH": str(_REPO)},
         )
     server = S3Server("moto", port, process, workdir, log=log)
     _wait_ready(server, bucket)
