@@ -26,7 +26,15 @@ from pyfastcdc import FastCDC
 
 from ..hashes import Hasher
 
-__all__ = ["CHUNK_AVG", "CHUNK_MAX", "CHUNK_MIN", "ChunkParams", "ChunkedFile", "chunk_file"]
+__all__ = [
+    "CHUNK_AVG",
+    "CHUNK_MAX",
+    "CHUNK_MIN",
+    "DEFAULT_CHUNKING",
+    "ChunkParams",
+    "ChunkedFile",
+    "chunk_file",
+]
 
 #: Chosen parameters (SPEC-SYNC section 8): restic's order of size (512 KiB / 1 MiB /
 #: 8 MiB), with a smaller minimum so an edit costs about one average chunk.
@@ -42,6 +50,10 @@ class ChunkParams:
     min_size: int = CHUNK_MIN
     avg_size: int = CHUNK_AVG
     max_size: int = CHUNK_MAX
+
+
+#: The parameters a push uses (SPEC-SYNC section 8).
+DEFAULT_CHUNKING: Final = ChunkParams()
 
 
 @dataclass(frozen=True, slots=True)
