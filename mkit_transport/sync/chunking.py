@@ -1,4 +1,4 @@
-"""Content-defined chunking of large files (spec/SPEC-SYNC.md section 8, design).
+"""Content-defined chunking of large files (spec/SPEC-SYNC.md section 8).
 
 A large file is cut into chunks by FastCDC (the maintained ``pyfastcdc`` package;
 never a chunker written in Python: it cuts at ~3.8 GB/s here, so chunking costs
@@ -10,8 +10,8 @@ The file is read through a read-only mmap: the chunker finds the cut points,
 then BLAKE3 hashes the whole file (its content id, checked end to end by a
 pull) and each chunk. The kernel pages the mapping in and out, so no whole
 file is held in Python memory; the second walk over the mapping hits the page
-cache. (Cutting and hashing window by window, to touch each page once, is left
-for the scan integration.)
+cache. (Cutting and hashing window by window, to touch each page once, is a
+possible later optimisation.)
 """
 
 from __future__ import annotations
