@@ -19,7 +19,7 @@ import pytest
 
 from mkit_transport import FileTransport, MemoryTransport, PackKey, Transport
 from mkit_transport.errors import InvalidResponse, RemoteError
-from mkit_transport.sync import Progress, pull, push, show
+from mkit_transport.sync import Progress, mirror, pull, push, show
 from mkit_transport.sync import scan as scan_module
 from mkit_transport.sync.chunking import CHUNK_MAX, ChunkedFile, ChunkParams, chunk_file
 from mkit_transport.sync.chunklist import encode_chunk_list
@@ -178,13 +178,12 @@ def test_a_push_failing_after_n_packs_resends_only_the_packs_not_landed(
         remote.uploads = 0
     remote.landed = 4
     (src / "big.bin").write_bytes(_random(3 << 20, seed=5))
-    opts = {"pack_size": 256 << 10, "concurrency": 1, "_chunking": SMALL}
     old = remote.read_ref(REF)
     with pytest.raises(RemoteError, match="disk is full"):
-        push(src, remote, REF, **opts)  # type: ignore[arg-type]
+        push(src, remote, REF, pack_size=256 << 10, concurrency=1, _chunking=SMALL)
     assert remote.read_ref(REF) == old
     remote.failing = False
-    again = push(src, remote, REF, **opts)  # type: ignore[arg-type]
+    again = push(src, remote, REF, pack_size=256 << 10, concurrency=1, _chunking=SMALL)
     assert again.packs_skipped == 4
     assert again.packs_uploaded >= 8  # a 3 MiB file in packs of 256 KiB, then the trees
     pull(remote, REF, tmp_path / "out", cache_dir=cache())
@@ -214,6 +213,10 @@ def test_every_kind_of_entry_round_trips_with_chunked_files(
     listed = {e.path: e for e in show(sync_remote, REF, cache_dir=cache()).entries}
     assert (listed["d1/big.bin"].type, listed["d1/big.bin"].size) == ("file", 1 << 20)
     assert listed["just-over.bin"].size == SMALL.max_size + 1
+    copy = MemoryTransport()  # mirror copies the packs as they are
+    mirror(sync_remote, copy, REF)
+    pull(copy, REF, tmp_path / "mirrored", cache_dir=cache())
+    assert describe(tmp_path / "mirrored") == describe(src)
 
 
 def test_a_chunk_changed_while_pushed_fails_the_push_before_the_ref(
@@ -238,14 +241,6 @@ def test_a_chunk_changed_while_pushed_fails_the_push_before_the_ref(
     assert sync_remote.read_ref(REF) == old
 
 
-def _lying_writer(
-    monkeypatch: pytest.MonkeyPatch, lie: Callable[[ChunkedFile], bytes]
-) -> Callable[[], None]:
-    """Make the scan write ``lie(chunked)`` as each chunk list; return the undo."""
-    monkeypatch.setattr(scan_module, "encode_chunk_list", lie)
-    return monkeypatch.undo
-
-
 @pytest.mark.parametrize("damage", ["malformed", "chunks-swapped", "wrong-content-id"])
 def test_a_bad_chunk_list_fails_the_pull_naming_the_file_and_leaves_the_destination(
     sync_remote: Transport,
@@ -266,9 +261,10 @@ def test_a_bad_chunk_list_fails_the_pull_naming_the_file_and_leaves_the_destinat
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
     (src / "sub" / "big.bin").write_bytes(_random(1 << 20, seed=10))
-    undo = _lying_writer(monkeypatch, lie)
+    # A lying (or damaged) writer: the scan stores lie(chunked) as each chunk list.
+    monkeypatch.setattr(scan_module, "encode_chunk_list", lie)
     push(src, sync_remote, REF, _chunking=SMALL)
-    undo()
+    monkeypatch.undo()
     dest = tmp_path / "dest"
     dest.mkdir()
     (dest / "keep.txt").write_text("mine")
