@@ -23,7 +23,6 @@ from mkit_transport.sync.model import (
     decode_tree,
     encode_tree,
     list_files,
-    materialise,
 )
 
 SMALL = ChunkParams(min_size=4 << 10, avg_size=16 << 10, max_size=64 << 10)
@@ -129,14 +128,6 @@ class _OneTree:
 
     def tree(self, oid: bytes) -> list[TreeEntry]:
         return self.entries
-
-
-def test_a_reader_without_chunk_support_refuses_a_chunked_entry_clearly(tmp_path: Path) -> None:
-    entry = TreeEntry(b"big", TYPE_CHUNKED, 0o600, 9 << 20, b"\x04" * 32)
-    objects = cast(PackObjects, _OneTree([entry]))
-    with pytest.raises(InvalidResponse, match="chunked files are not supported"):
-        materialise(objects, b"\0" * 32, str(tmp_path))
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_show_lists_a_chunked_entry_as_a_file_with_its_size() -> None:

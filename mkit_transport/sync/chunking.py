@@ -1,4 +1,4 @@
-"""Content-defined chunking of large files (spec/SPEC-SYNC.md section 8, design).
+"""Content-defined chunking of large files (spec/SPEC-SYNC.md section 8).
 
 A large file is cut into chunks by FastCDC (the maintained ``pyfastcdc`` package;
 never a chunker written in Python: it cuts at ~3.8 GB/s here, so chunking costs
@@ -10,8 +10,8 @@ The file is read through a read-only mmap: the chunker finds the cut points,
 then BLAKE3 hashes the whole file (its content id, checked end to end by a
 pull) and each chunk. The kernel pages the mapping in and out, so no whole
 file is held in Python memory; the second walk over the mapping hits the page
-cache. (Cutting and hashing window by window, to touch each page once, is left
-for the scan integration.)
+cache. (Cutting and hashing window by window, to touch each page once, is a
+possible later optimisation.)
 """
 
 from __future__ import annotations
@@ -26,7 +26,15 @@ from pyfastcdc import FastCDC
 
 from ..hashes import Hasher
 
-__all__ = ["CHUNK_AVG", "CHUNK_MAX", "CHUNK_MIN", "ChunkParams", "ChunkedFile", "chunk_file"]
+__all__ = [
+    "CHUNK_AVG",
+    "CHUNK_MAX",
+    "CHUNK_MIN",
+    "DEFAULT_CHUNKING",
+    "ChunkParams",
+    "ChunkedFile",
+    "chunk_file",
+]
 
 #: Chosen parameters (SPEC-SYNC section 8): restic's order of size (512 KiB / 1 MiB /
 #: 8 MiB), with a smaller minimum so an edit costs about one average chunk.
@@ -42,6 +50,10 @@ class ChunkParams:
     min_size: int = CHUNK_MIN
     avg_size: int = CHUNK_AVG
     max_size: int = CHUNK_MAX
+
+
+#: The parameters a push uses (SPEC-SYNC section 8).
+DEFAULT_CHUNKING: Final = ChunkParams()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,10 @@
-"""The chunk list object of a chunked file (spec/SPEC-SYNC.md section 8, design).
+"""The chunk list object of a chunked file (spec/SPEC-SYNC.md section 8).
 
-A chunked file's tree entry will name a chunk list: the whole file's size and
-content id (what a pull verifies the assembled file against, end to end) and
-its chunks in order. Readers check lengths and their sum, never the cut points,
-so lists made with other chunker parameters stay readable. Not yet wired into
-trees, push or pull.
+A chunked file's tree entry (type 4) names a chunk list: the whole file's size
+and content id (what a pull verifies the assembled file against, end to end) and
+its chunks in order. The scan writes one per large file and a push packs it with
+the trees. Readers check lengths and their sum, never the cut points, so lists
+made with other chunker parameters stay readable.
 """
 
 from __future__ import annotations

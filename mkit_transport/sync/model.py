@@ -22,8 +22,9 @@ from typing import Final, Protocol
 
 from ..directio import write_all
 from ..errors import InvalidResponse, PayloadTooLarge
-from ..hashes import PackKey
+from ..hashes import Hasher, PackKey
 from ..pack import KIND_TREE, KINDS, MAX_ENTRIES, PackFile
+from .chunklist import MAX_CHUNK_LIST_SIZE, decode_chunk_list
 
 __all__ = [
     "TYPE_CHUNKED",
@@ -49,7 +50,7 @@ __all__ = [
 TYPE_FILE: Final = 1
 TYPE_DIR: Final = 2
 TYPE_SYMLINK: Final = 3
-#: A file stored as a chunk list (tree version 2 only; SPEC-SYNC section 8, design).
+#: A file stored as a chunk list (tree version 2 only; SPEC-SYNC section 8).
 TYPE_CHUNKED: Final = 4
 _TYPE_NAMES: Final = {
     TYPE_FILE: "file",
@@ -316,6 +317,35 @@ def _check_size(entry: TreeEntry, raw_len: int) -> None:
         raise _bad(f"{entry.name!r}: object has {raw_len} bytes, the tree says {entry.size}")
 
 
+def _write_chunked(objects: PackObjects, fd: int, entry: TreeEntry, what: str) -> None:
+    """Write a chunked file chunk by chunk and check it whole against its chunk list.
+
+    Each chunk is verified against its id as it is decompressed (the pack reader);
+    a BLAKE3 of everything written is then checked against the list's content id
+    and size, so a list whose chunks are each sound but do not make the file (a
+    lying or damaged writer) fails the pull. Memory: one chunk's stream at a time.
+    """
+    _kind, data = objects.read_bytes(entry.oid, MAX_CHUNK_LIST_SIZE)
+    try:
+        chunked = decode_chunk_list(data)
+    except InvalidResponse as error:
+        raise _bad(f"{what}: {error}") from error
+    if chunked.size != entry.size:
+        raise _bad(f"{what}: chunk list has {chunked.size} bytes, the tree says {entry.size}")
+    whole = Hasher()
+
+    def out(part: bytes) -> None:
+        whole.update(part)
+        write_all(fd, part)
+
+    for cid, length in chunked.chunks:
+        _, raw_len = objects.read_object(cid, out, max_size=length)
+        if raw_len != length:
+            raise _bad(f"{what}: chunk {cid.hex()} has {raw_len} bytes, its list says {length}")
+    if whole.length != chunked.size or bytes(whole.pack_key()) != chunked.id:
+        raise _bad(f"{what}: the file's chunks do not match its chunk list's content id")
+
+
 def materialise(objects: PackObjects, root: bytes, dest: str, *, workers: int = 1) -> int:
     """Write tree ``root`` into the existing empty directory ``dest``; return the file count.
 
@@ -326,19 +356,27 @@ def materialise(objects: PackObjects, root: bytes, dest: str, *, workers: int = 
     and file writes release the GIL), with a bounded number of files in flight.
     Directory modes are applied once every file is written, deepest first. On an
     error, the files in flight finish or stop before this returns (the caller then
-    removes ``dest``).
+    removes ``dest``). A chunked file is written chunk by chunk and checked whole
+    (:func:`_write_chunked`).
     """
     count = 0
+    base = os.fsencode(dest)
     budget = [MAX_TOTAL_ENTRIES]
     modes: list[tuple[bytes, int]] = []  # directories, children before parents
 
     def write_file(target: bytes, entry: TreeEntry) -> None:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
-            _, raw_len = objects.read_object(entry.oid, partial(write_all, fd), max_size=entry.size)
+            if entry.type == TYPE_CHUNKED:
+                what = os.fsdecode(os.path.relpath(target, base))
+                _write_chunked(objects, fd, entry, what)
+            else:
+                _, raw_len = objects.read_object(
+                    entry.oid, partial(write_all, fd), max_size=entry.size
+                )
+                _check_size(entry, raw_len)
         finally:
             os.close(fd)
-        _check_size(entry, raw_len)
         os.chmod(target, entry.mode)
 
     def fill(tree: bytes, path: bytes, depth: int, run: Callable[[bytes, TreeEntry], None]) -> None:
@@ -354,8 +392,6 @@ def materialise(objects: PackObjects, root: bytes, dest: str, *, workers: int = 
                 os.mkdir(target, 0o700)
                 fill(entry.oid, target, depth + 1, run)
                 modes.append((target, entry.mode))
-            elif entry.type == TYPE_CHUNKED:
-                raise _bad(f"{entry.name!r}: chunked files are not supported by this reader yet")
             elif entry.type == TYPE_SYMLINK:
                 _kind, link = objects.read_bytes(entry.oid, MAX_SYMLINK)
                 _check_size(entry, len(link))
@@ -365,10 +401,10 @@ def materialise(objects: PackObjects, root: bytes, dest: str, *, workers: int = 
                 count += 1
 
     if workers <= 1:
-        fill(root, os.fsencode(dest), 0, write_file)
+        fill(root, base, 0, write_file)
     else:
         with _Pool(workers) as pool:
-            fill(root, os.fsencode(dest), 0, partial(pool.submit, write_file))
+            fill(root, base, 0, partial(pool.submit, write_file))
     for target, mode in modes:
         os.chmod(target, mode)
     return count

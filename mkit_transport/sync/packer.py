@@ -23,7 +23,6 @@ from typing import Final, TypeVar, cast
 
 from ..hashes import PackKey
 from ..pack import (
-    KIND_TREE,
     MAX_ENTRIES,
     SMALL_OBJECT,
     External,
@@ -34,6 +33,7 @@ from ..pack import (
     prepare_objects,
 )
 from ..transport import Transport
+from .chunking import DEFAULT_CHUNKING, ChunkParams
 from .model import PackRef, encode_index
 from .progress import Limiter, Meter
 from .scan import MAX_FILE_SIZE, ObjectSource, Snapshot, scan
@@ -129,7 +129,11 @@ def _prepare_batch(
         else:
             assert src.path is not None
             with open(src.path, "rb") as f:
-                items.append((src.kind, f.read(src.size + 1)))
+                if src.offset is None:  # a whole file: a byte more shows it grew
+                    items.append((src.kind, f.read(src.size + 1)))
+                else:  # a chunk: exactly its bytes, re-hashed below like a file
+                    f.seek(src.offset)
+                    items.append((src.kind, f.read(src.size)))
             known.append(None)
     prepared = prepare_objects(items, level, threads, oids=known)
     for (oid, src), obj in zip(batch, prepared, strict=True):
@@ -145,11 +149,13 @@ class PackBuilder:
     """Builds the packs of groups of objects into spool files, in a deterministic order.
 
     Trees go into packs of their own (so ``show`` and a pusher's planning never
-    download file contents): a push passes the trees and the blobs as separate
-    groups. Small objects are read and compressed in batches by a worker, a few
-    batches ahead, each batch in one call into zstd on both cores (zstd releases the
-    GIL); large files stream through multi-threaded zstd, or are spliced in from the
-    source when they do not compress (SPEC-PACK PACK-13).
+    download file contents): a push passes the trees (and chunk lists) and the
+    blobs as separate groups. Small objects and chunks of large files are read and
+    compressed in batches by a worker, a few batches ahead, each batch in one call
+    into zstd on both cores (zstd releases the GIL), and fill ordinary bounded packs
+    (a chunked file never gets a pack of its own); large unchunked files stream
+    through multi-threaded zstd, or are spliced in from the source when they do not
+    compress (SPEC-PACK PACK-13).
     """
 
     def __init__(self, spool: str, *, level: int, pack_size: int) -> None:
@@ -206,7 +212,8 @@ class PackBuilder:
                 batch, batch_bytes = [], 0
 
         for oid, src in group:
-            if src.data is not None or src.size <= SMALL_OBJECT:
+            # A chunk (at most a few MiB) is read whole and compressed in a batch.
+            if src.data is not None or src.size <= SMALL_OBJECT or src.offset is not None:
                 batch.append((oid, src))
                 batch_bytes += src.size
                 if len(batch) >= _BATCH_OBJECTS or batch_bytes >= _BATCH_BYTES:
@@ -382,7 +389,13 @@ class ScanStream:
 
     _END: Final = object()
 
-    def __init__(self, source_dir: str | os.PathLike[str], pack_size: int) -> None:
+    def __init__(
+        self,
+        source_dir: str | os.PathLike[str],
+        pack_size: int,
+        chunking: ChunkParams = DEFAULT_CHUNKING,
+    ) -> None:
+        self.chunking = chunking
         # Files that get a pack of their own may come early (their order changes
         # no pack's bytes): the scan hands them over as soon as they are hashed.
         self.eager = solo_size(pack_size)
@@ -423,7 +436,9 @@ class ScanStream:
 
     def _run(self, source_dir: str | os.PathLike[str]) -> None:
         try:
-            self.snap = scan(source_dir, on_blob=self._on_blob, eager=self.eager)
+            self.snap = scan(
+                source_dir, on_blob=self._on_blob, eager=self.eager, _chunking=self.chunking
+            )
             self._flush()
         except BaseException as error:  # handed to the consumer
             self.error = error
@@ -437,10 +452,10 @@ class ScanStream:
             raise self.error
 
     def groups(self) -> Iterator[Iterable[tuple[bytes, ObjectSource]]]:
-        """Yield the blobs as they come, then the trees."""
+        """Yield the blobs as they come, then the trees and chunk lists."""
         yield self._blobs()
         assert self.snap is not None
-        yield [(oid, src) for oid, src in self.snap.objects.items() if src.kind == KIND_TREE]
+        yield [(oid, src) for oid, src in self.snap.objects.items() if src.with_trees]
 
     def __enter__(self) -> ScanStream:
         self.thread.start()

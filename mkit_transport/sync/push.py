@@ -27,12 +27,9 @@ from typing import Any
 
 from ..errors import InvalidArgument, InvalidResponse, PackNotFound
 from ..hashes import Hash, PackKey
-from ..pack import (
-    KIND_BLOB,
-    KIND_TREE,
-)
 from ..refs import RefWriteCondition
 from ..transport import Transport
+from .chunking import DEFAULT_CHUNKING, ChunkParams
 from .common import (
     fetch_index,
     fetch_record,
@@ -68,6 +65,7 @@ def push(
     bwlimit: float | None = None,
     spool_dir: str | None = None,
     repair: bool = False,
+    _chunking: ChunkParams = DEFAULT_CHUNKING,
 ) -> PushReport:
     """Push the tree at ``source_dir`` as a snapshot and point ``ref`` at it, last.
 
@@ -85,6 +83,9 @@ def push(
     (:meth:`~Transport.repair_pack_stream`) instead of skipping it; the record names
     the packs this push built, its parent is the old tip. A push over a rotted copy
     thus heals it. Off by default (then a stored pack is trusted unread).
+
+    ``_chunking`` (private, for tests): the chunker's sizes; a file over its
+    ``max_size`` is chunked (SPEC-SYNC section 8).
 
     Raises:
         RefConflict: the ref moved (non-fast-forward) or does not satisfy ``expect``.
@@ -126,7 +127,7 @@ def push(
         # A first push sends everything: pack blobs while the scan goes on (so does a
         # repairing push, which trusts nothing the remote holds).
         meter.enter("upload")
-        with ScanStream(source_dir, knobs.pack_size) as stream:
+        with ScanStream(source_dir, knobs.pack_size, _chunking) as stream:
             uploaded = build(stream.groups(), first=1)  # trees first in the record
         assert stream.snap is not None
         snap = stream.snap
@@ -135,7 +136,7 @@ def push(
         sent = len(snap.objects)
         parent = record_key(old) if old is not None else None
         return _commit(transport, ref, condition, snap, parent, [], uploaded, meter, raw, old, sent)
-    snap = scan(source_dir)
+    snap = scan(source_dir, _chunking=_chunking)
     meter.enter("plan", total=len(snap.objects))
     base = None if repair else _base_record(transport, old, condition, meter)
 
@@ -163,8 +164,9 @@ def push(
             raw_bytes_sent=raw,
         )
     meter.enter("upload")
-    trees = [(oid, snap.objects[oid]) for oid in send if snap.objects[oid].kind == KIND_TREE]
-    blobs = [(oid, snap.objects[oid]) for oid in send if snap.objects[oid].kind == KIND_BLOB]
+    # Chunk lists travel with the trees (metadata packs); chunks with the blobs.
+    trees = [(oid, snap.objects[oid]) for oid in send if snap.objects[oid].with_trees]
+    blobs = [(oid, snap.objects[oid]) for oid in send if not snap.objects[oid].with_trees]
     uploaded = build([trees, blobs])
     kept_packs = [base.packs[i] for i in kept] if base is not None else []
     parent = record_key(old) if base is not None and old is not None else None

@@ -5,6 +5,12 @@ a consumer that is about to pack them). The walk is single-threaded, in sorted
 name order; files over a megabyte are hashed on a second thread meanwhile, so a
 tree of many small files and a few large ones keeps both cores busy, and a first
 push gets its small files without waiting behind the large ones.
+
+A file larger than one maximal chunk (``CHUNK_MAX``) is cut into content-defined
+chunks instead (:func:`~.chunking.chunk_file`, section 8): each distinct chunk is a
+blob read from ``(path, offset, length)``, and the file's tree entry names a chunk
+list, a metadata object packed with the trees. An edit then re-sends the chunks it
+touched, not the file.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ from ..errors import PayloadTooLarge
 from ..hashes import Hasher
 from ..limits import PACK_BODY_LIMIT
 from ..pack import KIND_BLOB, KIND_TREE, SMALL_OBJECT
-from .model import TYPE_DIR, TYPE_FILE, TYPE_SYMLINK, TreeEntry, encode_tree
+from .chunking import DEFAULT_CHUNKING, ChunkedFile, ChunkParams, chunk_file
+from .chunklist import encode_chunk_list
+from .model import TYPE_CHUNKED, TYPE_DIR, TYPE_FILE, TYPE_SYMLINK, TreeEntry, encode_tree
 
 __all__ = ["HANDOFF_SIZE", "MAX_FILE_SIZE", "ObjectSource", "Snapshot", "scan"]
 
@@ -37,20 +45,33 @@ _READ: Final = 4 << 20
 
 @dataclass(frozen=True, slots=True)
 class ObjectSource:
-    """Where an object's bytes come from: a file on disk, or bytes held (trees, links)."""
+    """Where an object's bytes come from: a file on disk, or bytes held (trees, links).
+
+    A chunk of a large file has an ``offset`` (its ``size`` bytes start there in
+    ``path``); a whole file has none. ``meta`` marks a chunk list: a blob packed with
+    the trees, so ``show`` and a pull's planning fetch metadata packs only.
+    """
 
     kind: int
     size: int
     path: str | None = None
     data: bytes | None = None
+    offset: int | None = None
+    meta: bool = False
+
+    @property
+    def with_trees(self) -> bool:
+        """Whether this object goes into the tree packs (trees and chunk lists)."""
+        return self.kind == KIND_TREE or self.meta
 
 
 @dataclass
 class Snapshot:
     """A scanned directory: its root tree id and every object of its closure.
 
-    ``objects`` is ordered (trees first, deepest last, then blobs in the order
-    :func:`scan` found them) so that packs built from it are deterministic.
+    ``objects`` is ordered (trees first, deepest last, then chunk lists, then blobs
+    in the order :func:`scan` found them) so that packs built from it are
+    deterministic.
     """
 
     root: bytes
@@ -59,6 +80,14 @@ class Snapshot:
 
 
 _Hashed = tuple[bytes, int, "bytes | None"]
+
+
+def _chunk_file(path: str, params: ChunkParams) -> ChunkedFile:
+    """Chunk a large file; one that shrank to nothing since its ``stat`` changed."""
+    chunked = chunk_file(path, params)
+    if not chunked.chunks:
+        raise OSError(f"{path}: changed while it was being scanned (now empty); push again")
+    return chunked
 
 
 def _hash_file(path: str, expected: int) -> _Hashed:
@@ -95,8 +124,8 @@ def _check_size(path: str | None, size: int) -> None:
 
 
 #: One entry of a directory being scanned: name, type, mode, then the size and id,
-#: or the subdirectory (and no id), or a file's pending hash (and size 0).
-_Entry = tuple[bytes, int, int, "int | _Dir", "bytes | Future[_Hashed]"]
+#: or the subdirectory (and no id), or a file's pending hash or chunking (and size 0).
+_Entry = tuple[bytes, int, int, "int | _Dir", "bytes | Future[_Hashed] | Future[ChunkedFile]"]
 
 
 class _Dir:
@@ -116,13 +145,17 @@ class _Scanner:
         on_blob: Callable[[bytes, ObjectSource], None] | None,
         eager: int | None,
         hasher: ThreadPoolExecutor,
+        chunking: ChunkParams,
     ) -> None:
         self.on_blob, self.eager, self.hasher = on_blob, eager, hasher
+        self.chunking = chunking
         self.blobs: dict[bytes, ObjectSource] = {}
         self.trees: dict[bytes, ObjectSource] = {}
+        #: Chunk lists, in walk order (packed with the trees).
+        self.lists: dict[bytes, ObjectSource] = {}
         self.files = 0
         #: Files over a megabyte, in walk order (their place in ``blobs``).
-        self.large: list[tuple[str, Future[_Hashed]]] = []
+        self.large: list[tuple[str, Future[_Hashed] | Future[ChunkedFile]]] = []
         #: The eager ones among them, not yet handed to ``on_blob``.
         self.early: deque[tuple[str, Future[_Hashed]]] = deque()
         #: Blobs ``on_blob`` got ahead of their place in ``blobs``.
@@ -156,9 +189,25 @@ class _Scanner:
         while self.early:
             self.announce(*self.early.popleft())
         for path, future in self.large:
-            oid, size, data = future.result()
-            self.found(oid, ObjectSource(KIND_BLOB, size, path=path), data)
+            result = future.result()
+            if isinstance(result, ChunkedFile):
+                self.found_chunked(path, result)
+            else:
+                oid, size, data = result
+                self.found(oid, ObjectSource(KIND_BLOB, size, path=path), data)
             self.files += 1
+
+    def found_chunked(self, path: str, chunked: ChunkedFile) -> None:
+        """Record a chunked file: its chunk list, then each new chunk, in file order."""
+        _check_size(path, chunked.size)
+        data = encode_chunk_list(chunked)
+        self.lists.setdefault(
+            blake3.blake3(data).digest(), ObjectSource(KIND_BLOB, len(data), data=data, meta=True)
+        )
+        offset = 0
+        for cid, length in chunked.chunks:
+            self.found(cid, ObjectSource(KIND_BLOB, length, path=path, offset=offset))
+            offset += length
 
     def walk(self, path: str) -> _Dir:
         entries: list[_Entry] = []
@@ -176,6 +225,11 @@ class _Scanner:
                 entries.append((name, TYPE_SYMLINK, 0, len(target), oid))
             elif stat.S_ISDIR(st.st_mode):
                 entries.append((name, TYPE_DIR, mode, self.walk(child.path), b""))
+            elif stat.S_ISREG(st.st_mode) and st.st_size > self.chunking.max_size:
+                _check_size(child.path, st.st_size)
+                chunking = self.hasher.submit(_chunk_file, child.path, self.chunking)
+                self.large.append((child.path, chunking))
+                entries.append((name, TYPE_CHUNKED, mode, 0, chunking))
             elif stat.S_ISREG(st.st_mode) and st.st_size > SMALL_OBJECT:
                 _check_size(child.path, st.st_size)
                 future = self.hasher.submit(_hash_file, child.path, st.st_size)
@@ -199,8 +253,14 @@ class _Scanner:
             if isinstance(size, _Dir):
                 entries.append(TreeEntry(name, kind, mode, 0, self.encode(size)))
             elif isinstance(ref, Future):
-                oid, real_size, _data = ref.result()
-                entries.append(TreeEntry(name, kind, mode, real_size, oid))
+                result = ref.result()
+                if isinstance(result, ChunkedFile):
+                    data = encode_chunk_list(result)
+                    list_id = blake3.blake3(data).digest()
+                    entries.append(TreeEntry(name, kind, mode, result.size, list_id))
+                else:
+                    oid, real_size, _data = result
+                    entries.append(TreeEntry(name, kind, mode, real_size, oid))
             else:
                 entries.append(TreeEntry(name, kind, mode, size, ref))
         data = encode_tree(entries)
@@ -213,6 +273,7 @@ def scan(
     source_dir: str | os.PathLike[str],
     on_blob: Callable[[bytes, ObjectSource], None] | None = None,
     eager: int | None = None,
+    _chunking: ChunkParams = DEFAULT_CHUNKING,
 ) -> Snapshot:
     """Hash a directory tree into a :class:`Snapshot`, never following a symlink.
 
@@ -226,12 +287,18 @@ def scan(
     handed to ``on_blob`` as soon as they are hashed, ahead of it (for a consumer
     that packs each of them alone, so the order does not matter to it). An
     exception from a callback stops the scan.
+
+    A file over ``_chunking.max_size`` bytes (``CHUNK_MAX``; tests pass smaller
+    :class:`ChunkParams`) is chunked: its chunks are handed over as blobs with an
+    ``offset``, in file order at the file's place among the large files, and its
+    chunk list joins ``Snapshot.objects`` after the trees (``meta``); chunks are
+    never eager.
     """
     root_path = os.fspath(source_dir)
     if not os.path.isdir(root_path):
         raise NotADirectoryError(f"{root_path}: not a directory")
     with ThreadPoolExecutor(1, thread_name_prefix="mkit-hash") as hasher:
-        scanner = _Scanner(on_blob, eager, hasher)
+        scanner = _Scanner(on_blob, eager, hasher, _chunking)
         try:
             top = scanner.walk(root_path)
             scanner.finish()
@@ -240,5 +307,6 @@ def scan(
             raise
     root = scanner.encode(top)
     objects = dict(reversed(list(scanner.trees.items())))
+    objects.update((k, v) for k, v in scanner.lists.items() if k not in objects)
     objects.update((k, v) for k, v in scanner.blobs.items() if k not in objects)
     return Snapshot(root, objects, scanner.files)
