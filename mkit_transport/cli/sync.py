@@ -152,7 +152,7 @@ def _mirror(args: argparse.Namespace, transport: Transport | None, out: TextIO) 
             expect=_expect(args),
             dry_run=args.dry_run,
             progress=progress,
-            options=TransferOptions(concurrency=args.concurrency),
+            options=TransferOptions(concurrency=args.concurrency, bwlimit=args.bwlimit),
         )
     emit(args, out, report.to_json(), _sent(report, "copy"))
     return 0
@@ -272,6 +272,7 @@ def add_cli(
     sub.add_argument("ref")
     sub.add_argument("--dry-run", action="store_true", help="read only; report what would go")
     sub.add_argument("--force", action="store_true", help="overwrite the destination ref")
+    sub.add_argument("--bwlimit", type=float, default=None, help="upload bytes per second")
     common(sub)
     sub.set_defaults(opens_transport=False)
 

@@ -1,22 +1,26 @@
 """``mirror``: copy the snapshot a ref points at from one remote to another, ref last.
 
 Bytes flow from the source transport to the destination through memory only,
-streamed and verified on the way (spec/SPEC-SYNC.md, mirror).
+streamed and verified on the way (spec/SPEC-SYNC.md, mirror). A mirror first makes
+a plan (which packs, index blobs and how many bytes the destination lacks), from
+metadata only; a dry run reports that plan and a real run carries it out, so the
+two report the same figures and the progress totals are known before the first
+byte moves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from ..errors import RefNotFound
-from ..hashes import PackKey
+from ..hashes import Hash, PackKey
 from ..refs import RefWriteCondition
 from ..transport import Transport
 from .common import non_fast_forward, parallel, record_key, write_condition, write_ref
-from .model import PackRef, decode_record
+from .model import PackRef, Record, decode_record
 from .options import TransferOptions, resolve
-from .progress import Meter, Progress
+from .progress import Limiter, Meter, Progress
 from .reports import MirrorReport
 from .restore import verified_chunks
 
@@ -28,21 +32,72 @@ class _RemotePack:
 
     Each iteration re-opens the download (so the destination's upload can be
     retried) and feeds a :class:`PackVerifier`: a corrupt pack raises from inside the
-    iteration, so the destination never commits it.
+    iteration, so the destination never commits it. Each chunk waits for its slot
+    under the bandwidth cap before it is handed on.
     """
 
-    def __init__(self, src: Transport, pack: PackRef, meter: Meter) -> None:
-        self.src, self.pack, self.meter = src, pack, meter
+    def __init__(self, src: Transport, pack: PackRef, meter: Meter, limiter: Limiter) -> None:
+        self.src, self.pack, self.meter, self.limiter = src, pack, meter, limiter
 
     def __iter__(self) -> Iterator[bytes]:
         key = self.pack.key
-        return verified_chunks(self.src, key, "source", self.meter, objects=True, relayed=True)
+        for chunk in verified_chunks(
+            self.src, key, "source", self.meter, objects=True, relayed=True
+        ):
+            self.limiter.take(len(chunk))
+            yield chunk
 
 
-def _copy_blob(src: Transport, dst: Transport, key: PackKey) -> int:
-    data = src.download_blob(key)
-    dst.upload_blob(data, key)
-    return len(data)
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What the destination lacks, found from metadata only (no pack is read).
+
+    ``packs``: the packs to copy (each with its index blob when that is missing
+    too); ``indexes``: the missing index blobs with their sizes on the source;
+    ``record``: False on the fast path (another destination ref already names the
+    snapshot, so nothing but the ref is written).
+    """
+
+    packs: tuple[PackRef, ...]
+    indexes: dict[PackKey, int]
+    record: bool
+    record_size: int
+
+    @property
+    def bytes(self) -> int:
+        """The bytes the copy sends: packs, index blobs and the record."""
+        body = sum(p.size for p in self.packs) + sum(self.indexes.values())
+        return body + (self.record_size if self.record else 0)
+
+
+def _held_elsewhere(dst: Transport, value: Hash) -> bool:
+    """Whether a destination ref already holds ``value`` (so its snapshot is whole there).
+
+    A ref is written last, after every pack, index blob and the record it needs, and
+    gc keeps what a ref reaches: such a snapshot needs no byte copied. The record's
+    presence is checked first (one request), so the refs are listed only when it is
+    there.
+    """
+    if not dst.pack_exists(record_key(value)):
+        return False
+    return any(found.hash == value for found in dst.list_refs())
+
+
+def _plan(
+    src: Transport, dst: Transport, value: Hash, record: Record, size: int, concurrency: int
+) -> _Plan:
+    if _held_elsewhere(dst, value):
+        return _Plan(packs=(), indexes={}, record=False, record_size=size)
+    keys = [p.key for p in record.packs] + [p.index for p in record.packs]
+    present = dict(zip(keys, parallel(dst.pack_exists, keys, concurrency), strict=True))
+    missing = [p.index for p in record.packs if not present[p.index]]
+    sizes = parallel(src.pack_size, missing, concurrency)
+    return _Plan(
+        packs=tuple(p for p in record.packs if not present[p.key]),
+        indexes=dict(zip(missing, sizes, strict=True)),
+        record=True,
+        record_size=size,
+    )
 
 
 def mirror(
@@ -55,17 +110,24 @@ def mirror(
     progress: Callable[[Progress], None] | None = None,
     options: TransferOptions | None = None,
     concurrency: int | None = None,
+    bwlimit: float | None = None,
 ) -> MirrorReport:
     """Copy the snapshot ``ref`` points at on ``src`` to ``dst``, destination ref last.
 
     Bytes flow from one transport to the other through memory only (streamed and
-    verified on the way); packs ``dst`` already holds are skipped. The destination
-    ref is written with ``expect`` (default: ``match`` of its value at the start, or
-    ``MISSING``). Only the tip record is copied: ``log`` on ``dst`` stops at the
-    first parent record it lacks.
+    verified on the way); packs and index blobs ``dst`` already holds are skipped,
+    and when another ``dst`` ref already points at the snapshot nothing but the ref
+    is written. The destination ref is written with ``expect`` (default: ``match``
+    of its value at the start, or ``MISSING``). Only the tip record is copied:
+    ``log`` on ``dst`` stops at the first parent record it lacks.
+
+    A dry run reads only and reports the packs and bytes the real run would copy.
+    Progress events carry the object and byte totals (and the skipped objects)
+    before the first byte is copied.
 
     ``options`` carries the transfer knobs (:class:`TransferOptions`; mirror reads
-    ``concurrency``, also taken as a keyword, but not with ``options``).
+    ``concurrency`` and ``bwlimit``, the bytes per second it sends to ``dst``, also
+    taken as keywords, but not with ``options``).
 
     Raises:
         RefNotFound: the ref is absent on ``src``.
@@ -73,7 +135,7 @@ def mirror(
             satisfy ``expect``.
         InvalidArgument: ``options`` and a keyword knob were both given.
     """
-    knobs = resolve("mirror", options, concurrency=concurrency)
+    knobs = resolve("mirror", options, concurrency=concurrency, bwlimit=bwlimit)
     meter = Meter(progress)
     meter.enter("plan")
     value = src.read_ref(ref)
@@ -96,42 +158,66 @@ def mirror(
         bytes_uploaded=0,
     )
     if old == value:
+        meter.enter("done")
         return nothing
     record_blob = record_key(value)
     record_bytes = src.download_blob(record_blob)
     record = decode_record(record_bytes)
-    present = parallel(lambda p: dst.pack_exists(p.key), record.packs, knobs.concurrency)
-    missing = [p for p, here in zip(record.packs, present, strict=True) if not here]
-    sent_objects = sum(p.objects for p in missing)
+    plan = _plan(src, dst, value, record, len(record_bytes), knobs.concurrency)
+    sent_objects = sum(p.objects for p in plan.packs)
     skipped_objects = sum(p.objects for p in record.packs) - sent_objects
+    planned = replace(
+        nothing,
+        objects_sent=sent_objects,
+        objects_skipped=skipped_objects,
+        packs_uploaded=len(plan.packs),
+        packs_skipped=len(record.packs) - len(plan.packs),
+        bytes_uploaded=plan.bytes,
+    )
+    meter.enter("plan", total=sent_objects + skipped_objects, bytes_total=plan.bytes)
+    meter.add(skipped=skipped_objects)
     if dry_run:
-        return replace(nothing, objects_sent=sent_objects, objects_skipped=skipped_objects)
-    meter.enter("upload", total=sum(p.objects for p in record.packs))
-
-    def copy(pack: PackRef) -> int:
-        source = _RemotePack(src, pack, meter)
-        dst.upload_pack_stream(pack.key, source, pack.size)
-        index_size = _copy_blob(src, dst, pack.index)
-        meter.add(done=pack.objects)
-        return pack.size + index_size
-
-    def copy_index(pack: PackRef) -> int:
-        """The index of a pack ``dst`` already holds may still be missing there."""
-        return 0 if dst.pack_exists(pack.index) else _copy_blob(src, dst, pack.index)
-
-    sent = parallel(copy, missing, knobs.concurrency)
-    held = [p for p, here in zip(record.packs, present, strict=True) if here]
-    sent += parallel(copy_index, held, knobs.concurrency)
-    dst.upload_blob(record_bytes, record_blob)
+        meter.enter("done")
+        return planned
+    meter.enter("upload")
+    limiter = Limiter(knobs.bwlimit)
+    sent = _copy(src, dst, plan, meter, limiter, knobs.concurrency)
+    if plan.record:
+        _send(dst, record_blob, record_bytes, meter, limiter)
+        sent += len(record_bytes)
     meter.enter("commit")
     write_ref(dst, ref, condition, value)
     meter.enter("done")
-    return replace(
-        nothing,
-        updated=True,
-        objects_sent=sent_objects,
-        objects_skipped=skipped_objects,
-        packs_uploaded=len(missing),
-        packs_skipped=len(record.packs) - len(missing),
-        bytes_uploaded=sum(sent) + len(record_bytes),
-    )
+    return replace(planned, updated=True, bytes_uploaded=sent)
+
+
+def _send(dst: Transport, key: PackKey, data: bytes, meter: Meter, limiter: Limiter) -> None:
+    """Upload one small blob already read, under the bandwidth cap, and count it."""
+    limiter.take(len(data))
+    dst.upload_blob(data, key)
+    meter.add(bytes_in=len(data), bytes_out=len(data))
+
+
+def _copy(
+    src: Transport, dst: Transport, plan: _Plan, meter: Meter, limiter: Limiter, workers: int
+) -> int:
+    """Copy the planned packs (each followed by its index blob), then the other index blobs.
+
+    Returns the bytes sent. One :class:`Limiter` is shared by every worker, so the
+    cap holds for the whole mirror, not per thread.
+    """
+
+    def index(key: PackKey) -> int:
+        data = src.download_blob(key)
+        _send(dst, key, data, meter, limiter)
+        return len(data)
+
+    def pack(p: PackRef) -> int:
+        dst.upload_pack_stream(p.key, _RemotePack(src, p, meter, limiter), p.size)
+        meter.add(done=p.objects)
+        return p.size + (index(p.index) if p.index in plan.indexes else 0)
+
+    with_pack = {p.index for p in plan.packs}
+    sent = sum(parallel(pack, plan.packs, workers))
+    rest = [key for key in plan.indexes if key not in with_pack]
+    return sent + sum(parallel(index, rest, workers))

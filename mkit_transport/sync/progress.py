@@ -12,7 +12,12 @@ __all__ = ["Limiter", "Meter", "Progress"]
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """A progress event: the phase, bytes moved so far, objects done and skipped."""
+    """A progress event: the phase, bytes moved so far, objects done and skipped.
+
+    ``objects_total`` and ``bytes_total`` are 0 until the verb knows them; a verb
+    that plans before it copies (``mirror``) sets both before its first byte moves,
+    ``bytes_total`` being the bytes it will send.
+    """
 
     phase: str
     bytes_in: int = 0
@@ -20,6 +25,7 @@ class Progress:
     objects_done: int = 0
     objects_skipped: int = 0
     objects_total: int = 0
+    bytes_total: int = 0
 
 
 class Meter:
@@ -30,7 +36,7 @@ class Meter:
         self.lock = threading.Lock()
         self.phase = "start"
         self.bytes_in = self.bytes_out = 0
-        self.done = self.skipped = self.total = 0
+        self.done = self.skipped = self.total = self.bytes_total = 0
 
     def add(
         self, *, bytes_in: int = 0, bytes_out: int = 0, done: int = 0, skipped: int = 0
@@ -45,19 +51,27 @@ class Meter:
         if self.callback is not None:
             self.callback(event)
 
-    def enter(self, phase: str, total: int | None = None) -> None:
-        """Start ``phase`` (with the number of objects, once known) and report it."""
+    def enter(self, phase: str, total: int | None = None, bytes_total: int | None = None) -> None:
+        """Start ``phase`` (with the number of objects and bytes, once known); report it."""
         with self.lock:
             self.phase = phase
             if total is not None:
                 self.total = total
+            if bytes_total is not None:
+                self.bytes_total = bytes_total
             event = self._event()
         if self.callback is not None:
             self.callback(event)
 
     def _event(self) -> Progress:
         return Progress(
-            self.phase, self.bytes_in, self.bytes_out, self.done, self.skipped, self.total
+            self.phase,
+            self.bytes_in,
+            self.bytes_out,
+            self.done,
+            self.skipped,
+            self.total,
+            self.bytes_total,
         )
 
 

@@ -45,6 +45,7 @@ from ..errors import (
     RefConflict,
     RemoteError,
     ServerError,
+    TransportError,
 )
 from ..hashes import Hash, PackKey
 from ..refs import (
@@ -375,6 +376,12 @@ class S3Transport(Transport):
         ladder aborts the upload; the core retries the operation only while rungs
         are left (a new upload: parts are not carried over from an aborted one).
 
+        An incomplete upload of the same key left by a writer that was killed (it
+        could not abort) is resumed (:meth:`_resumable`): a part already there whose
+        size and MD5 ETag match the part's bytes is not sent again; other parts are
+        sent over it. Any other incomplete upload of the key is aborted once the
+        object is complete, so none is left behind.
+
         Two part buffers, reused: one part uploads on a worker thread while the next
         is filled from ``chunks`` (whose hashing then overlaps the upload), so memory
         stays at two parts whatever the pack's size.
@@ -382,9 +389,11 @@ class S3Transport(Transport):
         ladder = self._ladder()
         object_key = self.pack_key(key)
         part_size = max(self.part_size, -(-total // MAX_PARTS))
-        with _mapped(f"start upload of {key.hex()}"):
-            created = self.client.create_multipart_upload(Bucket=self.bucket, Key=object_key)
-        upload_id = created["UploadId"]
+        upload_id, stored, others = self._resumable(object_key)
+        if upload_id is None:
+            with _mapped(f"start upload of {key.hex()}"):
+                created = self.client.create_multipart_upload(Bucket=self.bucket, Key=object_key)
+            upload_id = created["UploadId"]
         parts: list[dict[str, Any]] = []
 
         def send(number: int, body: bytearray) -> None:
@@ -396,6 +405,16 @@ class S3Transport(Transport):
                     )["ETag"]  # fmt: skip
 
             parts.append({"PartNumber": number, "ETag": ladder.run(attempt)})
+
+        def reused(number: int, body: bytearray) -> bool:
+            """Keep part ``number`` from the resumed upload if it holds exactly ``body``."""
+            etag, size = stored.get(number, ("", -1))
+            if size != len(body):
+                return False
+            if etag.strip('"') != hashlib.md5(body, usedforsecurity=False).hexdigest():
+                return False
+            parts.append({"PartNumber": number, "ETag": etag})
+            return True
 
         buffers, fill, number = (bytearray(part_size), bytearray(part_size)), 0, 1
         try:
@@ -410,26 +429,73 @@ class S3Transport(Transport):
                         if fill == part_size:
                             if pending is not None:
                                 pending.result()  # frees the other buffer
-                            pending = uploader.submit(send, number, buffers[number % 2])
+                                pending = None
+                            if not reused(number, buffers[number % 2]):
+                                pending = uploader.submit(send, number, buffers[number % 2])
                             fill, number = 0, number + 1
                 if pending is not None:
                     pending.result()
-            if fill:  # total > part_size: at least one full part went already
-                send(number, buffers[number % 2][:fill])
+            if fill and not reused(number, buffers[number % 2][:fill]):
+                send(number, buffers[number % 2][:fill])  # total > part_size: not the first
             ladder.run(lambda: self._complete(object_key, upload_id, parts, total))
         except BaseException:
             with contextlib.suppress(Exception):
                 ladder.run(lambda: self._abort(object_key, upload_id))
             raise
+        for other in others:
+            # Best effort: the pack is stored; a leftover is swept by gc (sweep_debris).
+            with contextlib.suppress(TransportError):
+                self._abort(object_key, other)
+
+    def _resumable(
+        self, object_key: str
+    ) -> tuple[str | None, dict[int, tuple[str, int]], list[str]]:
+        """An incomplete upload of ``object_key`` to resume, its parts, and the others.
+
+        The parts map a part number to its ETag and size. The first listed upload
+        whose parts can still be listed is resumed (one gone meanwhile, completed
+        or aborted, is passed over); ``None`` when there is none.
+        """
+        found: list[str] = []
+        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": object_key}
+        with _mapped(f"list uploads of {object_key}"):
+            while True:
+                page = self.client.list_multipart_uploads(**request)
+                found += [u["UploadId"] for u in page.get("Uploads", []) if u["Key"] == object_key]
+                if not page.get("IsTruncated"):
+                    break
+                request["KeyMarker"] = page.get("NextKeyMarker", "")
+                request["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
+        for upload_id in found:
+            try:
+                stored = self._stored_parts(object_key, upload_id)
+            except PackNotFound:
+                continue
+            return upload_id, stored, [u for u in found if u != upload_id]
+        return None, {}, []
+
+    def _stored_parts(self, object_key: str, upload_id: str) -> dict[int, tuple[str, int]]:
+        """The parts of an incomplete upload (``ListParts``, paginated): number -> ETag, size."""
+        stored: dict[int, tuple[str, int]] = {}
+        request: dict[str, Any] = {"Bucket": self.bucket, "Key": object_key, "UploadId": upload_id}
+        with _mapped(f"list parts of {object_key}"):
+            while True:
+                page = self.client.list_parts(**request)
+                for part in page.get("Parts", []):
+                    stored[int(part["PartNumber"])] = (str(part["ETag"]), int(part["Size"]))
+                if not page.get("IsTruncated"):
+                    return stored
+                request["PartNumberMarker"] = page["NextPartNumberMarker"]
 
     def _complete(
         self, object_key: str, upload_id: str, parts: list[dict[str, Any]], total: int
     ) -> None:
+        ordered = sorted(parts, key=lambda part: int(part["PartNumber"]))
         try:
             with _mapped(f"complete upload of {object_key}"):
                 self.client.complete_multipart_upload(
                     Bucket=self.bucket, Key=object_key, UploadId=upload_id,
-                    MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                    MultipartUpload={"Parts": ordered},  # type: ignore[typeddict-item]
                 )  # fmt: skip
         except PackNotFound:
             # The upload is gone: an earlier attempt completed it and its answer was
