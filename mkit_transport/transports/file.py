@@ -348,6 +348,8 @@ class FileTransport(Transport):
         def chunks() -> Iterator[bytes]:
             with os.fdopen(fd, "rb", buffering=0) as f:
                 try:
+                    if offset >= os.fstat(f.fileno()).st_size:
+                        return  # past the end is empty; lseek refuses offsets over 2**63
                     f.seek(offset)
                     while chunk := f.read(_READ_SIZE):
                         yield chunk
