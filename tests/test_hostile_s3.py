@@ -10,11 +10,12 @@ hook replies in place of the real moto server, which serves everything else.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from botocore.awsrequest import AWSResponse
+from botocore.compat import HTTPHeaders
 
 from mkit_transport import RetryPolicy, ServerError, open_transport
 from mkit_transport.transports.s3 import S3Transport
@@ -41,7 +42,16 @@ class _FailDeletes:
             return None
         self.count -= 1
         self.answered += 1
-        return AWSResponse(request.url, self.status, {}, _Empty())
+        return AWSResponse(request.url, self.status, HTTPHeaders(), _Empty())
+
+
+def _hook(s3: S3Transport, event: str, handler: Callable[..., AWSResponse | None]) -> None:
+    """Register a ``before-send`` handler: a response it returns is the answer.
+
+    (botocore's stubs type handlers as returning None; before-send uses the value.)
+    """
+    events: Any = s3.client.meta.events
+    events.register(event, handler)
 
 
 @pytest.fixture
@@ -64,7 +74,7 @@ def test_a_failing_cleanup_delete_is_retried(
 ) -> None:
     s3, prefix = transport
     faults = _FailDeletes(count=2)
-    s3.client.meta.events.register("before-send.s3.DeleteObject", faults)
+    _hook(s3, "before-send.s3.DeleteObject", faults)
     verdict = s3.probe()
     assert verdict.ok, verdict.detail
     assert faults.answered == 2  # both failures were met, and retried past
@@ -75,7 +85,7 @@ def test_a_cleanup_that_keeps_failing_is_raised_naming_the_object(
     transport: tuple[S3Transport, str], moto_server: S3Server
 ) -> None:
     s3, prefix = transport
-    s3.client.meta.events.register("before-send.s3.DeleteObject", _FailDeletes(count=100))
+    _hook(s3, "before-send.s3.DeleteObject", _FailDeletes(count=100))
     with pytest.raises(ServerError) as failed:
         s3.probe()
     message = str(failed.value)
@@ -88,9 +98,10 @@ def test_a_cleanup_that_keeps_failing_is_raised_naming_the_object(
 @pytest.mark.parametrize("status", [500, 503, 501])
 def test_a_bare_error_says_its_status_once(transport: tuple[S3Transport, str], status: int) -> None:
     s3, _prefix = transport
-    s3.client.meta.events.register(
+    _hook(
+        s3,
         "before-send.s3.GetObject",
-        lambda request, **_: AWSResponse(request.url, status, {}, _Empty()),
+        lambda request, **_: AWSResponse(request.url, status, HTTPHeaders(), _Empty()),
     )
     with pytest.raises(ServerError) as failed:
         s3.read_ref("refs/heads/main")
