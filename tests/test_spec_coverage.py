@@ -52,7 +52,7 @@ def test_every_suite_test_is_tagged() -> None:
 
 #: Specs whose MUST table names tests by path (``tests/x.py::name``, then bare ``name``s
 #: from the same file), rather than through the conformance suite's marks.
-TABLE_SPECS = {"SPEC-GC.md": "GC", "SPEC-FSCK.md": "FSCK"}
+TABLE_SPECS = {"SPEC-GC.md": "GC", "SPEC-FSCK.md": "FSCK", "SPEC-THREATS.md": "THREAT"}
 
 
 def _table_rows(text: str, prefix: str) -> dict[str, str]:

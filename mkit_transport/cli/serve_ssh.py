@@ -45,8 +45,15 @@ def _inside(path: str, root: str) -> bool:
 
 
 def _requested_path(environ: dict[str, str] | os._Environ[str]) -> str | None:
-    """The PATH of a forced command's ``SSH_ORIGINAL_COMMAND`` (``... serve ssh PATH``)."""
-    words = shlex.split(environ.get("SSH_ORIGINAL_COMMAND", ""))
+    """The PATH of a forced command's ``SSH_ORIGINAL_COMMAND`` (``... serve ssh PATH``).
+
+    The command is the client's to choose: one that does not parse (an unclosed
+    quote) names no path, so the caller refuses it in answer to the hello.
+    """
+    try:
+        words = shlex.split(environ.get("SSH_ORIGINAL_COMMAND", ""))
+    except ValueError:
+        return None
     if len(words) < 3 or words[-3:-1] != ["serve", "ssh"]:
         return None
     return words[-1]

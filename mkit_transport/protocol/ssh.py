@@ -48,6 +48,7 @@ __all__ = [
     "MAX_FRAME",
     "MAX_HEADER",
     "VERSION",
+    "BadHeader",
     "Disconnected",
     "Frame",
     "FrameReader",
@@ -94,6 +95,15 @@ class WireError(Exception):
 
 class FrameTooLarge(WireError):
     """A frame (or a header) over its cap; refused before it is buffered."""
+
+
+class BadHeader(WireError):
+    """A complete, well-framed frame whose header is not a JSON object with an ``op``.
+
+    The frame was read to its end, so the stream is still in step: a server answers
+    it and goes on (SPEC-SSH SSH-2), unlike a bad length, past which nothing can be
+    trusted.
+    """
 
 
 class Disconnected(Exception):
@@ -172,10 +182,11 @@ class FrameReader:
         self.bytes_read += end
         try:
             header = json.loads(header_bytes.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as error:
-            raise WireError(f"frame header is not JSON: {error}") from error
+        except (UnicodeDecodeError, ValueError, RecursionError) as error:
+            # RecursionError: nesting deeper than the parser's stack (a hostile header).
+            raise BadHeader(f"frame header is not JSON: {error}") from error
         if not isinstance(header, dict) or not isinstance(header.get("op"), str):
-            raise WireError("frame header is not an object with a string 'op'")
+            raise BadHeader("frame header is not an object with a string 'op'")
         op = header.pop("op")
         return Frame(op, header, payload)
 

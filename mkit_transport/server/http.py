@@ -358,9 +358,13 @@ class PackServer:
             if match.group(2) is not None:
                 return self._get_range(project, key, offset, int(match.group(2)))
         backend = self.store(project)
+        headers = [("Content-Type", "application/octet-stream"), ("Accept-Ranges", "bytes")]
+        if offset > 0 and offset >= backend.pack_size(key):
+            # Past the end is empty (HTTP-9), said before any backend is asked to seek
+            # there: a huge offset fails in some, and only once the 206 is sent (a 500).
+            return 206, [*headers, ("Mkit-Range-Start", str(offset))], [b""]
         # Relayed unverified: the client verifies end to end (see the module docstring).
         chunks = backend.relay_pack_stream(key, offset)
-        headers = [("Content-Type", "application/octet-stream"), ("Accept-Ranges", "bytes")]
         if wanted is None:
             return 200, headers, chunks
         return 206, [*headers, ("Mkit-Range-Start", str(offset))], chunks

@@ -47,6 +47,7 @@ from ..protocol.ssh import (
     MAX_FRAME,
     PACK_PAGE,
     VERSION,
+    BadHeader,
     Disconnected,
     Frame,
     FrameReader,
@@ -132,12 +133,21 @@ class _Upload:
         self.finished = False  # the last chunk was read
         self.broken = False  # a frame that is not a chunk: the stream is out of step
 
+    def _next(self) -> Frame | None:
+        """The next frame, or None (and ``broken``) if its header is unreadable."""
+        try:
+            return self.connection.next_frame(self.connection.limits.frame_timeout)
+        except BadHeader:
+            self.broken = True  # not a chunk we can place: out of step
+            return None
+
     def __iter__(self) -> Iterator[bytes]:
         while not self.finished:
-            frame = self.connection.next_frame(self.connection.limits.frame_timeout)
-            if frame.op != "chunk":
+            frame = self._next()
+            if frame is None or frame.op != "chunk":
                 self.broken = True
-                raise ProtocolError(f"expected a chunk frame mid-upload, got {frame.op!r}")
+                got = "an unreadable header" if frame is None else repr(frame.op)
+                raise ProtocolError(f"expected a chunk frame mid-upload, got {got}")
             offset = field_of(frame, "offset", int)
             self.finished = field_of(frame, "last", bool)
             if offset != self.received:
@@ -149,8 +159,8 @@ class _Upload:
     def drain(self) -> None:
         """Read and discard chunks up to the last one, so the next frame is a request."""
         while not self.finished and not self.broken:
-            frame = self.connection.next_frame(self.connection.limits.frame_timeout)
-            if frame.op != "chunk":
+            frame = self._next()
+            if frame is None or frame.op != "chunk":
                 self.broken = True
             else:
                 self.finished = field_of(frame, "last", bool)
@@ -215,16 +225,24 @@ class _Connection:
             self.close_with(ServerError(f"closing: {error}", status=503), EXIT_CAPPED)
         except Disconnected as error:
             raise _Stop(EXIT_LOST) from error
+        except BadHeader:
+            # A whole frame was read: the stream is in step, the caller answers it.
+            self._count()
+            raise
         except WireError as error:
             # Past a bad length prefix nothing can be trusted: say why, then close.
             self.close_with(_wire_error(error), EXIT_PROTOCOL)
         if frame is None:
             raise _Stop(EXIT_OK if boundary else EXIT_LOST)
+        self._count()
+        return frame
+
+    def _count(self) -> None:
+        """Count a frame read, and close the connection once it is over its budget."""
         self.frames += 1
         if self.frames > self.limits.max_frames or self.reader.bytes_read > self.limits.max_bytes:
             budget = ServerError("this connection used up its budget; reconnect", status=503)
             self.close_with(budget, EXIT_CAPPED)
-        return frame
 
     # -- the loop --------------------------------------------------------------------
 
@@ -232,7 +250,11 @@ class _Connection:
         try:
             self._hello(refusal)
             while True:
-                frame = self.next_frame(self.limits.idle_timeout, boundary=True)
+                try:
+                    frame = self.next_frame(self.limits.idle_timeout, boundary=True)
+                except BadHeader as error:
+                    self.fail(_wire_error(error))  # SSH-2: answered, the session goes on
+                    continue
                 if frame.op == "bye":
                     return EXIT_OK
                 verb = self.verbs.get(frame.op)
@@ -250,8 +272,13 @@ class _Connection:
             return EXIT_LOST
 
     def _hello(self, refusal: TransportError | None) -> None:
-        frame = self.next_frame(self.limits.frame_timeout)
-        if frame.op != "hello" or frame.fields.get("version") != VERSION:
+        try:
+            frame: Frame | None = self.next_frame(self.limits.frame_timeout)
+        except BadHeader:
+            frame = None
+        # type(): JSON true is not version 1, although True == 1 in Python.
+        version = None if frame is None else frame.fields.get("version")
+        if frame is None or frame.op != "hello" or type(version) is not int or version != VERSION:
             self.close_with(ProtocolError(f"expected hello version {VERSION}"), EXIT_PROTOCOL)
         if refusal is not None:
             self.close_with(refusal, EXIT_PROTOCOL)

@@ -395,6 +395,9 @@ def materialise(objects: PackObjects, root: bytes, dest: str, *, workers: int = 
             elif entry.type == TYPE_SYMLINK:
                 _kind, link = objects.read_bytes(entry.oid, MAX_SYMLINK)
                 _check_size(entry, len(link))
+                if not link or b"\0" in link:
+                    # os.symlink would raise ValueError / FileNotFoundError: not the taxonomy.
+                    raise _bad(f"{entry.name!r}: symlink target is empty or holds a NUL byte")
                 os.symlink(link, target)
             else:
                 run(target, entry)

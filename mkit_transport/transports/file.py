@@ -55,6 +55,8 @@ LOCK_FILE: Final = "refs.lock"
 _READ_SIZE: Final = 4 << 20
 #: A temporary file older than this is a crash's leftover, never a write in progress.
 STALE_AFTER: Final = 24 * 3600.0
+#: Temporary names tried before a write gives up (a taken name is skipped).
+_TEMP_ATTEMPTS: Final = 100
 
 _HEX: Final = frozenset("0123456789abcdef")
 _temp_seq = itertools.count()
@@ -71,6 +73,12 @@ def _looks_temp(name: str) -> bool:
     return name.startswith(".") and ".tmp." in name
 
 
+def _regular_size(path: str) -> int | None:
+    """The size of the regular file at ``path`` (not following a symlink), else None."""
+    info = os.lstat(path)
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
+
+
 def _is_hex(name: str, length: int) -> bool:
     """Whether ``name`` is exactly ``length`` lowercase hex digits."""
     return len(name) == length and set(name) <= _HEX
@@ -78,6 +86,8 @@ def _is_hex(name: str, length: int) -> bool:
 
 def _os_error(error: OSError, what: str) -> Exception:
     """Map an OS error onto the taxonomy (one place for the whole module)."""
+    if error.errno == errno.ELOOP:  # O_NOFOLLOW met a planted symlink
+        return RemoteError(f"{what}: a symlink is in the way; refused")
     if isinstance(error, PermissionError):
         return AccessDenied(f"{what}: {error.strerror or error}")
     return RemoteError(f"{what}: {error.strerror or error}")
@@ -173,8 +183,12 @@ class FileTransport(Transport):
         finally:
             os.close(fd)
 
-    def _make_dirs(self, path: str) -> None:
-        """Create ``path`` and missing parents, fsyncing each new entry's parent."""
+    def _make_dirs(self, path: str) -> list[str]:
+        """Create ``path`` and missing parents, fsyncing each new entry's parent.
+
+        Returns the directories it created, parents first, so a failed write can
+        take them back (a refused upload leaves no empty ``packs/``).
+        """
         missing = []
         while not os.path.isdir(path):
             missing.append(path)
@@ -182,10 +196,39 @@ class FileTransport(Transport):
             if parent == path:
                 break
             path = parent
+        created = []
         for directory in reversed(missing):
-            with contextlib.suppress(FileExistsError):
+            try:
                 os.mkdir(directory)
+                created.append(directory)
+            except FileExistsError:
+                pass
             self._fsync_dir(os.path.dirname(directory))
+        return created
+
+    @staticmethod
+    def _remove_dirs(created: list[str]) -> None:
+        """Remove directories :meth:`_make_dirs` created, deepest first, if still empty."""
+        for directory in reversed(created):
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
+
+    @staticmethod
+    def _create_temp(stage: str, base: str) -> tuple[str, int]:
+        """Create a new temporary file in ``stage``; return its path and descriptor.
+
+        Temporary names are predictable (pid, counter), so one may already be taken,
+        by a planted symlink among others: ``O_EXCL | O_NOFOLLOW`` never opens what is
+        there, and the next name is tried.
+        """
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+        for _attempt in range(_TEMP_ATTEMPTS):
+            temp = os.path.join(stage, f".{base}.tmp.{os.getpid()}.{next(_temp_seq)}")
+            try:
+                return temp, os.open(temp, flags, 0o644)
+            except FileExistsError:
+                continue
+        raise FileExistsError(errno.EEXIST, f"{_TEMP_ATTEMPTS} temporary names taken", stage)
 
     def _write_atomic(
         self, target: str, chunks: Iterable[bytes], stage: str | None = None, direct: bool = False
@@ -199,11 +242,12 @@ class FileTransport(Transport):
         """
         directory = os.path.dirname(target)
         stage = stage or directory
-        self._make_dirs(stage)
-        temp = os.path.join(
-            stage, f".{os.path.basename(target)}.tmp.{os.getpid()}.{next(_temp_seq)}"
-        )
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        created = self._make_dirs(stage)
+        try:
+            temp, fd = self._create_temp(stage, os.path.basename(target))
+        except BaseException:
+            self._remove_dirs(created)
+            raise
         try:
             try:
                 write_chunks(fd, chunks, direct=direct)
@@ -213,10 +257,11 @@ class FileTransport(Transport):
                 os.close(fd)
             if stage != directory:  # else made above, and the temp file keeps it
                 self._make_dirs(directory)
-            os.replace(temp, target)
+            os.replace(temp, target)  # rename replaces a symlink there, never follows it
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
+            self._remove_dirs(created)
             raise
         self._fsync_dir(directory)
 
@@ -288,7 +333,7 @@ class FileTransport(Transport):
             if repair:
                 if self._hashes_to(path, key):
                     return
-            elif os.path.getsize(path) == total:
+            elif _regular_size(path) == total:
                 # Content-addressed: same name and size means already stored (the
                 # base still checks the stream). A different size means a damaged
                 # copy, which the rename replaces.
@@ -317,7 +362,7 @@ class FileTransport(Transport):
     def _hashes_to(self, path: str, key: PackKey) -> bool:
         """Say whether the file at ``path`` hashes to ``key`` (FileNotFoundError if absent)."""
         hasher = Hasher(parallel=True)
-        with open(path, "rb", buffering=0) as f:
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW), "rb", 0) as f:
             while chunk := f.read(_READ_SIZE):
                 hasher.update(chunk)
         return hasher.pack_key() == key
@@ -328,7 +373,7 @@ class FileTransport(Transport):
     def _open(self, key: PackKey) -> int:
         path = self._confine(self.pack_path(key))
         try:
-            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except (FileNotFoundError, NotADirectoryError) as error:
             raise PackNotFound(f"no pack {key.hex()}") from error
         except OSError as error:
@@ -348,6 +393,8 @@ class FileTransport(Transport):
         def chunks() -> Iterator[bytes]:
             with os.fdopen(fd, "rb", buffering=0) as f:
                 try:
+                    if offset >= os.fstat(f.fileno()).st_size:
+                        return  # past the end is empty; lseek refuses offsets over 2**63
                     f.seek(offset)
                     while chunk := f.read(_READ_SIZE):
                         yield chunk
@@ -378,17 +425,20 @@ class FileTransport(Transport):
     def _pack_size(self, key: PackKey) -> int:
         path = self._confine(self.pack_path(key))
         try:
-            return os.path.getsize(path)
+            size = _regular_size(path)
         except (FileNotFoundError, NotADirectoryError) as error:
             raise PackNotFound(f"no pack {key.hex()}") from error
         except OSError as error:
             raise _os_error(error, f"stat pack {key.hex()}") from error
+        if size is None:
+            raise RemoteError(f"pack {key.hex()} is not a regular file (a symlink?); refused")
+        return size
 
     def _has_pack(self, key: PackKey) -> bool:
         # Not os.path.isfile: it answers False for any failure, so a store the process
         # may not read (EACCES) would say "no such pack" instead of AccessDenied.
         try:
-            mode = os.stat(self._confine(self.pack_path(key))).st_mode
+            mode = os.lstat(self._confine(self.pack_path(key))).st_mode
         except (FileNotFoundError, NotADirectoryError):
             return False
         except OSError as error:
@@ -483,7 +533,15 @@ class FileTransport(Transport):
         # locks the same inode.
         with self._thread_lock:
             self._make_dirs(self.root)
-            fd = os.open(os.path.join(self.root, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+            # O_NOFOLLOW: a planted refs.lock symlink would make O_CREAT create (and
+            # the lock touch) a file outside the store.
+            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+            try:
+                fd = os.open(os.path.join(self.root, LOCK_FILE), flags, 0o600)
+            except OSError as error:
+                if error.errno == errno.ELOOP:
+                    raise RemoteError(f"{LOCK_FILE} is a symlink; refused") from error
+                raise
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 yield

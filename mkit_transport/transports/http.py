@@ -101,7 +101,7 @@ def _status_error(response: requests.Response) -> TransportError:
     status = response.status_code
     try:
         body = json.loads(_read_capped(response, _ERROR_BODY_LIMIT))
-    except (ValueError, PayloadTooLarge, requests.RequestException, OSError):
+    except (ValueError, RecursionError, PayloadTooLarge, requests.RequestException, OSError):
         body = {}  # the status alone still says what happened
     if not isinstance(body, dict):
         body = {}
@@ -405,7 +405,7 @@ class HttpTransport(Transport):
             return [
                 PackInfo(PackKey.from_hex(row["key"]), row["size"], row["mtime"]) for row in rows
             ]
-        except (ValueError, KeyError, TypeError, InvalidRef) as error:
+        except (ValueError, RecursionError, KeyError, TypeError, InvalidRef) as error:
             raise InvalidResponse(f"malformed pack listing: {error}") from error
 
     def _delete_pack(self, key: PackKey) -> None:
@@ -457,7 +457,7 @@ class HttpTransport(Transport):
         try:
             rows = json.loads(data)["refs"]
             return [(str(row["name"]), Hash.from_hex(row["hash"])) for row in rows]
-        except (ValueError, KeyError, TypeError, InvalidRef) as error:
+        except (ValueError, RecursionError, KeyError, TypeError, InvalidRef) as error:
             raise InvalidResponse(f"malformed ref listing: {error}") from error
 
     # -- lifetime --------------------------------------------------------------------------

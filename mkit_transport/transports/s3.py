@@ -120,6 +120,20 @@ class ProbeResult:
         return self.if_none_match and self.if_match
 
 
+def _message(what: str, status: int, code: str, text: str) -> str:
+    """``what: STATUS CODE: text``, saying the status once.
+
+    botocore names a reply without an XML body by its status (code ``"500"``, text
+    the reason phrase), which would read "500 500".
+    """
+    label = " ".join(
+        part
+        for part in (str(status) if status else "", code if code != str(status) else "")
+        if part
+    )
+    return ": ".join(part for part in (what, label, text) if part)
+
+
 @contextlib.contextmanager
 def _mapped(what: str) -> Iterator[None]:
     """Map every boto3/botocore/urllib3 failure onto the taxonomy (the one place).
@@ -133,7 +147,7 @@ def _mapped(what: str) -> Iterator[None]:
         info = error.response.get("Error", {})
         code = str(info.get("Code", ""))
         status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        message = f"{what}: {status} {code}: {info.get('Message', '')}".rstrip(": ")
+        message = _message(what, status, code, str(info.get("Message", "")))
         if status == 412 or code == "PreconditionFailed":
             raise RefConflict(message) from error
         if code in _DENIED or status in (401, 403):
@@ -780,6 +794,20 @@ class S3Transport(Transport):
         """
         object_key = self._key(f"mkit-probe/{uuid.uuid4().hex}")
         what = f"probe {object_key}"
+        try:  # the first PUT too: a lost acknowledgement may have stored it
+            etag = self._put(object_key, b"first", what, if_none_match="*")
+            verdict = self._probe_steps(object_key, what, etag)
+        except BaseException as failure:
+            try:
+                self._probe_cleanup(object_key)
+            except TransportError as error:
+                failure.add_note(str(error))  # the probe's own failure says more
+            raise
+        self._probe_cleanup(object_key)
+        return verdict
+
+    def _probe_steps(self, object_key: str, what: str, etag: str) -> ProbeResult:
+        """The probe's conditional writes on its scratch object (which exists)."""
         notes = []
 
         def refused(**condition: str) -> bool:
@@ -789,30 +817,40 @@ class S3Transport(Transport):
                 return True
             return False
 
-        etag = self._put(object_key, b"first", what, if_none_match="*")
-        try:
-            none_match = refused(if_none_match="*")
-            if not none_match:
-                notes.append("If-None-Match: * on an existing key was ignored")
-                etag = self._put(object_key, b"first", what)
-            match = refused(if_match='"0"' if etag != '"0"' else '"1"')
-            if not match:
-                notes.append("If-Match with a stale ETag was ignored")
-            else:
-                self._put(object_key, b"second", what, if_match=etag)
-                reply = self._get_object(object_key, what)
-                with _mapped(what), contextlib.closing(reply["Body"]) as body:
-                    if body.read() != b"second":
-                        match = False
-                        notes.append("If-Match with the current ETag did not write")
-            delete_match = self._probe_delete(object_key, what)
-            if not delete_match:
-                notes.append("DeleteObject with a stale If-Match deleted")
-        finally:
-            with contextlib.suppress(Exception), _mapped(f"probe cleanup {object_key}"):
-                self.client.delete_object(Bucket=self.bucket, Key=object_key)
+        none_match = refused(if_none_match="*")
+        if not none_match:
+            notes.append("If-None-Match: * on an existing key was ignored")
+            etag = self._put(object_key, b"first", what)
+        match = refused(if_match='"0"' if etag != '"0"' else '"1"')
+        if not match:
+            notes.append("If-Match with a stale ETag was ignored")
+        else:
+            self._put(object_key, b"second", what, if_match=etag)
+            reply = self._get_object(object_key, what)
+            with _mapped(what), contextlib.closing(reply["Body"]) as body:
+                if body.read() != b"second":
+                    match = False
+                    notes.append("If-Match with the current ETag did not write")
+        delete_match = self._probe_delete(object_key, what)
+        if not delete_match:
+            notes.append("DeleteObject with a stale If-Match deleted")
         detail = "; ".join(notes) or "conditional writes honoured"
         return ProbeResult(none_match, match, detail, delete_if_match=delete_match)
+
+    def _probe_cleanup(self, object_key: str) -> None:
+        """Delete the probe's scratch object, retried; a failure is raised, never swallowed.
+
+        Deleting is idempotent (an absent key is gone already), so the retry policy
+        applies; a leftover object would otherwise pile up with every probe.
+        """
+        what = f"probe cleanup: {object_key} may be left behind"
+
+        def delete() -> None:
+            with _mapped(what):
+                self.client.delete_object(Bucket=self.bucket, Key=object_key)
+
+        with contextlib.suppress(PackNotFound):
+            self._call(delete)
 
     def _probe_delete(self, object_key: str, what: str) -> bool:
         """Say whether a ``DeleteObject`` with a stale ``If-Match`` is refused."""
