@@ -1,4 +1,4 @@
-"""A multipart upload left by a killed writer is resumed, never left behind (S3-24).
+"""A multipart upload left by a killed writer is resumed, never left behind (S3-26).
 
 A push or mirror killed during a multipart upload cannot abort it: the upload and
 its parts stay (billed, invisible to listings). The next upload of the same pack key

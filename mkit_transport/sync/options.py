@@ -39,7 +39,7 @@ class TransferOptions:
     * ``level``, ``pack_size``, ``spool_dir``: how ``push`` builds packs (the zstd
       level, the target pack size, the directory packs are built in, default the
       system temp directory);
-    * ``bwlimit``: bytes per second sent to the remote by ``push`` and ``mirror`` (``None``: no cap);
+    * ``bwlimit``: bytes per second ``push`` and ``mirror`` send (``None``: no cap);
     * ``cache_dir``: the pack cache of ``pull`` and ``show`` (default
       :func:`~mkit_transport.sync.default_cache_dir`).
 
