@@ -1,7 +1,7 @@
 """HTTP transport: streaming vs plain requests, peak RSS both ends, CAS through the server.
 
 Usage: ``python bench/bench_http.py [--quick]``. One real server process
-(``python -m mkit_transport serve http``, gunicorn, 2 sync workers, file backend)
+(``python -m mkit_transport serve http``, gunicorn, 2 threaded workers, file backend)
 on loopback; every figure is a ratio against a baseline measured in the same run:
 
 * upload:   ``upload_pack_stream`` (client BLAKE3, sized streaming body)

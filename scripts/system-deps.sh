@@ -1,12 +1,17 @@
 #!/bin/sh
 # System packages the test suite needs on a fresh Debian machine: OpenSSH's sshd for
-# the SSH transport tests. Installs only what is missing (needs root, as CI has).
+# the SSH transport tests, nginx for the reverse-proxy tests (tests/test_http_nginx.py).
+# Installs only what is missing (needs root, as CI has).
 set -e
-if [ ! -x /usr/sbin/sshd ]; then
+missing=""
+[ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
+[ -x /usr/sbin/nginx ] || missing="$missing nginx-light"
+if [ -n "$missing" ]; then
     if [ "$(id -u)" != 0 ]; then
-        echo "openssh-server is missing and this is not root: install it (apt-get install openssh-server)" >&2
+        echo "missing:$missing and this is not root: install it (apt-get install$missing)" >&2
         exit 1
     fi
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null
+    # shellcheck disable=SC2086 (one word per package)
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi

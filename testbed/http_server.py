@@ -1,6 +1,6 @@
 """A real ``python -m mkit_transport serve http`` process for tests and benchmarks.
 
-Gunicorn with 2 sync workers on a free loopback port with a temporary root,
+Gunicorn with 2 threaded workers on a free loopback port with a temporary root,
 stopped by its PID. Shared by the test fixtures (tests/support) and bench/, so
 neither imports the other.
 """
@@ -70,8 +70,12 @@ def start_http_server(
     env: dict[str, str] | None = None,
     faults: bool = False,
     workers: int = 2,
+    options: list[str] | None = None,
 ) -> HttpServer:
-    """Start a server process and wait until its health check answers."""
+    """Start a server process and wait until its health check answers.
+
+    ``options`` are more ``serve http`` flags (``--header-timeout 5``, ``--threads 8``).
+    """
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = root.parent / f"{root.name}-server.log"
@@ -87,7 +91,7 @@ def start_http_server(
             filter(None, [str(_REPO), run_env.get("PYTHONPATH")])
         )
     command += args if args is not None else ["--root", str(root)]
-    command += ["--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
+    command += ["--bind", f"127.0.0.1:{port}", "--workers", str(workers), *(options or [])]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=run_env)
     server = HttpServer(root, port, process, log, fault_file, env or {})

@@ -8,6 +8,7 @@ skipped a test, except a conformance check declared not applicable.
 pytest_plugins = [
     "tests.support.core_fixtures",
     "tests.support.http_fixtures",
+    "tests.support.nginx_fixtures",
     "tests.support.no_skips",
     "tests.support.s3_fixtures",
     "tests.support.server_marker",

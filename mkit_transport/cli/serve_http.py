@@ -1,9 +1,11 @@
 """``python -m mkit_transport serve http``: the pack server under gunicorn.
 
-gunicorn with sync workers was the fastest WSGI server measured on this project's
-machines (spec/SPEC-HTTP.md, "Server"): it de-chunks and streams request bodies
-instead of spooling them, and its pre-fork workers share nothing, which the
-backend's atomic ref conditions make safe.
+gunicorn was the fastest WSGI server measured on this project's machines
+(spec/SPEC-HTTP.md, "Server"): it de-chunks and streams request bodies instead of
+spooling them, and its pre-fork workers share nothing, which the backend's atomic
+ref conditions make safe. Each worker is threaded with deadlines
+(:mod:`mkit_transport.server.worker`), so slow or stalled clients cannot hold the
+server: a sync worker serves one connection at a time with no header deadline.
 """
 
 from __future__ import annotations
@@ -49,18 +51,28 @@ def _bind(text: str) -> str:
     return text
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
+
+
 def serve(args: argparse.Namespace, transport: Transport | None, out: TextIO) -> int:
     """Run gunicorn in the foreground until it is stopped (SIGTERM or SIGINT)."""
     need("serve http", "gunicorn")  # the extra `server`; a plain install lacks it
     from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
+    from ..server.worker import guarded_worker
+
     app = build_app(args)
     settings = {
         "bind": [args.bind],
         "workers": args.workers,
-        "worker_class": "sync",
-        # Sync workers only heartbeat between requests, so a large upload or download
-        # must fit in one timeout; slow clients belong behind a buffering proxy.
+        "worker_class": guarded_worker(args.header_timeout, args.idle_timeout),
+        "threads": args.threads,
+        # Idle kept-alive connections wait in the worker's poller, not in a thread.
+        "keepalive": args.keepalive,
+        # The main loop heartbeats whatever the threads do: a long transfer is fine.
         "timeout": args.timeout,
         "graceful_timeout": 5,
         "accesslog": args.access_log,
@@ -112,7 +124,31 @@ def add_cli(
     sub.add_argument("--bind", type=_bind, default="127.0.0.1:8080", help="HOST:PORT")
     sub.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     sub.add_argument(
-        "--timeout", type=int, default=600, help="seconds one request may take (default 600)"
+        "--threads", type=_positive, default=32, help="threads per worker (default 32)"
+    )
+    sub.add_argument(
+        "--header-timeout",
+        type=_positive,
+        default=30,
+        help="seconds a client has to send a request head (default 30)",
+    )
+    sub.add_argument(
+        "--idle-timeout",
+        type=_positive,
+        default=120,
+        help="seconds a body read or write may make no progress (default 120)",
+    )
+    sub.add_argument(
+        "--keepalive",
+        type=_positive,
+        default=5,
+        help="seconds an idle connection is kept open (default 5)",
+    )
+    sub.add_argument(
+        "--timeout",
+        type=_positive,
+        default=600,
+        help="seconds a worker may stop answering before it is restarted (default 600)",
     )
     sub.add_argument(
         "--max-pack-bytes", type=int, default=PACK_BODY_LIMIT, help="largest upload accepted"

@@ -358,13 +358,31 @@ class PackServer:
             if match.group(2) is not None:
                 return self._get_range(project, key, offset, int(match.group(2)))
         backend = self.store(project)
-        headers = [("Content-Type", "application/octet-stream"), ("Accept-Ranges", "bytes")]
-        if offset > 0 and offset >= backend.pack_size(key):
+        base = [("Content-Type", "application/octet-stream"), ("Accept-Ranges", "bytes")]
+        size: int | None = None
+        if offset > 0:
             # Past the end is empty (HTTP-9), said before any backend is asked to seek
             # there: a huge offset fails in some, and only once the 206 is sent (a 500).
-            return 206, [*headers, ("Mkit-Range-Start", str(offset))], [b""]
+            size = backend.pack_size(key)
+            if offset >= size:
+                empty = [*base, ("Content-Length", "0"), ("Mkit-Range-Start", str(offset))]
+                return 206, empty, [b""]
+        # The length is sent so that a body cut anywhere on the way (a worker killed
+        # behind a proxy that speaks HTTP/1.0 upstream, where no chunked framing
+        # survives) reaches the client as short, a connection failure it resumes,
+        # rather than as a clean shorter body it would take for corruption.
         # Relayed unverified: the client verifies end to end (see the module docstring).
-        chunks = backend.relay_pack_stream(key, offset)
+        # The stream is opened first, so its failure (an absent pack) is the answer.
+        stream = backend.relay_pack_stream(key, offset)
+        try:
+            length = max((backend.pack_size(key) if size is None else size) - offset, 0)
+        except BaseException:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+            raise
+        chunks = _cut(stream, length)
+        headers = [*base, ("Content-Length", str(length))]
         if wanted is None:
             return 200, headers, chunks
         return 206, [*headers, ("Mkit-Range-Start", str(offset))], chunks

@@ -107,6 +107,8 @@ def _status_error(response: requests.Response) -> TransportError:
         body = {}
     code = response.headers.get("Mkit-Error") or str(body.get("error", ""))
     message = f"HTTP {status} {code or response.reason}: {body.get('message', '')}".strip()
+    if not response.headers.get("Mkit-Error"):
+        message = f"{message.rstrip(':')} ({_foreign_origin(response)})"
     retry_after: float | None = None
     with contextlib.suppress(ValueError):
         retry_after = float(response.headers.get("Retry-After", ""))
@@ -124,6 +126,24 @@ def _status_error(response: requests.Response) -> TransportError:
         known="current" in body,
         retry_after=retry_after,
     )
+
+
+def _foreign_origin(response: requests.Response) -> str:
+    """Say who answered a failure the pack server did not (it always sends Mkit-Error).
+
+    Behind a reverse proxy, a limit of the proxy's is otherwise reported as if the
+    pack server had refused: nginx's 1 MiB default body limit made a big push fail
+    with a bare "HTTP 413 Request Entity Too Large:".
+    """
+    server = response.headers.get("Server", "")[:80]
+    who = f"a proxy or other server ({server})" if server else "a proxy or other server"
+    said = f"answered by {who} in front of the pack server, not by it"
+    if response.status_code == 413:
+        said += (
+            ": its request body limit is below this upload"
+            " (nginx: client_max_body_size; README, 'Behind a reverse proxy')"
+        )
+    return said
 
 
 def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
@@ -320,14 +340,24 @@ class HttpTransport(Transport):
         return target
 
     def _chunks(self, response: requests.Response, what: str) -> Iterator[bytes]:
-        """Yield the response body in bounded chunks, closing it at the end."""
+        """Yield the response body in bounded chunks, closing it at the end.
+
+        A body shorter than its ``Content-Length`` was cut on the way (a proxy that
+        speaks HTTP/1.0 to its upstream turns a killed worker into a clean early end):
+        that is ``ConnectionFailed``, which the core resumes with a range request,
+        never a corrupt pack.
+        """
         received = 0
+        declared = response.headers.get("Content-Length", "")
+        expected = int(declared) if declared.isdigit() and len(declared) < 20 else None
         with contextlib.closing(response), _mapped(what):
             for chunk in response.iter_content(CHUNK_SIZE):
                 received += len(chunk)
                 if received > PACK_BODY_LIMIT:
                     raise PayloadTooLarge("downloaded pack is over the limit")
                 yield chunk
+            if expected is not None and received < expected:
+                raise ConnectionFailed(f"{what}: body cut at {received} of {expected} bytes")
 
     # -- packs ---------------------------------------------------------------------------
 

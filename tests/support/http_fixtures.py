@@ -1,7 +1,7 @@
 """Fixtures for the http tests (loaded by tests/conftest.py).
 
 Each server is a real ``python -m mkit_transport serve http`` process (gunicorn,
-2 sync workers) on a free loopback port with a temporary root, started once per
+2 threaded workers) on a free loopback port with a temporary root, started once per
 session and stopped by its PID. Variants: plain, with read/write tokens, and with
 fault injection (the same command run through :mod:`tests.support.http_fault_server`,
 which puts a test-only fault injector in front of the app; the product has none).

@@ -28,6 +28,8 @@ SERVER_FIXTURES: Final = frozenset(
         "http_token_server",
         "http_fault_server",
         "moto_server",
+        "nginx_documented",
+        "nginx_defaults",
         "seaweedfs_server",
         "s3_server",
         "sshd",
