@@ -67,10 +67,14 @@ ERROR_CODES: Final[tuple[ErrorCode, ...]] = (
     ErrorCode("length_required", 411, ProtocolError),
     ErrorCode("ref_conflict", 412, RefConflict),
     ErrorCode("payload_too_large", 413, PayloadTooLarge),
+    ErrorCode("request_line_too_long", 414, ProtocolError),
     ErrorCode("range_not_satisfiable", 416, ProtocolError),
+    ErrorCode("expectation_failed", 417, ProtocolError),
+    ErrorCode("header_fields_too_large", 431, ProtocolError),
     ErrorCode("invalid_stored_value", 500, InvalidResponse),
     ErrorCode("remote_error", 500, RemoteError),
     ErrorCode("internal_error", 500, ServerError),
+    ErrorCode("not_implemented", 501, ProtocolError),
     ErrorCode("backend_unavailable", 503, ServerError),
 )
 
