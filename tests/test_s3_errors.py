@@ -29,7 +29,8 @@ from mkit_transport import (
 )
 from mkit_transport.errors import TransportError
 from mkit_transport.retry import is_retryable
-from mkit_transport.transports.s3 import S3Transport, _mapped
+from mkit_transport.transports._s3_errors import mapped as _mapped
+from mkit_transport.transports.s3 import S3Transport
 from tests.support.s3_fixtures import S3Store
 
 

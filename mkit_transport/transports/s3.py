@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
 from urllib.parse import urlsplit
@@ -32,11 +32,9 @@ from urllib.parse import urlsplit
 import boto3
 import botocore.exceptions as bce
 from botocore.config import Config
-from urllib3.exceptions import HTTPError as Urllib3Error
 
 from ..errors import (
     AccessDenied,
-    ConnectionFailed,
     InsecureScheme,
     InvalidArgument,
     InvalidResponse,
@@ -68,6 +66,8 @@ from ..urls import (
     reject_options,
     split_url,
 )
+from ._s3_errors import mapped as _mapped
+from ._s3_multipart import DEFAULT_PART_SIZE, MIN_PART_SIZE, MultipartUploads
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -77,23 +77,12 @@ __all__ = ["MIN_PART_SIZE", "REF_SUFFIX", "ProbeResult", "S3Transport"]
 
 #: A ref's object key is its name plus this (see :meth:`S3Transport.ref_key`).
 REF_SUFFIX: Final = "/.ref"
-#: S3's smallest multipart part (all but the last).
-MIN_PART_SIZE: Final = 5 << 20
-#: Default part size and single-PUT threshold of streamed uploads.
-DEFAULT_PART_SIZE: Final = 8 << 20
-#: S3's largest number of parts in one upload.
-MAX_PARTS: Final = 10_000
 #: A ``match`` write re-reads and retries when the ETag moved but the value did not
 #: (an A->B->A change, or a server whose ETags are not content hashes); this bounds it.
 MATCH_ROUNDS: Final = 4
 _MD5_BELOW: Final = 4096  # bodies up to this size carry Content-MD5 (see _put)
 _MAX_PREFIX: Final = 500  # keeps prefix + "/" + a 512-byte ref name under S3's 1024
 _BUCKET_RE: Final = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
-_DENIED: Final = frozenset(
-    {"AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidToken",
-     "ExpiredToken", "AllAccessDisabled", "AccountProblem", "InvalidSecurity"}
-)  # fmt: skip
-_MISSING_KEY: Final = frozenset({"NoSuchKey", "NoSuchUpload", "404", "NotFound"})
 
 _EMPTY_PACK: Final = PackKey.of(b"")
 _PACK_NAME_RE: Final = re.compile(r"[0-9a-f]{64}")
@@ -120,57 +109,6 @@ class ProbeResult:
         return self.if_none_match and self.if_match
 
 
-def _message(what: str, status: int, code: str, text: str) -> str:
-    """``what: STATUS CODE: text``, saying the status once.
-
-    botocore names a reply without an XML body by its status (code ``"500"``, text
-    the reason phrase), which would read "500 500".
-    """
-    label = " ".join(
-        part
-        for part in (str(status) if status else "", code if code != str(status) else "")
-        if part
-    )
-    return ": ".join(part for part in (what, label, text) if part)
-
-
-@contextlib.contextmanager
-def _mapped(what: str) -> Iterator[None]:
-    """Map every boto3/botocore/urllib3 failure onto the taxonomy (the one place).
-
-    404 on a key becomes :class:`PackNotFound` and 412 :class:`RefConflict`; the
-    primitives turn those into what they mean for their verb (absent ref, CAS loss).
-    """
-    try:
-        yield
-    except bce.ClientError as error:
-        info = error.response.get("Error", {})
-        code = str(info.get("Code", ""))
-        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        message = _message(what, status, code, str(info.get("Message", "")))
-        if status == 412 or code == "PreconditionFailed":
-            raise RefConflict(message) from error
-        if code in _DENIED or status in (401, 403):
-            raise AccessDenied(message) from error
-        if code == "NoSuchBucket":
-            raise RemoteError(message) from error
-        if code in _MISSING_KEY or status == 404:
-            raise PackNotFound(message) from error
-        if code == "ConditionalRequestConflict":
-            # S3: "a conflicting operation occurred, retry". Marked transient so the
-            # core ladder retries it (by code, not status); a later conflict is read back.
-            raise ServerError(message, status=status, transient=True) from error
-        raise ServerError(message, status=status) from error
-    except (bce.NoCredentialsError, bce.PartialCredentialsError, bce.ProfileNotFound) as error:
-        raise AccessDenied(f"{what}: {error}") from error
-    except (bce.ConnectionError, bce.HTTPClientError, bce.IncompleteReadError) as error:
-        raise ConnectionFailed(f"{what}: {error}") from error
-    except Urllib3Error as error:  # a body read that broke below botocore
-        raise ConnectionFailed(f"{what}: {error}") from error
-    except bce.BotoCoreError as error:
-        raise RemoteError(f"{what}: {error}") from error
-
-
 def _parse_location(url: str, path: str) -> tuple[str, str]:
     """Split ``/bucket[/prefix]`` and check both (contract: no empty, ``.``, ``..``)."""
     bucket, _, prefix = path.removeprefix("/").partition("/")
@@ -190,7 +128,7 @@ def _parse_location(url: str, path: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-class S3Transport(Transport):
+class S3Transport(MultipartUploads, Transport):
     """A transport over one bucket (and key prefix) of an S3-compatible server."""
 
     schemes: ClassVar[tuple[str, ...]] = ("mkit+s3", "mkit+s3+http")
@@ -379,153 +317,6 @@ class S3Transport(Transport):
             self._put_pack(key, b"".join(chunks))
         else:
             self._multipart(key, chunks, total)
-
-    def _multipart(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
-        """Upload parts of ``part_size``, each retried on its own; abort on any failure.
-
-        A part is retried from its buffer (the stream is not read again) on the
-        operation's one ladder (:meth:`_ladder`): every retry of any part, and the
-        core's retry of the whole upload, takes the next rung, so a part that always
-        fails costs the policy's six attempts in all. A failure that outlives the
-        ladder aborts the upload; the core retries the operation only while rungs
-        are left (a new upload: parts are not carried over from an aborted one).
-
-        An incomplete upload of the same key left by a writer that was killed (it
-        could not abort) is resumed (:meth:`_resumable`): a part already there whose
-        size and MD5 ETag match the part's bytes is not sent again; other parts are
-        sent over it. Any other incomplete upload of the key is aborted once the
-        object is complete, so none is left behind.
-
-        Two part buffers, reused: one part uploads on a worker thread while the next
-        is filled from ``chunks`` (whose hashing then overlaps the upload), so memory
-        stays at two parts whatever the pack's size.
-        """
-        ladder = self._ladder()
-        object_key = self.pack_key(key)
-        part_size = max(self.part_size, -(-total // MAX_PARTS))
-        upload_id, stored, others = self._resumable(object_key)
-        if upload_id is None:
-            with _mapped(f"start upload of {key.hex()}"):
-                created = self.client.create_multipart_upload(Bucket=self.bucket, Key=object_key)
-            upload_id = created["UploadId"]
-        parts: list[dict[str, Any]] = []
-
-        def send(number: int, body: bytearray) -> None:
-            def attempt() -> str:
-                with _mapped(f"upload part {number} of {key.hex()}"):
-                    return self.client.upload_part(
-                        Bucket=self.bucket, Key=object_key, UploadId=upload_id,
-                        PartNumber=number, Body=body,  # type: ignore[arg-type]
-                    )["ETag"]  # fmt: skip
-
-            parts.append({"PartNumber": number, "ETag": ladder.run(attempt)})
-
-        def reused(number: int, body: bytearray) -> bool:
-            """Keep part ``number`` from the resumed upload if it holds exactly ``body``."""
-            etag, size = stored.get(number, ("", -1))
-            if size != len(body):
-                return False
-            if etag.strip('"') != hashlib.md5(body, usedforsecurity=False).hexdigest():
-                return False
-            parts.append({"PartNumber": number, "ETag": etag})
-            return True
-
-        buffers, fill, number = (bytearray(part_size), bytearray(part_size)), 0, 1
-        try:
-            with ThreadPoolExecutor(1, thread_name_prefix="mkit-s3-part") as uploader:
-                pending: Future[None] | None = None
-                for chunk in chunks:
-                    view = memoryview(chunk)
-                    while view:
-                        n = min(len(view), part_size - fill)
-                        buffers[number % 2][fill : fill + n] = view[:n]
-                        fill, view = fill + n, view[n:]
-                        if fill == part_size:
-                            if pending is not None:
-                                pending.result()  # frees the other buffer
-                                pending = None
-                            if not reused(number, buffers[number % 2]):
-                                pending = uploader.submit(send, number, buffers[number % 2])
-                            fill, number = 0, number + 1
-                if pending is not None:
-                    pending.result()
-            if fill and not reused(number, buffers[number % 2][:fill]):
-                send(number, buffers[number % 2][:fill])  # total > part_size: not the first
-            ladder.run(lambda: self._complete(object_key, upload_id, parts, total))
-        except BaseException:
-            with contextlib.suppress(Exception):
-                ladder.run(lambda: self._abort(object_key, upload_id))
-            raise
-        for other in others:
-            # Best effort: the pack is stored; a leftover is swept by gc (sweep_debris).
-            with contextlib.suppress(TransportError):
-                self._abort(object_key, other)
-
-    def _resumable(
-        self, object_key: str
-    ) -> tuple[str | None, dict[int, tuple[str, int]], list[str]]:
-        """An incomplete upload of ``object_key`` to resume, its parts, and the others.
-
-        The parts map a part number to its ETag and size. The first listed upload
-        whose parts can still be listed is resumed (one gone meanwhile, completed
-        or aborted, is passed over); ``None`` when there is none.
-        """
-        found: list[str] = []
-        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": object_key}
-        with _mapped(f"list uploads of {object_key}"):
-            while True:
-                page = self.client.list_multipart_uploads(**request)
-                found += [u["UploadId"] for u in page.get("Uploads", []) if u["Key"] == object_key]
-                if not page.get("IsTruncated"):
-                    break
-                request["KeyMarker"] = page.get("NextKeyMarker", "")
-                request["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
-        for upload_id in found:
-            try:
-                stored = self._stored_parts(object_key, upload_id)
-            except PackNotFound:
-                continue
-            return upload_id, stored, [u for u in found if u != upload_id]
-        return None, {}, []
-
-    def _stored_parts(self, object_key: str, upload_id: str) -> dict[int, tuple[str, int]]:
-        """The parts of an incomplete upload (``ListParts``, paginated): number -> ETag, size."""
-        stored: dict[int, tuple[str, int]] = {}
-        request: dict[str, Any] = {"Bucket": self.bucket, "Key": object_key, "UploadId": upload_id}
-        with _mapped(f"list parts of {object_key}"):
-            while True:
-                page = self.client.list_parts(**request)
-                for part in page.get("Parts", []):
-                    stored[int(part["PartNumber"])] = (str(part["ETag"]), int(part["Size"]))
-                if not page.get("IsTruncated"):
-                    return stored
-                request["PartNumberMarker"] = page["NextPartNumberMarker"]
-
-    def _complete(
-        self, object_key: str, upload_id: str, parts: list[dict[str, Any]], total: int
-    ) -> None:
-        ordered = sorted(parts, key=lambda part: int(part["PartNumber"]))
-        try:
-            with _mapped(f"complete upload of {object_key}"):
-                self.client.complete_multipart_upload(
-                    Bucket=self.bucket, Key=object_key, UploadId=upload_id,
-                    MultipartUpload={"Parts": ordered},  # type: ignore[typeddict-item]
-                )  # fmt: skip
-        except PackNotFound:
-            # The upload is gone: an earlier attempt completed it and its answer was
-            # lost. The object is there, of the right size, or this is a real failure.
-            if self._stored_size(object_key) != total:
-                raise
-            return
-
-    def _abort(self, object_key: str, upload_id: str) -> None:
-        try:
-            with _mapped(f"abort upload of {object_key}"):
-                self.client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=object_key, UploadId=upload_id
-                )
-        except PackNotFound:
-            return  # already completed or aborted
 
     def _get_object(self, object_key: str, what: str, offset: int = 0) -> dict[str, Any]:
         with _mapped(what):
