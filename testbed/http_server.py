@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from pathlib import Path
 import requests
 
 from testbed.ports import free_port
+from testbed.processes import stop_process
 from testbed.waiting import wait_until
 
 READ_TOKEN = "read-secret-4a1f"
@@ -113,13 +113,7 @@ def start_http_server(
 
 def stop_http_server(server: HttpServer) -> None:
     """Stop the server by its PID: SIGTERM (graceful), then SIGKILL after 10 s."""
-    if server.process.poll() is None:
-        os.kill(server.process.pid, signal.SIGTERM)
-        try:
-            server.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(server.process.pid, signal.SIGKILL)
-            server.process.wait(timeout=5)
+    stop_process(server.process)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testbed.ports import free_port
+from testbed.processes import stop_process
 from testbed.waiting import wait_until
 
 __all__ = ["NGINX", "Nginx", "defaults_site", "running_nginx", "start_nginx", "stop_nginx"]
@@ -105,13 +105,7 @@ def start_nginx(prefix: Path, site: Callable[[int], str]) -> Nginx:
 
 def stop_nginx(proxy: Nginx) -> None:
     """Stop nginx by its PID: SIGQUIT would wait for connections, so SIGTERM, then SIGKILL."""
-    if proxy.process.poll() is None:
-        os.kill(proxy.process.pid, signal.SIGTERM)
-        try:
-            proxy.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(proxy.process.pid, signal.SIGKILL)
-            proxy.process.wait(timeout=5)
+    stop_process(proxy.process)
 
 
 @contextlib.contextmanager

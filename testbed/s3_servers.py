@@ -12,7 +12,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from testbed.ports import free_port
+from testbed.processes import stop_process
 from testbed.waiting import wait_until
 
 if TYPE_CHECKING:
@@ -76,13 +76,7 @@ class S3Server:
 
     def stop(self) -> None:
         """Stop by PID: SIGTERM, a bounded wait, then SIGKILL."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(STOP_TIMEOUT)
+        stop_process(self.process, STOP_TIMEOUT)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
