@@ -26,6 +26,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, str
             "-p",
             "no:cacheprovider",
             f"--junitxml={report}",
+            f"--basetemp={report.parent / 'tmp'}",
             "-o",
             "addopts=",
             "--timeout=600",

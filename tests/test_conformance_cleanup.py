@@ -61,7 +61,16 @@ def test_the_suite_removes_every_ref_it_wrote(tmp_path: Path) -> None:
     FileTransport(store).init_store()
     (tmp_path / "test_third_party.py").write_text(MODULE)
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--basetemp={tmp_path / 'tmp'}",
+            str(tmp_path),
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -56,6 +56,7 @@ def test_the_readme_example_runs_under_strict_markers(tmp_path: Path) -> None:
             "-p",
             "no:cacheprovider",
             "--strict-markers",
+            f"--basetemp={tmp_path / 'tmp'}",
             "-W",
             "error",
             "-k",

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
-def test_the_sqlite_example_passes_the_whole_suite() -> None:
+def test_the_sqlite_example_passes_the_whole_suite(tmp_path: Path) -> None:
     done = subprocess.run(
         [
             sys.executable,
@@ -27,6 +27,9 @@ def test_the_sqlite_example_passes_the_whole_suite() -> None:
             "-p",
             "no:cacheprovider",
             "--strict-markers",
+            # A private base: pytest's clean-up of a shared /tmp/pytest-of-USER races
+            # with other pytest processes (an unclosed scandir becomes an error).
+            f"--basetemp={tmp_path / 'tmp'}",
             "-rs",
         ],
         cwd=ROOT,

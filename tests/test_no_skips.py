@@ -15,7 +15,16 @@ def _run(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "conftest.py").write_text('pytest_plugins = ["tests.support.no_skips"]\n')
     (tmp_path / "test_it.py").write_text(body)
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--basetemp={tmp_path / 'tmp'}",
+            str(tmp_path),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
