@@ -40,7 +40,7 @@ from mkit_transport.sync.model import (
     encode_record,
     encode_tree,
 )
-from mkit_transport.sync.restore import sweep_stages
+from mkit_transport.sync.restore import remove_tree, sweep_stages
 
 REF = "refs/heads/main"
 #: A hang guard only: each refusal below takes milliseconds.
@@ -179,20 +179,40 @@ def test_ten_thousand_nested_directories_are_a_clear_error_never_a_recursion_err
 
 
 def test_a_push_and_pull_of_a_directory_nested_past_the_recursion_limit(tmp_path: Path) -> None:
-    src = tmp_path / "src"
+    depth = sys.getrecursionlimit() + 200
+    src, dest = tmp_path / "src", tmp_path / "dest"
     path = str(src)
     os.mkdir(path)
-    for _ in range(sys.getrecursionlimit() + 200):
+    for _ in range(depth):
         path = os.path.join(path, "d")
         os.mkdir(path)
     Path(path, "leaf").write_bytes(b"deep")
-    remote = FileTransport(tmp_path / "remote")
-    remote.init_store()
-    push(src, remote, REF)
-    depth = sys.getrecursionlimit() + 200
-    report = pull(remote, REF, tmp_path / "dest", cache_dir=str(tmp_path / "c"), max_depth=depth)
-    assert report.files == 1
-    assert Path(path.replace(str(src), str(tmp_path / "dest")), "leaf").read_bytes() == b"deep"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_bytes(b"kept")
+    os.symlink(outside, os.path.join(path, "link-out"))
+    try:
+        remote = FileTransport(tmp_path / "remote")
+        remote.init_store()
+        push(src, remote, REF)
+        cache = str(tmp_path / "c")
+        assert pull(remote, REF, dest, cache_dir=cache, max_depth=depth).files == 1
+        deep_leaf = Path(path.replace(str(src), str(dest)), "leaf")
+        assert deep_leaf.read_bytes() == b"deep"
+        # Replacing moves the deep tree aside and removes it: no RecursionError, nothing left.
+        assert pull(remote, REF, dest, cache_dir=cache, max_depth=depth, replace=True).files == 1
+        assert sorted(p.name for p in tmp_path.iterdir()) == [
+            "c",
+            "dest",
+            "outside",
+            "remote",
+            "src",
+        ]
+    finally:
+        remove_tree(str(src))  # pytest's own cleanup recurses (shutil.rmtree on 3.11)
+        remove_tree(str(dest))
+    assert not src.exists() and not dest.exists()
+    assert (outside / "keep").read_bytes() == b"kept"  # the symlink was removed, not followed
 
 
 @pytest.mark.parametrize("kind", [TYPE_FILE, TYPE_CHUNKED], ids=["file", "chunked"])

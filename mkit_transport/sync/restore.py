@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ __all__ = [
     "check_room",
     "default_cache_dir",
     "relabel",
+    "remove_tree",
     "staged",
     "swap_in",
     "sweep_stages",
@@ -122,6 +124,47 @@ def verified_chunks(
         raise relabel(error, f"{what} is corrupt on the {side}") from error
 
 
+def remove_tree(path: str) -> None:
+    """Remove ``path`` and everything under it, never following a symlink; ignore errors.
+
+    Iterative: ``shutil.rmtree`` recurses once a level (before Python 3.12) and raises
+    ``RecursionError``, which ``ignore_errors`` does not catch, on a tree a pull may
+    legally write (``max_depth`` raised). Used for staging directories, swept stages
+    and a replaced tree moved aside; best effort, like ``rmtree(ignore_errors=True)``.
+    """
+    stack: list[tuple[str, bool]] = [(path, False)]
+    while stack:
+        current, emptied = stack.pop()
+        if emptied:
+            with contextlib.suppress(OSError):
+                os.rmdir(current)
+            continue
+        try:
+            is_dir = stat.S_ISDIR(os.lstat(current).st_mode)
+        except OSError:
+            continue
+        if not is_dir:
+            with contextlib.suppress(OSError):
+                os.unlink(current)
+            continue
+        stack.append((current, True))
+        try:
+            with os.scandir(current) as it:
+                children = list(it)
+        except OSError:
+            continue
+        for child in children:
+            try:
+                below = child.is_dir(follow_symlinks=False)
+            except OSError:
+                below = False
+            if below:
+                stack.append((child.path, False))
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(child.path)
+
+
 def check_dest(dest: str, replace: bool) -> None:
     """Refuse a destination a pull would clobber, before anything is downloaded."""
     if not os.path.lexists(dest) or replace:
@@ -147,7 +190,7 @@ def swap_in(stage: str, dest: str, replace: bool) -> None:
     except BaseException:
         os.rename(old, dest)
         raise
-    shutil.rmtree(aside, ignore_errors=True)
+    remove_tree(aside)
 
 
 #: How old a staging directory of a dead pull must be before a later pull removes it.
@@ -212,7 +255,7 @@ def sweep_stages(dest: str, *, grace: float = STAGE_GRACE, now: float | None = N
             continue
         if match.group(1) is not None and _pid_alive(int(match.group(1))):
             continue
-        shutil.rmtree(entry.path, ignore_errors=True)
+        remove_tree(entry.path)
         removed.append(entry.path)
     return removed
 
@@ -281,5 +324,5 @@ def staged(dest: str, replace: bool) -> Iterator[str]:
         os.chmod(stage, 0o755)  # noqa: S103 - mkdtemp makes it 0o700; a tree is readable
         swap_in(stage, dest, replace)
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        remove_tree(stage)
         raise
