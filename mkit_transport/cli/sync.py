@@ -27,6 +27,7 @@ from ..sync import (
     push,
     show,
 )
+from ..sync.model import MAX_DEPTH, MAX_TOTAL_ENTRIES
 from ..sync.options import DEFAULT_LEVEL
 from ..transport import Transport
 from ..urls import open_transport
@@ -129,6 +130,8 @@ def _pull(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
             replace=args.replace,
             progress=progress,
             options=TransferOptions(concurrency=args.concurrency, cache_dir=args.cache_dir),
+            max_entries=args.max_entries,
+            max_depth=args.max_depth,
         )
     text = (
         f"{report.dest}: {report.files} files from {report.value.hex()} "
@@ -205,7 +208,12 @@ def _needs_quote(c: str) -> bool:
 
 def _show(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
     listing = show(
-        transport, args.ref, args.path, options=TransferOptions(cache_dir=args.cache_dir)
+        transport,
+        args.ref,
+        args.path,
+        options=TransferOptions(cache_dir=args.cache_dir),
+        max_entries=args.max_entries,
+        max_depth=args.max_depth,
     )
     rows = [
         {"path": e.path, "type": e.type, "mode": e.mode, "size": e.size, "id": e.oid}
@@ -225,6 +233,13 @@ def _level(text: str) -> int:
     return int(text)
 
 
+def _positive(text: str) -> int:
+    """A limit from the command line: a positive whole number (argparse says so in one line)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a limit is a positive whole number: {text!r}")
+    return int(text)
+
+
 def add_cli(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
     serve_commands: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -236,6 +251,20 @@ def add_cli(
     def common(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(
             "--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="transfers in flight"
+        )
+
+    def limits(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--max-entries",
+            type=_positive,
+            default=None,
+            help=f"most entries the snapshot may expand to (default {MAX_TOTAL_ENTRIES})",
+        )
+        sub.add_argument(
+            "--max-depth",
+            type=_positive,
+            default=None,
+            help=f"deepest directory nesting accepted (default {MAX_DEPTH})",
         )
 
     sub = command(commands, "push", _push, "push a directory as a snapshot, ref last")
@@ -264,6 +293,7 @@ def add_cli(
     sub.add_argument("dir")
     sub.add_argument("--cache-dir", default=None, help="pack cache (default ~/.cache/...)")
     sub.add_argument("--replace", action="store_true", help="replace an existing DIR whole")
+    limits(sub)
     common(sub)
 
     sub = command(commands, "mirror", _mirror, "copy a snapshot between two remotes")
@@ -286,3 +316,4 @@ def add_cli(
     sub.add_argument("ref")
     sub.add_argument("path", nargs="?", default=None)
     sub.add_argument("--cache-dir", default=None, help="pack cache (default ~/.cache/...)")
+    limits(sub)

@@ -89,12 +89,26 @@ def open_packs(
     concurrency: int,
     meter: Meter,
 ) -> tuple[PackObjects, int]:
-    """Open ``packs`` through the cache (downloading the missing ones); also how many were."""
+    """Open ``packs`` through the cache (downloading the missing ones); also how many were.
+
+    Each pack is handed to the :class:`PackObjects` as soon as it is open, which
+    keeps its ids and closes its file beyond its budget, so at most that budget
+    plus ``concurrency`` pack files are open at once, however many packs there are.
+    """
     cache = PackCache(cache_dir or default_cache_dir())
-    opened = parallel(lambda p: cache.open(transport, p, meter), packs, concurrency)
-    files = [f for f, _ in opened]
-    downloaded = sum(1 for _, fresh in opened if fresh)
-    return PackObjects(files), downloaded
+    objects = PackObjects()
+
+    def take(pack: PackRef) -> bool:
+        file, fresh = cache.open(transport, pack, meter)
+        objects.add(file)
+        return fresh
+
+    try:
+        downloaded = sum(parallel(take, packs, concurrency))
+    except BaseException:
+        objects.close()
+        raise
+    return objects, downloaded
 
 
 def write_condition(expect: RefWriteCondition | None, current: Hash | None) -> RefWriteCondition:

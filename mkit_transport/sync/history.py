@@ -13,7 +13,7 @@ from ..hashes import PackKey
 from ..pack import KIND_TREE
 from ..transport import Transport
 from .common import fetch_index, fetch_record, open_packs, parallel, record_key, ref_value
-from .model import list_files
+from .model import Limits, list_files
 from .options import TransferOptions, resolve
 from .progress import Meter
 from .reports import Listing, LogEntry
@@ -67,21 +67,27 @@ def show(
     cache_dir: str | None = None,
     options: TransferOptions | None = None,
     concurrency: int | None = None,
+    max_entries: int | None = None,
+    max_depth: int | None = None,
 ) -> Listing:
     """List the files of the snapshot ``ref`` points at (or those under ``path``).
 
     Downloads only the packs that hold trees (found through the index blobs), never
     the packs of file contents. ``options`` carries the transfer knobs
     (:class:`TransferOptions`; show reads ``concurrency`` and ``cache_dir``, also
-    taken as keywords, but not with ``options``).
+    taken as keywords, but not with ``options``). The listing is counted over the
+    tree DAG's expansion before it is built and refused beyond ``max_entries``
+    (default 10,000,000) or ``max_depth`` (default 512), so memory stays bounded.
 
     Raises:
         RefNotFound: the ref is absent.
         PackNotFound: a pack it needs is missing.
         FileNotFoundError: ``path`` is not in the snapshot.
+        PayloadTooLarge: the listing is over ``max_entries`` or ``max_depth``.
         InvalidArgument: ``options`` and a keyword knob were both given.
     """
     knobs = resolve("show", options, concurrency=concurrency, cache_dir=cache_dir)
+    limits = Limits.of(max_entries, max_depth)
     value = transport.read_ref(ref)
     if value is None:
         raise RefNotFound(f"ref {ref} is absent: nothing to show", name=ref)
@@ -95,7 +101,7 @@ def show(
     ]
     objects, _ = open_packs(transport, tree_packs, knobs.cache_dir, knobs.concurrency, meter)
     try:
-        entries = list_files(objects, record.root, path)
+        entries = list_files(objects, record.root, path, limits=limits)
     finally:
         objects.close()
     return Listing(ref=ref, key=record_key(value), root=record.root.hex(), entries=tuple(entries))

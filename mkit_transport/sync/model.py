@@ -12,16 +12,18 @@ local directory into objects.
 from __future__ import annotations
 
 import os
+import resource
 import struct
-from collections import deque
-from collections.abc import Callable
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Final, Protocol
 
 from ..directio import write_all
-from ..errors import InvalidResponse, PayloadTooLarge
+from ..errors import InvalidArgument, InvalidResponse, PayloadTooLarge
 from ..hashes import Hasher, PackKey
 from ..pack import KIND_TREE, KINDS, MAX_ENTRIES, PackFile
 from .chunklist import MAX_CHUNK_LIST_SIZE, decode_chunk_list
@@ -32,11 +34,13 @@ __all__ = [
     "TYPE_FILE",
     "TYPE_SYMLINK",
     "FileEntry",
+    "Limits",
     "ObjectReader",
     "PackObjects",
     "PackRef",
     "Record",
     "TreeEntry",
+    "TreePlan",
     "decode_index",
     "decode_record",
     "decode_tree",
@@ -45,6 +49,7 @@ __all__ = [
     "encode_tree",
     "list_files",
     "materialise",
+    "plan_tree",
 ]
 
 TYPE_FILE: Final = 1
@@ -80,9 +85,10 @@ MAX_RECORD_SIZE: Final = _RECORD_HEAD.size + MAX_RECORD_PACKS * _RECORD_PACK.siz
 MAX_INDEX_SIZE: Final = _INDEX_HEAD.size + MAX_ENTRIES * _INDEX_ROW.size
 MAX_SYMLINK: Final = 4096
 MAX_NAME: Final = 255
-#: Deepest directory nesting and most entries a materialisation accepts.
+#: Deepest directory nesting and most entries (counted over the expansion of the tree
+#: DAG) that ``pull`` and ``show`` accept by default; callers raise them (:class:`Limits`).
 MAX_DEPTH: Final = 512
-MAX_TOTAL_ENTRIES: Final = 50_000_000
+MAX_TOTAL_ENTRIES: Final = 10_000_000
 
 
 def _bad(what: str) -> InvalidResponse:
@@ -267,19 +273,123 @@ class ObjectReader(Protocol):
         ...
 
 
-class PackObjects:
-    """Objects found across a snapshot's pack files (each re-hashed as it is read)."""
+def open_file_budget() -> int:
+    """How many pack files a reader keeps open: 64, or a quarter of RLIMIT_NOFILE if less.
 
-    def __init__(self, packs: list[PackFile]) -> None:
-        self.packs = packs
+    A snapshot may need more packs than a process may hold files open (issue 15), so
+    :class:`PackObjects` opens them on demand within this budget; the rest of the
+    descriptors stay free for the files a pull writes and its transport's sockets.
+    """
+    try:
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return _MAX_OPEN_PACKS
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return _MAX_OPEN_PACKS
+    return max(1, min(_MAX_OPEN_PACKS, soft // 4))
+
+
+_MAX_OPEN_PACKS: Final = 64
+_ID: Final = 32
+
+
+def _holds(ids: bytes, oid: bytes) -> bool:
+    """Whether the sorted run of 32-byte ``ids`` holds ``oid`` (binary search)."""
+    lo, hi = 0, len(ids) // _ID
+    while lo < hi:
+        mid = (lo + hi) // 2
+        here = ids[mid * _ID : mid * _ID + _ID]
+        if here < oid:
+            lo = mid + 1
+        elif here > oid:
+            hi = mid
+        else:
+            return True
+    return False
+
+
+@dataclass(slots=True)
+class _Slot:
+    """One pack of a :class:`PackObjects`: its ids always, its open file only while in the LRU."""
+
+    path: str
+    ids: bytes
+    file: PackFile | None
+    users: int = 0
+
+
+class PackObjects:
+    """Objects found across a snapshot's pack files (each re-hashed as it is read).
+
+    Each pack's ids are kept in memory (32 bytes an object, what its index holds);
+    its file is open only while it is among the ``max_open`` most recently used
+    (default :func:`open_file_budget`), so a snapshot of more packs than the
+    process may open files still pulls. A pack being read is never closed under
+    its reader (threads share this object); it is reopened, index checked, when
+    next needed.
+    """
+
+    def __init__(self, packs: list[PackFile] | None = None, *, max_open: int | None = None) -> None:
+        self.max_open = max_open if max_open is not None else open_file_budget()
+        self._slots: list[_Slot] = []
+        self._lru: OrderedDict[int, None] = OrderedDict()
+        self._lock = threading.Lock()
+        for pack in packs or ():
+            self.add(pack)
+
+    def add(self, pack: PackFile) -> None:
+        """Take over the open ``pack`` (closed at once if the budget is spent)."""
+        slot = _Slot(pack.path, b"".join(pack.ids()), pack)
+        with self._lock:
+            self._slots.append(slot)
+            self._lru[len(self._slots) - 1] = None
+            self._evict()
+
+    def open_count(self) -> int:
+        """How many pack files are open now (at most ``max_open`` plus those being read)."""
+        with self._lock:
+            return len(self._lru)
+
+    def _acquire(self, number: int) -> PackFile:
+        with self._lock:
+            slot = self._slots[number]
+            if slot.file is None:
+                slot.file = PackFile(slot.path, check_trailer=False)
+            slot.users += 1
+            self._lru[number] = None
+            self._lru.move_to_end(number)
+            self._evict()
+            return slot.file
+
+    def _release(self, number: int) -> None:
+        with self._lock:
+            self._slots[number].users -= 1
+            self._evict()
+
+    def _evict(self) -> None:
+        """Close the least recently used idle packs while over budget (lock held)."""
+        if len(self._lru) <= self.max_open:
+            return
+        for number in list(self._lru):
+            slot = self._slots[number]
+            if slot.users == 0 and slot.file is not None:
+                slot.file.close()
+                slot.file = None
+                del self._lru[number]
+                if len(self._lru) <= self.max_open:
+                    return
 
     def read_object(
         self, oid: bytes, out: Callable[[bytes], object] | None, *, max_size: int | None = None
     ) -> tuple[int, int]:
         """Stream object ``oid`` from whichever pack holds it."""
-        for pack in self.packs:
-            if oid in pack:
-                return pack.read_object(oid, out, max_size=max_size)
+        for number, slot in enumerate(self._slots):
+            if _holds(slot.ids, oid):
+                pack = self._acquire(number)
+                try:
+                    return pack.read_object(oid, out, max_size=max_size)
+                finally:
+                    self._release(number)
         raise InvalidResponse(f"object {oid.hex()} is in none of the snapshot's packs")
 
     def read_bytes(self, oid: bytes, max_size: int) -> tuple[int, bytes]:
@@ -296,9 +406,154 @@ class PackObjects:
         return decode_tree(data)
 
     def close(self) -> None:
-        """Close every pack file."""
-        for pack in self.packs:
-            pack.close()
+        """Close every open pack file."""
+        with self._lock:
+            for number in self._lru:
+                file = self._slots[number].file
+                if file is not None:
+                    file.close()
+                    self._slots[number].file = None
+            self._lru.clear()
+
+
+# -- planning: what a tree expands to, before anything is written ------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How far ``pull`` and ``show`` follow a snapshot's tree DAG (issue 15).
+
+    A tree may name the same subtree many times (legal: the store is a DAG), so a
+    few kilobytes of trees can expand to 2**41 entries; these caps are counted over
+    the expansion, before anything is written or listed. Callers raise them with
+    the ``max_entries`` / ``max_depth`` keywords (``--max-entries``, ``--max-depth``).
+    """
+
+    entries: int = MAX_TOTAL_ENTRIES
+    depth: int = MAX_DEPTH
+
+    def __post_init__(self) -> None:
+        for name, value in (("max_entries", self.entries), ("max_depth", self.depth)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidArgument(f"{name} must be a positive whole number, not {value!r}")
+
+    @classmethod
+    def of(cls, max_entries: int | None, max_depth: int | None) -> Limits:
+        """The limits a verb's keywords ask for (``None``: the default)."""
+        return cls(
+            MAX_TOTAL_ENTRIES if max_entries is None else max_entries,
+            MAX_DEPTH if max_depth is None else max_depth,
+        )
+
+
+@dataclass(slots=True)
+class TreePlan:
+    """What a tree expands to: entries, files, declared file bytes, nesting, longest path.
+
+    ``depth`` is the nesting below the tree (0: no subdirectory); ``longest`` is the
+    longest relative path under it, in bytes. Counted over the expansion: a subtree
+    named twice counts twice, as a pull writes it twice.
+    """
+
+    entries: int = 0
+    files: int = 0
+    bytes: int = 0
+    depth: int = 0
+    longest: int = 0
+
+    def absorb(self, name_length: int, child: TreePlan) -> None:
+        """Add subdirectory ``child`` (named with ``name_length`` bytes) to this tree's sum."""
+        self.entries += child.entries
+        self.files += child.files
+        self.bytes += child.bytes
+        self.depth = max(self.depth, child.depth + 1)
+        self.longest = max(self.longest, name_length + 1 + child.longest)
+
+
+@dataclass(slots=True)
+class _Frame:
+    oid: bytes
+    own: int  # entries of this tree itself
+    dirs: list[tuple[bytes, int]]  # subdirectories: tree id and name length, in order
+    plan: TreePlan
+    next: int = 0
+
+
+def _over_entries(limits: Limits, count: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"the snapshot expands to more than {limits.entries} entries (a tree may name the "
+        "same subtree many times); raise the limit with max_entries= (--max-entries)",
+        size=count,
+        limit=limits.entries,
+    )
+
+
+def plan_tree(objects: PackObjects, root: bytes, limits: Limits | None = None) -> TreePlan:
+    """Count what tree ``root`` expands to, refusing beyond ``limits``; write nothing.
+
+    An iterative depth-first walk over the DAG (no recursion, so any nesting is a
+    clear error, never a RecursionError) that reads each distinct tree once and sums
+    each subtree once (memoised by id), so 40 trees naming their child twice cost 40
+    reads, not 2**40. Refuses (``PayloadTooLarge``, naming the keyword that raises the
+    limit) as soon as any subtree, or the trees on the current path, exceed
+    ``limits.entries``, or nesting exceeds ``limits.depth``; a tree that contains
+    itself is ``InvalidResponse``. Memory: one summary per distinct tree, and the
+    subdirectory ids of the trees on the current path (bounded by the entry limit).
+    """
+    limits = limits or Limits()
+    done: dict[bytes, TreePlan] = {}
+    frames: list[_Frame] = []
+    on_path: set[bytes] = set()
+    stacked = 0  # entries of the trees on the current path
+
+    def enter(oid: bytes) -> None:
+        nonlocal stacked
+        if oid in on_path:
+            raise _bad(f"tree {oid.hex()} contains itself")
+        if len(frames) > limits.depth:
+            raise PayloadTooLarge(
+                f"the snapshot nests directories deeper than {limits.depth}; "
+                "raise the limit with max_depth= (--max-depth)",
+                size=len(frames),
+                limit=limits.depth,
+            )
+        entries = objects.tree(oid)
+        plan = TreePlan(entries=len(entries))
+        dirs: list[tuple[bytes, int]] = []
+        for entry in entries:
+            if entry.type == TYPE_DIR:
+                dirs.append((entry.oid, len(entry.name)))
+                continue
+            plan.longest = max(plan.longest, len(entry.name))
+            if entry.type in (TYPE_FILE, TYPE_CHUNKED):
+                plan.files += 1
+                plan.bytes += entry.size
+        stacked += len(entries)
+        if stacked > limits.entries:
+            raise _over_entries(limits, stacked)
+        frames.append(_Frame(oid, len(entries), dirs, plan))
+        on_path.add(oid)
+
+    enter(root)
+    while True:
+        frame = frames[-1]
+        if frame.next < len(frame.dirs):
+            oid, name_length = frame.dirs[frame.next]
+            child = done.get(oid)
+            if child is None:
+                enter(oid)
+                continue
+            frame.plan.absorb(name_length, child)
+            frame.next += 1
+            if frame.plan.entries > limits.entries:
+                raise _over_entries(limits, frame.plan.entries)
+            continue
+        frames.pop()
+        on_path.discard(frame.oid)
+        stacked -= frame.own
+        done[frame.oid] = frame.plan
+        if not frames:
+            return frame.plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,12 +601,22 @@ def _write_chunked(objects: PackObjects, fd: int, entry: TreeEntry, what: str) -
         raise _bad(f"{what}: the file's chunks do not match its chunk list's content id")
 
 
-def materialise(objects: PackObjects, root: bytes, dest: str, *, workers: int = 1) -> int:
+def materialise(
+    objects: PackObjects,
+    root: bytes,
+    dest: str,
+    *,
+    workers: int = 1,
+    plan: TreePlan | None = None,
+) -> int:
     """Write tree ``root`` into the existing empty directory ``dest``; return the file count.
 
-    Names come from validated trees (no ``/``, ``.`` or ``..``) and every parent is a
-    directory this function created, so no write ever passes through a symlink.
-    Trees are walked in this thread; with ``workers > 1`` file contents are
+    The tree is planned first (:func:`plan_tree`, default :class:`Limits`) unless the
+    caller passes the ``plan`` it already made, so what is written is bounded before
+    the first write. Names come from validated trees (no ``/``, ``.`` or ``..``) and
+    every parent is a directory this function created, so no write ever passes
+    through a symlink. Trees are walked iteratively in this thread (any nesting the
+    plan allowed, no recursion); with ``workers > 1`` file contents are
     decompressed, verified and written by a pool of that many threads (zstd, BLAKE3
     and file writes release the GIL), with a bounded number of files in flight.
     Directory modes are applied once every file is written, deepest first. On an
@@ -359,9 +624,10 @@ def materialise(objects: PackObjects, root: bytes, dest: str, *, workers: int = 
     removes ``dest``). A chunked file is written chunk by chunk and checked whole
     (:func:`_write_chunked`).
     """
+    if plan is None:
+        plan_tree(objects, root)
     count = 0
     base = os.fsencode(dest)
-    budget = [MAX_TOTAL_ENTRIES]
     modes: list[tuple[bytes, int]] = []  # directories, children before parents
 
     def write_file(target: bytes, entry: TreeEntry) -> None:
@@ -379,19 +645,24 @@ def materialise(objects: PackObjects, root: bytes, dest: str, *, workers: int = 
             os.close(fd)
         os.chmod(target, entry.mode)
 
-    def fill(tree: bytes, path: bytes, depth: int, run: Callable[[bytes, TreeEntry], None]) -> None:
+    def fill(run: Callable[[bytes, TreeEntry], None]) -> None:
         nonlocal count
-        if depth > MAX_DEPTH:
-            raise _bad(f"tree nesting is deeper than {MAX_DEPTH}")
-        for entry in objects.tree(tree):
-            budget[0] -= 1
-            if budget[0] < 0:
-                raise PayloadTooLarge(f"snapshot has more than {MAX_TOTAL_ENTRIES} entries")
+        # Each frame: the entries left to write, the directory's path and its mode.
+        stack: list[tuple[Iterator[TreeEntry], bytes, int | None]] = [
+            (iter(objects.tree(root)), base, None)
+        ]
+        while stack:
+            entries, path, mode = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                stack.pop()
+                if mode is not None:
+                    modes.append((path, mode))
+                continue
             target = os.path.join(path, entry.name)
             if entry.type == TYPE_DIR:
                 os.mkdir(target, 0o700)
-                fill(entry.oid, target, depth + 1, run)
-                modes.append((target, entry.mode))
+                stack.append((iter(objects.tree(entry.oid)), target, entry.mode))
             elif entry.type == TYPE_SYMLINK:
                 _kind, link = objects.read_bytes(entry.oid, MAX_SYMLINK)
                 _check_size(entry, len(link))
@@ -404,10 +675,10 @@ def materialise(objects: PackObjects, root: bytes, dest: str, *, workers: int = 
                 count += 1
 
     if workers <= 1:
-        fill(root, base, 0, write_file)
+        fill(write_file)
     else:
         with _Pool(workers) as pool:
-            fill(root, base, 0, partial(pool.submit, write_file))
+            fill(partial(pool.submit, write_file))
     for target, mode in modes:
         os.chmod(target, mode)
     return count
@@ -444,8 +715,15 @@ class _Pool:
             self.executor.shutdown(wait=True, cancel_futures=True)
 
 
-def list_files(objects: PackObjects, root: bytes, path: str | None = None) -> list[FileEntry]:
-    """List every entry of a snapshot (or under ``path``), depth first, sorted."""
+def list_files(
+    objects: PackObjects, root: bytes, path: str | None = None, *, limits: Limits | None = None
+) -> list[FileEntry]:
+    """List every entry of a snapshot (or under ``path``), depth first, sorted.
+
+    The (sub)tree is planned first (:func:`plan_tree`), so a listing beyond
+    ``limits`` is refused before it is built and memory stays bounded by the
+    entry limit; the walk itself is iterative.
+    """
     tree, prefix = root, ""
     if path:
         parts = [p for p in path.strip("/").split("/") if p]
@@ -460,16 +738,19 @@ def list_files(objects: PackObjects, root: bytes, path: str | None = None) -> li
                     raise FileNotFoundError(f"{path}: {here} is not a directory")
                 return [_file_entry(here, entry)]
             tree, prefix = entry.oid, here + "/"
+    plan_tree(objects, tree, limits)
     found: list[FileEntry] = []
-
-    def walk(oid: bytes, base: str) -> None:
-        for entry in objects.tree(oid):
-            name = base + os.fsdecode(entry.name)
-            found.append(_file_entry(name, entry))
-            if entry.type == TYPE_DIR:
-                walk(entry.oid, name + "/")
-
-    walk(tree, prefix)
+    stack: list[tuple[Iterator[TreeEntry], str]] = [(iter(objects.tree(tree)), prefix)]
+    while stack:
+        entries, base = stack[-1]
+        item = next(entries, None)
+        if item is None:
+            stack.pop()
+            continue
+        name = base + os.fsdecode(item.name)
+        found.append(_file_entry(name, item))
+        if item.type == TYPE_DIR:
+            stack.append((iter(objects.tree(item.oid)), name + "/"))
     return found
 
 

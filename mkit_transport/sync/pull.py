@@ -14,11 +14,11 @@ from collections.abc import Callable
 from ..errors import RefNotFound
 from ..transport import Transport
 from .common import fetch_record, open_packs
-from .model import materialise
+from .model import Limits, materialise, plan_tree
 from .options import TransferOptions, resolve
 from .progress import Meter, Progress
 from .reports import PullReport
-from .restore import check_dest, staged
+from .restore import check_dest, check_room, staged
 
 __all__ = ["pull"]
 
@@ -33,6 +33,8 @@ def pull(
     progress: Callable[[Progress], None] | None = None,
     options: TransferOptions | None = None,
     concurrency: int | None = None,
+    max_entries: int | None = None,
+    max_depth: int | None = None,
 ) -> PullReport:
     """Restore the snapshot ``ref`` points at into ``dest_dir``, atomically.
 
@@ -46,14 +48,25 @@ def pull(
     ``concurrency`` and ``cache_dir``); ``cache_dir`` and ``concurrency`` are also
     taken as keywords, but not with ``options``.
 
+    Before anything is written, the tree DAG is planned (:func:`plan_tree`): its
+    expansion may hold at most ``max_entries`` entries (default 10,000,000) nested at
+    most ``max_depth`` deep (default 512), and the files' declared bytes must fit the
+    free disk where ``dest_dir`` is. A refusal writes nothing, not even a staging
+    directory. Staging directories killed pulls left beside ``dest_dir`` are swept
+    (:func:`~.restore.sweep_stages`).
+
     Raises:
         RefNotFound: the ref is absent.
         PackNotFound: a pack it needs is missing (named).
         InvalidResponse: a pack, record, tree or object is corrupt (named).
+        PayloadTooLarge: the snapshot is over ``max_entries`` or ``max_depth``, or
+            declares more bytes than are free, or a path too long for the system.
         FileExistsError: ``dest_dir`` is in the way and ``replace`` is false.
-        InvalidArgument: ``options`` and a keyword knob were both given.
+        InvalidArgument: ``options`` and a keyword knob were both given, or a limit
+            is not a positive whole number.
     """
     knobs = resolve("pull", options, concurrency=concurrency, cache_dir=cache_dir)
+    limits = Limits.of(max_entries, max_depth)
     meter = Meter(progress)
     dest = os.path.abspath(os.fspath(dest_dir))
     check_dest(dest, replace)
@@ -67,9 +80,11 @@ def pull(
         transport, record.packs, knobs.cache_dir, knobs.concurrency, meter
     )
     try:
+        plan = plan_tree(objects, record.root, limits)
+        check_room(dest, plan)
         meter.enter("write")
         with staged(dest, replace) as stage:
-            files = materialise(objects, record.root, stage, workers=knobs.concurrency)
+            files = materialise(objects, record.root, stage, workers=knobs.concurrency, plan=plan)
     finally:
         objects.close()
     meter.enter("done")

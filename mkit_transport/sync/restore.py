@@ -10,24 +10,32 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import stat
 import tempfile
+import time
 from collections.abc import Iterator
+from typing import Final
 
 from ..errors import InvalidResponse, PackNotFound, PayloadTooLarge, TransportError
 from ..hashes import PackKey
 from ..pack import PackFile, PackVerifier
 from ..transport import Transport
-from .model import PackRef
+from .model import PackRef, TreePlan
 from .progress import Meter
 
 __all__ = [
+    "STAGE_GRACE",
     "PackCache",
     "check_dest",
+    "check_room",
     "default_cache_dir",
     "relabel",
+    "remove_tree",
     "staged",
     "swap_in",
+    "sweep_stages",
     "verified_chunks",
 ]
 
@@ -116,6 +124,47 @@ def verified_chunks(
         raise relabel(error, f"{what} is corrupt on the {side}") from error
 
 
+def remove_tree(path: str) -> None:
+    """Remove ``path`` and everything under it, never following a symlink; ignore errors.
+
+    Iterative: ``shutil.rmtree`` recurses once a level (before Python 3.12) and raises
+    ``RecursionError``, which ``ignore_errors`` does not catch, on a tree a pull may
+    legally write (``max_depth`` raised). Used for staging directories, swept stages
+    and a replaced tree moved aside; best effort, like ``rmtree(ignore_errors=True)``.
+    """
+    stack: list[tuple[str, bool]] = [(path, False)]
+    while stack:
+        current, emptied = stack.pop()
+        if emptied:
+            with contextlib.suppress(OSError):
+                os.rmdir(current)
+            continue
+        try:
+            is_dir = stat.S_ISDIR(os.lstat(current).st_mode)
+        except OSError:
+            continue
+        if not is_dir:
+            with contextlib.suppress(OSError):
+                os.unlink(current)
+            continue
+        stack.append((current, True))
+        try:
+            with os.scandir(current) as it:
+                children = list(it)
+        except OSError:
+            continue
+        for child in children:
+            try:
+                below = child.is_dir(follow_symlinks=False)
+            except OSError:
+                below = False
+            if below:
+                stack.append((child.path, False))
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(child.path)
+
+
 def check_dest(dest: str, replace: bool) -> None:
     """Refuse a destination a pull would clobber, before anything is downloaded."""
     if not os.path.lexists(dest) or replace:
@@ -141,7 +190,119 @@ def swap_in(stage: str, dest: str, replace: bool) -> None:
     except BaseException:
         os.rename(old, dest)
         raise
-    shutil.rmtree(aside, ignore_errors=True)
+    remove_tree(aside)
+
+
+#: How old a staging directory of a dead pull must be before a later pull removes it.
+STAGE_GRACE: Final = 3600.0
+#: A staging directory's name after ``.<dest>.pull-``: the owner's pid, then mkdtemp's
+#: eight characters (``tempfile`` draws them from ``[a-z0-9_]``); older pulls wrote
+#: no pid.
+_STAGE_TAIL: Final = re.compile(r"(?:([0-9]{1,10})-)?[a-z0-9_]{8}")
+#: The longest path a system takes when it does not say (Linux's PATH_MAX).
+_PATH_MAX: Final = 4096
+
+
+def _stage_prefix(dest: str) -> str:
+    return f".{os.path.basename(dest)}.pull-"
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (a process of another user counts)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # EPERM: it exists, owned by someone else
+    return True
+
+
+def sweep_stages(dest: str, *, grace: float = STAGE_GRACE, now: float | None = None) -> list[str]:
+    """Remove the staging directories killed pulls into ``dest`` left; return their paths.
+
+    A staging directory (``.<name>.pull-<pid>-*`` beside ``dest``) is removed only
+    when its own mtime is more than ``grace`` seconds old *and* the pid in its name
+    is not a live process here (a name without a pid, from an older pull, needs
+    only the age). A concurrent pull is therefore kept: its pid is alive, and a
+    fresh stage is young whatever its name says. (A pull on another host sharing
+    the directory has a pid that means nothing here: the age alone protects it,
+    as long as its top directory changed within ``grace``.) Symlinks and files of
+    that name are left alone. Errors are ignored: sweeping is housekeeping, never a
+    reason for a pull to fail.
+    """
+    parent = os.path.dirname(dest)
+    prefix = _stage_prefix(dest)
+    cutoff = (time.time() if now is None else now) - grace
+    removed: list[str] = []
+    try:
+        with os.scandir(parent) as it:
+            candidates = [e for e in it if e.name.startswith(prefix)]
+    except OSError:
+        return removed
+    for entry in candidates:
+        match = _STAGE_TAIL.fullmatch(entry.name[len(prefix) :])
+        if match is None:
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            if entry.stat(follow_symlinks=False).st_mtime > cutoff:
+                continue
+        except OSError:
+            continue
+        if match.group(1) is not None and _pid_alive(int(match.group(1))):
+            continue
+        remove_tree(entry.path)
+        removed.append(entry.path)
+    return removed
+
+
+def _existing_ancestor(path: str) -> str:
+    while not os.path.exists(path):
+        up = os.path.dirname(path)
+        if up == path:
+            break
+        path = up
+    return path
+
+
+def check_room(dest: str, plan: TreePlan) -> None:
+    """Refuse, before anything is written, a tree that cannot fit where ``dest`` is.
+
+    The files' declared bytes must not exceed the free space of the file system
+    that will hold the staging directory, and the longest path the tree holds must
+    fit the system's path limit from there (a hostile tree of deep, long names
+    would otherwise fail half-way with ENAMETOOLONG). Both are PayloadTooLarge
+    naming the figures; nothing is created.
+    """
+    parent = os.path.dirname(dest)
+    where = _existing_ancestor(parent)
+    free = shutil.disk_usage(where).free
+    if plan.bytes > free:
+        raise PayloadTooLarge(
+            f"{dest}: the snapshot declares {plan.bytes} bytes of files and only {free} "
+            f"bytes are free on {where}",
+            size=plan.bytes,
+            limit=free,
+        )
+    try:
+        path_max = os.pathconf(where, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        path_max = _PATH_MAX
+    if path_max <= 0:
+        path_max = _PATH_MAX
+    stage = os.path.join(parent, f"{_stage_prefix(dest)}{os.getpid()}-xxxxxxxx")
+    base = max(len(os.fsencode(stage)), len(os.fsencode(dest)))
+    if plan.longest and base + 1 + plan.longest >= path_max:
+        raise PayloadTooLarge(
+            f"{dest}: the snapshot holds a path of {plan.longest} bytes, too long for "
+            f"this system's {path_max}-byte path limit from there",
+            size=base + 1 + plan.longest,
+            limit=path_max,
+        )
 
 
 @contextlib.contextmanager
@@ -149,15 +310,19 @@ def staged(dest: str, replace: bool) -> Iterator[str]:
     """A new directory beside ``dest`` to build a tree in, swapped in if the block ends well.
 
     Beside, so the swap is a rename on one file system; on any failure (in the
-    block or the swap) the stage is removed and ``dest`` is left as it was.
+    block or the swap) the stage is removed and ``dest`` is left as it was. Its
+    name records this process's pid (``.<name>.pull-<pid>-*``), so the next pull
+    into ``dest`` can tell a killed pull's stage from a live one and sweep it
+    (:func:`sweep_stages`).
     """
     parent = os.path.dirname(dest)
     os.makedirs(parent, exist_ok=True)
-    stage = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.pull-", dir=parent)
+    sweep_stages(dest)
+    stage = tempfile.mkdtemp(prefix=f"{_stage_prefix(dest)}{os.getpid()}-", dir=parent)
     try:
         yield stage
         os.chmod(stage, 0o755)  # noqa: S103 - mkdtemp makes it 0o700; a tree is readable
         swap_in(stage, dest, replace)
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        remove_tree(stage)
         raise

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import stat
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
@@ -210,10 +210,17 @@ class _Scanner:
             offset += length
 
     def walk(self, path: str) -> _Dir:
-        entries: list[_Entry] = []
-        with os.scandir(path) as it:
-            children = sorted(it, key=lambda d: os.fsencode(d.name))
-        for child in children:
+        """Scan ``path`` depth first, in sorted name order, iteratively (any nesting)."""
+        top = _Dir([])
+        stack: list[tuple[Iterator[os.DirEntry[str]], list[_Entry]]] = [
+            (_children(path), top.entries)
+        ]
+        while stack:
+            children, entries = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                continue
             self.poll()
             name = os.fsencode(child.name)
             st = child.stat(follow_symlinks=False)
@@ -224,7 +231,9 @@ class _Scanner:
                 self.found(oid, ObjectSource(KIND_BLOB, len(target), data=target))
                 entries.append((name, TYPE_SYMLINK, 0, len(target), oid))
             elif stat.S_ISDIR(st.st_mode):
-                entries.append((name, TYPE_DIR, mode, self.walk(child.path), b""))
+                sub = _Dir([])
+                entries.append((name, TYPE_DIR, mode, sub, b""))
+                stack.append((_children(child.path), sub.entries))
             elif stat.S_ISREG(st.st_mode) and st.st_size > self.chunking.max_size:
                 _check_size(child.path, st.st_size)
                 chunking = self.hasher.submit(_chunk_file, child.path, self.chunking)
@@ -244,29 +253,57 @@ class _Scanner:
                 self.files += 1
             else:
                 raise OSError(f"{child.path}: not a regular file, directory or symlink")
-        return _Dir(entries)
+        return top
 
-    def encode(self, node: _Dir) -> bytes:
-        """Encode ``node``'s tree (and its subtrees, first); return its id."""
-        entries: list[TreeEntry] = []
-        for name, kind, mode, size, ref in node.entries:
+    def encode(self, top: _Dir) -> bytes:
+        """Encode ``top``'s tree (and its subtrees, first); return its id.
+
+        Iterative post-order, children in entry order: the trees are found in the
+        order the recursive encoder found them, so packs stay deterministic.
+        """
+        #: Each frame: the entries left, the tree entries made so far, and the
+        #: (name, type, mode) this directory has in its parent (None for the top).
+        stack: list[tuple[Iterator[_Entry], list[TreeEntry], tuple[bytes, int, int] | None]] = [
+            (iter(top.entries), [], None)
+        ]
+        while True:
+            pending, done, named = stack[-1]
+            item = next(pending, None)
+            if item is None:
+                stack.pop()
+                oid = self.encode_one(done)
+                if named is None:
+                    return oid
+                stack[-1][1].append(TreeEntry(named[0], named[1], named[2], 0, oid))
+                continue
+            name, kind, mode, size, ref = item
             if isinstance(size, _Dir):
-                entries.append(TreeEntry(name, kind, mode, 0, self.encode(size)))
+                stack.append((iter(size.entries), [], (name, kind, mode)))
             elif isinstance(ref, Future):
                 result = ref.result()
                 if isinstance(result, ChunkedFile):
                     data = encode_chunk_list(result)
                     list_id = blake3.blake3(data).digest()
-                    entries.append(TreeEntry(name, kind, mode, result.size, list_id))
+                    done.append(TreeEntry(name, kind, mode, result.size, list_id))
                 else:
                     oid, real_size, _data = result
-                    entries.append(TreeEntry(name, kind, mode, real_size, oid))
+                    done.append(TreeEntry(name, kind, mode, real_size, oid))
             else:
-                entries.append(TreeEntry(name, kind, mode, size, ref))
+                done.append(TreeEntry(name, kind, mode, size, ref))
+
+    def encode_one(self, entries: list[TreeEntry]) -> bytes:
+        """Encode one tree from its entries, record it, return its id."""
         data = encode_tree(entries)
         oid = blake3.blake3(data).digest()
         self.trees.setdefault(oid, ObjectSource(KIND_TREE, len(data), data=data))
         return oid
+
+
+def _children(path: str) -> Iterator[os.DirEntry[str]]:
+    """The entries of directory ``path``, sorted by name bytes (listed, then closed)."""
+    with os.scandir(path) as it:
+        children = sorted(it, key=lambda d: os.fsencode(d.name))
+    return iter(children)
 
 
 def scan(
