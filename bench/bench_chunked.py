@@ -60,7 +60,12 @@ BLOCK = 4 * MIB
 
 @dataclass(frozen=True)
 class Sizes:
-    """The file sizes of one run (full or quick)."""
+    """The file sizes of one run (full or quick).
+
+    The killed push gets a pack size that cuts its file into at least 8 packs (so
+    "60% landed" is observable between whole packs) and a ``bwlimit`` slow enough for
+    the parent's poll to see 60% before the end (a 1 GiB push at 96 MiB/s: ~11 s).
+    """
 
     flip: int
     append: int
