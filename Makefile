@@ -40,10 +40,11 @@ check: lint typecheck
 
 test: lint typecheck unit
 
-bench: $(STAMP)
+# system-deps: bench/bench_chunked.py runs restic and borg beside our push
+bench: $(STAMP) system-deps
 	$(PY) bench/run.py
 
-bench-quick: $(STAMP)
+bench-quick: $(STAMP) system-deps
 	$(PY) bench/run.py --quick
 
 clean:

@@ -1,6 +1,6 @@
 """Measure chunker parameter sets: speed, chunk count, and bytes an edit re-sends.
 
-Usage: ``python bench/bench_chunking.py [--mib N]``. For each FastCDC parameter set
+Usage: ``python bench/bench_chunking.py [--mib N | --quick]``. For each FastCDC parameter set
 (min/avg/max) it cuts N MiB of random bytes (chunking plus BLAKE3 of the file and of
 each chunk, as the scan will), then counts the bytes of chunks that are new after one
 byte flipped in the middle and after 100 bytes inserted at the start. The figures
@@ -36,8 +36,10 @@ def _new_bytes(path: str, data: bytes, params: ChunkParams, old: set[bytes]) -> 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=128)
+    # run.py passes --quick to every bench_*.py (CI's bench-quick)
+    parser.add_argument("--quick", action="store_true", help="16 MiB (CI smoke run)")
     args = parser.parse_args()
-    data = random.Random(3).randbytes(args.mib << 20)
+    data = random.Random(3).randbytes((16 if args.quick else args.mib) << 20)
     flipped = bytearray(data)
     flipped[len(data) // 2] ^= 1
     with tempfile.TemporaryDirectory() as tmp:

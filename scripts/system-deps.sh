@@ -6,6 +6,9 @@ set -e
 missing=""
 [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
 [ -x /usr/sbin/nginx ] || missing="$missing nginx-light"
+# restic and borg: the peers bench/bench_chunked.py measures our chunked pushes against
+command -v restic >/dev/null || missing="$missing restic"
+command -v borg >/dev/null || missing="$missing borgbackup"
 if [ -n "$missing" ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "missing:$missing and this is not root: install it (apt-get install$missing)" >&2
