@@ -317,7 +317,7 @@ def row_flip(work: Path, size: int) -> Row:
             round(total["ours"] / total["restic"], 3),
             "x",
             "<= 1",
-            kind="exact",
+            kind="peer",
             detail={name: mib(n) for name, n in total.items()},
         ),
     ]
