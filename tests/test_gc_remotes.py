@@ -1,7 +1,9 @@
 """gc over the network transports, against real servers: HTTP and S3 (moto, SeaweedFS).
 
 Time is aged with gc's ``now`` (the store stamps ``mtime`` with its own clock), so no
-assertion depends on the machine's speed.
+assertion depends on the machine's speed. The races of pushes against gc run in real
+processes (:mod:`tests.support.gc_race`, the file test's code): 2 pushers x 25 rounds
+each, the issue's 50 rounds per transport.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from mkit_transport import PackKey, RefWriteCondition, Transport, open_transport
 from mkit_transport.sync import pull, push
 from mkit_transport.sync.gc import gc, reachable
 from testbed.http_server import HttpServer
+from tests.support.gc_race import RaceStore, race_pushes_against_gc
 from tests.support.s3_fixtures import S3Store
 
 DAY = 24 * 3600.0
@@ -79,3 +82,26 @@ def test_old_multipart_uploads_are_aborted(s3_store: S3Store) -> None:
             assert store.sweep_debris(0.5) == 1
     listed = client.list_multipart_uploads(Bucket=s3_store.bucket, Prefix=key)
     assert upload["UploadId"] not in [u["UploadId"] for u in listed.get("Uploads", [])]
+
+
+#: Two pushers of 25 rounds each: 50 rounds of pushes racing gc per transport.
+PUSHERS, ROUNDS = 2, 25
+
+
+@pytest.mark.server
+def test_pushes_racing_gc_over_http_never_break_a_ref(
+    http_server: HttpServer, tmp_path: Path
+) -> None:
+    """The server's backend is a file store the test can reach, so the planted
+    orphans are aged and the collector sweeps them while the pushes run."""
+    project = f"gc-race-{uuid.uuid4().hex[:8]}"
+    store = RaceStore(http_server.url(project), backend=str(http_server.root / project))
+    race_pushes_against_gc(store, tmp_path, pushers=PUSHERS, rounds=ROUNDS)
+
+
+@pytest.mark.server
+def test_pushes_racing_gc_over_s3_never_break_a_ref(s3_store: S3Store, tmp_path: Path) -> None:
+    """The server stamps its own clock: nothing young may go while the pushes run, and
+    everything unreachable goes once the grace period is over."""
+    store = RaceStore(s3_store.url, options=s3_store.options)
+    race_pushes_against_gc(store, tmp_path, pushers=PUSHERS, rounds=ROUNDS)

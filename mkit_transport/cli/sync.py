@@ -27,6 +27,7 @@ from ..sync import (
     push,
     show,
 )
+from ..sync.history import HISTORY_TRUNCATED
 from ..sync.model import MAX_DEPTH, MAX_TOTAL_ENTRIES
 from ..sync.options import DEFAULT_LEVEL
 from ..transport import Transport
@@ -166,10 +167,13 @@ def _log(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
     lines = [
         f"{e.key.hex()}  {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(e.created_ns / 1e9))}Z"
         f"  {e.packs} packs  {mib(e.pack_bytes)}"
-        + ("  (older history not on this remote)" if e.parent_missing else "")
         for e in entries
     ]
-    emit(args, out, [e.to_json() for e in entries], "\n".join(lines))
+    rows = [e.to_json() for e in entries]
+    if entries and entries[-1].parent_missing:  # the chain ends at an absent record
+        lines.append(HISTORY_TRUNCATED)
+        rows[-1]["history_truncated"] = HISTORY_TRUNCATED
+    emit(args, out, rows, "\n".join(lines))
     return 0
 
 

@@ -9,6 +9,13 @@ Mark, then sweep:
   key not marked is deleted only if the store wrote it more than ``grace`` seconds
   before the mark began.
 
+With ``keep_last=N`` (``gc --keep-last N``) the mark follows only the newest N
+records of each ref: older records, and the packs only they held, are swept like any
+orphan (under the same grace period). Every record lists every pack its snapshot
+needs, so a kept record never depends on a dropped one; the oldest kept record's
+parent is then absent, which the walk already takes as the chain's end and ``log``
+marks as truncated history.
+
 Why the grace period makes gc safe against a running push: a push uploads its packs,
 index blobs and record, and only then moves its ref by compare-and-swap. Everything
 it uploads after the mark began is younger than the mark, so the sweep keeps it; a
@@ -34,7 +41,7 @@ from dataclasses import asdict, dataclass
 from ..errors import InvalidArgument, InvalidResponse, PackNotFound, PayloadTooLarge
 from ..hashes import PackKey
 from ..transport import Transport
-from .walk import walk_records
+from .walk import RecordStep, walk_last, walk_records
 
 __all__ = ["DEFAULT_GRACE", "GcReport", "gc", "reachable"]
 
@@ -59,39 +66,57 @@ class GcReport:
     debris: int = 0
     dry_run: bool = False
     grace: float = DEFAULT_GRACE
+    #: ``None``: keep every ref's whole history; N: only the newest N records of each.
+    keep_last: int | None = None
 
     def as_dict(self) -> dict[str, object]:
         """The report as plain JSON-able data (the CLI's ``--json``)."""
         return asdict(self)
 
 
-def reachable(transport: Transport) -> tuple[set[PackKey], int, int]:
+def reachable(
+    transport: Transport, *, keep_last: int | None = None
+) -> tuple[set[PackKey], int, int]:
     """Mark: every key reachable from every ref; also how many refs and records.
 
     A ref whose value names no stored blob reaches nothing (not a snapshot ref, or
     one whose record is gone); a parent record that is missing ends its chain. A
     stored blob that is not a record is :class:`InvalidResponse`: gc cannot know
-    what such a ref needs, so it refuses to sweep rather than guess.
+    what such a ref needs, so it refuses to sweep rather than guess. ``keep_last``
+    (checked by :func:`gc`) bounds each ref's walk to its newest records.
     """
     live: set[PackKey] = set()
-    records = 0
+    read: set[PackKey] = set()
+    kept: dict[PackKey, int] = {}
     refs = transport.list_refs("")
     for ref in refs:
-        for step in walk_records(transport, ref.hash, live):
-            if isinstance(step.error, PackNotFound):
+        if keep_last is None:
+            steps = walk_records(transport, ref.hash, live)
+        else:
+            steps = walk_last(transport, ref.hash, keep_last, kept)
+        for step in steps:
+            if not _mark(step, ref.name, live):
                 break
-            if isinstance(step.error, PayloadTooLarge):
-                raise step.error
-            if step.record is None:
-                raise InvalidResponse(
-                    f"ref {ref.name} reaches blob {step.key.hex()}, which is not a snapshot "
-                    f"record ({step.error}); gc refuses to sweep a store it cannot read"
-                ) from step.error
-            records += 1
-            for pack in step.record.packs:
-                live.add(pack.key)
-                live.add(pack.index)
-    return live, len(refs), records
+            read.add(step.key)
+    return live, len(refs), len(read)
+
+
+def _mark(step: RecordStep, ref: str, live: set[PackKey]) -> bool:
+    """Mark one step's record and what it lists; False where the chain ends (absent)."""
+    if isinstance(step.error, PackNotFound):
+        return False
+    if isinstance(step.error, PayloadTooLarge):
+        raise step.error
+    if step.record is None:
+        raise InvalidResponse(
+            f"ref {ref} reaches blob {step.key.hex()}, which is not a snapshot "
+            f"record ({step.error}); gc refuses to sweep a store it cannot read"
+        ) from step.error
+    live.add(step.key)
+    for pack in step.record.packs:
+        live.add(pack.key)
+        live.add(pack.index)
+    return True
 
 
 def gc(
@@ -100,9 +125,13 @@ def gc(
     grace: float = DEFAULT_GRACE,
     dry_run: bool = False,
     now: float | None = None,
+    keep_last: int | None = None,
 ) -> GcReport:
     """Delete every pack and blob no ref reaches that is older than ``grace`` seconds.
 
+    ``keep_last=N`` keeps only the newest N records of each ref's history (and what
+    they reach); older records and what only they held go like any orphan. N is a
+    positive int: keeping no record would sweep what the refs name.
     ``dry_run`` counts what would go and deletes nothing. ``now`` (seconds since the
     epoch) is when the mark starts; tests pass a later time to age the store.
     Raises what the transport raises; a store whose refs cannot be read (a corrupt
@@ -117,11 +146,23 @@ def gc(
         raise InvalidArgument(f"grace must be a non-negative number of seconds, got {grace!r}")
     if not isinstance(dry_run, bool):
         raise InvalidArgument(f"dry_run must be a bool, not {type(dry_run).__name__}")
+    if keep_last is not None and (
+        not isinstance(keep_last, int) or isinstance(keep_last, bool) or keep_last < 1
+    ):
+        raise InvalidArgument(
+            f"keep_last must be a positive number of records (or None for all), "
+            f"got {keep_last!r}: keeping none would sweep what the refs name"
+        )
     started = time.time() if now is None else float(now)
     cutoff = started - grace
-    live, refs, records = reachable(transport)
+    live, refs, records = reachable(transport, keep_last=keep_last)
     report = GcReport(
-        refs=refs, records=records, reachable=len(live), dry_run=dry_run, grace=float(grace)
+        refs=refs,
+        records=records,
+        reachable=len(live),
+        dry_run=dry_run,
+        grace=float(grace),
+        keep_last=keep_last,
     )
     for info in transport.list_packs():
         report.listed += 1

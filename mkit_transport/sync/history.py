@@ -18,15 +18,22 @@ from .options import TransferOptions, resolve
 from .progress import Meter
 from .reports import Listing, LogEntry
 
-__all__ = ["log", "show"]
+__all__ = ["HISTORY_TRUNCATED", "log", "show"]
+
+#: How ``log`` marks where a history ends at an absent parent record.
+HISTORY_TRUNCATED = (
+    "(history truncated here: older records are not in this store; "
+    "gc --keep-last collected them, or a mirror never copied them)"
+)
 
 
 def log(transport: Transport, ref: str, *, limit: int | None = None) -> list[LogEntry]:
     """Return the snapshots of ``ref``, newest first, following parent records.
 
     Stops at the first snapshot without a parent, after ``limit`` entries, or at a
-    parent record the remote does not hold (a mirrored history), which the last
-    entry marks with ``parent_missing``. An absent ref is :class:`RefNotFound`.
+    parent record the remote does not hold (a mirrored history, or one that
+    ``gc --keep-last`` cut), which the last entry marks with ``parent_missing``
+    (the command line then prints :data:`HISTORY_TRUNCATED`). An absent ref is :class:`RefNotFound`.
     """
     value = transport.read_ref(ref)
     if value is None:

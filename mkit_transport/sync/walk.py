@@ -4,7 +4,8 @@ A snapshot ref holds the key of its record blob; the record lists the packs and 
 blobs the snapshot needs and names its parent record. :func:`walk_records` follows
 that chain and says, for each record key, whether the record was read, is absent or
 is unreadable; what to do about an absent or unreadable record is the caller's
-policy (gc refuses to sweep, fsck reports it). Records are read only through
+policy (gc refuses to sweep, fsck reports it). :func:`walk_last` is the bounded walk
+of ``gc --keep-last``: only the newest records of each chain. Records are read only through
 :mod:`.common` and :mod:`.model`, so every caller follows the snapshot formats.
 """
 
@@ -19,7 +20,7 @@ from ..transport import Transport
 from .common import fetch_record, record_key, ref_value
 from .model import Record
 
-__all__ = ["RecordStep", "walk_records"]
+__all__ = ["RecordStep", "walk_last", "walk_records"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,14 +50,43 @@ def walk_records(transport: Transport, value: Hash, seen: set[PackKey]) -> Itera
     depth = 0
     while key is not None and key not in seen:
         seen.add(key)
-        try:
-            record = fetch_record(transport, ref_value(key))
-        except PackNotFound as error:
-            yield RecordStep(key, depth, error=error)
+        step = _read(transport, key, depth)
+        yield step
+        if step.record is None:
             return
-        except (InvalidResponse, PayloadTooLarge) as error:
-            yield RecordStep(key, depth, error=error)
-            return
-        yield RecordStep(key, depth, record=record)
-        key = record.parent
+        key = step.record.parent
         depth += 1
+
+
+def walk_last(
+    transport: Transport, value: Hash, last: int, kept: dict[PackKey, int]
+) -> Iterator[RecordStep]:
+    """Yield the newest ``last`` records on the chain from ``value``, newest first.
+
+    ``kept`` maps each record key already walked to how many records were kept from
+    it on (itself included), shared across refs. A shared ``seen`` set would be wrong
+    here: a ref that joins another's chain nearer its own tip must keep more of that
+    chain than the other ref did. So the walk stops only where an earlier walk
+    already kept at least as many records from that key on; a record may then be
+    read (and yielded) twice, at most ``last`` reads per ref. The depth bound also
+    ends a chain with a cycle. ``last`` is at least 1 (the caller checks).
+    """
+    key: PackKey | None = record_key(value)
+    depth = 0
+    while key is not None and depth < last and kept.get(key, 0) < last - depth:
+        kept[key] = last - depth
+        step = _read(transport, key, depth)
+        yield step
+        if step.record is None:
+            return
+        key = step.record.parent
+        depth += 1
+
+
+def _read(transport: Transport, key: PackKey, depth: int) -> RecordStep:
+    """One step: the record at ``key``, or why it cannot be read (absent, unreadable)."""
+    try:
+        record = fetch_record(transport, ref_value(key))
+    except (PackNotFound, InvalidResponse, PayloadTooLarge) as error:
+        return RecordStep(key, depth, error=error)
+    return RecordStep(key, depth, record=record)
