@@ -1,6 +1,6 @@
 """Run every benchmark in bench/ and end with one summary of every figure.
 
-Usage: ``python bench/run.py [--quick] [--out PATH] [file http s3 ssh sync chunked crash]``.
+Usage: ``python bench/run.py [--quick] [--out PATH] [file http s3 ssh sync chunked mixed crash]``.
 
 Each ``bench_*.py`` script is standalone (it prints its own figures); this runs them
 in turn, plus the crash loop, with ``MKIT_BENCH_FIGURES`` naming a scratch file each
@@ -76,7 +76,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (CI smoke run)")
     parser.add_argument("--out", type=Path, help=f"summary JSON path (default: ${OUT_ENV}, cache)")
-    parser.add_argument("only", nargs="*", help="which: file http s3 ssh sync chunked crash")
+    parser.add_argument("only", nargs="*", help="which: file http s3 ssh sync chunked mixed crash")
     args = parser.parse_args()
     started = datetime.datetime.now(datetime.UTC)
     out = args.out or (Path(os.environ[OUT_ENV]) if os.environ.get(OUT_ENV) else None)
