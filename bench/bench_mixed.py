@@ -32,6 +32,7 @@ only; the memory goals in every run.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -316,6 +317,51 @@ def rss_pull(store: str, dest: str, cache: str) -> Callable[[], object]:
     return lambda: pull(remote, REF, dest, cache_dir=cache)
 
 
+_ANON_CHILD = r"""
+import importlib, json, sys, threading, time
+from bench.common import proc_status as status
+module, func = sys.argv[1].split(":")
+op = getattr(importlib.import_module(module), func)(*sys.argv[2:])
+before = status("RssAnon")
+peak = [before]
+done = threading.Event()
+def sample():
+    while not done.is_set():
+        peak[0] = max(peak[0], status("RssAnon"))
+        time.sleep(0.005)
+sampler = threading.Thread(target=sample)
+sampler.start()
+try:
+    op()
+finally:
+    done.set()
+    sampler.join()
+peak[0] = max(peak[0], status("RssAnon"))
+print(json.dumps({"before": before, "peak": peak[0]}))
+"""
+
+
+def child_peak_anon(target: str, *args: str) -> int:
+    """Peak *anonymous* RSS growth, in bytes, of ``target`` in a fresh process, sampled.
+
+    VmHWM (:func:`child_peak_rss`) counts file-backed pages mapped into the process:
+    a push reads a large file through a read-only mmap (sync/chunking.py), so every
+    page of the file it touched counts, though those pages are the page cache's, clean
+    and reclaimable. ``RssAnon`` (heap, buffers) has no kernel peak, so it is sampled
+    every 5 ms; a spike shorter than that can be missed.
+    """
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), *sys.path]))
+    done = subprocess.run(
+        [sys.executable, "-c", _ANON_CHILD, target, *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    data = json.loads(done.stdout.strip().splitlines()[-1])
+    return max(0, int(data["peak"]) - int(data["before"]))
+
+
 def rss_figures(work: Path, size: int) -> list[Figure]:
     """Peak RSS growth of a push and a pull of one ``size`` file (half random, half text)."""
     tree = work / "rss-tree"
@@ -330,6 +376,10 @@ def rss_figures(work: Path, size: int) -> list[Figure]:
     grown_push = child_peak_rss("bench.bench_mixed:rss_push", str(tree), store)
     grown_pull = child_peak_rss(
         "bench.bench_mixed:rss_pull", store, str(work / "rss-out"), str(work / "rss-cache")
+    )
+    anon_push = child_peak_anon("bench.bench_mixed:rss_push", str(tree), str(work / "anon-store"))
+    anon_pull = child_peak_anon(
+        "bench.bench_mixed:rss_pull", store, str(work / "anon-out"), str(work / "anon-cache")
     )
     detail = {"file": mib(size)}
     return [
@@ -346,6 +396,20 @@ def rss_figures(work: Path, size: int) -> list[Figure]:
             round(grown_pull / MIB, 1),
             "MiB",
             "<= 128",
+            kind="memory",
+            detail=detail,
+        ),
+        Figure(
+            "push peak anonymous RSS growth (sampled; mmapped file pages excluded)",
+            round(anon_push / MIB, 1),
+            "MiB",
+            kind="memory",
+            detail=detail,
+        ),
+        Figure(
+            "pull peak anonymous RSS growth (sampled)",
+            round(anon_pull / MIB, 1),
+            "MiB",
             kind="memory",
             detail=detail,
         ),
