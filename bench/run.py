@@ -77,7 +77,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (CI smoke run)")
     parser.add_argument("--out", type=Path, help=f"summary JSON path (default: ${OUT_ENV}, cache)")
-    parser.add_argument("only", nargs="*", help="names: file http s3 ssh sync chunked gc crash")
+    parser.add_argument(
+        "only", nargs="*", help="names: file http s3 ssh sync chunked gc mixed crash"
+    )
     args = parser.parse_args()
     started = datetime.datetime.now(datetime.UTC)
     out = args.out or (Path(os.environ[OUT_ENV]) if os.environ.get(OUT_ENV) else None)
