@@ -10,7 +10,7 @@ from typing import cast
 import blake3
 import pytest
 
-from mkit_transport.errors import InvalidResponse
+from mkit_transport.errors import InvalidArgument, InvalidResponse
 from mkit_transport.sync.chunking import ChunkParams, chunk_file
 from mkit_transport.sync.chunklist import decode_chunk_list, encode_chunk_list
 from mkit_transport.sync.model import (
@@ -134,3 +134,49 @@ def test_show_lists_a_chunked_entry_as_a_file_with_its_size() -> None:
     entry = TreeEntry(b"big", TYPE_CHUNKED, 0o600, 9 << 20, b"\x04" * 32)
     listed = list_files(cast(PackObjects, _OneTree([entry])), b"\0" * 32)
     assert [(f.path, f.type, f.mode, f.size) for f in listed] == [("big", "file", 0o600, 9 << 20)]
+
+
+def _one_pass(data: bytes, params: ChunkParams) -> list[tuple[bytes, int]]:
+    """The cut points of one FastCDC pass over the whole file (the reference)."""
+    from pyfastcdc import FastCDC
+
+    cdc = FastCDC(
+        params.avg_size,
+        min_size=params.min_size,
+        max_size=params.max_size,
+        normalized_chunking=1,
+        seed=0,
+    )
+    return [
+        (blake3.blake3(data[c.offset : c.offset + c.length]).digest(), c.length)
+        for c in cdc.cut_buf(data)
+    ]
+
+
+@pytest.mark.parametrize("kind", ["random", "zeros", "mixed"])
+@pytest.mark.parametrize("size", [0, 1, (64 << 10) * 6, 1_000_003, (1 << 20) + (64 << 10) * 2])
+def test_mapping_window_by_window_cuts_exactly_as_one_pass(
+    tmp_path: Path, kind: str, size: int
+) -> None:
+    # Zeros cut every max_size bytes, so chunk ends fall exactly on window ends: the
+    # case where a window could cut a chunk short if the boundary rule were wrong.
+    data = {
+        "random": bytes(_data(size)),
+        "zeros": bytes(size),
+        "mixed": bytes(_data(size // 2)) + bytes(size - size // 2),
+    }[kind]
+    p = tmp_path / "f"
+    p.write_bytes(data)
+    want = _one_pass(data, SMALL)
+    for window in (SMALL.max_size + 1, 2 * SMALL.max_size, 200_000, 1 << 20, 64 << 20):
+        got = chunk_file(str(p), SMALL, window=window)
+        assert list(got.chunks) == want, f"window {window}"
+        assert got.size == size
+        assert got.id == blake3.blake3(data).digest()
+
+
+def test_a_window_no_longer_than_a_chunk_is_refused(tmp_path: Path) -> None:
+    p = tmp_path / "f"
+    p.write_bytes(b"x" * 10)
+    with pytest.raises(InvalidArgument, match="must exceed max_size"):
+        chunk_file(str(p), SMALL, window=SMALL.max_size)

@@ -6,12 +6,15 @@ almost nothing beside BLAKE3 and zstd). Cut points depend only on the bytes
 around them, so a byte flipped or inserted changes one or two chunks, and the
 rest keep their ids: that is what lets a push send only what changed.
 
-The file is read through a read-only mmap: the chunker finds the cut points,
-then BLAKE3 hashes the whole file (its content id, checked end to end by a
-pull) and each chunk. The kernel pages the mapping in and out, so no whole
-file is held in Python memory; the second walk over the mapping hits the page
-cache. (Cutting and hashing window by window, to touch each page once, is a
-possible later optimisation.)
+The file is read through read-only mmap windows of :data:`WINDOW` bytes: in each,
+the chunker finds the cut points, then BLAKE3 hashes each chunk and the whole file
+(its content id, checked end to end by a pull). A window is unmapped before the
+next is mapped, so the pages a push keeps resident stay bounded by the window,
+whatever the file's size (one mapping of the whole file made the process's peak
+RSS as large as the file). Windows give the same cut points as one pass: a cut is
+kept only if it ends before the window does, and the next window starts at the
+first cut not kept, which FastCDC finds from that offset exactly as in one pass
+(a chunk's end depends only on its start and the next ``max_size`` bytes).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Final
 import blake3
 from pyfastcdc import FastCDC
 
+from ..errors import InvalidArgument
 from ..hashes import Hasher
 
 __all__ = [
@@ -31,6 +35,7 @@ __all__ = [
     "CHUNK_MAX",
     "CHUNK_MIN",
     "DEFAULT_CHUNKING",
+    "WINDOW",
     "ChunkParams",
     "ChunkedFile",
     "chunk_file",
@@ -41,6 +46,8 @@ __all__ = [
 CHUNK_MIN: Final = 256 << 10
 CHUNK_AVG: Final = 1 << 20
 CHUNK_MAX: Final = 4 << 20
+#: Bytes of a file mapped at once while chunking (many max-size chunks per window).
+WINDOW: Final = 64 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +77,16 @@ def _cuts(cdc: FastCDC, view: memoryview) -> list[tuple[int, int]]:
     return [(c.offset, c.length) for c in cdc.cut_buf(view)]
 
 
-def chunk_file(path: str, params: ChunkParams = ChunkParams()) -> ChunkedFile:
-    """Cut ``path`` into content-defined chunks and hash it whole, in one read pass."""
+def chunk_file(
+    path: str, params: ChunkParams = ChunkParams(), *, window: int = WINDOW
+) -> ChunkedFile:
+    """Cut ``path`` into content-defined chunks and hash it whole, in one read pass.
+
+    ``window`` (bytes mapped at once) must exceed ``params.max_size``; tests pass a
+    small one to prove the cut points do not depend on it.
+    """
+    if window <= params.max_size:
+        raise InvalidArgument(f"window {window} must exceed max_size {params.max_size}")
     cdc = FastCDC(
         params.avg_size,
         min_size=params.min_size,
@@ -83,12 +98,24 @@ def chunk_file(path: str, params: ChunkParams = ChunkParams()) -> ChunkedFile:
     chunks: list[tuple[bytes, int]] = []
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            return ChunkedFile(bytes(whole.pack_key()), 0, ())
-        # Every view into the mmap (ours, the chunker's) is released before it closes.
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm, memoryview(mm) as view:
-            for offset, length in _cuts(cdc, view):
-                with view[offset : offset + length] as part:
-                    whole.update(part)
-                    chunks.append((blake3.blake3(part).digest(), length))
+        start = 0
+        while start < size:
+            start_next = start
+            base = start - start % mmap.ALLOCATIONGRANULARITY
+            end = min(size, start + window)
+            # Every view into the mmap (ours, the chunker's) is released before it closes.
+            with (
+                mmap.mmap(f.fileno(), end - base, offset=base, access=mmap.ACCESS_READ) as mm,
+                memoryview(mm) as mapped,
+                mapped[start - base :] as view,
+            ):
+                for offset, length in _cuts(cdc, view):
+                    if end < size and offset + length >= end - start:
+                        break  # may be cut short by the window: the next one redoes it
+                    with view[offset : offset + length] as part:
+                        whole.update(part)
+                        chunks.append((blake3.blake3(part).digest(), length))
+                    start_next = start + offset + length
+                assert start_next > start, "a window shorter than one chunk"
+                start = start_next
     return ChunkedFile(bytes(whole.pack_key()), whole.length, tuple(chunks))
