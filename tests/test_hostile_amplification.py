@@ -32,7 +32,6 @@ from mkit_transport.sync.model import (
     TYPE_CHUNKED,
     TYPE_DIR,
     TYPE_FILE,
-    PackObjects,
     PackRef,
     Record,
     TreeEntry,
@@ -40,6 +39,7 @@ from mkit_transport.sync.model import (
     encode_record,
     encode_tree,
 )
+from mkit_transport.sync.objects import PackObjects
 from mkit_transport.sync.restore import remove_tree, sweep_stages
 
 REF = "refs/heads/main"

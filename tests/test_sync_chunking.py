@@ -13,17 +13,17 @@ import pytest
 from mkit_transport.errors import InvalidArgument, InvalidResponse
 from mkit_transport.sync.chunking import ChunkParams, chunk_file
 from mkit_transport.sync.chunklist import decode_chunk_list, encode_chunk_list
+from mkit_transport.sync.materialise import list_files
 from mkit_transport.sync.model import (
     TYPE_CHUNKED,
     TYPE_DIR,
     TYPE_FILE,
     TYPE_SYMLINK,
-    PackObjects,
     TreeEntry,
     decode_tree,
     encode_tree,
-    list_files,
 )
+from mkit_transport.sync.objects import PackObjects
 
 SMALL = ChunkParams(min_size=4 << 10, avg_size=16 << 10, max_size=64 << 10)
 

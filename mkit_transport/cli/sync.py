@@ -28,8 +28,8 @@ from ..sync import (
     show,
 )
 from ..sync.history import HISTORY_TRUNCATED
-from ..sync.model import MAX_DEPTH, MAX_TOTAL_ENTRIES
 from ..sync.options import DEFAULT_LEVEL
+from ..sync.plan import MAX_DEPTH, MAX_TOTAL_ENTRIES
 from ..transport import Transport
 from ..urls import open_transport
 from .output import emit, mib

@@ -17,15 +17,8 @@ from ..errors import PayloadTooLarge, RefConflict
 from ..hashes import Hash, PackKey
 from ..refs import RefWriteCondition
 from ..transport import Transport
-from .model import (
-    MAX_INDEX_SIZE,
-    MAX_RECORD_SIZE,
-    PackObjects,
-    PackRef,
-    Record,
-    decode_index,
-    decode_record,
-)
+from .model import MAX_INDEX_SIZE, MAX_RECORD_SIZE, PackRef, Record, decode_index, decode_record
+from .objects import PackObjects
 from .progress import Meter
 from .restore import PackCache, default_cache_dir
 

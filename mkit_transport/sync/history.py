@@ -13,8 +13,9 @@ from ..hashes import PackKey
 from ..pack import KIND_TREE
 from ..transport import Transport
 from .common import fetch_index, fetch_record, open_packs, parallel, record_key, ref_value
-from .model import Limits, list_files
+from .materialise import list_files
 from .options import TransferOptions, resolve
+from .plan import Limits
 from .progress import Meter
 from .reports import Listing, LogEntry
 

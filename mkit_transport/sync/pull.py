@@ -14,8 +14,9 @@ from collections.abc import Callable
 from ..errors import RefNotFound
 from ..transport import Transport
 from .common import fetch_record, open_packs
-from .model import Limits, materialise, plan_tree
+from .materialise import materialise
 from .options import TransferOptions, resolve
+from .plan import Limits, plan_tree
 from .progress import Meter, Progress
 from .reports import PullReport
 from .restore import check_dest, check_room, staged

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from ..hashes import Hash, PackKey
-from .model import FileEntry
+from .materialise import FileEntry
 
 __all__ = ["Listing", "LogEntry", "MirrorReport", "PullReport", "PushReport"]
 

@@ -22,7 +22,8 @@ from ..errors import InvalidResponse, PackNotFound, PayloadTooLarge, TransportEr
 from ..hashes import PackKey
 from ..pack import PackFile, PackVerifier
 from ..transport import Transport
-from .model import PackRef, TreePlan
+from .model import PackRef
+from .plan import TreePlan
 from .progress import Meter
 
 __all__ = [
