@@ -253,6 +253,9 @@ def _harness(cls: type[MemoryTransport], **settings: Any) -> Harness:
         return cls(name, retry=retry)
 
     sizes: dict[str, Any] = {"race_workers": 8, "race_rounds": 10, "counter_increments": 100}
+    # In-memory stores answer in microseconds: short race bounds keep a broken
+    # transport that wedges a worker from holding the whole run for minutes.
+    sizes |= {"race_wait": 30.0, "race_budget": 20.0, "race_stall": 5.0}
     return Harness(
         open=opener,
         backdoor=MemoryBackdoor(MemoryTransport(name).store),
