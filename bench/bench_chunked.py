@@ -49,7 +49,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import MIB, Figure, Results, mib
+from bench.common import MIB, Figure, Results, check_peers, mib
 from mkit_transport import FileTransport
 from mkit_transport.sync import PushReport, push
 
@@ -420,16 +420,6 @@ def row_kill(work: Path, size: int, pack_size: int, bwlimit: float) -> Row:
             },
         )
     ]
-
-
-def check_peers() -> None:
-    """Fail clearly, not with a traceback deep in a row, when a peer is not installed."""
-    missing = [tool for tool in ("restic", "borg") if shutil.which(tool) is None]
-    if missing:
-        raise SystemExit(
-            f"{' and '.join(missing)} not installed: run `make system-deps` "
-            "(apt-get install restic borgbackup)"
-        )
 
 
 def main() -> None:

@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import zstandard
 
-from bench.common import MIB, Figure, Results, child_peak_rss, mib
+from bench.common import MIB, Figure, Results, check_peers, child_peak_rss, mib
 from mkit_transport import open_transport
 from mkit_transport.sync import pull, push
 
@@ -414,16 +414,6 @@ def rss_figures(work: Path, size: int) -> list[Figure]:
             detail=detail,
         ),
     ]
-
-
-def check_peers() -> None:
-    """Fail clearly, not with a traceback mid-round, when a peer is not installed."""
-    missing = [tool for tool in ("restic", "borg") if shutil.which(tool) is None]
-    if missing:
-        raise SystemExit(
-            f"{' and '.join(missing)} not installed: run `make system-deps` "
-            "(apt-get install restic borgbackup)"
-        )
 
 
 def main() -> None:

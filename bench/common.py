@@ -389,3 +389,15 @@ def cas_counter_figures(
             detail={"seconds_incl_process_start": round(elapsed, 2)},
         ),
     ]
+
+
+def check_peers() -> None:
+    """Fail clearly, not with a traceback deep in a row, when restic or borg is missing."""
+    import shutil
+
+    missing = [tool for tool in ("restic", "borg") if shutil.which(tool) is None]
+    if missing:
+        raise SystemExit(
+            f"{' and '.join(missing)} not installed: run `make system-deps` "
+            "(apt-get install restic borgbackup)"
+        )
