@@ -149,32 +149,29 @@ class SqliteTransport(Transport):
         row = db.execute("SELECT value FROM refs WHERE name = ?", (name,)).fetchone()
         return None if row is None else decode_ref_value(bytes(row[0]), remote=False, name=name)
 
+    def _check(self, db: sqlite3.Connection, name: str, condition: RefWriteCondition) -> None:
+        """Refuse a write whose condition does not hold (inside its write transaction)."""
+        current = self._current(db, name)
+        if not condition.allows(current):
+            raise RefConflict(
+                f"ref {name} holds {current.hex() if current else 'nothing'}",
+                name=name,
+                current=current,
+                known=True,
+            )
+
     def _read_ref(self, name: str) -> Hash | None:
         with self._db(f"ref {name}") as db:
             return self._current(db, name)
 
     def _update_ref(self, name: str, condition: RefWriteCondition, value: Hash) -> None:
         with self._db(f"ref {name}", write=True) as db:
-            current = self._current(db, name)
-            if not condition.allows(current):
-                raise RefConflict(
-                    f"ref {name} holds {current.hex() if current else 'nothing'}",
-                    name=name,
-                    current=current,
-                    known=True,
-                )
+            self._check(db, name, condition)
             db.execute("INSERT OR REPLACE INTO refs VALUES (?, ?)", (name, encode_ref_value(value)))
 
     def _delete_ref(self, name: str, condition: RefWriteCondition) -> None:
         with self._db(f"ref {name}", write=True) as db:
-            current = self._current(db, name)
-            if not condition.allows(current):
-                raise RefConflict(
-                    f"ref {name} holds {current.hex() if current else 'nothing'}",
-                    name=name,
-                    current=current,
-                    known=True,
-                )
+            self._check(db, name, condition)
             db.execute("DELETE FROM refs WHERE name = ?", (name,))
 
     def _list_refs(self, prefix: str) -> Iterable[tuple[str, Hash]]:
