@@ -1,5 +1,5 @@
 # The commands of the README: `make demo`, `make check` (the fast tier: lint, types and
-# every test that needs no server process) and `make test` (everything, real servers
+# every test that needs no server process and is not marked slow) and `make test` (everything, real servers
 # included). Each creates or refreshes the virtual environment (.venv) whenever
 # pyproject.toml changes; a failed install stops the build and prints pip's log.
 PYTHON ?= python3
@@ -36,7 +36,7 @@ unit: $(STAMP) system-deps
 # one carry the `server` marker, see tests/support/server_marker.py), so it runs on any
 # machine with Python; about a minute and a half of tests on two cores.
 check: lint typecheck
-	$(PY) -m pytest -m "not server"
+	$(PY) -m pytest -m "not server and not slow"
 
 test: lint typecheck unit
 

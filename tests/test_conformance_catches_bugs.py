@@ -14,7 +14,7 @@ HERE = Path(__file__).parent
 
 #: The module fixture runs the whole broken-transport suite in a subprocess (about
 #: 20 s when idle); its first test's budget must cover that on a loaded machine.
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")

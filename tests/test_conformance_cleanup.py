@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mkit_transport import FileTransport
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +58,7 @@ class TestFailing(SuiteBase):
 """
 
 
+@pytest.mark.slow  # a nested pytest session
 def test_the_suite_removes_every_ref_it_wrote(tmp_path: Path) -> None:
     store = tmp_path / "store"
     FileTransport(store).init_store()
