@@ -183,6 +183,10 @@ def counter_worker(
 ) -> list[tuple[Any, ...]]:
     """Read-modify-CAS increments of a counter whose values encode the count.
 
+    As a real CAS client does, a worker reads the counter only when it does not know
+    its value: the value it just wrote is the next attempt's base, and so is the
+    value a conflict reports (``RefConflict.current`` when ``known``).
+
     Stops after ``increments`` successes or when ``limits.budget`` is spent; returns
     ``("counter", worker, done, conflicts)``. A livelock (the counter staying at one
     value for ``limits.stall`` seconds while this worker keeps trying) fails at once,
@@ -195,9 +199,11 @@ def counter_worker(
         deadline = time.monotonic() + limits.budget
         last_seen: Hash | None = None
         last_move = time.monotonic()
+        current: Hash | None = None
         while done < increments and time.monotonic() < deadline:
-            current = transport.read_ref(f"{ns}/counter")
-            assert current is not None
+            if current is None:
+                current = transport.read_ref(f"{ns}/counter")
+            assert current is not None, "the counter ref vanished"
             now = time.monotonic()
             if current != last_seen:
                 last_seen, last_move = current, now
@@ -209,16 +215,15 @@ def counter_worker(
                     "the ref holds the expected value"
                 )
             count = counter_count(ns, current)
+            written = counter_value(ns, count + 1, worker)
             try:
-                transport.update_ref(
-                    f"{ns}/counter",
-                    RefWriteCondition.match(current),
-                    counter_value(ns, count + 1, worker),
-                )
+                transport.update_ref(f"{ns}/counter", RefWriteCondition.match(current), written)
                 done += 1
                 last_move = time.monotonic()
-            except RefConflict:
+                current = written
+            except RefConflict as conflict:
                 conflicts += 1
+                current = conflict.current if conflict.known else None
     return [("counter", worker, done, conflicts)]
 
 
