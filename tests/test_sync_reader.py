@@ -30,8 +30,12 @@ from mkit_transport import (
 )
 from mkit_transport.cli.output import EXIT_CODES
 from mkit_transport.sync import RemoteSnapshot, open_snapshot, push
+from mkit_transport.sync import scan as scan_module
+from mkit_transport.sync.chunking import ChunkedFile
+from mkit_transport.sync.chunklist import encode_chunk_list
 from mkit_transport.sync.ranged import fetch_objects, read_pack_index
 from tests.support.sync_fixtures import record_of, write_tree
+from tests.test_sync_chunked import SMALL
 from tests.test_sync_remotes import _fresh
 
 REF = "refs/heads/main"
@@ -215,6 +219,34 @@ def test_caches_stay_within_their_budgets(pushed: tuple[Transport, Path]) -> Non
     roomy = open_snapshot(store, REF)
     listed = list(roomy.entries())
     assert roomy.cached[1] == 1 + sum(e.type == "dir" for e in listed)
+
+
+@pytest.mark.parametrize("damage", ["chunks-swapped", "wrong-content-id"])
+def test_a_chunk_list_that_does_not_make_the_file_is_caught_before_end_of_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    def lie(chunked: ChunkedFile) -> bytes:
+        if damage == "chunks-swapped":  # every chunk sound, the sum right, the file wrong
+            first, second, *rest = chunked.chunks
+            return encode_chunk_list(ChunkedFile(chunked.id, chunked.size, (second, first, *rest)))
+        return encode_chunk_list(ChunkedFile(bytes(32), chunked.size, chunked.chunks))
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(random.Random(5).randbytes(1 << 20))
+    store = MemoryTransport()
+    monkeypatch.setattr(scan_module, "encode_chunk_list", lie)
+    push(src, store, REF, _chunking=SMALL)
+    monkeypatch.undo()
+    snap = open_snapshot(store, REF)
+    assert snap.stat("big.bin").size == 1 << 20
+    with pytest.raises(InvalidResponse, match=r"big\.bin: the file's chunks do not match"):
+        snap.read("big.bin")
+    got = bytearray()
+    with pytest.raises(InvalidResponse), snap.open("big.bin") as f:
+        while piece := f.read(4096):
+            got += piece
+    assert len(got) < 1 << 20  # the last chunk was held back: no false end of file
 
 
 def _pack_file(root: Path, key: PackKey) -> Path:
