@@ -102,9 +102,9 @@ def open_snapshot(
 class RemoteSnapshot:
     """A snapshot read in place on its remote, object by object (see :func:`open_snapshot`).
 
-    Safe to share between threads (its caches are locked; reads run outside the
-    lock only in :meth:`open`'s streams). ``bytes_in`` counts every byte it
-    downloaded, record included.
+    Safe to share between threads: its caches are locked (pack indexes and trees are
+    read under that lock, file contents outside it). ``bytes_in`` counts every byte
+    it downloaded, record included.
     """
 
     def __init__(
