@@ -1,7 +1,7 @@
 """Run every benchmark in bench/ and end with one summary of every figure.
 
 Usage: ``python bench/run.py [--quick] [--out PATH] [NAME ...]`` (names: file http s3
-ssh sync chunked gc mixed crash, each a ``bench_NAME.py``).
+ssh sync chunked gc mixed reader crash, each a ``bench_NAME.py``).
 
 Each ``bench_*.py`` script is standalone (it prints its own figures); this runs them
 in turn, plus the crash loop, with ``MKIT_BENCH_FIGURES`` naming a scratch file each

@@ -10,7 +10,8 @@ Quick start::
         remote.update_ref("refs/heads/main", RefWriteCondition.MISSING, Hash.of(b"commit"))
 
 Snapshot sync on top: ``push(directory, transport, "refs/heads/main")``, ``pull``,
-``mirror``, ``log`` and ``show`` (spec/SPEC-SYNC.md).
+``mirror``, ``log`` and ``show``, and ``open_snapshot`` to read one file of a remote
+snapshot by ranged reads (spec/SPEC-SYNC.md).
 
 ``import mkit_transport`` imports no network library: HTTP (requests), S3 (boto3)
 and SSH (paramiko) load when a URL of their scheme is first opened.
@@ -40,9 +41,11 @@ from .sync import (
     MirrorReport,
     PullReport,
     PushReport,
+    RemoteSnapshot,
     TransferOptions,
     log,
     mirror,
+    open_snapshot,
     pull,
     push,
     show,
@@ -75,6 +78,7 @@ __all__ = [
     "RefNotFound",
     "RefWriteCondition",
     "RemoteError",
+    "RemoteSnapshot",
     "RetryPolicy",
     "ServerError",
     "TransferOptions",
@@ -84,6 +88,7 @@ __all__ = [
     "is_retryable",
     "log",
     "mirror",
+    "open_snapshot",
     "open_transport",
     "pull",
     "push",

@@ -23,6 +23,7 @@ from ..sync import (
     TransferOptions,
     log,
     mirror,
+    open_snapshot,
     pull,
     push,
     show,
@@ -211,6 +212,8 @@ def _needs_quote(c: str) -> bool:
 
 
 def _show(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
+    if args.cat:
+        return _cat(args, transport, out)
     listing = show(
         transport,
         args.ref,
@@ -228,6 +231,35 @@ def _show(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
     ]
     emit(args, out, rows, "\n".join(lines))
     return 0
+
+
+def _cat(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
+    """``show --cat``: the file's bytes, verified, to standard output (binary).
+
+    Read by ranged reads (:func:`open_snapshot`), never whole packs; each piece is
+    written once it is verified, so a damaged object ends the command with an error
+    line (and its exit code) after the pieces before it.
+    """
+    snapshot = open_snapshot(transport, args.ref)
+    sink = getattr(out, "buffer", None) or sys.stdout.buffer
+    out.flush()
+    with snapshot.open(args.path) as f:
+        while piece := f.read(_CAT_PIECE):
+            sink.write(piece)
+    sink.flush()
+    return 0
+
+
+_CAT_PIECE: Final = 1 << 20
+
+
+def _show_usage(args: argparse.Namespace) -> str | None:
+    """``--cat`` needs a PATH and writes raw bytes (no ``--json``)."""
+    if args.cat and not args.path:
+        return "show --cat needs a PATH: the file to write to standard output"
+    if args.cat and args.json:
+        return "show --cat writes the file's bytes; it has no --json form"
+    return None
 
 
 def _level(text: str) -> int:
@@ -315,9 +347,15 @@ def add_cli(
     sub.add_argument("ref")
     sub.add_argument("--limit", type=int, default=None)
 
-    sub = command(commands, "show", _show, "list the files of a ref's snapshot")
+    sub = command(commands, "show", _show, "list the files of a ref's snapshot, or --cat one file")
     sub.add_argument("url")
-    sub.add_argument("ref")
+    sub.add_argument("ref", help="a ref (refs/...) or, with --cat, a record hash from log")
     sub.add_argument("path", nargs="?", default=None)
     sub.add_argument("--cache-dir", default=None, help="pack cache (default ~/.cache/...)")
+    sub.add_argument(
+        "--cat",
+        action="store_true",
+        help="write PATH's bytes (verified) to stdout, fetching only its objects by range",
+    )
+    sub.set_defaults(usage_error=_show_usage)
     limits(sub)

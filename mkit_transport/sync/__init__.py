@@ -7,6 +7,8 @@ transport. Modules, from the verbs down:
 * :mod:`.push`, :mod:`.pull`, :mod:`.mirror` and :mod:`.history` (``log``, ``show``):
   the verbs, one module each, on the shared helpers of :mod:`.common` (records, index
   blobs, the ref's CAS) and the knobs of :mod:`.options` (:class:`TransferOptions`);
+* :mod:`.reader` (``open_snapshot``): one file of a remote snapshot on demand, by
+  ranged reads of its packs (:mod:`.ranged`), each object verified by its id;
 * :mod:`.packer`: the push pipeline (scan hand-off, pack building, parallel uploads);
 * :mod:`.scan`: walking and hashing a directory into trees and blobs;
 * :mod:`.model`: the snapshot formats (trees, records, index blobs) and materialising;
@@ -22,6 +24,7 @@ from .options import DEFAULT_CONCURRENCY, DEFAULT_PACK_SIZE, TransferOptions
 from .progress import Progress
 from .pull import pull
 from .push import push
+from .reader import RemoteSnapshot, open_snapshot
 from .reports import Listing, LogEntry, MirrorReport, PullReport, PushReport
 from .restore import default_cache_dir
 
@@ -34,10 +37,12 @@ __all__ = [
     "Progress",
     "PullReport",
     "PushReport",
+    "RemoteSnapshot",
     "TransferOptions",
     "default_cache_dir",
     "log",
     "mirror",
+    "open_snapshot",
     "pull",
     "push",
     "show",
