@@ -50,6 +50,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import MIB, Figure, Results, check_peers, mib
+from bench.peers import borg_env, restic_env, run_peer
 from mkit_transport import FileTransport
 from mkit_transport.sync import PushReport, push
 
@@ -117,13 +118,6 @@ def tree_bytes(root: Path) -> int:
     return total
 
 
-def _run(cmd: list[str], env: dict[str, str]) -> None:
-    """Run a peer's command; its output only shows when it fails (then it raises)."""
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stderr}")
-
-
 class Tool:
     """One backup tool writing snapshots of a tree into its own store under ``work``."""
 
@@ -164,19 +158,14 @@ class Restic(Tool):
     name = "restic"
 
     def env(self) -> dict[str, str]:
-        """Restic's environment: the repository, a throwaway key, a cache in ``state``."""
-        return dict(
-            os.environ,
-            RESTIC_REPOSITORY=str(self.store),
-            RESTIC_PASSWORD="bench",  # noqa: S106 - a throwaway repository's key
-            RESTIC_CACHE_DIR=str(self.state),
-        )
+        """Restic's environment (bench.peers.restic_env)."""
+        return restic_env(self.store, self.state)
 
     def snapshot(self, tree: Path) -> None:
         """``restic backup`` (``restic init`` first)."""
         if self.snapshots == 0:
-            _run(["restic", "init", "--quiet"], self.env())
-        _run(["restic", "backup", "--quiet", str(tree)], self.env())
+            run_peer(["restic", "init", "--quiet"], self.env())
+        run_peer(["restic", "backup", "--quiet", str(tree)], self.env())
 
 
 class Borg(Tool):
@@ -185,20 +174,15 @@ class Borg(Tool):
     name = "borg"
 
     def env(self) -> dict[str, str]:
-        """Borg's environment: its cache and config in ``state``, no prompts."""
-        return dict(
-            os.environ,
-            BORG_BASE_DIR=str(self.state),
-            BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes",
-            BORG_RELOCATED_REPO_ACCESS_IS_OK="yes",
-        )
+        """Borg's environment (bench.peers.borg_env)."""
+        return borg_env(self.state)
 
     def snapshot(self, tree: Path) -> None:
         """``borg create`` of a new archive (``borg init -e none`` first)."""
         if self.snapshots == 0:
-            _run(["borg", "init", "-e", "none", str(self.store)], self.env())
+            run_peer(["borg", "init", "-e", "none", str(self.store)], self.env())
         archive = f"{self.store}::s{self.snapshots}"
-        _run(["borg", "create", archive, str(tree)], self.env())
+        run_peer(["borg", "create", archive, str(tree)], self.env())
 
 
 TOOLS: tuple[type[Tool], ...] = (Ours, Restic, Borg)

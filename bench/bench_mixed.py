@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import zstandard
 
 from bench.common import MIB, Figure, Results, check_peers, child_peak_rss, mib
+from bench.peers import borg_env, restic_env, run_peer
 from mkit_transport import open_transport
 from mkit_transport.sync import pull, push
 
@@ -147,13 +148,6 @@ def zstd_bound(root: Path) -> None:
                         zstandard.ZstdCompressor(level=LEVEL).copy_stream(f, null, size=size)
 
 
-def _run(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
-    """Run a peer's command; its output only shows when it fails (then it raises)."""
-    done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stderr}")
-
-
 class Tool:
     """One tool's store under a round's directory: untimed setup, timed push and pull."""
 
@@ -203,25 +197,20 @@ class Restic(Tool):
     name = "restic"
 
     def env(self) -> dict[str, str]:
-        """The repository, a throwaway key, a cache in ``state``."""
-        return dict(
-            os.environ,
-            RESTIC_REPOSITORY=str(self.store),
-            RESTIC_PASSWORD="bench",  # noqa: S106 - a throwaway repository's key
-            RESTIC_CACHE_DIR=str(self.state),
-        )
+        """Restic's environment (bench.peers.restic_env)."""
+        return restic_env(self.store, self.state)
 
     def setup(self) -> None:
         """``restic init``."""
-        _run(["restic", "init", "--quiet"], self.env())
+        run_peer(["restic", "init", "--quiet"], self.env())
 
     def push(self, tree: Path) -> None:
         """``restic backup``."""
-        _run(["restic", "backup", "--quiet", str(tree)], self.env())
+        run_peer(["restic", "backup", "--quiet", str(tree)], self.env())
 
     def pull(self, dest: Path) -> None:
         """``restic restore latest --target dest``."""
-        _run(["restic", "restore", "latest", "--quiet", "--target", str(dest)], self.env())
+        run_peer(["restic", "restore", "latest", "--quiet", "--target", str(dest)], self.env())
 
 
 class Borg(Tool):
@@ -230,26 +219,23 @@ class Borg(Tool):
     name = "borg"
 
     def env(self) -> dict[str, str]:
-        """Borg's cache and config in ``state``, no prompts."""
-        return dict(
-            os.environ,
-            BORG_BASE_DIR=str(self.state),
-            BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes",
-            BORG_RELOCATED_REPO_ACCESS_IS_OK="yes",
-        )
+        """Borg's environment (bench.peers.borg_env)."""
+        return borg_env(self.state)
 
     def setup(self) -> None:
         """``borg init -e none``."""
-        _run(["borg", "init", "-e", "none", str(self.store)], self.env())
+        run_peer(["borg", "init", "-e", "none", str(self.store)], self.env())
 
     def push(self, tree: Path) -> None:
         """``borg create`` of ``tree`` (run inside it, so paths are relative)."""
         archive = f"{self.store}::a"
-        _run(["borg", "create", "--compression", f"zstd,{LEVEL}", archive, "."], self.env(), tree)
+        run_peer(
+            ["borg", "create", "--compression", f"zstd,{LEVEL}", archive, "."], self.env(), tree
+        )
 
     def pull(self, dest: Path) -> None:
         """``borg extract``, run inside ``dest``."""
-        _run(["borg", "extract", f"{self.store}::a"], self.env(), dest)
+        run_peer(["borg", "extract", f"{self.store}::a"], self.env(), dest)
 
 
 TOOLS: tuple[type[Tool], ...] = (Ours, Restic, Borg)
