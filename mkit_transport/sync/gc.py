@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass
 from ..errors import InvalidArgument, InvalidResponse, PackNotFound, PayloadTooLarge
 from ..hashes import PackKey
 from ..transport import Transport
+from .repack import RepackReport, check_max_unused, repack
 from .walk import RecordStep, walk_last, walk_records
 
 __all__ = ["DEFAULT_GRACE", "GcReport", "gc", "reachable"]
@@ -68,6 +69,10 @@ class GcReport:
     grace: float = DEFAULT_GRACE
     #: ``None``: keep every ref's whole history; N: only the newest N records of each.
     keep_last: int | None = None
+    #: ``None``: no repack; P: packs rewritten until at most P% of what is kept is unused.
+    max_unused: float | None = None
+    #: What the repack found and did (None without ``max_unused``).
+    repack: RepackReport | None = None
 
     def as_dict(self) -> dict[str, object]:
         """The report as plain JSON-able data (the CLI's ``--json``)."""
@@ -126,12 +131,20 @@ def gc(
     dry_run: bool = False,
     now: float | None = None,
     keep_last: int | None = None,
+    max_unused: float | None = None,
+    work_dir: str | None = None,
 ) -> GcReport:
     """Delete every pack and blob no ref reaches that is older than ``grace`` seconds.
 
     ``keep_last=N`` keeps only the newest N records of each ref's history (and what
     they reach); older records and what only they held go like any orphan. N is a
     positive int: keeping no record would sweep what the refs name.
+    ``max_unused=P`` also repacks (:mod:`.repack`, SPEC-GC section 4): packs the kept
+    records list are rewritten, worst unused share first, until at most P percent of
+    their bytes are unused; refs move by CAS to rewritten records, and the sweep then
+    follows a second mark, so what the refs no longer reach goes (grace permitting)
+    and a ref a concurrent push moved keeps what it names. ``work_dir`` holds the
+    repack's scratch copy of the packs it reads.
     ``dry_run`` counts what would go and deletes nothing. ``now`` (seconds since the
     epoch) is when the mark starts; tests pass a later time to age the store.
     Raises what the transport raises; a store whose refs cannot be read (a corrupt
@@ -153,6 +166,8 @@ def gc(
             f"keep_last must be a positive number of records (or None for all), "
             f"got {keep_last!r}: keeping none would sweep what the refs name"
         )
+    if max_unused is not None:
+        max_unused = check_max_unused(max_unused)
     started = time.time() if now is None else float(now)
     cutoff = started - grace
     live, refs, records = reachable(transport, keep_last=keep_last)
@@ -163,7 +178,22 @@ def gc(
         dry_run=dry_run,
         grace=float(grace),
         keep_last=keep_last,
+        max_unused=max_unused,
     )
+    if max_unused is not None:
+        report.repack = repack(
+            transport,
+            max_unused=max_unused,
+            keep_last=keep_last,
+            dry_run=dry_run,
+            work_dir=work_dir,
+        )
+        if report.repack.packs_written:
+            # Mark again: the refs moved to rewritten records, so what only the old
+            # ones listed is now unreachable; a ref a concurrent push moved instead
+            # still names the old packs, and this mark keeps them (SPEC-GC, GC-12).
+            live, report.refs, report.records = reachable(transport, keep_last=keep_last)
+            report.reachable = len(live)
     for info in transport.list_packs():
         report.listed += 1
         report.listed_bytes += info.size
