@@ -7,7 +7,7 @@ Mark, then sweep:
   records exists (a pruned history ends where its first missing record is);
 * **sweep** the listing (:meth:`~mkit_transport.transport.Transport.list_packs`): a
   key not marked is deleted only if the store wrote it more than ``grace`` seconds
-  before the mark began.
+  before the mark began; deletes go in batches (``delete_packs``).
 
 With ``keep_last=N`` (``gc --keep-last N``) the mark follows only the newest N
 records of each ref: older records, and the packs only they held, are swept like any
@@ -45,6 +45,10 @@ from .repack import RepackReport, check_max_unused, repack
 from .walk import RecordStep, walk_last, walk_records
 
 __all__ = ["DEFAULT_GRACE", "GcReport", "gc", "reachable"]
+
+#: Keys deleted per :meth:`~Transport.delete_packs` call (one listing page's worth):
+#: the file store then fsyncs each fan-out directory once a batch, not once a key.
+_DELETE_BATCH = 1000
 
 #: Default grace period: a day, far longer than any push between its uploads and CAS.
 DEFAULT_GRACE = 24 * 3600.0
@@ -194,6 +198,7 @@ def gc(
             # still names the old packs, and this mark keeps them (SPEC-GC, GC-12).
             live, report.refs, report.records = reachable(transport, keep_last=keep_last)
             report.reachable = len(live)
+    doomed: list[PackKey] = []
     for info in transport.list_packs():
         report.listed += 1
         report.listed_bytes += info.size
@@ -204,9 +209,14 @@ def gc(
             report.kept_young_bytes += info.size
             continue
         if not dry_run:
-            transport.delete_pack(info.key)
+            doomed.append(info.key)
+            if len(doomed) >= _DELETE_BATCH:
+                transport.delete_packs(doomed)
+                doomed = []
         report.swept += 1
         report.swept_bytes += info.size
+    if doomed:
+        transport.delete_packs(doomed)
     if not dry_run:
         report.debris = transport.sweep_debris(grace)
     return report

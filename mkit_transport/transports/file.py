@@ -497,14 +497,29 @@ class FileTransport(Transport):
         return found
 
     def _delete_pack(self, key: PackKey) -> None:
-        path = self._confine(self.pack_path(key))
+        self._delete_packs([key])
+
+    def _delete_packs(self, keys: list[PackKey]) -> None:
+        """Unlink each pack, then fsync each directory that lost one, once.
+
+        A delete is durable when the verb returns either way; fsyncing the fan-out
+        directory once per batch instead of once per pack (1-2 ms each) is what
+        makes gc of a large store fast (bench/bench_gc.py).
+        """
+        touched: set[str] = set()
         try:
-            os.unlink(path)
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        except OSError as error:
-            raise _os_error(error, f"delete pack {key.hex()}") from error
-        self._fsync_dir(os.path.dirname(path))
+            for key in keys:
+                path = self._confine(self.pack_path(key))
+                try:
+                    os.unlink(path)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                except OSError as error:
+                    raise _os_error(error, f"delete pack {key.hex()}") from error
+                touched.add(os.path.dirname(path))
+        finally:  # what was unlinked before an error is made durable too
+            for directory in sorted(touched):
+                self._fsync_dir(directory)
 
     # -- refs ------------------------------------------------------------------------
 
