@@ -33,9 +33,11 @@ from mkit_transport import (
 from mkit_transport.cli import main
 from mkit_transport.sync import log, pull, push
 from mkit_transport.sync.chunking import ChunkParams
-from mkit_transport.sync.common import fetch_record, ref_value
+from mkit_transport.sync.common import fetch_index, fetch_record, open_packs, ref_value
 from mkit_transport.sync.fsck import fsck
 from mkit_transport.sync.gc import gc
+from mkit_transport.sync.progress import Meter
+from mkit_transport.sync.repack import tree_objects
 from tests.support.gc_race import stored
 
 REF = "refs/heads/main"
@@ -53,6 +55,8 @@ class Source:
         self.data = bytearray(self.rng.randbytes(SIZE))
         root.mkdir(parents=True)
         (root / "note.txt").write_text(f"source {seed}\n")
+        (root / "sub").mkdir()  # a tree that never changes: it stays in the first push's pack
+        (root / "sub" / "keep.txt").write_text(f"kept {seed}\n")
         self.write()
 
     def write(self) -> None:
@@ -65,7 +69,12 @@ class Source:
         self.write()
 
     def files(self) -> dict[str, bytes]:
-        return {p.name: p.read_bytes() for p in self.root.iterdir()}
+        return _files(self.root)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` by relative path, with its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 def _history(store: Transport, src: Source, ref: str, rounds: int) -> None:
@@ -76,7 +85,7 @@ def _history(store: Transport, src: Source, ref: str, rounds: int) -> None:
 
 def _pulled(store: Transport, ref: str, dest: Path) -> dict[str, bytes]:
     pull(store, ref, dest, cache_dir=str(dest.parent / f"{dest.name}.cache"))
-    return {p.name: p.read_bytes() for p in dest.iterdir()}
+    return _files(dest)
 
 
 def _stored_bytes(store: Transport) -> int:
@@ -341,18 +350,30 @@ def test_cli_repack(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_a_record_is_rewritten_with_the_same_root_and_time(tmp_path: Path) -> None:
-    """GC-13: the rewritten record names the same tree and time, only other packs."""
+    """GC-13: the rewritten record names the same tree and time, only other packs;
+    the new packs keep metadata (trees, chunk lists) apart from file chunks."""
     store = MemoryTransport()
     _history(store, Source(tmp_path / "src", 11), REF, 6)
     gc(store, grace=0, keep_last=1, now=_later())
     old_value = store.read_ref(REF)
     assert old_value is not None
     old = fetch_record(store, old_value)
-    gc(store, grace=0, keep_last=1, max_unused=5, now=_later())
+    gc(store, grace=0, keep_last=1, max_unused=0, now=_later())
     new_value = store.read_ref(REF)
     assert new_value is not None and new_value != old_value
     new = fetch_record(store, new_value)
     assert (new.root, new.created_ns, new.parent) == (old.root, old.created_ns, old.parent)
-    assert {p.key for p in new.packs} != {p.key for p in old.packs}
+    fresh = [p for p in new.packs if p not in old.packs]
+    assert fresh
     assert PackKey(bytes(old_value)) not in stored(store)
-    assert ref_value(PackKey(bytes(new_value))) == new_value
+    # Trees and chunk lists get packs of their own, as push gives them (metadata packs).
+    objects, _ = open_packs(store, list(new.packs), str(tmp_path / "cache"), 2, Meter(None))
+    try:
+        meta: set[bytes] = set()
+        tree_objects(objects, new.root, meta)
+    finally:
+        objects.close()
+    assert meta
+    for pack in fresh:
+        ids = {oid for oid, _kind in fetch_index(store, pack, Meter(None))}
+        assert ids <= meta or not ids & meta

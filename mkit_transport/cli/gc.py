@@ -58,11 +58,11 @@ def _gc(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
     if report.repack is not None:
         done = report.repack
         verb = "would rewrite" if report.dry_run else "rewrote"
+        into = "" if report.dry_run else f" into {done.packs_written} ({mib(done.bytes_written)})"
         text += (
             f"\nrepack: kept packs hold {mib(done.live_bytes)} live, "
             f"{mib(done.unused_bytes)} unused; {verb} {done.packs_rewritten} packs "
-            f"({mib(done.bytes_rewritten)}) into {done.packs_written} "
-            f"({mib(done.bytes_written)}); {done.refs_moved} refs moved"
+            f"({mib(done.bytes_rewritten)}){into}; {done.refs_moved} refs moved"
             + (
                 f", {done.refs_conflicted} left as a concurrent push moved them"
                 if done.refs_conflicted

@@ -131,8 +131,14 @@ def _kept_records(transport: Transport, keep_last: int | None) -> _Kept:
     return _Kept(heads, records)
 
 
-def tree_objects(objects: PackObjects, root: bytes) -> set[bytes]:
-    """Every object a snapshot's tree reaches: trees, blobs, chunk lists, chunks."""
+def tree_objects(
+    objects: PackObjects, root: bytes, metadata: set[bytes] | None = None
+) -> set[bytes]:
+    """Every object a snapshot's tree reaches: trees, blobs, chunk lists, chunks.
+
+    The trees and chunk lists are also added to ``metadata`` when given: repack
+    keeps them in packs of their own, as push does (metadata packs).
+    """
     seen: set[bytes] = set()
     stack = [root]
     while stack:
@@ -140,12 +146,16 @@ def tree_objects(objects: PackObjects, root: bytes) -> set[bytes]:
         if tree in seen:
             continue
         seen.add(tree)
+        if metadata is not None:
+            metadata.add(tree)
         for entry in objects.tree(tree):
             if entry.type == TYPE_DIR:
                 stack.append(entry.oid)
                 continue
             seen.add(entry.oid)
             if entry.type == TYPE_CHUNKED:
+                if metadata is not None:
+                    metadata.add(entry.oid)
                 _kind, data = objects.read_bytes(entry.oid, MAX_CHUNK_LIST_SIZE)
                 seen.update(cid for cid, _length in decode_chunk_list(data).chunks)
     return seen
@@ -175,12 +185,15 @@ def _entry_sizes(path: str, pack: PackFile) -> Iterator[tuple[bytes, int]]:
 
 
 def _measure(
-    kept: _Kept, objects: PackObjects, cache: PackCache, uses: list[_PackUse]
+    kept: _Kept, objects: PackObjects, cache: PackCache, uses: list[_PackUse], meta: set[bytes]
 ) -> set[bytes]:
-    """The live set (what the kept trees reach); each pack's live and unused bytes."""
+    """The live set (what the kept trees reach); each pack's live and unused bytes.
+
+    The live trees and chunk lists are also added to ``meta``.
+    """
     live: set[bytes] = set()
     for record in kept.records.values():
-        live |= tree_objects(objects, record.root)
+        live |= tree_objects(objects, record.root, meta)
     for use in uses:
         with PackFile(cache.path(use.ref.key), check_trailer=False) as file:
             for oid, size in _entry_sizes(file.path, file):
@@ -319,7 +332,8 @@ def repack(
                 ids = frozenset(file.ids())
                 objects.add(file)
                 uses.append(_PackUse(pack, ids))
-            live = _measure(kept, objects, cache, uses)
+            meta: set[bytes] = set()
+            live = _measure(kept, objects, cache, uses, meta)
             report.packs_read = len(uses)
             report.live_bytes = sum(u.live for u in uses)
             report.unused_bytes = sum(u.unused for u in uses)
@@ -331,11 +345,12 @@ def repack(
             if dry_run or not chosen:
                 return report
             new = _NewPacks(transport, scratch, pack_size, level)
-            for use in sorted(chosen, key=lambda u: bytes(u.ref.key)):
-                with PackFile(cache.path(use.ref.key), check_trailer=False) as file:
-                    for oid in sorted(use.ids & live):
-                        new.add(file, oid)
-            new.seal()
+            for wanted in (live & meta, live - meta):  # metadata packs first, then blobs
+                for use in sorted(chosen, key=lambda u: bytes(u.ref.key)):
+                    with PackFile(cache.path(use.ref.key), check_trailer=False) as file:
+                        for oid in sorted(use.ids & wanted):
+                            new.add(file, oid)
+                new.seal()
             report.packs_written = len(new.packs)
             report.bytes_written = sum(p.size for p in new.packs)
             rewriter = _Rewriter(
