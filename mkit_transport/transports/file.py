@@ -507,16 +507,21 @@ class FileTransport(Transport):
         makes gc of a large store fast (bench/bench_gc.py).
         """
         touched: set[str] = set()
+        confined: set[str] = set()  # a fan-out directory is checked once a batch
         try:
             for key in keys:
-                path = self._confine(self.pack_path(key))
+                path = self.pack_path(key)
+                folder = os.path.dirname(path)
+                if folder not in confined:
+                    self._confine(folder)  # a symlinked folder must not lead outside
+                    confined.add(folder)
                 try:
                     os.unlink(path)
                 except (FileNotFoundError, NotADirectoryError):
                     continue
                 except OSError as error:
                     raise _os_error(error, f"delete pack {key.hex()}") from error
-                touched.add(os.path.dirname(path))
+                touched.add(folder)
         finally:  # what was unlinked before an error is made durable too
             for directory in sorted(touched):
                 self._fsync_dir(directory)
