@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from mkit_transport import (
     RefConflict,
     RefWriteCondition,
     Transport,
+    open_transport,
 )
 from mkit_transport.cli import main
 from mkit_transport.sync import log, pull, push
@@ -38,6 +40,7 @@ from mkit_transport.sync.fsck import fsck
 from mkit_transport.sync.gc import gc
 from mkit_transport.sync.progress import Meter
 from mkit_transport.sync.repack import tree_objects
+from testbed.http_server import HttpServer
 from tests.support.gc_race import stored
 
 REF = "refs/heads/main"
@@ -377,3 +380,18 @@ def test_a_record_is_rewritten_with_the_same_root_and_time(tmp_path: Path) -> No
     for pack in fresh:
         ids = {oid for oid, _kind in fetch_index(store, pack, Meter(None))}
         assert ids <= meta or not ids & meta
+
+
+@pytest.mark.server
+def test_repack_over_http(http_server: HttpServer, tmp_path: Path) -> None:
+    """GC-11, GC-13 over a real HTTP server: repack needs only the public verbs."""
+    with open_transport(http_server.url(f"repack-{uuid.uuid4().hex[:8]}")) as store:
+        src = Source(tmp_path / "src", 12)
+        _history(store, src, REF, 6)
+        gc(store, grace=0, keep_last=1, now=_later())
+        before = _stored_bytes(store)
+        report = gc(store, grace=0, keep_last=1, max_unused=5, now=_later())
+        assert report.repack is not None and report.repack.refs_moved == 1
+        assert _stored_bytes(store) < before
+        assert _pulled(store, REF, tmp_path / "out") == src.files()
+        assert fsck(store).ok
