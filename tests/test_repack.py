@@ -27,6 +27,7 @@ from mkit_transport import (
     InvalidArgument,
     MemoryTransport,
     PackKey,
+    PackNotFound,
     RefConflict,
     RefWriteCondition,
     Transport,
@@ -38,6 +39,7 @@ from mkit_transport.sync.chunking import ChunkParams
 from mkit_transport.sync.common import fetch_index, fetch_record, open_packs, ref_value
 from mkit_transport.sync.fsck import fsck
 from mkit_transport.sync.gc import gc
+from mkit_transport.sync.model import decode_record
 from mkit_transport.sync.progress import Meter
 from mkit_transport.sync.repack import tree_objects
 from testbed.http_server import HttpServer
@@ -395,3 +397,41 @@ def test_repack_over_http(http_server: HttpServer, tmp_path: Path) -> None:
         assert _stored_bytes(store) < before
         assert _pulled(store, REF, tmp_path / "out") == src.files()
         assert fsck(store).ok
+
+
+class _SweptMeanwhile(FileTransport):
+    """A file store where "another gc" deletes a pack repack found stored, right after
+    repack wrote its first record (as if that pack were an old orphan it reused)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.victim: PackKey | None = None
+        self.before: set[PackKey] = set()
+
+    def upload_blob(self, data: bytes, key: PackKey) -> None:
+        super().upload_blob(data, key)
+        if data[:4] == b"MKRC" and self.victim is None:
+            new = [p.index for p in decode_record(data).packs if p.index not in self.before]
+            self.victim = new[0]  # an index blob of a pack this repack wrote
+            self.delete_pack(self.victim)
+
+
+def test_repack_moves_no_ref_when_a_key_it_relies_on_was_swept(tmp_path: Path) -> None:
+    """GC-12: new keys are checked again before the refs move, as push does (GC-7)."""
+    root = tmp_path / "store"
+    src = Source(tmp_path / "src", 13)
+    _history(FileTransport(root), src, REF, 6)
+    gc(FileTransport(root), grace=0, keep_last=1, now=_later())
+    store = _SweptMeanwhile(root)
+    value, keys = store.read_ref(REF), stored(store)
+    store.before = keys
+    with pytest.raises(PackNotFound, match="no ref was moved"):
+        gc(store, grace=0, keep_last=1, max_unused=5, now=_later())
+    assert store.victim is not None and store.read_ref(REF) == value
+    assert keys <= stored(store)  # nothing of the old snapshot went
+    assert _pulled(store, REF, tmp_path / "out") == src.files()
+    assert fsck(store).ok
+    again = gc(FileTransport(root), grace=0, keep_last=1, max_unused=5)
+    assert again.repack is not None and again.repack.refs_moved == 1
+    assert _pulled(store, REF, tmp_path / "out2") == src.files()
+    assert fsck(store).ok

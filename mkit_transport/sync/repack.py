@@ -278,7 +278,7 @@ class _NewPacks:
         self._writer = None
         index = encode_index(summary.key, [(e.oid, e.kind) for e in summary.entries])
         if not self.transport.pack_exists(summary.key):
-            self.transport.upload_pack_stream(summary.key, _chunks(self._path), summary.size)
+            self.transport.upload_pack_stream(summary.key, _FileBytes(self._path), summary.size)
         self.transport.upload_blob(index, PackKey.of(index))
         os.unlink(self._path)
         number = len(self.packs)
@@ -290,10 +290,16 @@ class _NewPacks:
         self._pending = []
 
 
-def _chunks(path: str) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            yield chunk
+class _FileBytes:
+    """A re-iterable chunk source over a sealed pack (a retried upload replays it)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __iter__(self) -> Iterator[bytes]:
+        with open(self.path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                yield chunk
 
 
 def repack(
@@ -369,9 +375,22 @@ def _move_refs(
     rewriter: _Rewriter,
     report: RepackReport,
 ) -> None:
-    """CAS each ref from the value read to its rewritten record; a moved ref stays."""
-    for name, value in heads:
-        target = rewriter.rewrite(PackKey(bytes(value)))
+    """CAS each ref from the value read to its rewritten record; a moved ref stays.
+
+    Every record is rewritten (and uploaded) before the first ref moves; then every
+    new key is checked once more, as push does before its CAS (SPEC-GC, GC-7): an
+    identical pack, index blob or record already stored was not uploaded again, so
+    another gc may have swept it as an old orphan meanwhile.
+    """
+    targets = [(name, value, rewriter.rewrite(PackKey(bytes(value)))) for name, value in heads]
+    fresh = [k for p in rewriter.new.packs for k in (p.key, p.index)] + rewriter.uploaded
+    missing = [key for key in fresh if not transport.pack_exists(key)]
+    if missing:
+        raise PackNotFound(
+            f"{len(missing)} key(s) this repack wrote were deleted before its refs moved "
+            f"(e.g. {missing[0].hex()}, by another gc?); no ref was moved: run gc again"
+        )
+    for name, value, target in targets:
         if target == PackKey(bytes(value)):
             continue
         try:
@@ -398,6 +417,8 @@ class _Rewriter:
         self.uses, self.chosen, self.new = uses, chosen, new
         self.memo: dict[PackKey, PackKey] = {}
         self.written = 0
+        #: The record blobs written (:func:`_move_refs` checks them before moving refs).
+        self.uploaded: list[PackKey] = []
 
     def rewrite(self, key: PackKey) -> PackKey:
         """The key of ``key``'s rewritten record (``key`` itself if unchanged)."""
@@ -442,5 +463,6 @@ class _Rewriter:
         data = encode_record(Record(record.root, new_parent, record.created_ns, tuple(packs)))
         blob = PackKey.of(data)
         self.transport.upload_blob(data, blob)
+        self.uploaded.append(blob)
         self.written += 1
         return blob
