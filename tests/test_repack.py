@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import os
 import random
 import shutil
@@ -434,4 +435,53 @@ def test_repack_moves_no_ref_when_a_key_it_relies_on_was_swept(tmp_path: Path) -
     again = gc(FileTransport(root), grace=0, keep_last=1, max_unused=5)
     assert again.repack is not None and again.repack.refs_moved == 1
     assert _pulled(store, REF, tmp_path / "out2") == src.files()
+    assert fsck(store).ok
+
+
+def _pusher(root: str, src: str, rounds: int) -> None:
+    """Child process: ``rounds`` edits of the source, each pushed until it lands."""
+    store = FileTransport(root)
+    source = Source.__new__(Source)
+    source.root, source.rng = Path(src), random.Random(15)
+    source.data = bytearray((Path(src) / "big.bin").read_bytes())
+    for _ in range(rounds):
+        source.edit()
+        for _attempt in range(20):
+            try:
+                push(source.root, store, REF, _chunking=SMALL)
+                break
+            except (RefConflict, PackNotFound):  # gc moved the ref first: push again
+                continue
+        else:
+            raise SystemExit(3)
+
+
+def test_pushes_racing_repacking_gc_in_real_processes(tmp_path: Path) -> None:
+    """GC-12: a pusher process races a loop of repacking gcs; every push lands, the
+    ref pulls the last tree, fsck is clean."""
+    root = tmp_path / "store"
+    src = Source(tmp_path / "src", 16)
+    _history(FileTransport(root), src, REF, 6)
+    _age(root)  # the history is old; what the pusher writes is younger than the grace
+    context = multiprocessing.get_context("spawn")
+    child = context.Process(target=_pusher, args=(str(root), str(src.root), 8))
+    child.start()
+    store = FileTransport(root)
+    moved = conflicted = runs = 0
+    deadline = time.monotonic() + 240
+    while child.is_alive() and time.monotonic() < deadline:
+        report = gc(store, grace=1800, keep_last=1, max_unused=5)
+        assert report.repack is not None
+        moved += report.repack.refs_moved
+        conflicted += report.repack.refs_conflicted
+        runs += 1
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert runs >= 1 and moved + conflicted >= 1
+    assert _pulled(store, REF, tmp_path / "out") == _files(src.root)
+    # Records the pusher wrote and keep_last dropped are young, so they outlived the
+    # race while old packs they list went; fsck walks them. A gc past the grace
+    # period drops them (as without repack), then the whole store checks.
+    gc(store, grace=0, keep_last=1, max_unused=5)
+    assert _pulled(store, REF, tmp_path / "out2") == _files(src.root)
     assert fsck(store).ok
