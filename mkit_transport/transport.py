@@ -616,7 +616,12 @@ class Transport(abc.ABC):
             raise InvalidArgument(
                 f"delete_packs takes at most {MAX_DELETE_BATCH} keys, got {len(batch)}"
             )
-        if batch:
+        if type(self)._delete_packs is Transport._delete_packs:
+            # No batch primitive: one retried operation per key, as delete_pack, so a
+            # flaky network spends the retry budget per request, not per batch.
+            for key in batch:
+                self._call(functools.partial(self._delete_pack, key))
+        elif batch:
             self._call(lambda: self._delete_packs(batch))
 
     def repair_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
