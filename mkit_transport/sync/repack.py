@@ -12,13 +12,15 @@ rewrites the worst of them, restic's ``prune --max-unused`` policy:
    packs left are at most ``max_unused`` percent of live plus unused;
 3. **write new packs first**: the live objects of the chosen packs, each copied
    verbatim (stored frame) after its bytes were verified against its id, into new
-   packs, each uploaded with its index blob;
+   packs (trees and chunk lists apart from file contents), each uploaded with its
+   index blob;
 4. **new records**: every kept record that lists a chosen pack (or whose parent was
    rewritten) gets a rewritten copy listing the new packs it needs in place of the
    chosen ones (same root, same time); records are content-addressed, so the copy
    has a new key and its children are rewritten too;
-5. **move each ref** by compare-and-swap from the value read in step 1 to its
-   rewritten record. A ref that moved meanwhile (a concurrent push) is left alone:
+5. **move each ref**, once every key written is checked to be still stored (as
+   push re-checks before its CAS), by compare-and-swap from the value read in
+   step 1 to its rewritten record. A ref that moved meanwhile (a concurrent push) is left alone:
    its CAS fails, nothing of it changes, and what this repack wrote for it is an
    unreferenced young orphan for a later gc.
 
