@@ -12,13 +12,23 @@ process whose peak RSS is measured (bench.common.child_peak_rss):
 * ``gc``: the same, deleting every orphan;
 * ``fsck`` again: the store is still whole.
 
-gc and fsck open the store as the command line does (durable: gc fsyncs the
-folder of each pack it deletes). gc runs with a grace period of an hour and its
-``now`` two hours ahead, so every orphan counts as old without touching 100,000
-mtimes. The exact figures (what would go is what went, and is every orphan;
-nothing reachable went; fsck finds nothing wrong) fail the script if they miss.
+gc and fsck open the store as the command line does (durable: gc fsyncs each
+folder its deletes touched, once per batch of ``delete_packs``; a copy of the store
+is also collected the old way, one fsync per deleted pack, for the before/after).
+gc runs with a grace period of an hour and its ``now`` two hours ahead, so every
+orphan counts as old without touching 100,000 mtimes. The exact figures (what
+would go is what went, and is every orphan; nothing reachable went; fsck finds
+nothing wrong) fail the script if they miss.
 Memory goal: 64 MiB (SPEC-GC: the marked set and one listing page, never the
 whole listing). Timings are single runs, reported.
+
+Then repack (SPEC-GC section 4): a large chunked file (full: 64 MiB, 20 rounds;
+``--quick``: 16 MiB, 6 rounds) of random bytes is edited in 3 places (4 KiB each)
+and pushed each round; ``gc --keep-last 1`` alone, then ``gc --keep-last 1
+--repack`` (5%). *Live* is the bytes of the packs the ref's record lists: what a
+fresh pull of the ref downloads. Goal (exact): the store's bytes (every pack,
+index blob and record it lists) are at most 1.3x live after the repack; the
+compressed size of the live objects (entry headers and frames) is reported too.
 """
 
 from __future__ import annotations
@@ -26,6 +36,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
+import shutil
 import sys
 import tempfile
 import time
@@ -38,12 +50,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import MIB, Figure, Results, child_peak_rss
 from mkit_transport import FileTransport, PackKey
 from mkit_transport.sync import push
+from mkit_transport.sync.common import fetch_record
 from mkit_transport.sync.fsck import fsck
 from mkit_transport.sync.gc import gc
 
 REFS = 10
 GRACE = 3600.0
 RSS_GOAL = "<= 64"
+#: Store bytes over live bytes after ``gc --keep-last 1 --repack`` (SPEC-GC section 4).
+REPACK_GOAL = "<= 1.3"
 
 
 def build_store(root: Path, work: Path, packs: int) -> tuple[int, int]:
@@ -85,9 +100,20 @@ def _timed(out: str, run: Callable[[], dict[str, object]]) -> Callable[[], None]
     return operation
 
 
-def op_gc(root: str, out: str, dry_run: str) -> Callable[[], None]:
-    """A gc (or a dry run) of the store at ``root``, every orphan aged past the grace."""
-    store = FileTransport(root)  # durable, as the command line opens it
+class _OneByOne(FileTransport):
+    """The file store as before batched deletes: one directory fsync per deleted pack."""
+
+    def _delete_packs(self, keys: list[PackKey]) -> None:
+        for key in keys:
+            super()._delete_packs([key])
+
+
+def op_gc(root: str, out: str, dry_run: str, one_by_one: str = "0") -> Callable[[], None]:
+    """A gc (or a dry run) of the store at ``root``, every orphan aged past the grace.
+
+    ``one_by_one`` "1": fsync after each delete, as gc did before ``delete_packs``.
+    """
+    store = (_OneByOne if one_by_one == "1" else FileTransport)(root)  # durable, as the CLI
     now = time.time() + 2 * GRACE
     return _timed(out, lambda: gc(store, grace=GRACE, now=now, dry_run=dry_run == "1").as_dict())
 
@@ -115,6 +141,65 @@ def _figures(name: str, report: dict[str, Any], peak: int, listed: int) -> list[
         per_key = seconds / max(1, int(report["listed"]))
         figures.append(Figure(f"{name}: time per listed key", round(per_key * 1e6, 1), "us"))
     return figures
+
+
+def repack_section(work: Path, quick: bool) -> list[Figure]:
+    """Edit-and-push rounds on a large chunked file, then gc with and without repack."""
+    size, rounds = (16 << 20, 6) if quick else (64 << 20, 20)
+    store = FileTransport(work / "repack-store", durable=False)
+    store.init_store()
+    source = work / "repack-src"
+    source.mkdir()
+    rng = random.Random(20)
+    data = bytearray(rng.randbytes(size))
+    ref = "refs/heads/big"
+    start = time.perf_counter()
+    for _ in range(rounds):
+        for _ in range(3):
+            at = rng.randrange(size - 4096)
+            data[at : at + 4096] = rng.randbytes(4096)
+        (source / "big.bin").write_bytes(data)
+        push(source, store, ref)
+    pushed = time.perf_counter() - start
+
+    def stored() -> int:
+        return sum(info.size for info in store.list_packs())
+
+    before = stored()
+    now = time.time() + 2 * GRACE  # every key of the rounds counts as old
+    gc(store, grace=GRACE, now=now, keep_last=1)
+    pruned = stored()
+    start = time.perf_counter()
+    done = gc(store, grace=GRACE, now=now + 1, keep_last=1, max_unused=5.0)
+    repack_seconds = time.perf_counter() - start
+    after = stored()
+    value = store.read_ref(ref)
+    assert value is not None and done.repack is not None
+    live = sum(pack.size for pack in fetch_record(store, value).packs)
+    check = gc(store, grace=GRACE, now=now + 2, keep_last=1, max_unused=5.0, dry_run=True)
+    assert check.repack is not None
+    detail = {"file_mib": size // MIB, "rounds": rounds, "live_bytes": live}
+    return [
+        Figure("pushes", round(pushed, 1), "s", detail=detail),
+        Figure("store before gc", round(before / MIB, 1), "MiB"),
+        Figure("store after gc --keep-last 1", round(pruned / MIB, 1), "MiB"),
+        Figure("store / live, gc --keep-last 1 only", round(pruned / live, 3), "x"),
+        Figure("store after gc --keep-last 1 --repack", round(after / MIB, 1), "MiB"),
+        Figure("live (packs a fresh pull needs)", round(live / MIB, 1), "MiB"),
+        Figure(
+            "live objects, compressed (entries)", round(check.repack.live_bytes / MIB, 1), "MiB"
+        ),
+        Figure(
+            "store / live after repack",
+            round(after / live, 3),
+            "x",
+            REPACK_GOAL,
+            kind="exact",
+            detail={"store_bytes": after, "live_bytes": live},
+        ),
+        Figure("repack: packs rewritten", done.repack.packs_rewritten),
+        Figure("gc --repack: wall time", round(repack_seconds, 2), "s"),
+    ]
 
 
 def main() -> int:
@@ -152,12 +237,29 @@ def main() -> int:
         )
         results.section("gc --dry-run", dry_figures)
 
+        before_copy = work / "store-one-by-one"
+        shutil.copytree(root, before_copy)
+        old, _peak = _measure("bench.bench_gc:op_gc", str(before_copy), out, "0", "1")
+        shutil.rmtree(before_copy)
         done, peak = _measure("bench.bench_gc:op_gc", str(root), out, "0")
         gc_figures = _figures("gc", done, peak, listed)
         left = sum(1 for _ in FileTransport(root).list_packs())
         gc_figures += [
             Figure("gc: swept", done["swept"], goal=f"== {dry['swept']}", kind="exact"),
             Figure("gc: keys left", left, goal=f"== {reachable}", kind="exact"),
+        ]
+        gc_figures += [
+            Figure(
+                "gc, one fsync per delete (before batching): wall time",
+                round(float(old["seconds"]), 3),
+                "s",
+                detail={"swept": old["swept"]},
+            ),
+            Figure(
+                "gc: speed-up of batched deletes",
+                round(float(old["seconds"]) / max(1e-9, float(done["seconds"])), 1),
+                "x",
+            ),
         ]
         results.section("gc", gc_figures)
 
@@ -174,6 +276,7 @@ def main() -> int:
                 ),
             ],
         )
+        results.section("repack", repack_section(work, args.quick))
     results.finish()
     return 0
 

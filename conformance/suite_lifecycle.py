@@ -26,6 +26,7 @@ from mkit_transport import (
     RetryPolicy,
     Transport,
 )
+from mkit_transport.transport import MAX_DELETE_BATCH
 
 from .base import SuiteBase, make_pack, value_of
 from .faults import Fault, FaultyTransport
@@ -140,6 +141,33 @@ class LifecycleSuite(SuiteBase):
         assert transport.download_pack(gone_key) == gone
         with pytest.raises(InvalidArgument):
             transport.delete_pack(Hash.of(b"x"))  # type: ignore[arg-type]
+
+    @spec("T-LIFE-10")
+    def test_delete_packs_deletes_a_batch_as_one_by_one(
+        self, transport: Transport, salt: bytes
+    ) -> None:
+        made = [make_pack(salt, f"batch{i}") for i in range(12)]
+        for data, key in made:
+            transport.upload_pack(data, key)
+        gone = [key for _data, key in made[:8]]
+        kept = {key for _data, key in made[8:]}
+        never = make_pack(salt, "never")[1]
+        transport.delete_packs([*gone, never, gone[0]])  # absent and repeated keys are fine
+        assert _mine(transport, set(gone) | kept) == sorted(kept)
+        for key in gone:
+            assert not transport.pack_exists(key)
+        for data, key in made[8:]:
+            assert transport.download_pack(key) == data
+        transport.delete_packs(gone)  # again: idempotent
+        transport.delete_packs([])
+        with pytest.raises(InvalidArgument):  # one bad key: nothing is deleted
+            transport.delete_packs([*kept, Hash.of(b"x")])  # type: ignore[list-item]
+        with pytest.raises(InvalidArgument):
+            transport.delete_packs([never] * (MAX_DELETE_BATCH + 1))
+        assert _mine(transport, kept) == sorted(kept)
+        data, key = made[0]
+        transport.upload_pack(data, key)  # and a deleted pack can be stored again
+        assert transport.download_pack(key) == data
 
     @spec("T-LIFE-5")
     def test_delete_ref_match_deletes_only_the_expected_value(

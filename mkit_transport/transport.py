@@ -90,7 +90,14 @@ from .refs import (
 )
 from .retry import RetryLadder, RetryPolicy, is_retryable
 
-__all__ = ["CHUNK_SIZE", "LIST_PAGE_SIZE", "PACK_BODY_LIMIT", "PackInfo", "Transport"]
+__all__ = [
+    "CHUNK_SIZE",
+    "LIST_PAGE_SIZE",
+    "MAX_DELETE_BATCH",
+    "PACK_BODY_LIMIT",
+    "PackInfo",
+    "Transport",
+]
 
 #: Default number of packs one ``list_packs`` page asks for: one request per page on
 #: the network transports, so a million packs cost a thousand round trips and never
@@ -98,6 +105,8 @@ __all__ = ["CHUNK_SIZE", "LIST_PAGE_SIZE", "PACK_BODY_LIMIT", "PackInfo", "Trans
 LIST_PAGE_SIZE = 1000
 #: Largest page a caller may ask for (the wire specs cap a page at this too).
 MAX_LIST_PAGE = 10_000
+#: The most keys one ``delete_packs`` call takes (bounded memory, as a listing page).
+MAX_DELETE_BATCH = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +324,15 @@ class Transport(abc.ABC):
     def _delete_pack(self, key: PackKey) -> None:
         """Delete the pack if it is stored; an absent pack is not an error."""
         raise RemoteError(f"{type(self).__name__} cannot delete packs (no _delete_pack)")
+
+    def _delete_packs(self, keys: list[PackKey]) -> None:
+        """Delete each pack that is stored; by default :meth:`_delete_pack` of each.
+
+        A transport overrides it where a batch is cheaper than its parts (the file
+        store fsyncs each directory it touched once, not once a pack).
+        """
+        for key in keys:
+            self._delete_pack(key)
 
     def _delete_ref(self, name: str, condition: RefWriteCondition) -> None:
         """Delete the ref if ``condition`` (``ANY`` or ``match``) holds, atomically.
@@ -583,6 +601,28 @@ class Transport(abc.ABC):
         """
         _check_key(key)
         self._call(lambda: self._delete_pack(key))
+
+    def delete_packs(self, keys: Iterable[PackKey]) -> None:
+        """:meth:`delete_pack` of each of ``keys`` (at most :data:`MAX_DELETE_BATCH`).
+
+        Every key is checked before anything is deleted (:class:`InvalidArgument`).
+        The same outcome as deleting them one by one, in fewer round trips where the
+        store allows: on the file store each touched directory is fsynced once for
+        the batch instead of once a pack (gc of 100k packs spent most of its time
+        there). Idempotent, so retried like any verb.
+        """
+        batch = [_check_key(key) for key in keys]
+        if len(batch) > MAX_DELETE_BATCH:
+            raise InvalidArgument(
+                f"delete_packs takes at most {MAX_DELETE_BATCH} keys, got {len(batch)}"
+            )
+        if type(self)._delete_packs is Transport._delete_packs:
+            # No batch primitive: one retried operation per key, as delete_pack, so a
+            # flaky network spends the retry budget per request, not per batch.
+            for key in batch:
+                self._call(functools.partial(self._delete_pack, key))
+        elif batch:
+            self._call(lambda: self._delete_packs(batch))
 
     def repair_pack_stream(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
         """:meth:`repair_pack` for a streamed pack (checked as :meth:`upload_pack_stream`)."""

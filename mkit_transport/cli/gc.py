@@ -1,8 +1,11 @@
-"""``python -m mkit_transport gc URL [--grace D] [--keep-last N] [--dry-run] [--json]``.
+"""``python -m mkit_transport gc URL [options]``: gc, history retention and repack.
 
+``[--grace D] [--keep-last N] [--max-unused PCT | --repack] [--dry-run] [--json]``.
 Deletes the packs and blobs no ref reaches, once older than the grace period
 (:mod:`mkit_transport.sync.gc`); ``--keep-last N`` also drops every ref's records
-beyond its newest N and what only they held; ``--dry-run`` only says what would go.
+beyond its newest N and what only they held; ``--max-unused PCT`` (or ``--repack``,
+5%) rewrites mostly unused packs (:mod:`mkit_transport.sync.repack`); ``--dry-run``
+only says what would go.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Final, TextIO
 
 from ..errors import InvalidArgument
 from ..sync.gc import DEFAULT_GRACE, gc
+from ..sync.repack import DEFAULT_MAX_UNUSED
 from ..transport import Transport
 from .output import emit, mib
 
@@ -33,7 +37,14 @@ def parse_duration(text: str) -> float:
 
 def _gc(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
     grace = parse_duration(args.grace) if args.grace is not None else DEFAULT_GRACE
-    report = gc(transport, grace=grace, dry_run=args.dry_run, keep_last=args.keep_last)
+    max_unused = DEFAULT_MAX_UNUSED if args.repack else args.max_unused
+    report = gc(
+        transport,
+        grace=grace,
+        dry_run=args.dry_run,
+        keep_last=args.keep_last,
+        max_unused=max_unused,
+    )
     verb = "would delete" if report.dry_run else "deleted"
     kept = "" if report.keep_last is None else f" (the last {report.keep_last} of each ref)"
     text = (
@@ -44,6 +55,20 @@ def _gc(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
         f"{report.kept_young} younger than the {report.grace:g} s grace period "
         f"({mib(report.kept_young_bytes)})"
     )
+    if report.repack is not None:
+        done = report.repack
+        verb = "would rewrite" if report.dry_run else "rewrote"
+        into = "" if report.dry_run else f" into {done.packs_written} ({mib(done.bytes_written)})"
+        text += (
+            f"\nrepack: kept packs hold {mib(done.live_bytes)} live, "
+            f"{mib(done.unused_bytes)} unused; {verb} {done.packs_rewritten} packs "
+            f"({mib(done.bytes_rewritten)}){into}; {done.refs_moved} refs moved"
+            + (
+                f", {done.refs_conflicted} left as a concurrent push moved them"
+                if done.refs_conflicted
+                else ""
+            )
+        )
     emit(args, out, {"url": args.url, **report.as_dict()}, text)
     return 0
 
@@ -74,12 +99,29 @@ def add_cli(
         default=None,
         help="keep only the newest N records of each ref's history (N >= 1)",
     )
+    sub.add_argument(
+        "--max-unused",
+        metavar="PCT",
+        type=float,
+        default=None,
+        help="repack: rewrite the packs the kept records list, worst first, until at "
+        "most PCT percent of their bytes are unused (0-100)",
+    )
+    sub.add_argument(
+        "--repack",
+        action="store_true",
+        help=f"repack with --max-unused {DEFAULT_MAX_UNUSED:g}",
+    )
     sub.add_argument("--dry-run", action="store_true", help="only report what would go")
     sub.set_defaults(usage_error=_usage_error)
 
 
 def _usage_error(args: argparse.Namespace) -> str | None:
-    """``--keep-last`` below 1, refused before the store is opened (exit 2)."""
+    """``--keep-last`` below 1, a bad ``--max-unused``: refused before the store is opened."""
+    if args.max_unused is not None and not 0 <= args.max_unused <= 100:
+        return f"--max-unused must be a percentage between 0 and 100, got {args.max_unused:g}"
+    if args.repack and args.max_unused is not None:
+        return f"--repack is --max-unused {DEFAULT_MAX_UNUSED:g}: give one of them"
     if args.keep_last is not None and args.keep_last < 1:
         return (
             f"--keep-last must be at least 1, got {args.keep_last}: "

@@ -7,7 +7,7 @@ Mark, then sweep:
   records exists (a pruned history ends where its first missing record is);
 * **sweep** the listing (:meth:`~mkit_transport.transport.Transport.list_packs`): a
   key not marked is deleted only if the store wrote it more than ``grace`` seconds
-  before the mark began.
+  before the mark began; deletes go in batches (``delete_packs``).
 
 With ``keep_last=N`` (``gc --keep-last N``) the mark follows only the newest N
 records of each ref: older records, and the packs only they held, are swept like any
@@ -41,9 +41,14 @@ from dataclasses import asdict, dataclass
 from ..errors import InvalidArgument, InvalidResponse, PackNotFound, PayloadTooLarge
 from ..hashes import PackKey
 from ..transport import Transport
+from .repack import RepackReport, check_max_unused, repack
 from .walk import RecordStep, walk_last, walk_records
 
 __all__ = ["DEFAULT_GRACE", "GcReport", "gc", "reachable"]
+
+#: Keys deleted per :meth:`~Transport.delete_packs` call (one listing page's worth):
+#: the file store then fsyncs each fan-out directory once a batch, not once a key.
+_DELETE_BATCH = 1000
 
 #: Default grace period: a day, far longer than any push between its uploads and CAS.
 DEFAULT_GRACE = 24 * 3600.0
@@ -68,6 +73,10 @@ class GcReport:
     grace: float = DEFAULT_GRACE
     #: ``None``: keep every ref's whole history; N: only the newest N records of each.
     keep_last: int | None = None
+    #: ``None``: no repack; P: packs rewritten until at most P% of what is kept is unused.
+    max_unused: float | None = None
+    #: What the repack found and did (None without ``max_unused``).
+    repack: RepackReport | None = None
 
     def as_dict(self) -> dict[str, object]:
         """The report as plain JSON-able data (the CLI's ``--json``)."""
@@ -126,12 +135,20 @@ def gc(
     dry_run: bool = False,
     now: float | None = None,
     keep_last: int | None = None,
+    max_unused: float | None = None,
+    work_dir: str | None = None,
 ) -> GcReport:
     """Delete every pack and blob no ref reaches that is older than ``grace`` seconds.
 
     ``keep_last=N`` keeps only the newest N records of each ref's history (and what
     they reach); older records and what only they held go like any orphan. N is a
     positive int: keeping no record would sweep what the refs name.
+    ``max_unused=P`` also repacks (:mod:`.repack`, SPEC-GC section 4): packs the kept
+    records list are rewritten, worst unused share first, until at most P percent of
+    their bytes are unused; refs move by CAS to rewritten records, and the sweep then
+    follows a second mark, so what the refs no longer reach goes (grace permitting)
+    and a ref a concurrent push moved keeps what it names. ``work_dir`` holds the
+    repack's scratch copy of the packs it reads.
     ``dry_run`` counts what would go and deletes nothing. ``now`` (seconds since the
     epoch) is when the mark starts; tests pass a later time to age the store.
     Raises what the transport raises; a store whose refs cannot be read (a corrupt
@@ -153,6 +170,8 @@ def gc(
             f"keep_last must be a positive number of records (or None for all), "
             f"got {keep_last!r}: keeping none would sweep what the refs name"
         )
+    if max_unused is not None:
+        max_unused = check_max_unused(max_unused)
     started = time.time() if now is None else float(now)
     cutoff = started - grace
     live, refs, records = reachable(transport, keep_last=keep_last)
@@ -163,7 +182,23 @@ def gc(
         dry_run=dry_run,
         grace=float(grace),
         keep_last=keep_last,
+        max_unused=max_unused,
     )
+    if max_unused is not None:
+        report.repack = repack(
+            transport,
+            max_unused=max_unused,
+            keep_last=keep_last,
+            dry_run=dry_run,
+            work_dir=work_dir,
+        )
+        if report.repack.packs_written:
+            # Mark again: the refs moved to rewritten records, so what only the old
+            # ones listed is now unreachable; a ref a concurrent push moved instead
+            # still names the old packs, and this mark keeps them (SPEC-GC, GC-12).
+            live, report.refs, report.records = reachable(transport, keep_last=keep_last)
+            report.reachable = len(live)
+    doomed: list[PackKey] = []
     for info in transport.list_packs():
         report.listed += 1
         report.listed_bytes += info.size
@@ -174,9 +209,14 @@ def gc(
             report.kept_young_bytes += info.size
             continue
         if not dry_run:
-            transport.delete_pack(info.key)
+            doomed.append(info.key)
+            if len(doomed) >= _DELETE_BATCH:
+                transport.delete_packs(doomed)
+                doomed = []
         report.swept += 1
         report.swept_bytes += info.size
+    if doomed:
+        transport.delete_packs(doomed)
     if not dry_run:
         report.debris = transport.sweep_debris(grace)
     return report

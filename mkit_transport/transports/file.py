@@ -497,14 +497,34 @@ class FileTransport(Transport):
         return found
 
     def _delete_pack(self, key: PackKey) -> None:
-        path = self._confine(self.pack_path(key))
+        self._delete_packs([key])
+
+    def _delete_packs(self, keys: list[PackKey]) -> None:
+        """Unlink each pack, then fsync each directory that lost one, once.
+
+        A delete is durable when the verb returns either way; fsyncing the fan-out
+        directory once per batch instead of once per pack (1-2 ms each) is what
+        makes gc of a large store fast (bench/bench_gc.py).
+        """
+        touched: set[str] = set()
+        confined: set[str] = set()  # a fan-out directory is checked once a batch
         try:
-            os.unlink(path)
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        except OSError as error:
-            raise _os_error(error, f"delete pack {key.hex()}") from error
-        self._fsync_dir(os.path.dirname(path))
+            for key in keys:
+                path = self.pack_path(key)
+                folder = os.path.dirname(path)
+                if folder not in confined:
+                    self._confine(folder)  # a symlinked folder must not lead outside
+                    confined.add(folder)
+                try:
+                    os.unlink(path)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                except OSError as error:
+                    raise _os_error(error, f"delete pack {key.hex()}") from error
+                touched.add(folder)
+        finally:  # what was unlinked before an error is made durable too
+            for directory in sorted(touched):
+                self._fsync_dir(directory)
 
     # -- refs ------------------------------------------------------------------------
 
