@@ -6,6 +6,10 @@ name order; files over a megabyte are hashed on a second thread meanwhile, so a
 tree of many small files and a few large ones keeps both cores busy, and a first
 push gets its small files without waiting behind the large ones.
 
+With a :class:`~.statcache.StatCache`, a file whose ``lstat`` matches its trusted
+entry is not read at all: its id (or chunk list) comes from the cache, and its
+bytes are read later only if the remote lacks them (the packer re-hashes them).
+
 A file larger than one maximal chunk (``CHUNK_MAX``) is cut into content-defined
 chunks instead (:func:`~.chunking.chunk_file`, section 8): each distinct chunk is a
 blob read from ``(path, offset, length)``, and the file's tree entry names a chunk
@@ -22,7 +26,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Final
+from typing import Final, TypeVar
 
 import blake3
 
@@ -33,6 +37,7 @@ from ..pack import KIND_BLOB, KIND_TREE, SMALL_OBJECT
 from .chunking import DEFAULT_CHUNKING, ChunkedFile, ChunkParams, chunk_file
 from .chunklist import encode_chunk_list
 from .model import TYPE_CHUNKED, TYPE_DIR, TYPE_FILE, TYPE_SYMLINK, TreeEntry, encode_tree
+from .statcache import Cached, StatCache, StatKey, stat_key
 
 __all__ = ["HANDOFF_SIZE", "MAX_FILE_SIZE", "ObjectSource", "Snapshot", "scan"]
 
@@ -80,6 +85,19 @@ class Snapshot:
 
 
 _Hashed = tuple[bytes, int, "bytes | None"]
+_T = TypeVar("_T")
+
+
+def _as_hashed(cached: tuple[bytes, int]) -> _Hashed:
+    """A cached whole file as a hashing result (no bytes: the file was not read)."""
+    return (cached[0], cached[1], None)
+
+
+def _done(value: _T) -> Future[_T]:
+    """A future already holding ``value`` (a file the stat cache answered)."""
+    future: Future[_T] = Future()
+    future.set_result(value)
+    return future
 
 
 def _chunk_file(path: str, params: ChunkParams) -> ChunkedFile:
@@ -146,9 +164,16 @@ class _Scanner:
         eager: int | None,
         hasher: ThreadPoolExecutor,
         chunking: ChunkParams,
+        cache: StatCache | None = None,
+        root: str = "",
     ) -> None:
         self.on_blob, self.eager, self.hasher = on_blob, eager, hasher
-        self.chunking = chunking
+        self.chunking, self.cache = chunking, cache
+        #: Bytes cut from a file's path to make the relative path it is cached by.
+        self.cut = len(os.fsencode(os.path.join(root, "")))
+        #: Each regular file's relative path, ``lstat`` key and hashing, for the cache.
+        self.hashed: list[tuple[bytes, StatKey, _Hashed | Future[_Hashed] | Future[ChunkedFile]]]
+        self.hashed = []
         self.blobs: dict[bytes, ObjectSource] = {}
         self.trees: dict[bytes, ObjectSource] = {}
         #: Chunk lists, in walk order (packed with the trees).
@@ -234,26 +259,55 @@ class _Scanner:
                 sub = _Dir([])
                 entries.append((name, TYPE_DIR, mode, sub, b""))
                 stack.append((_children(child.path), sub.entries))
-            elif stat.S_ISREG(st.st_mode) and st.st_size > self.chunking.max_size:
-                _check_size(child.path, st.st_size)
-                chunking = self.hasher.submit(_chunk_file, child.path, self.chunking)
-                self.large.append((child.path, chunking))
-                entries.append((name, TYPE_CHUNKED, mode, 0, chunking))
-            elif stat.S_ISREG(st.st_mode) and st.st_size > SMALL_OBJECT:
-                _check_size(child.path, st.st_size)
-                future = self.hasher.submit(_hash_file, child.path, st.st_size)
-                self.large.append((child.path, future))
-                if self.eager is not None and st.st_size >= self.eager:
-                    self.early.append((child.path, future))
-                entries.append((name, TYPE_FILE, mode, 0, future))
             elif stat.S_ISREG(st.st_mode):
-                oid, size, data = _hash_file(child.path, st.st_size)
-                self.found(oid, ObjectSource(KIND_BLOB, size, path=child.path), data)
-                entries.append((name, TYPE_FILE, mode, size, oid))
-                self.files += 1
+                entries.append(self.file(child.path, name, mode, st))
             else:
                 raise OSError(f"{child.path}: not a regular file, directory or symlink")
         return top
+
+    def file(self, path: str, name: bytes, mode: int, st: os.stat_result) -> _Entry:
+        """Hash (or chunk) a regular file, or take what it gave from the stat cache."""
+        key = stat_key(st)
+        rel = os.fsencode(path)[self.cut :]
+        cached = self.cache.lookup(rel, key) if self.cache is not None else None
+        if st.st_size > self.chunking.max_size:
+            _check_size(path, st.st_size)
+            chunking = (
+                _done(cached)
+                if isinstance(cached, ChunkedFile)
+                else self.hasher.submit(_chunk_file, path, self.chunking)
+            )
+            self.large.append((path, chunking))
+            self.hashed.append((rel, key, chunking))
+            return (name, TYPE_CHUNKED, mode, 0, chunking)
+        whole = cached if isinstance(cached, tuple) else None
+        if st.st_size > SMALL_OBJECT:
+            _check_size(path, st.st_size)
+            future: Future[_Hashed] = (
+                _done(_as_hashed(whole))
+                if whole is not None
+                else self.hasher.submit(_hash_file, path, st.st_size)
+            )
+            self.large.append((path, future))
+            self.hashed.append((rel, key, future))
+            if self.eager is not None and st.st_size >= self.eager:
+                self.early.append((path, future))
+            return (name, TYPE_FILE, mode, 0, future)
+        hashed = _as_hashed(whole) if whole is not None else _hash_file(path, st.st_size)
+        oid, size, data = hashed
+        self.found(oid, ObjectSource(KIND_BLOB, size, path=path), data)
+        self.hashed.append((rel, key, hashed))
+        self.files += 1
+        return (name, TYPE_FILE, mode, size, oid)
+
+    def remember(self) -> None:
+        """Record every file's hashing in the stat cache (the scan is done)."""
+        if self.cache is None:
+            return
+        for rel, key, hashed in self.hashed:
+            result = hashed.result() if isinstance(hashed, Future) else hashed
+            cached: Cached = result if isinstance(result, ChunkedFile) else result[:2]
+            self.cache.record(rel, key, cached)
 
     def encode(self, top: _Dir) -> bytes:
         """Encode ``top``'s tree (and its subtrees, first); return its id.
@@ -311,6 +365,8 @@ def scan(
     on_blob: Callable[[bytes, ObjectSource], None] | None = None,
     eager: int | None = None,
     _chunking: ChunkParams = DEFAULT_CHUNKING,
+    *,
+    stat_cache: StatCache | None = None,
 ) -> Snapshot:
     """Hash a directory tree into a :class:`Snapshot`, never following a symlink.
 
@@ -330,12 +386,17 @@ def scan(
     ``offset``, in file order at the file's place among the large files, and its
     chunk list joins ``Snapshot.objects`` after the trees (``meta``); chunks are
     never eager.
+
+    ``stat_cache`` (push's, spec/SPEC-SYNC.md "Stat cache"): a file whose ``lstat``
+    matches a trusted entry is not read (its id or chunk list comes from the
+    cache; ``on_blob`` then gets no bytes), and every file's hashing is recorded in
+    it for :meth:`~.statcache.StatCache.save`.
     """
     root_path = os.fspath(source_dir)
     if not os.path.isdir(root_path):
         raise NotADirectoryError(f"{root_path}: not a directory")
     with ThreadPoolExecutor(1, thread_name_prefix="mkit-hash") as hasher:
-        scanner = _Scanner(on_blob, eager, hasher, _chunking)
+        scanner = _Scanner(on_blob, eager, hasher, _chunking, stat_cache, root_path)
         try:
             top = scanner.walk(root_path)
             scanner.finish()
@@ -343,6 +404,7 @@ def scan(
             hasher.shutdown(cancel_futures=True)
             raise
     root = scanner.encode(top)
+    scanner.remember()
     objects = dict(reversed(list(scanner.trees.items())))
     objects.update((k, v) for k, v in scanner.lists.items() if k not in objects)
     objects.update((k, v) for k, v in scanner.blobs.items() if k not in objects)
