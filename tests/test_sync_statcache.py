@@ -152,11 +152,16 @@ def test_an_unchanged_re_push_reads_no_file_and_an_edit_reads_only_that_file(
     with _Reads(src) as again:
         report = push(src, remote, REF, stat_cache_dir=stat_dir, _chunking=SMALL)
     assert again == [] and not report.updated and report.files == len(_regular(src))
+    cache_file = os.stat(cache_path(src, stat_dir))
+    with _Reads(src) as again:  # every entry answered: the cache is not even rewritten
+        push(src, remote, REF, stat_cache_dir=stat_dir, _chunking=SMALL)
+    assert again == [] and os.stat(cache_path(src, stat_dir)).st_ino == cache_file.st_ino
     (src / "d1" / "e1" / "f1.txt").write_text("edited")
     _settle(src)
     with _Reads(src) as edit:
         report = push(src, remote, REF, stat_cache_dir=stat_dir, _chunking=SMALL)
     assert report.updated and set(edit) == {"d1/e1/f1.txt"}
+    assert os.stat(cache_path(src, stat_dir)).st_ino != cache_file.st_ino
     assert _pulled(remote, tmp_path, "out") == describe(src)
     with _Reads(src) as once_more:
         push(src, remote, REF, stat_cache_dir=stat_dir, _chunking=SMALL)
@@ -246,7 +251,7 @@ def test_an_entry_not_older_than_the_cache_by_the_window_is_not_trusted(
 def _damage(cache: StatCache, how: str) -> None:
     data = bytearray(Path(cache.path).read_bytes())
     if how == "flipped":  # a bit of the one entry's content id: still well formed
-        data[statcache_module._HEAD.size + len(cache.root) + 41] ^= 1
+        data[statcache_module._HEAD.size + len(cache.root) + 37] ^= 1
     elif how == "truncated":
         del data[len(data) - 40 :]
     elif how == "empty":

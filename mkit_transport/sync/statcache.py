@@ -60,10 +60,12 @@ CACHE_VERSION: Final = 1
 RACY_WINDOW_NS: Final = 2_000_000_000
 
 _MAGIC: Final = b"MKSTATC\0"
-#: magic, version, reserved, chunk min/avg/max, reference time, device, root length, count
-_HEAD = struct.Struct("<8sHHIIIqQII")
-#: path length, size, mtime_ns, ctime_ns, inode, mode, kind, content id, chunk list length
-_ROW = struct.Struct("<IQqqQIB32sI")
+#: magic, version, reserved, chunk min/avg/max, reference time, device, root length,
+#: entry count, bytes of the paths, bytes of the chunk lists; then the root's real
+#: path, the rows, the paths (NUL-separated, in row order) and the chunk lists.
+_HEAD = struct.Struct("<8sHHIIIqQIIQQ")
+#: size, mtime_ns, ctime_ns, inode, mode, kind, content id, chunk list offset and length
+_ROW = struct.Struct("<QqqQIB32sQI")
 _TRAILER: Final = 32
 _WHOLE: Final = 0
 _CHUNKED: Final = 1
@@ -72,6 +74,8 @@ _CHUNKED: Final = 1
 StatKey = tuple[int, int, int, int, int]
 #: What hashing a file gave: ``(content id, size)``, or its chunking.
 Cached = tuple[bytes, int] | ChunkedFile
+#: One entry as stored: the :data:`StatKey` fields, kind, id, chunk list offset, length.
+_Row = tuple[int, int, int, int, int, int, bytes, int, int]
 
 
 def stat_key(st: os.stat_result) -> StatKey:
@@ -130,8 +134,14 @@ class StatCache:
         read: bool = True,
     ) -> None:
         self.path, self.root, self.device, self.chunking = path, root, device, chunking
-        self._old: dict[bytes, tuple[StatKey, Cached]] = {}
-        self._new: dict[bytes, tuple[StatKey, Cached]] = {}
+        #: Rows by relative path: the entries read, and the entries to write.
+        self._old: dict[bytes, _Row] = {}
+        self._new: dict[bytes, _Row] = {}
+        #: The chunk lists of chunked entries, read and to write.
+        self._old_lists: dict[bytes, ChunkedFile] = {}
+        self._new_lists: dict[bytes, ChunkedFile] = {}
+        #: Whether an entry was recorded (hashed) rather than carried over from the file.
+        self._changed = False
         self._trusted_before = 0
         self._temp: tuple[int, str] | None = None
         self._ref_ns = 0
@@ -162,16 +172,18 @@ class StatCache:
             device = os.stat(real).st_dev
         except OSError:
             device = 0  # the scan reports the missing directory
-        cache = cls(path, root, device, chunking)
         folder, prefix = os.path.dirname(path), os.path.basename(path) + ".tmp-"
-        with contextlib.suppress(OSError):
+        try:
             os.makedirs(folder, exist_ok=True)
             _sweep(folder, prefix)
             fd, temp = tempfile.mkstemp(prefix=prefix, dir=folder)
-            cache._temp = (fd, temp)
-            # The filesystem's clock now, before the walk (never later than the clock
-            # the process reads, should the two disagree).
-            cache._ref_ns = min(os.fstat(fd).st_mtime_ns, time.time_ns())
+        except OSError:
+            return cls(path, root, device, chunking, read=False)
+        cache = cls(path, root, device, chunking)
+        cache._temp = (fd, temp)
+        # The filesystem's clock now, before the walk (never later than the clock the
+        # process reads, should the two disagree).
+        cache._ref_ns = min(os.fstat(fd).st_mtime_ns, time.time_ns())
         return cache
 
     def _load(self) -> None:
@@ -181,63 +193,79 @@ class StatCache:
         except OSError:
             return
         with contextlib.suppress(_Foreign):
-            self._old, ref_ns = self._parse(data)
+            self._old, self._old_lists, ref_ns = self._parse(data)
             self._trusted_before = ref_ns - RACY_WINDOW_NS
             self.loaded = len(self._old)
 
-    def _parse(self, data: bytes) -> tuple[dict[bytes, tuple[StatKey, Cached]], int]:
-        """The entries and reference time of ``data``; :class:`_Foreign` if not valid."""
+    def _parse(self, data: bytes) -> tuple[dict[bytes, _Row], dict[bytes, ChunkedFile], int]:
+        """The rows, chunk lists and reference time of ``data``; :class:`_Foreign` if not valid.
+
+        The rows are a fixed-size array and the paths one NUL-separated run (a path
+        holds no NUL), so parsing is a few C loops, not one Python step per entry.
+        """
         if len(data) < _HEAD.size + _TRAILER:
             raise _Foreign
-        body, trailer = data[:-_TRAILER], data[-_TRAILER:]
+        body, trailer = memoryview(data)[:-_TRAILER], data[-_TRAILER:]
         if blake3.blake3(body).digest() != trailer:
             raise _Foreign
-        magic, version, reserved, cmin, cavg, cmax, ref_ns, device, rootlen, count = (
-            _HEAD.unpack_from(body, 0)
-        )
+        (magic, version, reserved, cmin, cavg, cmax, ref_ns, device, rootlen, count, paths_len,
+         lists_len) = _HEAD.unpack_from(body, 0)  # fmt: skip
         params = (self.chunking.min_size, self.chunking.avg_size, self.chunking.max_size)
         if magic != _MAGIC or version != CACHE_VERSION or reserved or (cmin, cavg, cmax) != params:
             raise _Foreign
-        at = _HEAD.size + rootlen
-        if device != self.device or body[_HEAD.size : at] != self.root:
-            raise _Foreign
-        entries: dict[bytes, tuple[StatKey, Cached]] = {}
-        try:
-            for _ in range(count):
-                plen, size, mtime, ctime, ino, mode, kind, oid, llen = _ROW.unpack_from(body, at)
-                at += _ROW.size
-                rel = body[at : at + plen]
-                at += plen
-                key = (size, mtime, ctime, ino, mode)
-                if kind == _WHOLE and llen == 0:
-                    entries[rel] = (key, (oid, size))
-                elif kind == _CHUNKED:
-                    chunked = decode_chunk_list(body[at : at + llen])
-                    at += llen
-                    if chunked.id != oid or chunked.size != size:
-                        raise _Foreign
-                    entries[rel] = (key, chunked)
-                else:
-                    raise _Foreign
-        except (struct.error, InvalidResponse) as exc:
-            raise _Foreign from exc
-        if at != len(body):
-            raise _Foreign
-        return entries, ref_ns
-
-    def lookup(self, rel: bytes, key: StatKey) -> Cached | None:
-        """What hashing ``rel`` gave, if its entry matches ``key`` and is not racy."""
-        entry = self._old.get(rel)
+        rows_at = _HEAD.size + rootlen
+        paths_at = rows_at + count * _ROW.size
+        lists_at = paths_at + paths_len
         if (
-            entry is None
-            or entry[0] != key
-            or key[1] >= self._trusted_before
-            or key[2] >= self._trusted_before
+            device != self.device
+            or body[_HEAD.size : rows_at] != self.root
+            or lists_at + lists_len != len(body)
+        ):
+            raise _Foreign
+        rows = list(_ROW.iter_unpack(body[rows_at:paths_at]))
+        paths = bytes(body[paths_at:lists_at]).split(b"\0") if count else []
+        entries = dict(zip(paths, rows, strict=False))
+        if len(paths) != count or len(entries) != count:
+            raise _Foreign
+        lists: dict[bytes, ChunkedFile] = {}
+        try:
+            for rel, row in entries.items():
+                if row[5] == _CHUNKED and row[7] + row[8] <= lists_len:
+                    at = lists_at + row[7]
+                    chunked = decode_chunk_list(bytes(body[at : at + row[8]]))
+                    if chunked.id != row[6] or chunked.size != row[0]:
+                        raise _Foreign
+                    lists[rel] = chunked
+                elif row[5] != _WHOLE or row[8]:
+                    raise _Foreign
+        except InvalidResponse as exc:
+            raise _Foreign from exc
+        return entries, lists, ref_ns
+
+    def lookup(self, rel: bytes, st: os.stat_result) -> Cached | None:
+        """What hashing ``rel`` gave, if its entry matches ``st`` and is not racy.
+
+        An entry answered is carried over to the cache :meth:`save` writes.
+        """
+        row = self._old.get(rel)
+        if (
+            row is None
+            or row[1] != st.st_mtime_ns
+            or row[0] != st.st_size
+            or row[2] != st.st_ctime_ns
+            or row[3] != st.st_ino
+            or row[4] != st.st_mode
+            or row[1] >= self._trusted_before
+            or row[2] >= self._trusted_before
         ):
             self.misses += 1
             return None
         self.hits += 1
-        return entry[1]
+        self._new[rel] = row
+        if row[5] == _CHUNKED:
+            chunked = self._new_lists[rel] = self._old_lists[rel]
+            return chunked
+        return (row[6], row[0])
 
     def record(self, rel: bytes, key: StatKey, result: Cached) -> None:
         """Remember that the file ``rel``, as ``key`` described it, hashed to ``result``.
@@ -245,41 +273,47 @@ class StatCache:
         A file whose hashed size is not the size its ``lstat`` gave changed while it
         was read: it is not recorded (the next push hashes it).
         """
-        size = result.size if isinstance(result, ChunkedFile) else result[1]
-        if size == key[0]:
-            self._new[rel] = (key, result)
+        if isinstance(result, ChunkedFile):
+            if result.size == key[0]:
+                self._new[rel] = (*key, _CHUNKED, result.id, 0, 0)
+                self._new_lists[rel] = result
+                self._changed = True
+        elif result[1] == key[0]:
+            self._new[rel] = (*key, _WHOLE, result[0], 0, 0)
+            self._changed = True
 
     def save(self) -> None:
-        """Write the recorded entries, then ``os.replace`` the cache with them (atomic).
+        """Write the entries of this push, then ``os.replace`` the cache with them (atomic).
 
-        A cache that cannot be written is left as it was: the push does not fail
-        for its own speed-up.
+        Nothing is written when every entry was answered from the file and none
+        dropped (it holds exactly them, all trusted already). A cache that cannot
+        be written is left as it was: the push does not fail for its own speed-up.
         """
         if self._temp is None:
+            return
+        if not self._changed and len(self._new) == self.loaded:
+            self.close()
             return
         fd, temp = self._temp
         self._temp = None
         params = (self.chunking.min_size, self.chunking.avg_size, self.chunking.max_size)
-        parts = [
-            _HEAD.pack(
-                _MAGIC,
-                CACHE_VERSION,
-                0,
-                *params,
-                self._ref_ns,
-                self.device,
-                len(self.root),
-                len(self._new),
-            ),
-            self.root,
-        ]
-        for rel, (key, result) in self._new.items():
-            if isinstance(result, ChunkedFile):
-                data = encode_chunk_list(result)
-                parts += [_ROW.pack(len(rel), *key, _CHUNKED, result.id, len(data)), rel, data]
+        rows: list[bytes] = []
+        lists: list[bytes] = []
+        at = 0
+        for rel, row in self._new.items():
+            if row[5] == _CHUNKED:
+                data = encode_chunk_list(self._new_lists[rel])
+                rows.append(_ROW.pack(*row[:7], at, len(data)))
+                lists.append(data)
+                at += len(data)
             else:
-                parts += [_ROW.pack(len(rel), *key, _WHOLE, result[0], 0), rel]
-        body = b"".join(parts)
+                rows.append(_ROW.pack(*row))
+        paths = b"\0".join(self._new)
+        head = _HEAD.pack(
+            _MAGIC, CACHE_VERSION, 0, *params, self._ref_ns, self.device, len(self.root),
+            len(self._new), len(paths), at,
+        )  # fmt: skip
+        body = b"".join([head, self.root, *rows, paths, *lists])
         try:
             with open(fd, "wb") as f:
                 f.write(body)
