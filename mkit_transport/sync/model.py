@@ -58,7 +58,6 @@ _INDEX_MAGIC: Final = b"MKIX"
 _VERSION: Final = 1
 _TREE_HEAD = struct.Struct("<4sBBHI")
 _TREE_ENTRY = struct.Struct("<BIQ32s")
-_NAME_LENGTH = struct.Struct("<H")
 _RECORD_HEAD = struct.Struct("<4sBBH32s32sQI")
 _RECORD_PACK = struct.Struct("<32s32sQI")
 _INDEX_HEAD = struct.Struct("<4sBBH32sI")
@@ -119,9 +118,14 @@ def encode_tree_rows(rows: list[TreeRow]) -> bytes:
     parts = [_TREE_HEAD.pack(_TREE_MAGIC, version, 0, 0, len(ordered))]
     for name, kind, mode, size, oid in ordered:
         _check_name(name)
-        parts.append(_NAME_LENGTH.pack(len(name)) + name)
-        parts.append(_TREE_ENTRY.pack(kind, mode, size, oid))
+        length = len(name)
+        row = _ROWS.get(length) or _ROWS.setdefault(length, struct.Struct(f"<H{length}sBIQ32s"))
+        parts.append(row.pack(length, name, kind, mode, size, oid))
     return b"".join(parts)
+
+
+#: One compiled ``struct`` per name length: a row packs in one call.
+_ROWS: dict[int, struct.Struct] = {}
 
 
 def _row_name(row: TreeRow) -> bytes:

@@ -168,12 +168,11 @@ class _Scanner:
         hasher: ThreadPoolExecutor,
         chunking: ChunkParams,
         cache: StatCache | None = None,
-        root: str = "",
     ) -> None:
         self.on_blob, self.eager, self.hasher = on_blob, eager, hasher
         self.chunking, self.cache = chunking, cache
-        #: Bytes cut from a file's path to make the relative path it is cached by.
-        self.cut = len(os.fsencode(os.path.join(root, "")))
+        self.max_size = chunking.max_size
+        self.lookup = cache.lookup if cache is not None else None
         #: Each regular file's relative path, ``lstat`` key and hashing, for the cache.
         self.hashed: list[tuple[bytes, StatKey, _Hashed | Future[_Hashed] | Future[ChunkedFile]]]
         self.hashed = []
@@ -275,9 +274,9 @@ class _Scanner:
 
         ``rel`` is its path relative to the scanned directory (the cache's key).
         """
-        cached = self.cache.lookup(rel, st) if self.cache is not None else None
+        cached = self.lookup(rel, st) if self.lookup is not None else None
         size = st.st_size
-        if size > self.chunking.max_size:
+        if size > self.max_size:
             _check_size(path, size)
             if isinstance(cached, ChunkedFile):
                 chunking: Future[ChunkedFile] = _done(cached)
@@ -419,7 +418,7 @@ def scan(
     if not os.path.isdir(root_path):
         raise NotADirectoryError(f"{root_path}: not a directory")
     with ThreadPoolExecutor(1, thread_name_prefix="mkit-hash") as hasher:
-        scanner = _Scanner(on_blob, eager, hasher, _chunking, stat_cache, root_path)
+        scanner = _Scanner(on_blob, eager, hasher, _chunking, stat_cache)
         try:
             top = scanner.walk(root_path)
             scanner.finish()
