@@ -103,7 +103,8 @@ def push(
         RefConflict: the ref moved (non-fast-forward) or does not satisfy ``expect``.
         PayloadTooLarge: a file is larger than one pack can hold.
         InvalidArgument: ``options`` and a keyword knob were both given, or
-            ``repair`` or ``stat_cache`` is not a bool.
+            ``repair`` or ``stat_cache`` is not a bool, or ``stat_cache_dir`` not a
+            str.
         OSError: the source cannot be read, or a file changed while it was pushed.
     """
     knobs = resolve(
