@@ -103,6 +103,7 @@ def _push(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
             dry_run=args.dry_run,
             progress=progress,
             repair=args.repair,
+            stat_cache=not args.no_cache,
             options=TransferOptions(
                 concurrency=args.concurrency, level=args.level, bwlimit=args.bwlimit
             ),
@@ -321,6 +322,13 @@ def add_cli(
         help=f"zstd level, 1-19 (default {DEFAULT_LEVEL})",
     )
     sub.add_argument("--bwlimit", type=float, default=None, help="upload bytes per second")
+    sub.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="re-read and hash every file; the stat cache (which skips files whose size, "
+        "mtime, ctime, inode and mode are unchanged, so, like git, misses a change that "
+        "keeps all five) is neither read nor written",
+    )
     common(sub)
 
     sub = command(commands, "pull", _pull, "restore a snapshot into a directory, atomically")

@@ -28,12 +28,14 @@ __all__ = [
     "PackRef",
     "Record",
     "TreeEntry",
+    "TreeRow",
     "decode_index",
     "decode_record",
     "decode_tree",
     "encode_index",
     "encode_record",
     "encode_tree",
+    "encode_tree_rows",
 ]
 
 TYPE_FILE: Final = 1
@@ -94,17 +96,40 @@ class TreeEntry:
     oid: bytes
 
 
+#: A tree entry as a plain tuple, in :class:`TreeEntry`'s field order: name, type,
+#: mode, size, object id.
+TreeRow = tuple[bytes, int, int, int, bytes]
+
+
 def encode_tree(entries: list[TreeEntry]) -> bytes:
     """Return a tree's canonical bytes (entries sorted by name)."""
-    ordered = sorted(entries, key=lambda e: e.name)
+    return encode_tree_rows([(e.name, e.type, e.mode, e.size, e.oid) for e in entries])
+
+
+def encode_tree_rows(rows: list[TreeRow]) -> bytes:
+    """:func:`encode_tree` of plain tuples.
+
+    A scan encodes a tree per directory on every push; building a frozen
+    :class:`TreeEntry` per file first cost ~30 ms of a 10,000-file re-push.
+    """
+    ordered = sorted(rows, key=_row_name)
     # Version 2 only when needed, so a tree without chunked files keeps its old id.
-    version = 2 if any(e.type == TYPE_CHUNKED for e in ordered) else 1
+    version = 2 if any(row[1] == TYPE_CHUNKED for row in ordered) else 1
     parts = [_TREE_HEAD.pack(_TREE_MAGIC, version, 0, 0, len(ordered))]
-    for e in ordered:
-        _check_name(e.name)
-        parts.append(struct.pack("<H", len(e.name)) + e.name)
-        parts.append(_TREE_ENTRY.pack(e.type, e.mode, e.size, e.oid))
+    for name, kind, mode, size, oid in ordered:
+        _check_name(name)
+        length = len(name)
+        row = _ROWS.get(length) or _ROWS.setdefault(length, struct.Struct(f"<H{length}sBIQ32s"))
+        parts.append(row.pack(length, name, kind, mode, size, oid))
     return b"".join(parts)
+
+
+#: One compiled ``struct`` per name length: a row packs in one call.
+_ROWS: dict[int, struct.Struct] = {}
+
+
+def _row_name(row: TreeRow) -> bytes:
+    return row[0]
 
 
 def decode_tree(data: bytes) -> list[TreeEntry]:

@@ -37,6 +37,7 @@ from .chunking import DEFAULT_CHUNKING, ChunkParams
 from .model import PackRef, encode_index
 from .progress import Limiter, Meter
 from .scan import MAX_FILE_SIZE, ObjectSource, Snapshot, scan
+from .statcache import StatCache
 
 __all__ = [
     "MAX_FILE_SIZE",
@@ -394,8 +395,9 @@ class ScanStream:
         source_dir: str | os.PathLike[str],
         pack_size: int,
         chunking: ChunkParams = DEFAULT_CHUNKING,
+        stat_cache: StatCache | None = None,
     ) -> None:
-        self.chunking = chunking
+        self.chunking, self.stat_cache = chunking, stat_cache
         # Files that get a pack of their own may come early (their order changes
         # no pack's bytes): the scan hands them over as soon as they are hashed.
         self.eager = solo_size(pack_size)
@@ -437,7 +439,11 @@ class ScanStream:
     def _run(self, source_dir: str | os.PathLike[str]) -> None:
         try:
             self.snap = scan(
-                source_dir, on_blob=self._on_blob, eager=self.eager, _chunking=self.chunking
+                source_dir,
+                on_blob=self._on_blob,
+                eager=self.eager,
+                _chunking=self.chunking,
+                stat_cache=self.stat_cache,
             )
             self._flush()
         except BaseException as error:  # handed to the consumer

@@ -18,6 +18,7 @@ The pipeline's machinery (scan hand-off, pack building, parallel uploads) lives 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -46,6 +47,7 @@ from .packer import ScanStream, UploadedPack, build_and_upload
 from .progress import Limiter, Meter, Progress
 from .reports import PushReport
 from .scan import Snapshot, scan
+from .statcache import StatCache
 
 __all__ = ["push"]
 
@@ -65,6 +67,8 @@ def push(
     bwlimit: float | None = None,
     spool_dir: str | None = None,
     repair: bool = False,
+    stat_cache: bool = True,
+    stat_cache_dir: str | None = None,
     _chunking: ChunkParams = DEFAULT_CHUNKING,
 ) -> PushReport:
     """Push the tree at ``source_dir`` as a snapshot and point ``ref`` at it, last.
@@ -84,6 +88,14 @@ def push(
     the packs this push built, its parent is the old tip. A push over a rotted copy
     thus heals it. Off by default (then a stored pack is trusted unread).
 
+    ``stat_cache`` (spec/SPEC-SYNC.md, "Stat cache"): keep a local cache of each
+    file's ``lstat`` and content id, so a re-push does not read files whose size,
+    mtime, ctime, inode and mode are unchanged (racily clean ones excepted). Like
+    git's index it cannot see a change that keeps all of those; ``False`` hashes
+    every file and neither reads nor writes the cache. ``stat_cache_dir`` is where
+    the cache files live (default ``$XDG_CACHE_HOME/mkit_transport/stat``). A dry
+    run reads the cache but does not write it.
+
     ``_chunking`` (private, for tests): the chunker's sizes; a file over its
     ``max_size`` is chunked (SPEC-SYNC section 8).
 
@@ -91,7 +103,8 @@ def push(
         RefConflict: the ref moved (non-fast-forward) or does not satisfy ``expect``.
         PayloadTooLarge: a file is larger than one pack can hold.
         InvalidArgument: ``options`` and a keyword knob were both given, or
-            ``repair`` is not a bool.
+            ``repair`` or ``stat_cache`` is not a bool, or ``stat_cache_dir`` not a
+            str.
         OSError: the source cannot be read, or a file changed while it was pushed.
     """
     knobs = resolve(
@@ -103,8 +116,11 @@ def push(
         bwlimit=bwlimit,
         spool_dir=spool_dir,
     )
-    if not isinstance(repair, bool):
-        raise InvalidArgument(f"repair must be a bool, not {type(repair).__name__}")
+    for name, flag in (("repair", repair), ("stat_cache", stat_cache)):
+        if not isinstance(flag, bool):
+            raise InvalidArgument(f"{name} must be a bool, not {type(flag).__name__}")
+    if stat_cache_dir is not None and not isinstance(stat_cache_dir, str):
+        raise InvalidArgument(f"stat_cache_dir must be a str, not {type(stat_cache_dir).__name__}")
     meter = Meter(progress)
     meter.enter("plan")
     old = transport.read_ref(ref)
@@ -123,20 +139,26 @@ def push(
         spool_dir=knobs.spool_dir,
         repair=repair,
     )
-    if (old is None or repair) and not dry_run:
-        # A first push sends everything: pack blobs while the scan goes on (so does a
-        # repairing push, which trusts nothing the remote holds).
-        meter.enter("upload")
-        with ScanStream(source_dir, knobs.pack_size, _chunking) as stream:
-            uploaded = build(stream.groups(), first=1)  # trees first in the record
-        assert stream.snap is not None
-        snap = stream.snap
+    with _open_cache(source_dir, _chunking, stat_cache, stat_cache_dir) as cache:
+        if (old is None or repair) and not dry_run:
+            # A first push sends everything: pack blobs while the scan goes on (so does
+            # a repairing push, which trusts nothing the remote holds).
+            meter.enter("upload")
+            with ScanStream(source_dir, knobs.pack_size, _chunking, cache) as stream:
+                uploaded = build(stream.groups(), first=1)  # trees first in the record
+            assert stream.snap is not None
+            snap = stream.snap
+        else:
+            uploaded = None
+            snap = scan(source_dir, _chunking=_chunking, stat_cache=cache)
+        if cache is not None and not dry_run:
+            cache.save()
+    if uploaded is not None:
         meter.enter("upload", total=len(snap.objects))
         raw = sum(src.size for src in snap.objects.values())
         sent = len(snap.objects)
         parent = record_key(old) if old is not None else None
         return _commit(transport, ref, condition, snap, parent, [], uploaded, meter, raw, old, sent)
-    snap = scan(source_dir, _chunking=_chunking)
     meter.enter("plan", total=len(snap.objects))
     base = None if repair else _base_record(transport, old, condition, meter)
 
@@ -173,6 +195,15 @@ def push(
     return _commit(
         transport, ref, condition, snap, parent, kept_packs, uploaded, meter, raw, old, len(send)
     )
+
+
+def _open_cache(
+    source_dir: str | os.PathLike[str], chunking: ChunkParams, enabled: bool, directory: str | None
+) -> contextlib.AbstractContextManager[StatCache | None]:
+    """The source's stat cache, or a context holding ``None`` when it is off."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return StatCache.open(source_dir, chunking, directory)
 
 
 def _commit(

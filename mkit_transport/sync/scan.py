@@ -6,6 +6,10 @@ name order; files over a megabyte are hashed on a second thread meanwhile, so a
 tree of many small files and a few large ones keeps both cores busy, and a first
 push gets its small files without waiting behind the large ones.
 
+With a :class:`~.statcache.StatCache`, a file whose ``lstat`` matches its trusted
+entry is not read at all: its id (or chunk list) comes from the cache, and its
+bytes are read later only if the remote lacks them (the packer re-hashes them).
+
 A file larger than one maximal chunk (``CHUNK_MAX``) is cut into content-defined
 chunks instead (:func:`~.chunking.chunk_file`, section 8): each distinct chunk is a
 blob read from ``(path, offset, length)``, and the file's tree entry names a chunk
@@ -22,7 +26,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Final
+from typing import Final, TypeVar
 
 import blake3
 
@@ -32,7 +36,8 @@ from ..limits import PACK_BODY_LIMIT
 from ..pack import KIND_BLOB, KIND_TREE, SMALL_OBJECT
 from .chunking import DEFAULT_CHUNKING, ChunkedFile, ChunkParams, chunk_file
 from .chunklist import encode_chunk_list
-from .model import TYPE_CHUNKED, TYPE_DIR, TYPE_FILE, TYPE_SYMLINK, TreeEntry, encode_tree
+from .model import TYPE_CHUNKED, TYPE_DIR, TYPE_FILE, TYPE_SYMLINK, TreeRow, encode_tree_rows
+from .statcache import Cached, StatCache, StatKey, stat_key
 
 __all__ = ["HANDOFF_SIZE", "MAX_FILE_SIZE", "ObjectSource", "Snapshot", "scan"]
 
@@ -43,9 +48,12 @@ HANDOFF_SIZE: Final = 64 << 10
 _READ: Final = 4 << 20
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ObjectSource:
     """Where an object's bytes come from: a file on disk, or bytes held (trees, links).
+
+    Treated as immutable, but not ``frozen``: a scan makes one per file, and a frozen
+    dataclass's ``__init__`` costs 3x more (~20 ms of a 10,000-file re-push).
 
     A chunk of a large file has an ``offset`` (its ``size`` bytes start there in
     ``path``); a whole file has none. ``meta`` marks a chunk list: a blob packed with
@@ -80,6 +88,19 @@ class Snapshot:
 
 
 _Hashed = tuple[bytes, int, "bytes | None"]
+_T = TypeVar("_T")
+
+
+def _as_hashed(cached: tuple[bytes, int]) -> _Hashed:
+    """A cached whole file as a hashing result (no bytes: the file was not read)."""
+    return (cached[0], cached[1], None)
+
+
+def _done(value: _T) -> Future[_T]:
+    """A future already holding ``value`` (a file the stat cache answered)."""
+    future: Future[_T] = Future()
+    future.set_result(value)
+    return future
 
 
 def _chunk_file(path: str, params: ChunkParams) -> ChunkedFile:
@@ -146,9 +167,15 @@ class _Scanner:
         eager: int | None,
         hasher: ThreadPoolExecutor,
         chunking: ChunkParams,
+        cache: StatCache | None = None,
     ) -> None:
         self.on_blob, self.eager, self.hasher = on_blob, eager, hasher
-        self.chunking = chunking
+        self.chunking, self.cache = chunking, cache
+        self.max_size = chunking.max_size
+        self.lookup = cache.lookup if cache is not None else None
+        #: Each regular file's relative path, ``lstat`` key and hashing, for the cache.
+        self.hashed: list[tuple[bytes, StatKey, _Hashed | Future[_Hashed] | Future[ChunkedFile]]]
+        self.hashed = []
         self.blobs: dict[bytes, ObjectSource] = {}
         self.trees: dict[bytes, ObjectSource] = {}
         #: Chunk lists, in walk order (packed with the trees).
@@ -212,48 +239,93 @@ class _Scanner:
     def walk(self, path: str) -> _Dir:
         """Scan ``path`` depth first, in sorted name order, iteratively (any nesting)."""
         top = _Dir([])
-        stack: list[tuple[Iterator[os.DirEntry[str]], list[_Entry]]] = [
-            (_children(path), top.entries)
+        #: Each frame: the children left, the entries so far, the relative path + "/".
+        stack: list[tuple[Iterator[tuple[bytes, os.DirEntry[str]]], list[_Entry], bytes]] = [
+            (_children(path), top.entries, b"")
         ]
         while stack:
-            children, entries = stack[-1]
-            child = next(children, None)
-            if child is None:
+            children, entries, prefix = stack[-1]
+            named = next(children, None)
+            if named is None:
                 stack.pop()
                 continue
-            self.poll()
-            name = os.fsencode(child.name)
+            if self.early:
+                self.poll()
+            name, child = named
             st = child.stat(follow_symlinks=False)
-            mode = stat.S_IMODE(st.st_mode) & 0o777
-            if stat.S_ISLNK(st.st_mode):
+            kind = st.st_mode
+            if stat.S_ISREG(kind):
+                entries.append(self.file(child.path, name, prefix + name, kind & 0o777, st))
+            elif stat.S_ISDIR(kind):
+                sub = _Dir([])
+                entries.append((name, TYPE_DIR, kind & 0o777, sub, b""))
+                stack.append((_children(child.path), sub.entries, prefix + name + b"/"))
+            elif stat.S_ISLNK(kind):
                 target = os.fsencode(os.readlink(child.path))
                 oid = blake3.blake3(target).digest()
                 self.found(oid, ObjectSource(KIND_BLOB, len(target), data=target))
                 entries.append((name, TYPE_SYMLINK, 0, len(target), oid))
-            elif stat.S_ISDIR(st.st_mode):
-                sub = _Dir([])
-                entries.append((name, TYPE_DIR, mode, sub, b""))
-                stack.append((_children(child.path), sub.entries))
-            elif stat.S_ISREG(st.st_mode) and st.st_size > self.chunking.max_size:
-                _check_size(child.path, st.st_size)
-                chunking = self.hasher.submit(_chunk_file, child.path, self.chunking)
-                self.large.append((child.path, chunking))
-                entries.append((name, TYPE_CHUNKED, mode, 0, chunking))
-            elif stat.S_ISREG(st.st_mode) and st.st_size > SMALL_OBJECT:
-                _check_size(child.path, st.st_size)
-                future = self.hasher.submit(_hash_file, child.path, st.st_size)
-                self.large.append((child.path, future))
-                if self.eager is not None and st.st_size >= self.eager:
-                    self.early.append((child.path, future))
-                entries.append((name, TYPE_FILE, mode, 0, future))
-            elif stat.S_ISREG(st.st_mode):
-                oid, size, data = _hash_file(child.path, st.st_size)
-                self.found(oid, ObjectSource(KIND_BLOB, size, path=child.path), data)
-                entries.append((name, TYPE_FILE, mode, size, oid))
-                self.files += 1
             else:
                 raise OSError(f"{child.path}: not a regular file, directory or symlink")
         return top
+
+    def file(self, path: str, name: bytes, rel: bytes, mode: int, st: os.stat_result) -> _Entry:
+        """Hash (or chunk) a regular file, or take what it gave from the stat cache.
+
+        ``rel`` is its path relative to the scanned directory (the cache's key).
+        """
+        cached = self.lookup(rel, st) if self.lookup is not None else None
+        size = st.st_size
+        if size > self.max_size:
+            _check_size(path, size)
+            if isinstance(cached, ChunkedFile):
+                chunking: Future[ChunkedFile] = _done(cached)
+            else:
+                chunking = self.hasher.submit(_chunk_file, path, self.chunking)
+                self.missed(rel, st, chunking)
+            self.large.append((path, chunking))
+            return (name, TYPE_CHUNKED, mode, 0, chunking)
+        whole = cached if isinstance(cached, tuple) else None
+        if size > SMALL_OBJECT:
+            _check_size(path, size)
+            if whole is not None:
+                future: Future[_Hashed] = _done(_as_hashed(whole))
+            else:
+                future = self.hasher.submit(_hash_file, path, size)
+                self.missed(rel, st, future)
+            self.large.append((path, future))
+            if self.eager is not None and size >= self.eager:
+                self.early.append((path, future))
+            return (name, TYPE_FILE, mode, 0, future)
+        if whole is not None:
+            oid, size = whole
+            self.found(oid, ObjectSource(KIND_BLOB, size, path=path))
+        else:
+            hashed = _hash_file(path, size)
+            oid, size, data = hashed
+            self.found(oid, ObjectSource(KIND_BLOB, size, path=path), data)
+            self.missed(rel, st, hashed)
+        self.files += 1
+        return (name, TYPE_FILE, mode, size, oid)
+
+    def missed(
+        self,
+        rel: bytes,
+        st: os.stat_result,
+        hashed: _Hashed | Future[_Hashed] | Future[ChunkedFile],
+    ) -> None:
+        """Note a file the cache did not answer, to record once it is hashed."""
+        if self.cache is not None:
+            self.hashed.append((rel, stat_key(st), hashed))
+
+    def remember(self) -> None:
+        """Record the hashing of each file the cache did not answer (the scan is done)."""
+        if self.cache is None:
+            return
+        for rel, key, hashed in self.hashed:
+            result = hashed.result() if isinstance(hashed, Future) else hashed
+            cached: Cached = result if isinstance(result, ChunkedFile) else result[:2]
+            self.cache.record(rel, key, cached)
 
     def encode(self, top: _Dir) -> bytes:
         """Encode ``top``'s tree (and its subtrees, first); return its id.
@@ -261,9 +333,9 @@ class _Scanner:
         Iterative post-order, children in entry order: the trees are found in the
         order the recursive encoder found them, so packs stay deterministic.
         """
-        #: Each frame: the entries left, the tree entries made so far, and the
+        #: Each frame: the entries left, the tree rows made so far, and the
         #: (name, type, mode) this directory has in its parent (None for the top).
-        stack: list[tuple[Iterator[_Entry], list[TreeEntry], tuple[bytes, int, int] | None]] = [
+        stack: list[tuple[Iterator[_Entry], list[TreeRow], tuple[bytes, int, int] | None]] = [
             (iter(top.entries), [], None)
         ]
         while True:
@@ -274,7 +346,7 @@ class _Scanner:
                 oid = self.encode_one(done)
                 if named is None:
                     return oid
-                stack[-1][1].append(TreeEntry(named[0], named[1], named[2], 0, oid))
+                stack[-1][1].append((named[0], named[1], named[2], 0, oid))
                 continue
             name, kind, mode, size, ref = item
             if isinstance(size, _Dir):
@@ -284,25 +356,29 @@ class _Scanner:
                 if isinstance(result, ChunkedFile):
                     data = encode_chunk_list(result)
                     list_id = blake3.blake3(data).digest()
-                    done.append(TreeEntry(name, kind, mode, result.size, list_id))
+                    done.append((name, kind, mode, result.size, list_id))
                 else:
                     oid, real_size, _data = result
-                    done.append(TreeEntry(name, kind, mode, real_size, oid))
+                    done.append((name, kind, mode, real_size, oid))
             else:
-                done.append(TreeEntry(name, kind, mode, size, ref))
+                done.append((name, kind, mode, size, ref))
 
-    def encode_one(self, entries: list[TreeEntry]) -> bytes:
-        """Encode one tree from its entries, record it, return its id."""
-        data = encode_tree(entries)
+    def encode_one(self, rows: list[TreeRow]) -> bytes:
+        """Encode one tree from its rows, record it, return its id."""
+        data = encode_tree_rows(rows)
         oid = blake3.blake3(data).digest()
         self.trees.setdefault(oid, ObjectSource(KIND_TREE, len(data), data=data))
         return oid
 
 
-def _children(path: str) -> Iterator[os.DirEntry[str]]:
-    """The entries of directory ``path``, sorted by name bytes (listed, then closed)."""
+def _children(path: str) -> Iterator[tuple[bytes, os.DirEntry[str]]]:
+    """The entries of directory ``path`` with their name bytes, sorted by those.
+
+    Listed, then closed. Names are unique in a directory, so no two entries are
+    compared beyond their names.
+    """
     with os.scandir(path) as it:
-        children = sorted(it, key=lambda d: os.fsencode(d.name))
+        children = sorted((os.fsencode(d.name), d) for d in it)
     return iter(children)
 
 
@@ -311,6 +387,8 @@ def scan(
     on_blob: Callable[[bytes, ObjectSource], None] | None = None,
     eager: int | None = None,
     _chunking: ChunkParams = DEFAULT_CHUNKING,
+    *,
+    stat_cache: StatCache | None = None,
 ) -> Snapshot:
     """Hash a directory tree into a :class:`Snapshot`, never following a symlink.
 
@@ -330,12 +408,17 @@ def scan(
     ``offset``, in file order at the file's place among the large files, and its
     chunk list joins ``Snapshot.objects`` after the trees (``meta``); chunks are
     never eager.
+
+    ``stat_cache`` (push's, spec/SPEC-SYNC.md "Stat cache"): a file whose ``lstat``
+    matches a trusted entry is not read (its id or chunk list comes from the
+    cache; ``on_blob`` then gets no bytes), and every file's hashing is recorded in
+    it for :meth:`~.statcache.StatCache.save`.
     """
     root_path = os.fspath(source_dir)
     if not os.path.isdir(root_path):
         raise NotADirectoryError(f"{root_path}: not a directory")
     with ThreadPoolExecutor(1, thread_name_prefix="mkit-hash") as hasher:
-        scanner = _Scanner(on_blob, eager, hasher, _chunking)
+        scanner = _Scanner(on_blob, eager, hasher, _chunking, stat_cache)
         try:
             top = scanner.walk(root_path)
             scanner.finish()
@@ -343,6 +426,7 @@ def scan(
             hasher.shutdown(cancel_futures=True)
             raise
     root = scanner.encode(top)
+    scanner.remember()
     objects = dict(reversed(list(scanner.trees.items())))
     objects.update((k, v) for k, v in scanner.lists.items() if k not in objects)
     objects.update((k, v) for k, v in scanner.blobs.items() if k not in objects)

@@ -113,6 +113,22 @@ class CountingTransport(MemoryTransport):
         super().update_ref(name, condition, value)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Point ``XDG_CACHE_HOME`` into the run's temp directory for the whole run.
+
+    Every push keeps a stat cache there by default (and a pull its pack cache):
+    tests leave nothing in the user's ``~/.cache``.
+    """
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if old is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
 @pytest.fixture(params=["memory", "file"])
 def sync_remote(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Transport]:
     """A fresh remote over each local transport."""

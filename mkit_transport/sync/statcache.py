@@ -1,0 +1,345 @@
+"""The stat cache of push (spec/SPEC-SYNC.md, "Stat cache"): unchanged files are not read.
+
+Git's index idea: per source directory, a local file maps each regular file's
+relative path and ``(size, mtime_ns, ctime_ns, inode, mode)`` to what hashing it
+gave (its content id; for a chunked file, its whole chunk list). A re-push whose
+files match their entries rebuilds the snapshot without reading them, so an
+unchanged tree costs a walk and ``lstat`` calls, not a re-hash of every byte. The
+packer still reads (and re-hashes, checking the id) any object the remote lacks.
+
+The cache only ever speeds a push up; it never decides what a snapshot holds:
+
+* **racily clean entries** (git's rule): an entry whose mtime or ctime is not
+  strictly older than the cache's reference time minus :data:`RACY_WINDOW_NS` is
+  not trusted. The reference time is the filesystem's clock when the push that
+  wrote the cache *started* its scan (the mtime of the cache's temp file, created
+  before the walk), so a file changed after its ``lstat`` within one timestamp
+  tick of it is hashed again next time;
+* **a corrupt, truncated or foreign file** is ignored whole (and rewritten by the
+  push): magic, version, the source's real path and device, the chunking
+  parameters, and a BLAKE3 trailer over every byte before it must all match;
+* **concurrent pushes** each write their own temp file and ``os.replace`` it: a
+  reader sees one whole cache or another, never a mix;
+* **the limitation shared with git**: a change that keeps size, mtime, ctime and
+  inode (and mode) is not seen; ``push(stat_cache=False)`` / ``--no-cache`` re-hashes
+  everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import tempfile
+import time
+from types import TracebackType
+from typing import Final
+
+import blake3
+
+from ..errors import InvalidResponse
+from .chunking import DEFAULT_CHUNKING, ChunkedFile, ChunkParams
+from .chunklist import decode_chunk_list, encode_chunk_list
+from .restore import default_cache_dir
+
+__all__ = [
+    "CACHE_VERSION",
+    "RACY_WINDOW_NS",
+    "Cached",
+    "StatCache",
+    "StatKey",
+    "cache_path",
+    "default_stat_cache_dir",
+    "stat_key",
+]
+
+#: The cache file's format version (a change of it invalidates every cache file).
+CACHE_VERSION: Final = 1
+#: The timestamp granularity assumed of any filesystem (FAT's 2 s, the coarsest);
+#: an entry is trusted only if it is older than the cache's reference time by more.
+RACY_WINDOW_NS: Final = 2_000_000_000
+
+_MAGIC: Final = b"MKSTATC\0"
+#: magic, version, reserved, chunk min/avg/max, reference time, device, root length,
+#: entry count, bytes of the paths, bytes of the chunk lists; then the root's real
+#: path, the rows, the paths (NUL-separated, in row order) and the chunk lists.
+_HEAD = struct.Struct("<8sHHIIIqQIIQQ")
+#: size, mtime_ns, ctime_ns, inode, mode, kind, content id, chunk list offset and length
+_ROW = struct.Struct("<QqqQIB32sQI")
+_TRAILER: Final = 32
+_WHOLE: Final = 0
+_CHUNKED: Final = 1
+
+#: ``(size, mtime_ns, ctime_ns, inode, mode)`` of an ``lstat``.
+StatKey = tuple[int, int, int, int, int]
+#: What hashing a file gave: ``(content id, size)``, or its chunking.
+Cached = tuple[bytes, int] | ChunkedFile
+#: One entry as stored: the :data:`StatKey` fields, kind, id, chunk list offset, length.
+_Row = tuple[int, int, int, int, int, int, bytes, int, int]
+
+
+def stat_key(st: os.stat_result) -> StatKey:
+    """The fields of ``st`` an entry is keyed by."""
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode)
+
+
+def default_stat_cache_dir() -> str:
+    """Where stat caches live unless told: ``$XDG_CACHE_HOME/mkit_transport/stat``."""
+    return os.path.join(default_cache_dir(), "stat")
+
+
+def cache_path(source_dir: str | os.PathLike[str], directory: str | None = None) -> str:
+    """The cache file of ``source_dir``: named by the BLAKE3 of its real path."""
+    real = os.fsencode(os.path.realpath(source_dir))
+    name = blake3.blake3(real).hexdigest()
+    return os.path.join(directory or default_stat_cache_dir(), name)
+
+
+#: A temp file this old is a killed push's (no live push scans for a day).
+_STALE_NS: Final = 86_400 * 1_000_000_000
+
+
+def _sweep(folder: str, prefix: str) -> None:
+    """Remove the temp files killed pushes of this directory left (a day old or more)."""
+    now = time.time_ns()
+    with os.scandir(folder) as it:
+        for entry in it:
+            if entry.name.startswith(prefix):
+                with contextlib.suppress(OSError):
+                    if now - entry.stat(follow_symlinks=False).st_mtime_ns > _STALE_NS:
+                        os.unlink(entry.path)
+
+
+class _Foreign(Exception):
+    """The cache file is not a valid cache of this directory (ignored whole)."""
+
+
+class StatCache:
+    """One push's view of a directory's stat cache: the old entries in, new ones out.
+
+    :meth:`open` loads the last cache written (if valid) and creates the temp file
+    the new one is written to, whose mtime is this push's reference time;
+    :meth:`lookup` answers from the old entries; :meth:`record` collects the new;
+    :meth:`save` replaces the cache file atomically. Leaving the ``with`` block
+    without :meth:`save` removes the temp file and changes nothing.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        root: bytes,
+        device: int,
+        chunking: ChunkParams,
+        *,
+        read: bool = True,
+    ) -> None:
+        self.path, self.root, self.device, self.chunking = path, root, device, chunking
+        #: Rows by relative path: the entries read, and the entries to write.
+        self._old: dict[bytes, _Row] = {}
+        self._new: dict[bytes, _Row] = {}
+        #: The chunk lists of chunked entries, read and to write.
+        self._old_lists: dict[bytes, ChunkedFile] = {}
+        self._new_lists: dict[bytes, ChunkedFile] = {}
+        #: Whether an entry was recorded (hashed) rather than carried over from the file.
+        self._changed = False
+        self._trusted_before = 0
+        self._temp: tuple[int, str] | None = None
+        self._ref_ns = 0
+        #: Entries the valid cache file held (0: absent, invalid or not read).
+        self.loaded = 0
+        #: Files answered from the cache, and files it could not answer (hashed).
+        self.hits = 0
+        self.misses = 0
+        if read:
+            self._load()
+
+    @classmethod
+    def open(
+        cls,
+        source_dir: str | os.PathLike[str],
+        chunking: ChunkParams = DEFAULT_CHUNKING,
+        directory: str | None = None,
+    ) -> StatCache:
+        """The cache of ``source_dir`` (empty if absent or invalid), ready to be rewritten.
+
+        A cache directory that cannot be created or written leaves a cache that
+        answers nothing and saves nothing: the push then hashes every file.
+        """
+        real = os.path.realpath(source_dir)
+        path = cache_path(real, directory)
+        root = os.fsencode(real)
+        try:
+            device = os.stat(real).st_dev
+        except OSError:
+            device = 0  # the scan reports the missing directory
+        folder, prefix = os.path.dirname(path), os.path.basename(path) + ".tmp-"
+        try:
+            os.makedirs(folder, exist_ok=True)
+            _sweep(folder, prefix)
+            fd, temp = tempfile.mkstemp(prefix=prefix, dir=folder)
+        except OSError:
+            return cls(path, root, device, chunking, read=False)
+        cache = cls(path, root, device, chunking)
+        cache._temp = (fd, temp)
+        # The filesystem's clock now, before the walk (never later than the clock the
+        # process reads, should the two disagree).
+        cache._ref_ns = min(os.fstat(fd).st_mtime_ns, time.time_ns())
+        return cache
+
+    def _load(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read()
+        except OSError:
+            return
+        with contextlib.suppress(_Foreign):
+            self._old, self._old_lists, ref_ns = self._parse(data)
+            self._trusted_before = ref_ns - RACY_WINDOW_NS
+            self.loaded = len(self._old)
+
+    def _parse(self, data: bytes) -> tuple[dict[bytes, _Row], dict[bytes, ChunkedFile], int]:
+        """The rows, chunk lists and reference time of ``data``; :class:`_Foreign` if not valid.
+
+        The rows are a fixed-size array and the paths one NUL-separated run (a path
+        holds no NUL), so parsing is a few C loops, not one Python step per entry.
+        """
+        if len(data) < _HEAD.size + _TRAILER:
+            raise _Foreign
+        body, trailer = memoryview(data)[:-_TRAILER], data[-_TRAILER:]
+        if blake3.blake3(body).digest() != trailer:
+            raise _Foreign
+        (magic, version, reserved, cmin, cavg, cmax, ref_ns, device, rootlen, count, paths_len,
+         lists_len) = _HEAD.unpack_from(body, 0)  # fmt: skip
+        params = (self.chunking.min_size, self.chunking.avg_size, self.chunking.max_size)
+        if magic != _MAGIC or version != CACHE_VERSION or reserved or (cmin, cavg, cmax) != params:
+            raise _Foreign
+        rows_at = _HEAD.size + rootlen
+        paths_at = rows_at + count * _ROW.size
+        lists_at = paths_at + paths_len
+        if (
+            device != self.device
+            or body[_HEAD.size : rows_at] != self.root
+            or lists_at + lists_len != len(body)
+        ):
+            raise _Foreign
+        rows = list(_ROW.iter_unpack(body[rows_at:paths_at]))
+        paths = bytes(body[paths_at:lists_at]).split(b"\0") if count else []
+        entries = dict(zip(paths, rows, strict=False))
+        if len(paths) != count or len(entries) != count:
+            raise _Foreign
+        lists: dict[bytes, ChunkedFile] = {}
+        try:
+            for rel, row in entries.items():
+                if row[5] == _CHUNKED and row[7] + row[8] <= lists_len:
+                    at = lists_at + row[7]
+                    chunked = decode_chunk_list(bytes(body[at : at + row[8]]))
+                    if chunked.id != row[6] or chunked.size != row[0]:
+                        raise _Foreign
+                    lists[rel] = chunked
+                elif row[5] != _WHOLE or row[8]:
+                    raise _Foreign
+        except InvalidResponse as exc:
+            raise _Foreign from exc
+        return entries, lists, ref_ns
+
+    def lookup(self, rel: bytes, st: os.stat_result) -> Cached | None:
+        """What hashing ``rel`` gave, if its entry matches ``st`` and is not racy.
+
+        An entry answered is carried over to the cache :meth:`save` writes.
+        """
+        row = self._old.get(rel)
+        if (
+            row is None
+            or row[1] != st.st_mtime_ns
+            or row[0] != st.st_size
+            or row[2] != st.st_ctime_ns
+            or row[3] != st.st_ino
+            or row[4] != st.st_mode
+            or row[1] >= self._trusted_before
+            or row[2] >= self._trusted_before
+        ):
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._new[rel] = row
+        if row[5] == _CHUNKED:
+            chunked = self._new_lists[rel] = self._old_lists[rel]
+            return chunked
+        return (row[6], row[0])
+
+    def record(self, rel: bytes, key: StatKey, result: Cached) -> None:
+        """Remember that the file ``rel``, as ``key`` described it, hashed to ``result``.
+
+        A file whose hashed size is not the size its ``lstat`` gave changed while it
+        was read: it is not recorded (the next push hashes it).
+        """
+        if isinstance(result, ChunkedFile):
+            if result.size == key[0]:
+                self._new[rel] = (*key, _CHUNKED, result.id, 0, 0)
+                self._new_lists[rel] = result
+                self._changed = True
+        elif result[1] == key[0]:
+            self._new[rel] = (*key, _WHOLE, result[0], 0, 0)
+            self._changed = True
+
+    def save(self) -> None:
+        """Write the entries of this push, then ``os.replace`` the cache with them (atomic).
+
+        Nothing is written when every entry was answered from the file and none
+        dropped (it holds exactly them, all trusted already). A cache that cannot
+        be written is left as it was: the push does not fail for its own speed-up.
+        """
+        if self._temp is None:
+            return
+        if not self._changed and len(self._new) == self.loaded:
+            self.close()
+            return
+        fd, temp = self._temp
+        self._temp = None
+        params = (self.chunking.min_size, self.chunking.avg_size, self.chunking.max_size)
+        rows: list[bytes] = []
+        lists: list[bytes] = []
+        at = 0
+        for rel, row in self._new.items():
+            if row[5] == _CHUNKED:
+                data = encode_chunk_list(self._new_lists[rel])
+                rows.append(_ROW.pack(*row[:7], at, len(data)))
+                lists.append(data)
+                at += len(data)
+            else:
+                rows.append(_ROW.pack(*row))
+        paths = b"\0".join(self._new)
+        head = _HEAD.pack(
+            _MAGIC, CACHE_VERSION, 0, *params, self._ref_ns, self.device, len(self.root),
+            len(self._new), len(paths), at,
+        )  # fmt: skip
+        body = b"".join([head, self.root, *rows, paths, *lists])
+        try:
+            with open(fd, "wb") as f:
+                f.write(body)
+                f.write(blake3.blake3(body).digest())
+            os.replace(temp, self.path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+
+    def close(self) -> None:
+        """Drop the temp file of a push that did not :meth:`save`; the cache is unchanged."""
+        if self._temp is not None:
+            fd, temp = self._temp
+            self._temp = None
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+
+    def __enter__(self) -> StatCache:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

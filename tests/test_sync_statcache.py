@@ -1,0 +1,441 @@
+"""Push's stat cache (spec/SPEC-SYNC.md "Stat cache", SYNC-34..39).
+
+Reads are counted with an audit hook (every ``open`` of a path under the source,
+by any thread: the scan's hashing, the chunker, the packer), not by patching the
+functions that read. Trust is shown both ways: a cache made to lie (an entry
+matching a file's ``lstat`` but naming other content) is believed when it is
+valid and not racy, which proves these tests can fail, and is never believed when
+it is racy, damaged, foreign or made with other parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import blake3
+import pytest
+
+from mkit_transport import FileTransport, MemoryTransport, Transport
+from mkit_transport.cli.main import main
+from mkit_transport.errors import InvalidArgument
+from mkit_transport.sync import pull, push
+from mkit_transport.sync import statcache as statcache_module
+from mkit_transport.sync.chunking import ChunkParams
+from mkit_transport.sync.scan import scan
+from mkit_transport.sync.statcache import StatCache, cache_path, stat_key
+from tests.support.sync_fixtures import describe, write_tree
+
+REF = "refs/heads/main"
+SMALL = ChunkParams(min_size=16 << 10, avg_size=64 << 10, max_size=256 << 10)
+ROOT = Path(__file__).resolve().parent.parent
+DEADLINE = 120.0
+
+_watched: list[tuple[str, list[str]]] = []
+_lock = threading.Lock()
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if event != "open" or not _watched or not isinstance(args[0], str | bytes | os.PathLike):
+        return
+    path = os.fsdecode(args[0])
+    with _lock:
+        for root, seen in _watched:
+            if path.startswith(root):
+                seen.append(path[len(root) :])
+                break
+
+
+sys.addaudithook(_audit)
+
+
+class _Reads:
+    """The files under ``root`` opened while the ``with`` block ran (relative paths)."""
+
+    def __init__(self, root: Path) -> None:
+        # The path as given (what the scan opens) and its real path, should they differ.
+        self.roots = {os.path.join(os.fspath(root), ""), os.path.join(os.path.realpath(root), "")}
+        self.paths: list[str] = []
+
+    def __enter__(self) -> list[str]:
+        with _lock:
+            _watched.extend((root, self.paths) for root in self.roots)
+        return self.paths
+
+    def __exit__(self, *exc: object) -> None:
+        with _lock:
+            for root in self.roots:
+                _watched.remove((root, self.paths))
+
+
+@pytest.fixture
+def stat_dir(tmp_path: Path) -> str:
+    return str(tmp_path / "statcache")
+
+
+@pytest.fixture
+def no_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Granularity 0: entries are trusted once the filesystem clock passed them."""
+    monkeypatch.setattr(statcache_module, "RACY_WINDOW_NS", 0)
+
+
+def _settle(tree: Path) -> None:
+    """Wait (bounded) until the filesystem's clock is past every ctime under ``tree``.
+
+    With :func:`no_window`, a push started afterwards trusts what it records.
+    """
+    newest = max(p.lstat().st_ctime_ns for p in [tree, *tree.rglob("*")])
+    probe = tree.parent / "clock-probe"
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        probe.write_bytes(b"")
+        if probe.stat().st_mtime_ns > newest:
+            return
+        assert time.monotonic() < deadline, "the filesystem clock did not advance"
+        time.sleep(0.001)
+
+
+def _tree(root: Path) -> Path:
+    """Small files, a file over SMALL_OBJECT (1 MiB) and one chunked by SMALL."""
+    write_tree(root, files=12)
+    (root / "medium.bin").write_bytes(os.urandom((1 << 20) + 5))
+    (root / "big.bin").write_bytes(os.urandom(1 << 20) * 2)  # chunked, with a repeat
+    return root
+
+
+def _regular(root: Path) -> list[str]:
+    return sorted(
+        str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.is_symlink()
+    )
+
+
+def _pulled(transport: Transport, tmp_path: Path, name: str) -> dict[str, Any]:
+    dest = tmp_path / name
+    pull(transport, REF, dest, cache_dir=str(tmp_path / f"{name}-packs"))
+    return describe(dest)
+
+
+def _lying_cache(src: Path, stat_dir: str, name: str, params: ChunkParams = SMALL) -> StatCache:
+    """A cache of ``src`` whose entry for ``name`` matches its lstat but names other
+    content; trusted (its reference time is 10 s ahead) unless the test changes it."""
+    cache = StatCache.open(src, params, stat_dir)
+    path = src / name
+    lie = b"not what the file holds"
+    assert len(lie) != 0 and path.stat().st_size <= 1 << 20
+    cache.record(
+        name.encode(), stat_key(path.stat()), (blake3.blake3(lie).digest(), path.stat().st_size)
+    )
+    cache._ref_ns = time.time_ns() + 10_000_000_000
+    return cache
+
+
+# -- SYNC-34: unchanged files are not read ---------------------------------------
+
+
+def test_an_unchanged_re_push_reads_no_file_and_an_edit_reads_only_that_file(
+    tmp_path: Path, stat_dir: str, no_window: None
+) -> None:
+    src = _tree(tmp_path / "src")
+    remote = FileTransport(tmp_path / "remote")
+    _settle(src)
+    with _Reads(src) as first:
+        push(src, remote, REF, stat_cache_dir=stat_dir, _chunking=SMALL)
+    assert set(_regular(src)) <= set(first)  # the first push read every file
+    _settle(src)
+    with _Reads(src) as again:
+        report = push(src, remote, REF, stat_cache_dir=stat_dir, _chunking=SMALL)
+    assert again == [] and not report.updated and report.files == len(_regular(src))
+    cache_file = os.stat(cache_path(src, stat_dir))
+    with _Reads(src) as again:  # every entry answered: the cache is not even rewritten
+        push(src, remote, REF, stat_cache_dir=stat_dir, _chunking=SMALL)
+    assert again == [] and os.stat(cache_path(src, stat_dir)).st_ino == cache_file.st_ino
+    (src / "d1" / "e1" / "f1.txt").write_text("edited")
+    _settle(src)
+    with _Reads(src) as edit:
+        report = push(src, remote, REF, stat_cache_dir=stat_dir, _chunking=SMALL)
+    assert report.updated and set(edit) == {"d1/e1/f1.txt"}
+    assert os.stat(cache_path(src, stat_dir)).st_ino != cache_file.st_ino
+    assert _pulled(remote, tmp_path, "out") == describe(src)
+    with _Reads(src) as once_more:
+        push(src, remote, REF, stat_cache_dir=stat_dir, _chunking=SMALL)
+    assert once_more == []
+
+
+def test_cached_files_the_remote_lacks_are_read_and_sent(
+    tmp_path: Path, stat_dir: str, no_window: None
+) -> None:
+    """A cache hit names the objects; a remote that lacks them still gets their bytes
+    (read from the file, re-hashed), chunks of a chunked file included."""
+    src = _tree(tmp_path / "src")
+    _settle(src)
+    push(src, MemoryTransport(), REF, stat_cache_dir=stat_dir, _chunking=SMALL)
+    for fresh in ("first", "incremental"):
+        remote = MemoryTransport()
+        if fresh == "incremental":  # an old snapshot there: the send-set path
+            (tmp_path / "other").mkdir()
+            (tmp_path / "other" / "x").write_text("x")
+            push(tmp_path / "other", remote, REF, stat_cache=False)
+        with StatCache.open(src, SMALL, stat_dir) as cache:
+            assert cache.loaded == len(_regular(src))
+        report = push(src, remote, REF, stat_cache_dir=stat_dir, _chunking=SMALL)
+        assert report.updated
+        assert _pulled(remote, tmp_path, f"out-{fresh}") == describe(src)
+
+
+def test_the_scan_with_a_cache_gives_the_snapshot_of_the_scan_without(
+    tmp_path: Path, stat_dir: str, no_window: None
+) -> None:
+    src = _tree(tmp_path / "src")
+    _settle(src)
+    plain = scan(src, _chunking=SMALL)
+    for _ in range(2):  # the first fills the cache, the second answers from it
+        with StatCache.open(src, SMALL, stat_dir) as cache:
+            cached = scan(src, _chunking=SMALL, stat_cache=cache)
+            cache.save()
+        assert cached.root == plain.root and list(cached.objects) == list(plain.objects)
+    assert cache.hits == len(_regular(src)) and cache.misses == 0
+
+
+# -- SYNC-35: racily clean entries -------------------------------------------------
+
+
+def test_a_file_changed_within_the_mtime_tick_is_hashed_again(
+    tmp_path: Path, stat_dir: str
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    path = src / "racy.txt"
+    path.write_bytes(b"first version")
+    remote = FileTransport(tmp_path / "remote")
+    push(src, remote, REF, stat_cache_dir=stat_dir)
+    recorded = path.stat()
+    path.write_bytes(b"other version")  # same size
+    os.utime(path, ns=(recorded.st_atime_ns, recorded.st_mtime_ns))
+    assert path.stat().st_mtime_ns == recorded.st_mtime_ns
+    report = push(src, remote, REF, stat_cache_dir=stat_dir)
+    assert report.updated
+    assert _pulled(remote, tmp_path, "out")["racy.txt"][2] == b"other version"
+
+
+def test_an_entry_not_older_than_the_cache_by_the_window_is_not_trusted(
+    tmp_path: Path, stat_dir: str
+) -> None:
+    """The entry matches the file's lstat exactly (ctime too) but lies: trusted when
+    the cache's reference time is 10 s later, never when it is within the window."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f.txt").write_bytes(b"true content")
+    truth = scan(src).root
+    trusted = _lying_cache(src, stat_dir, "f.txt", ChunkParams())
+    trusted.save()
+    with StatCache.open(src, directory=stat_dir) as cache:
+        assert scan(src, stat_cache=cache).root != truth  # believed: the test can fail
+    racy = _lying_cache(src, stat_dir, "f.txt", ChunkParams())
+    racy._ref_ns = (src / "f.txt").stat().st_mtime_ns + statcache_module.RACY_WINDOW_NS
+    racy.save()
+    with StatCache.open(src, directory=stat_dir) as cache:
+        assert scan(src, stat_cache=cache).root == truth
+        assert cache.loaded == 1 and cache.hits == 0
+
+
+# -- SYNC-36: corrupt, truncated, foreign or other parameters: ignored, rebuilt -----
+
+
+def _damage(cache: StatCache, how: str) -> None:
+    data = bytearray(Path(cache.path).read_bytes())
+    if how == "flipped":  # a bit of the one entry's content id: still well formed
+        data[statcache_module._HEAD.size + len(cache.root) + 37] ^= 1
+    elif how == "truncated":
+        del data[len(data) - 40 :]
+    elif how == "empty":
+        data.clear()
+    elif how == "garbage":
+        data = bytearray(os.urandom(len(data)))
+    Path(cache.path).write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "how", ["flipped", "truncated", "empty", "garbage", "foreign", "params", "version"]
+)
+def test_a_bad_cache_is_ignored_and_rebuilt(
+    tmp_path: Path, stat_dir: str, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f.txt").write_bytes(b"true content")
+    remote = MemoryTransport()
+    lying = _lying_cache(
+        src, stat_dir, "f.txt", ChunkParams(max_size=512 << 10) if how == "params" else SMALL
+    )
+    if how == "foreign":  # written for another directory, then copied to this one's name
+        lying.root = os.fsencode(tmp_path / "elsewhere")
+    if how == "version":
+        monkeypatch.setattr(statcache_module, "CACHE_VERSION", statcache_module.CACHE_VERSION + 1)
+    lying.save()
+    monkeypatch.undo()
+    if how in ("flipped", "truncated", "empty", "garbage"):
+        _damage(lying, how)
+    push(src, remote, REF, stat_cache_dir=stat_dir, _chunking=SMALL)
+    assert _pulled(remote, tmp_path, "out")["f.txt"][2] == b"true content"
+    with StatCache.open(src, SMALL, stat_dir) as rebuilt:
+        assert rebuilt.loaded == 1  # the push wrote a valid cache over it
+
+
+def test_an_undamaged_lying_cache_is_believed_the_documented_limitation(
+    tmp_path: Path, stat_dir: str
+) -> None:
+    """The control of the test above (and the limitation SYNC-39 states): a change
+    that keeps size, mtime, ctime, inode and mode is not seen; ``stat_cache=False``
+    sees it."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f.txt").write_bytes(b"true content")
+    remote = MemoryTransport()
+    _lying_cache(src, stat_dir, "f.txt").save()
+    with pytest.raises(OSError, match="changed while it was being pushed"):
+        # The packer re-hashes what it sends (the lie names an object the remote lacks).
+        push(src, remote, REF, stat_cache_dir=stat_dir, _chunking=SMALL)
+    push(src, remote, REF, stat_cache=False)
+    assert _pulled(remote, tmp_path, "out")["f.txt"][2] == b"true content"
+
+
+# -- SYNC-37: concurrent pushes of one directory -----------------------------------
+
+
+def test_two_processes_pushing_the_same_directory_both_succeed_and_the_cache_stays_valid(
+    tmp_path: Path,
+) -> None:
+    src = _tree(tmp_path / "src")
+    url = f"mkit+file://{tmp_path / 'remote'}"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    for round_ in range(3):
+        (src / f"new{round_}.txt").write_text(f"round {round_}")
+        children = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "mkit_transport",
+                    "push",
+                    str(src),
+                    url,
+                    f"refs/heads/p{i}",
+                    "--json",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(2)
+        ]
+        for child in children:
+            out, err = child.communicate(timeout=DEADLINE)
+            assert child.returncode == 0, err
+            assert json.loads(out)["files"] == len(_regular(src))
+    directory = os.path.join(tmp_path / "xdg", "mkit_transport", "stat")
+    assert os.listdir(directory) == [os.path.basename(cache_path(src, directory))]  # no debris
+    with StatCache.open(src, directory=directory) as cache:
+        assert cache.loaded == len(_regular(src))
+    remote = FileTransport(tmp_path / "remote")
+    for i in range(2):
+        dest = tmp_path / f"out{i}"
+        pull(remote, f"refs/heads/p{i}", dest, cache_dir=str(tmp_path / "packs"))
+        assert describe(dest) == describe(src)
+
+
+def test_a_cache_is_replaced_whole_by_the_last_save(tmp_path: Path, stat_dir: str) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a", "b"):
+        (src / name).write_text(name)
+    first, second = StatCache.open(src, directory=stat_dir), StatCache.open(src, directory=stat_dir)
+    first.record(b"a", stat_key((src / "a").stat()), (b"\1" * 32, 1))
+    for name in ("a", "b"):
+        second.record(name.encode(), stat_key((src / name).stat()), (b"\2" * 32, 1))
+    second.save()
+    first.save()
+    with StatCache.open(src, directory=stat_dir) as cache:
+        assert cache.loaded == 1  # first's whole file, never a mix
+    assert sorted(os.listdir(stat_dir)) == [os.path.basename(first.path)]
+
+
+# -- SYNC-38: --no-cache / stat_cache=False ------------------------------------------
+
+
+def test_no_cache_reads_every_file_and_neither_reads_nor_writes_the_cache(
+    tmp_path: Path, stat_dir: str, no_window: None
+) -> None:
+    src = _tree(tmp_path / "src")
+    remote = MemoryTransport()
+    push(src, remote, REF, stat_cache=False, stat_cache_dir=stat_dir, _chunking=SMALL)
+    assert not os.path.exists(stat_dir)
+    push(src, remote, REF, stat_cache_dir=stat_dir, _chunking=SMALL)
+    _settle(src)
+    with _Reads(src) as reads:
+        push(src, remote, REF, stat_cache=False, stat_cache_dir=stat_dir, _chunking=SMALL)
+    assert set(reads) == set(_regular(src))
+
+
+def test_no_cache_on_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    src = write_tree(tmp_path / "src", files=3)
+    url = f"mkit+file://{tmp_path / 'remote'}"
+    assert main(["push", str(src), url, REF, "--no-cache", "--json"]) == 0
+    assert not (tmp_path / "xdg" / "mkit_transport" / "stat").exists()
+    assert main(["push", str(src), url, REF, "--json"]) == 0
+    assert len(os.listdir(tmp_path / "xdg" / "mkit_transport" / "stat")) == 1
+    helped = subprocess.run(
+        [sys.executable, "-m", "mkit_transport", "push", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+    assert "--no-cache" in helped.stdout and "ctime, inode" in " ".join(helped.stdout.split())
+
+
+def test_a_bad_stat_cache_argument_is_invalid_before_any_io(tmp_path: Path) -> None:
+    remote = MemoryTransport()
+    for kwargs in ({"stat_cache": "yes"}, {"stat_cache_dir": 3}):
+        with pytest.raises(InvalidArgument):
+            push(tmp_path, remote, REF, **kwargs)
+    assert remote.read_ref(REF) is None
+
+
+# -- SYNC-39: where it lives; a cache that cannot be written fails nothing ---------
+
+
+def test_the_cache_lives_under_xdg_cache_home_named_by_the_real_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    src = write_tree(tmp_path / "src", files=2)
+    os.symlink(src, tmp_path / "alias")
+    push(tmp_path / "alias", MemoryTransport(), REF)
+    name = blake3.blake3(os.fsencode(os.path.realpath(src))).hexdigest()
+    assert os.listdir(tmp_path / "xdg" / "mkit_transport" / "stat") == [name]
+
+
+def test_a_cache_that_cannot_be_written_does_not_fail_the_push(tmp_path: Path) -> None:
+    src = write_tree(tmp_path / "src", files=2)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    remote = MemoryTransport()
+    assert push(src, remote, REF, stat_cache_dir=str(blocker / "stat")).updated
+    assert _pulled(remote, tmp_path, "out") == describe(src)
+
+
+@pytest.fixture(autouse=True)
+def _bounded() -> Iterator[None]:
+    """Nothing here may leave a watcher installed."""
+    yield
+    assert _watched == []
