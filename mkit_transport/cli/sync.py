@@ -122,6 +122,19 @@ def _sent(report: PushReport | MirrorReport, action: str) -> str:
     )
 
 
+def _byte_count(text: str) -> int:
+    """A ``--cache-limit`` value: a whole number of bytes, 0 or more."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a whole number of bytes: {text!r}")
+    return int(text)
+
+
+def _pull_usage_error(args: argparse.Namespace) -> str | None:
+    if args.force and not args.update:
+        return "--force needs --update"
+    return None
+
+
 def _pull(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
     with _progress(args) as progress:
         report = pull(
@@ -129,6 +142,9 @@ def _pull(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
             args.ref,
             args.dir,
             replace=args.replace,
+            update=args.update,
+            force=args.force,
+            cache_limit=args.cache_limit,
             progress=progress,
             options=TransferOptions(concurrency=args.concurrency, cache_dir=args.cache_dir),
             max_entries=args.max_entries,
@@ -296,7 +312,24 @@ def add_cli(
     sub.add_argument("ref")
     sub.add_argument("dir")
     sub.add_argument("--cache-dir", default=None, help="pack cache (default ~/.cache/...)")
-    sub.add_argument("--replace", action="store_true", help="replace an existing DIR whole")
+    mode = sub.add_mutually_exclusive_group()
+    mode.add_argument("--replace", action="store_true", help="replace an existing DIR whole")
+    mode.add_argument(
+        "--update",
+        action="store_true",
+        help="update a DIR an earlier pull wrote: write only what changed (refuses local edits)",
+    )
+    sub.add_argument(
+        "--force", action="store_true", help="with --update: overwrite local edits, delete extras"
+    )
+    sub.add_argument(
+        "--cache-limit",
+        type=_byte_count,
+        default=None,
+        metavar="BYTES",
+        help="pack cache size kept after the pull (default 10%% of the tree; 0 keeps none)",
+    )
+    sub.set_defaults(usage_error=_pull_usage_error)
     limits(sub)
     common(sub)
 
