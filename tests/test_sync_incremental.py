@@ -343,20 +343,58 @@ def test_kill_9_at_random_points_then_a_rerun_finishes_the_job(tmp_path: Path) -
     assert describe(dest) == want["refs/heads/b"]
     rng = random.Random(13)
     killed, current = 0, "refs/heads/b"
-    for _ in range(16):
+    outcomes = {"new": 0, "mixed": 0}
+    for _ in range(20):
         goal = "refs/heads/a" if current == "refs/heads/b" else "refs/heads/b"
         child = subprocess.Popen([*args, goal, str(dest), cache])
-        time.sleep(rng.uniform(0.0, full))
+        time.sleep(rng.uniform(0.2 * full, 1.05 * full))  # mostly after the imports
         if child.poll() is None:
             killed += 1
-        os.kill(child.pid, signal.SIGKILL)
+        child.send_signal(signal.SIGKILL)  # a no-op if it already finished
         child.wait(timeout=DEADLINE)
-        # Never a partial file: each path holds the old or the new version whole.
+        # Never a partial file: each path holds the old or the new version whole (a
+        # directory's mode is applied after its contents, so only its type is checked).
         seen = describe(dest)
         for path, value in seen.items():
-            assert value in (want[goal].get(path), want[current].get(path)), path
+            either = (want[goal].get(path), want[current].get(path))
+            if value[0] == "dir":
+                assert any(w is not None and w[0] == "dir" for w in either), path
+            else:
+                assert value in either, path
+        if seen == want[goal]:
+            outcomes["new"] += 1
+        elif seen != want[current]:
+            outcomes["mixed"] += 1  # killed between renames: some paths old, some new
         pull(remote, goal, dest, cache_dir=cache, update=True)  # no LocalEdits: its own work
         assert describe(dest) == want[goal]
         assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".dest.pull-")] == []
         current = goal
-    assert killed >= 4  # the kills did land mid-pull
+    assert killed >= 4, outcomes  # the kills did land mid-pull
+
+
+def test_a_pull_stopped_between_two_renames_is_finished_by_a_rerun(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deterministic twin of the kill test: stopped after the 40th rename into dest."""
+    remote = MemoryTransport()
+    push(_versions(tmp_path / "a", 1), remote, "refs/heads/a", _chunking=SMALL)
+    push(_versions(tmp_path / "b", 2), remote, "refs/heads/b", _chunking=SMALL)
+    dest, cache = tmp_path / "dest", str(tmp_path / "cache")
+    pull(remote, "refs/heads/a", dest, cache_dir=cache)
+    real_replace, count = os.replace, [0]
+
+    def replace(src: str, dst: str) -> None:
+        if str(dst).startswith(str(dest) + os.sep):
+            count[0] += 1
+            if count[0] > 40:
+                raise KeyboardInterrupt  # as abrupt as a signal, mid-apply
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        pull(remote, "refs/heads/b", dest, cache_dir=cache, update=True)
+    monkeypatch.undo()
+    seen = describe(dest)
+    assert seen != describe(tmp_path / "a") and seen != describe(tmp_path / "b")  # a mix
+    pull(remote, "refs/heads/b", dest, cache_dir=cache, update=True)
+    assert describe(dest) == describe(tmp_path / "b")
