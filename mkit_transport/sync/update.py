@@ -402,7 +402,7 @@ def update_tree(
         longest=max((len(os.fsencode(p)) for p in target), default=0),
     )
     check_room(dest, plan)
-    sources = _Sources.of(dest, clean)
+    sources = _Sources.of(dest, clean) if writes else _Sources(dest)
     meter.enter("download")
     fetcher.get(_needed(writes, sources))
     meter.enter("write")
@@ -424,9 +424,11 @@ def update_tree(
         for path, entry in target.items():
             if path in clean and path not in staged and entry.type != TYPE_DIR:
                 target[path] = replace(entry, st=clean[path].st)
+        # The old state of each path the renames may change (the rest is in ``target``).
+        before = {p: e for p, e in clean.items() if target.get(p) != e}
         save_manifest(
             manifest_file,
-            Manifest(os.path.realpath(dest), value, root, target, "applying", clean, stage),
+            Manifest(os.path.realpath(dest), value, root, target, "applying", before, stage),
         )
         _apply(dest, target, removes, mkdirs, staged)
         save_manifest(manifest_file, Manifest(os.path.realpath(dest), value, root, target))
