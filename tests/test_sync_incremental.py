@@ -83,6 +83,7 @@ def test_a_large_limit_keeps_the_packs_and_the_next_pull_uses_them(tmp_path: Pat
     none = pull(remote, REF, tmp_path / "c", cache_dir=cache, cache_limit=0)
     assert none.packs_downloaded == 0  # read from the cache, then the cache is emptied
     assert list((Path(cache) / "packs").iterdir()) == []
+    assert list((Path(cache) / "packids").iterdir()) == []  # one budget covers both
     assert describe(tmp_path / "c") == describe(src)
 
 

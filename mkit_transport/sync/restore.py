@@ -87,15 +87,21 @@ class PackCache:
             raise
 
     def trim(self, limit: int) -> list[str]:
-        """Evict the least recently used packs until at most ``limit`` bytes remain.
+        """Evict least recently used entries until at most ``limit`` bytes remain.
 
-        Returns the evicted paths. Ties and errors are harmless: a pack another pull
-        still reads is hard-linked into that pull's own directory (:class:`PullPacks`).
+        One budget covers the packs (``packs/``) and the pack ids an incremental pull
+        reads offline (``packids/``, tiny): packs go first, oldest mtime first, then
+        pack ids. Returns the evicted paths. Races are harmless: a pack another pull
+        still reads is hard-linked into that pull's own directory (:class:`PullPacks`),
+        and a missing pack id is fetched again as the pack's index blob.
         """
-        packs = sorted(_pack_files(self.dir))
-        total = sum(size for _mtime, size, _path in packs)
+        ids = os.path.join(os.path.dirname(self.dir), "packids")
+        entries = [(0, *row) for row in _pack_files(self.dir)]
+        entries += [(1, *row) for row in _pack_files(ids)]
+        entries.sort()
+        total = sum(row[2] for row in entries)
         evicted: list[str] = []
-        for _mtime, size, path in packs:
+        for _ids, _mtime, size, path in entries:
             if total <= limit:
                 break
             with contextlib.suppress(OSError):

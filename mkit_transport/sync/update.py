@@ -444,7 +444,18 @@ def _apply(
     mkdirs: list[str],
     staged: dict[str, str],
 ) -> None:
-    """Swap the staged entries in, one rename each: removals, new directories, files, modes."""
+    """Swap the staged entries in, one rename each: removals, new directories, files, modes.
+
+    A directory that will change but whose mode denies its owner writes (a pull
+    writes read-only directories too) is opened to ``u+rwx`` first; every mode is
+    set to the snapshot's at the end, deepest first.
+    """
+    parents = {os.path.dirname(p) for p in (*removes, *mkdirs, *staged)}
+    for parent in sorted(parents):
+        full = os.path.join(dest, parent)
+        mode = os.lstat(full).st_mode if os.path.isdir(full) else None
+        if mode is not None and not stat.S_ISLNK(mode) and mode & 0o700 != 0o700:
+            os.chmod(full, stat.S_IMODE(mode) | 0o700)
     for path in sorted(removes, key=lambda p: -p.count("/")):
         full = os.path.join(dest, path)
         if os.path.isdir(full) and not os.path.islink(full):
