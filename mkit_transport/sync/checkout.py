@@ -8,8 +8,9 @@ size, mode, a chunked file's chunks) and how the file looked on disk afterwards
 (:mod:`.update`) trusts a path whose stat still matches, and hashes one that does
 not. A manifest that cannot be read, or names another directory, is ignored (the
 pull then hashes the files it finds). While an incremental pull renames files in,
-the manifest holds ``state: applying`` with both the old and the new entries, so
-a re-run after a kill tells its own half-done work from local edits.
+a journal beside it (``<manifest>.journal``, only the paths that change) makes it
+``applying``, with both the old and the new entries, so a re-run after a kill
+tells its own half-done work from local edits.
 """
 
 from __future__ import annotations
@@ -18,26 +19,22 @@ import contextlib
 import fcntl
 import json
 import os
-import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import blake3
 
-from .chunklist import MAX_CHUNK_LIST_SIZE, decode_chunk_list
-from .model import TYPE_CHUNKED, TYPE_DIR, TYPE_FILE, TYPE_SYMLINK
-from .objects import PackObjects
-
 __all__ = [
     "Entry",
     "Manifest",
     "checkout_lock",
+    "forget",
     "load_manifest",
     "manifest_path",
+    "save_journal",
     "save_manifest",
     "stat_key",
-    "tree_entries",
 ]
 
 _VERSION = 1
@@ -67,6 +64,8 @@ class Manifest:
     state: str = "done"
     prev: dict[str, Entry] = field(default_factory=dict)
     stage: str | None = None
+    #: The entries of the manifest file itself (``entries`` minus a journal's changes).
+    base: dict[str, Entry] = field(default_factory=dict)
 
 
 def stat_key(st: os.stat_result) -> tuple[int, int, int]:
@@ -127,45 +126,69 @@ def _decode(rows: dict[str, list[object]]) -> dict[str, Entry]:
     return out
 
 
-def load_manifest(path: str, dest: str) -> Manifest | None:
-    """The manifest at ``path`` if it is whole and describes ``dest``; else ``None``."""
+def _load_full(path: str, dest: str) -> Manifest | None:
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
         if data["version"] != _VERSION or data["dest"] != os.path.realpath(dest):
             return None
+        entries = _decode(data["entries"])
         return Manifest(
             dest=data["dest"],
             record=data["record"],
             root=bytes.fromhex(data["root"]),
-            entries=_decode(data["entries"]),
+            entries=entries,
             state=data["state"],
             prev=_decode(data["prev"]),
             stage=data["stage"],
+            base=entries,
         )
     except (OSError, ValueError, KeyError, TypeError, AssertionError):
         return None
 
 
-def save_manifest(path: str, manifest: Manifest) -> None:
-    """Write ``manifest`` atomically (temporary file, rename).
+def load_manifest(path: str, dest: str) -> Manifest | None:
+    """The manifest of ``dest`` at ``path``, with a pending journal merged in; else ``None``.
 
-    Not fsynced, like the files a pull writes: the promise is against the process
-    being killed (the page cache survives it), and an fsync per pull cost ~0.1 s.
+    A journal (``<path>.journal``, written before an incremental pull's renames)
+    holds the new entries of the paths that change and the old entries they had;
+    merged, the manifest is ``applying``: both states count as clean. A journal
+    whose record the manifest file already holds is stale (the pull finished) and
+    is ignored. Anything unreadable is ignored.
     """
-    data = {
-        "version": _VERSION,
-        "dest": manifest.dest,
-        "record": manifest.record,
-        "root": manifest.root.hex(),
-        "state": manifest.state,
-        "stage": manifest.stage,
-        "entries": _encode(manifest.entries),
-        "prev": _encode(manifest.prev),
-    }
+    full = _load_full(path, dest)
+    try:
+        with open(path + ".journal", encoding="utf-8") as fh:
+            data = json.load(fh)
+        if data["version"] != _VERSION or data["dest"] != os.path.realpath(dest):
+            return full
+        if full is not None and full.state == "done" and full.record == data["record"]:
+            return full
+        base = full.entries if full is not None else {}
+        entries = dict(base)
+        for gone in data["deleted"]:
+            entries.pop(gone, None)
+        entries.update(_decode(data["changed"]))
+        return Manifest(
+            dest=data["dest"],
+            record=data["record"],
+            root=bytes.fromhex(data["root"]),
+            entries=entries,
+            state="applying",
+            prev=_decode(data["prev"]),
+            stage=data["stage"],
+            base=base,
+        )
+    except FileNotFoundError:
+        return full
+    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        return full
+
+
+def _write_json(path: str, data: object) -> None:
+    text = json.dumps(data, separators=(",", ":"))  # the C encoder: json.dump streams in Python
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
-    text = json.dumps(data, separators=(",", ":"))  # the C encoder: json.dump streams in Python
     fd, temp = tempfile.mkstemp(dir=directory, prefix=".manifest-")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
@@ -177,29 +200,62 @@ def save_manifest(path: str, manifest: Manifest) -> None:
         raise
 
 
-def entry_of(objects: PackObjects, kind: int, oid: bytes, size: int, mode: int) -> Entry:
-    """The manifest entry of a tree entry (a chunked file's list read for its chunks)."""
-    if kind == TYPE_CHUNKED:
-        _k, data = objects.read_bytes(oid, MAX_CHUNK_LIST_SIZE)
-        chunked = decode_chunk_list(data)
-        return Entry(kind, oid, size, mode, chunked.id, tuple(chunked.chunks))
-    return Entry(kind, oid, size, mode, oid)
+def save_journal(
+    path: str,
+    dest: str,
+    record: str,
+    root: bytes,
+    stage: str,
+    target: dict[str, Entry],
+    base: dict[str, Entry],
+    prev: dict[str, Entry],
+) -> None:
+    """Record, before any rename, what an incremental pull is about to change.
+
+    Only the difference from the manifest file (``base``) is written, so its cost
+    follows the change, not the tree; ``prev`` holds the old entries of the paths
+    that change. Atomic (temporary file, rename).
+    """
+    _write_json(
+        path + ".journal",
+        {
+            "version": _VERSION,
+            "dest": os.path.realpath(dest),
+            "record": record,
+            "root": root.hex(),
+            "stage": stage,
+            "changed": _encode({p: e for p, e in target.items() if base.get(p) != e}),
+            "deleted": [p for p in base if p not in target],
+            "prev": _encode(prev),
+        },
+    )
 
 
-def tree_entries(objects: PackObjects, root: bytes, dest: str) -> dict[str, Entry]:
-    """Every path of tree ``root`` as written under ``dest``, each file's stat taken now."""
-    found: dict[str, Entry] = {}
-    stack: list[tuple[bytes, str]] = [(root, "")]
-    while stack:
-        oid, prefix = stack.pop()
-        for item in objects.tree(oid):
-            path = prefix + os.fsdecode(item.name)
-            entry = entry_of(objects, item.type, item.oid, item.size, item.mode)
-            found[path] = entry
-            if item.type == TYPE_DIR:
-                stack.append((item.oid, path + "/"))
-            elif item.type in (TYPE_FILE, TYPE_CHUNKED, TYPE_SYMLINK):
-                st = os.lstat(os.path.join(dest, path))
-                if not stat.S_ISDIR(st.st_mode):
-                    entry.st = stat_key(st)
-    return found
+def forget(path: str) -> None:
+    """Remove the manifest at ``path`` and its journal (the tree is about to be replaced)."""
+    for name in (path, path + ".journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+
+
+def save_manifest(path: str, manifest: Manifest) -> None:
+    """Write ``manifest`` atomically (temporary file, rename), then drop its journal.
+
+    Not fsynced, like the files a pull writes: the promise is against the process
+    being killed (the page cache survives it), and an fsync per pull cost ~0.1 s.
+    """
+    _write_json(
+        path,
+        {
+            "version": _VERSION,
+            "dest": manifest.dest,
+            "record": manifest.record,
+            "root": manifest.root.hex(),
+            "state": manifest.state,
+            "stage": manifest.stage,
+            "entries": _encode(manifest.entries),
+            "prev": _encode(manifest.prev),
+        },
+    )
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path + ".journal")

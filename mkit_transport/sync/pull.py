@@ -14,12 +14,13 @@ from collections.abc import Callable
 from ..errors import InvalidArgument, RefNotFound
 from ..transport import Transport
 from .checkout import (
+    Entry,
     Manifest,
     checkout_lock,
+    forget,
     load_manifest,
     manifest_path,
     save_manifest,
-    tree_entries,
 )
 from .common import fetch_record
 from .fetch import ObjectFetcher
@@ -142,6 +143,7 @@ def pull(
     try:
         with checkout_lock(root_dir, dest):
             old = load_manifest(where, dest)
+            entries: dict[str, Entry]
             if update and _has_entries(dest):
                 files, entries = update_tree(
                     fetcher,
@@ -164,13 +166,17 @@ def pull(
                 plan = plan_tree(objects, record.root, limits)
                 check_room(dest, plan)
                 meter.enter("write")
-                if old is not None:
-                    os.unlink(where)  # the tree it describes is about to go
+                forget(where)  # the tree it describes is about to go
+                entries = {}
                 with staged(dest, replace) as stage:
                     files = materialise(
-                        objects, record.root, stage, workers=knobs.concurrency, plan=plan
+                        objects,
+                        record.root,
+                        stage,
+                        workers=knobs.concurrency,
+                        plan=plan,
+                        written=entries,
                     )
-                entries = tree_entries(objects, record.root, dest)
                 save_manifest(
                     where, Manifest(os.path.realpath(dest), value.hex(), record.root, entries)
                 )

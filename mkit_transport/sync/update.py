@@ -3,9 +3,10 @@
 Only the entries that differ are written, and only the objects no local file
 holds are fetched (whole files copied by content id, a chunked file's chunks read
 from the old file at their offsets, each verified by its id). The promise
-(spec/SPEC-SYNC.md SYNC-46): every changed file is written whole under a staging
-directory beside the destination first, then the manifest records the pull as
-``applying`` (old and new entries), then each path is replaced by one rename; so a
+(spec/SPEC-SYNC.md SYNC-50): every changed file is written whole under a staging
+directory beside the destination first, then a journal beside the manifest records
+the pull as ``applying`` (old and new entries of the paths that change), then each
+path is replaced by one rename; so a
 kill leaves every path either as it was or as the snapshot has it, never a partial
 file, and a re-run recognises both states and finishes the job.
 """
@@ -26,7 +27,7 @@ import blake3
 from ..directio import write_all
 from ..errors import PayloadTooLarge
 from ..hashes import Hasher
-from .checkout import Entry, Manifest, save_manifest, stat_key
+from .checkout import Entry, Manifest, save_journal, save_manifest, stat_key
 from .chunklist import MAX_CHUNK_LIST_SIZE, decode_chunk_list
 from .fetch import ObjectFetcher
 from .materialise import _Pool
@@ -200,8 +201,10 @@ def _classify(
             found = _by_content(os.path.join(dest, path), st, kind, wanted)
         if found is None:
             edits.append(path)
+        elif kind == TYPE_DIR or found.st == stat_key(st):
+            clean[path] = found
         else:
-            clean[path] = found if kind == TYPE_DIR else replace(found, st=stat_key(st))
+            clean[path] = replace(found, st=stat_key(st))
     return clean, edits
 
 
@@ -422,15 +425,15 @@ def update_tree(
             for number, (path, entry) in enumerate(writes):
                 pool.submit(partial(one, number), path, entry)
         for path, entry in target.items():
-            if path in clean and path not in staged and entry.type != TYPE_DIR:
-                target[path] = replace(entry, st=clean[path].st)
+            here = clean.get(path)
+            if here is not None and path not in staged and entry.type != TYPE_DIR:
+                if entry.st != here.st:
+                    target[path] = replace(entry, st=here.st)
         # The old state of each path the renames may change (the rest is in ``target``).
         before = {p: e for p, e in clean.items() if target.get(p) != e}
-        save_manifest(
-            manifest_file,
-            Manifest(os.path.realpath(dest), value, root, target, "applying", before, stage),
-        )
-        _apply(dest, target, removes, mkdirs, staged)
+        base = old.base if old is not None else {}
+        save_journal(manifest_file, dest, value, root, stage, target, base, before)
+        _apply(dest, target, local, removes, mkdirs, staged)
         save_manifest(manifest_file, Manifest(os.path.realpath(dest), value, root, target))
     finally:
         remove_tree(stage)
@@ -440,6 +443,7 @@ def update_tree(
 def _apply(
     dest: str,
     target: dict[str, Entry],
+    local: dict[str, os.stat_result],
     removes: list[str],
     mkdirs: list[str],
     staged: dict[str, str],
@@ -451,11 +455,13 @@ def _apply(
     set to the snapshot's at the end, deepest first.
     """
     parents = {os.path.dirname(p) for p in (*removes, *mkdirs, *staged)}
+    opened: set[str] = set()
     for parent in sorted(parents):
         full = os.path.join(dest, parent)
         mode = os.lstat(full).st_mode if os.path.isdir(full) else None
         if mode is not None and not stat.S_ISLNK(mode) and mode & 0o700 != 0o700:
             os.chmod(full, stat.S_IMODE(mode) | 0o700)
+            opened.add(parent)
     for path in sorted(removes, key=lambda p: -p.count("/")):
         full = os.path.join(dest, path)
         if os.path.isdir(full) and not os.path.islink(full):
@@ -466,9 +472,13 @@ def _apply(
         os.makedirs(os.path.join(dest, path), 0o700, exist_ok=True)
     for path, temp in staged.items():
         os.replace(temp, os.path.join(dest, path))
+    # Modes: what the scan saw differs, or the path was (re)made here; deepest first.
+    made = set(mkdirs) | set(staged) | set(removes) | opened
     for path, entry in sorted(target.items(), key=lambda item: -item[0].count("/")):
         if entry.type == TYPE_SYMLINK:
             continue
-        full = os.path.join(dest, path)
-        if stat.S_IMODE(os.lstat(full).st_mode) != entry.mode:
-            os.chmod(full, entry.mode)
+        seen = local.get(path)
+        if path in made or seen is None or stat.S_IMODE(seen.st_mode) != entry.mode:
+            full = os.path.join(dest, path)
+            if stat.S_IMODE(os.lstat(full).st_mode) != entry.mode:
+                os.chmod(full, entry.mode)
