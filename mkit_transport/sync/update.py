@@ -418,7 +418,8 @@ def update_tree(
 
         def one(number: int, path: str, entry: Entry) -> None:
             temp = os.path.join(stage, str(number))
-            entry.st = writer.write(temp, path, entry)
+            # A new value, never a change to an entry the old manifest still holds.
+            target[path] = replace(entry, st=writer.write(temp, path, entry))
             staged[path] = temp
 
         with _Pool(max(1, workers)) as pool:
