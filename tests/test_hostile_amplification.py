@@ -310,7 +310,7 @@ resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIM
 remote = FileTransport(sys.argv[1])
 for dest in ("first", "again"):  # downloaded, then from the cache
     report = pull(remote, "refs/heads/main", os.path.join(sys.argv[2], dest),
-                  cache_dir=os.path.join(sys.argv[2], "cache"))
+                  cache_dir=os.path.join(sys.argv[2], "cache"), cache_limit=1 << 30)
     print(dest, report.files, report.packs_downloaded, report.packs_cached)
 """
 

@@ -175,7 +175,7 @@ def test_corrupted_cache_entry_is_fetched_again(
 ) -> None:
     remote, _dest, record = pushed
     cache = str(tmp_path / "c")
-    pull(remote, REF, tmp_path / "one", cache_dir=cache)
+    pull(remote, REF, tmp_path / "one", cache_dir=cache, cache_limit=1 << 30)
     cached = Path(cache) / "packs" / record.packs[-1].key.hex()
     data = bytearray(cached.read_bytes())
     data[100] ^= 1

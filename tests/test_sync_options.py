@@ -93,7 +93,13 @@ def test_pull_and_show_read_the_cache_dir_from_options(tmp_path: Path) -> None:
     remote = MemoryTransport()
     push(src, remote, REF)
     cache = tmp_path / "cache"
-    first = pull(remote, REF, tmp_path / "a", options=TransferOptions(cache_dir=str(cache)))
+    first = pull(
+        remote,
+        REF,
+        tmp_path / "a",
+        options=TransferOptions(cache_dir=str(cache)),
+        cache_limit=1 << 30,
+    )
     assert first.packs_downloaded > 0 and any(cache.rglob("*"))
     again = pull(remote, REF, tmp_path / "b", cache_dir=str(cache), concurrency=1)
     assert (again.packs_downloaded, again.packs_cached) == (0, first.packs_downloaded)

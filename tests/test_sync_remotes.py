@@ -83,7 +83,7 @@ def test_push_edit_push_pull_is_exact_and_incremental(remote: Transport, tmp_pat
     packs = [p.key for p in record_of(remote, REF).packs]
     assert all(remote.pack_exists(key) for key in packs)  # ref last: all there
     cache = str(tmp_path / "cache")
-    pulled = pull(remote, REF, tmp_path / "one", cache_dir=cache)
+    pulled = pull(remote, REF, tmp_path / "one", cache_dir=cache, cache_limit=1 << 30)
     assert describe(tmp_path / "one") == describe(src)
     assert (pulled.files, pulled.packs_cached) == (first.files, 0)
 

@@ -177,11 +177,11 @@ def test_pull_uses_its_cache(
 ) -> None:
     push(source_tree, sync_remote, REF)
     shared = cache()
-    first = pull(sync_remote, REF, tmp_path / "a", cache_dir=shared)
+    first = pull(sync_remote, REF, tmp_path / "a", cache_dir=shared, cache_limit=1 << 30)
     assert first.packs_downloaded == 2 and first.packs_cached == 0
     (source_tree / "d0" / "e0" / "f0.txt").write_text("edited")
     push(source_tree, sync_remote, REF)
-    second = pull(sync_remote, REF, tmp_path / "b", cache_dir=shared)
+    second = pull(sync_remote, REF, tmp_path / "b", cache_dir=shared, cache_limit=1 << 30)
     assert (second.packs_downloaded, second.packs_cached) == (2, 2)
     assert describe(tmp_path / "b") == describe(source_tree)
 

@@ -124,6 +124,19 @@ def _sent(report: PushReport | MirrorReport, action: str) -> str:
     )
 
 
+def _byte_count(text: str) -> int:
+    """A ``--cache-limit`` value: a whole number of bytes, 0 or more."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a whole number of bytes: {text!r}")
+    return int(text)
+
+
+def _pull_usage_error(args: argparse.Namespace) -> str | None:
+    if args.force and not args.update:
+        return "--force needs --update"
+    return None
+
+
 def _pull(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
     with _progress(args) as progress:
         report = pull(
@@ -131,6 +144,9 @@ def _pull(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
             args.ref,
             args.dir,
             replace=args.replace,
+            update=args.update,
+            force=args.force,
+            cache_limit=args.cache_limit,
             progress=progress,
             options=TransferOptions(concurrency=args.concurrency, cache_dir=args.cache_dir),
             max_entries=args.max_entries,
@@ -277,33 +293,30 @@ def _positive(text: str) -> int:
     return int(text)
 
 
-def add_cli(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    serve_commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    command: _Command,
+def _common(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="transfers in flight"
+    )
+
+
+def _limits(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--max-entries",
+        type=_positive,
+        default=None,
+        help=f"most entries the snapshot may expand to (default {MAX_TOTAL_ENTRIES})",
+    )
+    sub.add_argument(
+        "--max-depth",
+        type=_positive,
+        default=None,
+        help=f"deepest directory nesting accepted (default {MAX_DEPTH})",
+    )
+
+
+def _add_push(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], command: _Command
 ) -> None:
-    """Add push, pull, mirror, log and show to the top-level command line."""
-    del serve_commands  # sync adds no server
-
-    def common(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument(
-            "--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="transfers in flight"
-        )
-
-    def limits(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument(
-            "--max-entries",
-            type=_positive,
-            default=None,
-            help=f"most entries the snapshot may expand to (default {MAX_TOTAL_ENTRIES})",
-        )
-        sub.add_argument(
-            "--max-depth",
-            type=_positive,
-            default=None,
-            help=f"deepest directory nesting accepted (default {MAX_DEPTH})",
-        )
-
     sub = command(commands, "push", _push, "push a directory as a snapshot, ref last")
     sub.add_argument("dir")
     sub.add_argument("url")
@@ -329,16 +342,48 @@ def add_cli(
         "mtime, ctime, inode and mode are unchanged, so, like git, misses a change that "
         "keeps all five) is neither read nor written",
     )
-    common(sub)
+    _common(sub)
 
+
+def _add_pull(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], command: _Command
+) -> None:
     sub = command(commands, "pull", _pull, "restore a snapshot into a directory, atomically")
     sub.add_argument("url")
     sub.add_argument("ref")
     sub.add_argument("dir")
     sub.add_argument("--cache-dir", default=None, help="pack cache (default ~/.cache/...)")
-    sub.add_argument("--replace", action="store_true", help="replace an existing DIR whole")
-    limits(sub)
-    common(sub)
+    mode = sub.add_mutually_exclusive_group()
+    mode.add_argument("--replace", action="store_true", help="replace an existing DIR whole")
+    mode.add_argument(
+        "--update",
+        action="store_true",
+        help="update a DIR an earlier pull wrote: write only what changed (refuses local edits)",
+    )
+    sub.add_argument(
+        "--force", action="store_true", help="with --update: overwrite local edits, delete extras"
+    )
+    sub.add_argument(
+        "--cache-limit",
+        type=_byte_count,
+        default=None,
+        metavar="BYTES",
+        help="pack cache size kept after the pull (default 10%% of the tree; 0 keeps none)",
+    )
+    sub.set_defaults(usage_error=_pull_usage_error)
+    _limits(sub)
+    _common(sub)
+
+
+def add_cli(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    serve_commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    command: _Command,
+) -> None:
+    """Add push, pull, mirror, log and show to the top-level command line."""
+    del serve_commands  # sync adds no server
+    _add_push(commands, command)
+    _add_pull(commands, command)
 
     sub = command(commands, "mirror", _mirror, "copy a snapshot between two remotes")
     sub.add_argument("src_url")
@@ -347,7 +392,7 @@ def add_cli(
     sub.add_argument("--dry-run", action="store_true", help="read only; report what would go")
     sub.add_argument("--force", action="store_true", help="overwrite the destination ref")
     sub.add_argument("--bwlimit", type=float, default=None, help="upload bytes per second")
-    common(sub)
+    _common(sub)
     sub.set_defaults(opens_transport=False)
 
     sub = command(commands, "log", _log, "list a ref's snapshots, newest first")
@@ -366,4 +411,4 @@ def add_cli(
         help="write PATH's bytes (verified) to stdout, fetching only its objects by range",
     )
     sub.set_defaults(usage_error=_show_usage)
-    limits(sub)
+    _limits(sub)

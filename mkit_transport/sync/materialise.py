@@ -17,6 +17,8 @@ from functools import partial
 from ..directio import write_all
 from ..errors import InvalidResponse
 from ..hashes import Hasher
+from .checkout import Entry, stat_key
+from .chunking import ChunkedFile
 from .chunklist import MAX_CHUNK_LIST_SIZE, decode_chunk_list
 from .model import (
     _TYPE_NAMES,
@@ -49,7 +51,7 @@ def _check_size(entry: TreeEntry, raw_len: int) -> None:
         raise _bad(f"{entry.name!r}: object has {raw_len} bytes, the tree says {entry.size}")
 
 
-def _write_chunked(objects: PackObjects, fd: int, entry: TreeEntry, what: str) -> None:
+def _write_chunked(objects: PackObjects, fd: int, entry: TreeEntry, what: str) -> ChunkedFile:
     """Write a chunked file chunk by chunk and check it whole against its chunk list.
 
     Each chunk is verified against its id as it is decompressed (the pack reader);
@@ -76,6 +78,41 @@ def _write_chunked(objects: PackObjects, fd: int, entry: TreeEntry, what: str) -
             raise _bad(f"{what}: chunk {cid.hex()} has {raw_len} bytes, its list says {length}")
     if whole.length != chunked.size or bytes(whole.pack_key()) != chunked.id:
         raise _bad(f"{what}: the file's chunks do not match its chunk list's content id")
+    return chunked
+
+
+def _manifest_entry(
+    entry: TreeEntry, st: os.stat_result | None, chunked: ChunkedFile | None = None
+) -> Entry:
+    """The manifest entry of a path just written (its stat, a chunked file's chunks)."""
+    cid, chunks = (chunked.id, chunked.chunks) if chunked else (entry.oid, ())
+    key = stat_key(st) if st is not None else None
+    return Entry(entry.type, entry.oid, entry.size, entry.mode, cid, chunks, key)
+
+
+def _write_file(
+    objects: PackObjects,
+    base: bytes,
+    written: dict[str, Entry] | None,
+    target: bytes,
+    entry: TreeEntry,
+) -> None:
+    """Write one regular or chunked file at ``target`` (verified), then set its mode."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    chunked: ChunkedFile | None = None
+    try:
+        if entry.type == TYPE_CHUNKED:
+            what = os.fsdecode(os.path.relpath(target, base))
+            chunked = _write_chunked(objects, fd, entry, what)
+        else:
+            _, raw_len = objects.read_object(entry.oid, partial(write_all, fd), max_size=entry.size)
+            _check_size(entry, raw_len)
+        st = os.fstat(fd) if written is not None else None
+    finally:
+        os.close(fd)
+    os.chmod(target, entry.mode)  # keeps size, mtime and inode: the stat recorded
+    if written is not None and st is not None:
+        written[os.fsdecode(target[len(base) + 1 :])] = _manifest_entry(entry, st, chunked)
 
 
 def materialise(
@@ -85,6 +122,7 @@ def materialise(
     *,
     workers: int = 1,
     plan: TreePlan | None = None,
+    written: dict[str, Entry] | None = None,
 ) -> int:
     """Write tree ``root`` into the existing empty directory ``dest``; return the file count.
 
@@ -99,28 +137,22 @@ def materialise(
     Directory modes are applied once every file is written, deepest first. On an
     error, the files in flight finish or stop before this returns (the caller then
     removes ``dest``). A chunked file is written chunk by chunk and checked whole
-    (:func:`_write_chunked`).
+    (:func:`_write_chunked`). With ``written``, each path's manifest entry
+    (:class:`~.checkout.Entry`, with the file's stat as written) is put there, so a
+    pull records its manifest without walking the tree again.
     """
     if plan is None:
         plan_tree(objects, root)
     count = 0
     base = os.fsencode(dest)
     modes: list[tuple[bytes, int]] = []  # directories, children before parents
+    write_file = partial(_write_file, objects, base, written)
 
-    def write_file(target: bytes, entry: TreeEntry) -> None:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            if entry.type == TYPE_CHUNKED:
-                what = os.fsdecode(os.path.relpath(target, base))
-                _write_chunked(objects, fd, entry, what)
-            else:
-                _, raw_len = objects.read_object(
-                    entry.oid, partial(write_all, fd), max_size=entry.size
-                )
-                _check_size(entry, raw_len)
-        finally:
-            os.close(fd)
-        os.chmod(target, entry.mode)
+    def note(
+        target: bytes, entry: TreeEntry, st: os.stat_result | None, chunked: ChunkedFile | None
+    ) -> None:
+        if written is not None:
+            written[os.fsdecode(target[len(base) + 1 :])] = _manifest_entry(entry, st, chunked)
 
     def fill(run: Callable[[bytes, TreeEntry], None]) -> None:
         nonlocal count
@@ -140,6 +172,7 @@ def materialise(
             if entry.type == TYPE_DIR:
                 os.mkdir(target, 0o700)
                 stack.append((iter(objects.tree(entry.oid)), target, entry.mode))
+                note(target, entry, None, None)
             elif entry.type == TYPE_SYMLINK:
                 _kind, link = objects.read_bytes(entry.oid, MAX_SYMLINK)
                 _check_size(entry, len(link))
@@ -147,6 +180,7 @@ def materialise(
                     # os.symlink would raise ValueError / FileNotFoundError: not the taxonomy.
                     raise _bad(f"{entry.name!r}: symlink target is empty or holds a NUL byte")
                 os.symlink(link, target)
+                note(target, entry, os.lstat(target) if written is not None else None, None)
             else:
                 run(target, entry)
                 count += 1

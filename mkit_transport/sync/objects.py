@@ -109,6 +109,11 @@ class PackObjects:
             self._lru[len(self._slots) - 1] = None
             self._evict()
 
+    def id_runs(self) -> dict[str, bytes]:
+        """Each pack's path and the sorted run of ids it holds."""
+        with self._lock:
+            return {slot.path: slot.ids for slot in self._slots}
+
     def open_count(self) -> int:
         """How many pack files are open now (at most ``max_open`` plus those being read)."""
         with self._lock:

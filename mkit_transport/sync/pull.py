@@ -11,17 +11,55 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from ..errors import RefNotFound
+from ..errors import InvalidArgument, RefNotFound
 from ..transport import Transport
-from .common import fetch_record, open_packs
+from .checkout import (
+    Entry,
+    Manifest,
+    checkout_lock,
+    forget,
+    load_manifest,
+    manifest_path,
+    save_manifest,
+)
+from .common import fetch_record
+from .fetch import ObjectFetcher
 from .materialise import materialise
+from .model import TYPE_CHUNKED, TYPE_FILE
 from .options import TransferOptions, resolve
 from .plan import Limits, plan_tree
 from .progress import Meter, Progress
 from .reports import PullReport
-from .restore import check_dest, check_room, staged
+from .restore import (
+    PackCache,
+    PullPacks,
+    check_dest,
+    check_room,
+    default_cache_dir,
+    default_cache_limit,
+    staged,
+)
+from .update import LocalEdits, update_tree
 
-__all__ = ["pull"]
+__all__ = ["LocalEdits", "pull"]
+
+
+def _check_limit(cache_limit: int | None) -> None:
+    if cache_limit is None:
+        return
+    if isinstance(cache_limit, bool) or not isinstance(cache_limit, int) or cache_limit < 0:
+        raise InvalidArgument(
+            f"cache_limit must be a whole number of bytes >= 0, not {cache_limit!r}"
+        )
+
+
+def _has_entries(dest: str) -> bool:
+    """Whether ``dest`` is a real directory holding something (an update's starting point)."""
+    if not os.path.lexists(dest):
+        return False
+    if os.path.islink(dest) or not os.path.isdir(dest):
+        raise FileExistsError(f"{dest} exists and is not a directory: nothing to update")
+    return bool(os.listdir(dest))
 
 
 def pull(
@@ -31,6 +69,9 @@ def pull(
     *,
     cache_dir: str | None = None,
     replace: bool = False,
+    update: bool = False,
+    force: bool = False,
+    cache_limit: int | None = None,
     progress: Callable[[Progress], None] | None = None,
     options: TransferOptions | None = None,
     concurrency: int | None = None,
@@ -43,7 +84,20 @@ def pull(
     :func:`default_cache_dir`), verifies every pack and object, writes the tree into
     a new directory beside ``dest_dir`` and swaps it in. An existing ``dest_dir``
     that is not an empty directory is refused unless ``replace`` (then it is
-    replaced whole). On any failure ``dest_dir`` is unchanged.
+    replaced whole) or ``update``. On any failure ``dest_dir`` is unchanged.
+
+    ``update=True`` pulls incrementally into a directory an earlier pull wrote
+    (:mod:`.update`): only changed entries are written, each by one rename, and
+    only objects no local file holds are downloaded; local edits or extra files
+    are refused (:class:`LocalEdits`, nothing changed) unless ``force=True``. An
+    absent or empty ``dest_dir`` is pulled whole. ``replace`` and ``update`` are
+    exclusive; ``force`` needs ``update``.
+
+    The cache keeps at most ``cache_limit`` bytes of packs after the pull (least
+    recently used evicted; default 10% of the files' bytes of the snapshot, 0 keeps
+    none); packs are read from a directory of this pull's own meanwhile. A
+    manifest of what was written is saved under the cache (``checkouts/``), never in
+    the tree.
 
     ``options`` carries the transfer knobs (:class:`TransferOptions`; pull reads
     ``concurrency`` and ``cache_dir``); ``cache_dir`` and ``concurrency`` are also
@@ -62,39 +116,84 @@ def pull(
         InvalidResponse: a pack, record, tree or object is corrupt (named).
         PayloadTooLarge: the snapshot is over ``max_entries`` or ``max_depth``, or
             declares more bytes than are free, or a path too long for the system.
-        FileExistsError: ``dest_dir`` is in the way and ``replace`` is false.
-        InvalidArgument: ``options`` and a keyword knob were both given, or a limit
-            is not a positive whole number.
+        FileExistsError: ``dest_dir`` is in the way and neither ``replace`` nor
+            ``update``; :class:`LocalEdits` (a subclass) for local changes.
+        InvalidArgument: ``options`` and a keyword knob were both given, a limit
+            is not a positive whole number, or the modes conflict.
     """
     knobs = resolve("pull", options, concurrency=concurrency, cache_dir=cache_dir)
     limits = Limits.of(max_entries, max_depth)
+    _check_limit(cache_limit)
+    if replace and update:
+        raise InvalidArgument("replace and update are exclusive: pick one")
+    if force and not update:
+        raise InvalidArgument("force applies to update only")
     meter = Meter(progress)
     dest = os.path.abspath(os.fspath(dest_dir))
-    check_dest(dest, replace)
+    check_dest(dest, replace or update)
     meter.enter("plan")
     value = transport.read_ref(ref)
     if value is None:
         raise RefNotFound(f"ref {ref} is absent: nothing to pull", name=ref)
     record = fetch_record(transport, value, meter)
-    meter.enter("download", total=sum(p.objects for p in record.packs))
-    objects, downloaded = open_packs(
-        transport, record.packs, knobs.cache_dir, knobs.concurrency, meter
-    )
+    root_dir = knobs.cache_dir or default_cache_dir()
+    session = PullPacks(PackCache(root_dir))
+    fetcher = ObjectFetcher(transport, record.packs, session, knobs.concurrency, meter)
+    where = manifest_path(root_dir, dest)
     try:
-        plan = plan_tree(objects, record.root, limits)
-        check_room(dest, plan)
-        meter.enter("write")
-        with staged(dest, replace) as stage:
-            files = materialise(objects, record.root, stage, workers=knobs.concurrency, plan=plan)
+        with checkout_lock(root_dir, dest):
+            old = load_manifest(where, dest)
+            entries: dict[str, Entry]
+            if update and _has_entries(dest):
+                files, entries = update_tree(
+                    fetcher,
+                    value.hex(),
+                    record.root,
+                    dest,
+                    where,
+                    old,
+                    force=force,
+                    limits=limits,
+                    workers=knobs.concurrency,
+                    meter=meter,
+                )
+                tree_bytes = sum(
+                    e.size for e in entries.values() if e.type in (TYPE_FILE, TYPE_CHUNKED)
+                )
+            else:
+                meter.enter("download", total=sum(p.objects for p in record.packs))
+                objects = fetcher.open_all()
+                plan = plan_tree(objects, record.root, limits)
+                check_room(dest, plan)
+                meter.enter("write")
+                forget(where)  # the tree it describes is about to go
+                entries = {}
+                with staged(dest, replace) as stage:
+                    files = materialise(
+                        objects,
+                        record.root,
+                        stage,
+                        workers=knobs.concurrency,
+                        plan=plan,
+                        written=entries,
+                    )
+                save_manifest(
+                    where, Manifest(os.path.realpath(dest), value.hex(), record.root, entries)
+                )
+                tree_bytes = plan.bytes
+            fetcher.remember()
+            fetcher.objects.close()
+            session.finish(default_cache_limit(tree_bytes) if cache_limit is None else cache_limit)
     finally:
-        objects.close()
+        fetcher.objects.close()
+        session.close()
     meter.enter("done")
     return PullReport(
         ref=ref,
         value=value,
         dest=dest,
         files=files,
-        packs_downloaded=downloaded,
-        packs_cached=len(record.packs) - downloaded,
+        packs_downloaded=fetcher.downloaded,
+        packs_cached=len(fetcher.opened) - fetcher.downloaded,
         bytes_downloaded=meter.bytes_in,
     )

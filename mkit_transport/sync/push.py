@@ -88,7 +88,7 @@ def push(
     the packs this push built, its parent is the old tip. A push over a rotted copy
     thus heals it. Off by default (then a stored pack is trusted unread).
 
-    ``stat_cache`` (spec/SPEC-SYNC.md, "Stat cache"): keep a local cache of each
+    ``stat_cache`` (spec/SPEC-SYNC.md section 9, "Stat cache"): keep a local cache of each
     file's ``lstat`` and content id, so a re-push does not read files whose size,
     mtime, ctime, inode and mode are unchanged (racily clean ones excepted). Like
     git's index it cannot see a change that keeps all of those; ``False`` hashes

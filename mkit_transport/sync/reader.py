@@ -1,4 +1,4 @@
-"""One file of a remote snapshot on demand: :func:`open_snapshot` (spec/SPEC-SYNC.md section 11).
+"""One file of a remote snapshot on demand: :func:`open_snapshot` (spec/SPEC-SYNC.md section 10).
 
 A pull downloads whole packs; reading one file should not. :class:`RemoteSnapshot`
 downloads the snapshot's record, then only what a question needs, by ranged reads

@@ -14,6 +14,7 @@ import re
 import shutil
 import stat
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from typing import Final
@@ -29,9 +30,11 @@ from .progress import Meter
 __all__ = [
     "STAGE_GRACE",
     "PackCache",
+    "PullPacks",
     "check_dest",
     "check_room",
     "default_cache_dir",
+    "default_cache_limit",
     "relabel",
     "remove_tree",
     "staged",
@@ -83,6 +86,30 @@ class PackCache:
                 os.unlink(temp)
             raise
 
+    def trim(self, limit: int) -> list[str]:
+        """Evict least recently used entries until at most ``limit`` bytes remain.
+
+        One budget covers the packs (``packs/``) and the pack ids an incremental pull
+        reads offline (``packids/``, tiny): packs go first, oldest mtime first, then
+        pack ids. Returns the evicted paths. Races are harmless: a pack another pull
+        still reads is hard-linked into that pull's own directory (:class:`PullPacks`),
+        and a missing pack id is fetched again as the pack's index blob.
+        """
+        ids = os.path.join(os.path.dirname(self.dir), "packids")
+        entries = [(0, *row) for row in _pack_files(self.dir)]
+        entries += [(1, *row) for row in _pack_files(ids)]
+        entries.sort()
+        total = sum(row[2] for row in entries)
+        evicted: list[str] = []
+        for _ids, _mtime, size, path in entries:
+            if total <= limit:
+                break
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+                evicted.append(path)
+            total -= size
+        return evicted
+
     def open(self, transport: Transport, pack: PackRef, meter: Meter) -> tuple[PackFile, bool]:
         """Return the pack as a :class:`PackFile`, downloading it unless cached and intact."""
         path = self.path(pack.key)
@@ -93,6 +120,120 @@ class PackCache:
                 os.unlink(path)  # damaged in the cache: fetch it again
         self.fetch(transport, pack.key, meter)
         return PackFile(path, check_trailer=False), True
+
+
+#: The default cache limit is this fraction of the tree a pull wrote (issue 13).
+CACHE_FRACTION: Final = 0.10
+
+
+def default_cache_limit(tree_bytes: int) -> int:
+    """The pack cache's default size after a pull: 10% of the files' bytes it wrote."""
+    return int(tree_bytes * CACHE_FRACTION)
+
+
+def _pack_files(directory: str) -> list[tuple[float, int, str]]:
+    """``(mtime, size, path)`` of every whole entry of ``directory`` (temporaries skipped)."""
+    found: list[tuple[float, int, str]] = []
+    try:
+        with os.scandir(directory) as it:
+            for entry in it:
+                if entry.name.startswith("."):
+                    continue
+                with contextlib.suppress(OSError):
+                    st = entry.stat(follow_symlinks=False)
+                    if stat.S_ISREG(st.st_mode):
+                        found.append((st.st_mtime, st.st_size, entry.path))
+    except OSError:
+        pass
+    return found
+
+
+class PullPacks:
+    """The packs one pull reads, in a directory of its own under the cache (issue 13).
+
+    A cached pack is hard-linked in (no copy, no extra disk), so another pull that
+    evicts it from the cache cannot pull it from under this one; a pack that is not
+    cached (or vanished between the look and the link) is downloaded here. At the
+    end :meth:`finish` offers the downloaded packs to the cache and trims the cache
+    to its limit, least recently used first; :meth:`close` removes the directory.
+    Directories of killed pulls (``pulls/<pid>-*`` whose pid is dead) are swept.
+    """
+
+    def __init__(self, cache: PackCache) -> None:
+        self.cache = cache
+        root = os.path.join(os.path.dirname(cache.dir), "pulls")
+        os.makedirs(root, exist_ok=True)
+        _sweep_pull_dirs(root)
+        self.dir = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root)
+        self.fresh: list[str] = []
+        self._lock = threading.Lock()
+
+    def open(self, transport: Transport, pack: PackRef, meter: Meter) -> tuple[PackFile, bool]:
+        """The pack as a :class:`PackFile`: linked from the cache if intact, else downloaded."""
+        name = pack.key.hex()
+        mine = os.path.join(self.dir, name)
+        cached = self.cache.path(pack.key)
+        try:
+            os.link(cached, mine)
+            have = True
+        except FileNotFoundError:
+            have = False  # not cached, or evicted by another pull a moment ago
+        except FileExistsError:
+            have = True
+        except OSError:  # no hard links here: read it from the cache in place
+            mine, have = cached, os.path.exists(cached)
+        if have:
+            try:
+                file = PackFile(mine, check_trailer=True)
+            except (InvalidResponse, FileNotFoundError):
+                for path in {mine, cached}:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+            else:
+                with contextlib.suppress(OSError):
+                    os.utime(cached)  # recently used: evicted last
+                return file, False
+        mine = os.path.join(self.dir, name)
+        fd, temp = tempfile.mkstemp(dir=self.dir, prefix=".download-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in verified_chunks(transport, pack.key, "remote", meter, objects=False):
+                    out.write(chunk)
+            os.replace(temp, mine)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        with self._lock:
+            self.fresh.append(mine)
+        return PackFile(mine, check_trailer=False), True
+
+    def finish(self, limit: int) -> None:
+        """Offer the downloaded packs to the cache, then trim it to ``limit`` bytes (LRU).
+
+        A downloaded pack larger than what the limit leaves is never linked in (no
+        write of a pack about to be deleted). Trimming evicts the least recently used
+        packs (oldest mtime; a use touches it) until the cache holds at most
+        ``limit`` bytes of packs; a pull reading an evicted pack holds its own link.
+        """
+        for path in self.fresh:
+            with contextlib.suppress(OSError):
+                if os.path.getsize(path) <= limit:
+                    os.link(path, os.path.join(self.cache.dir, os.path.basename(path)))
+        self.cache.trim(limit)
+
+    def close(self) -> None:
+        """Remove this pull's directory (its links and downloads)."""
+        remove_tree(self.dir)
+
+
+def _sweep_pull_dirs(root: str) -> None:
+    """Remove the per-pull directories of pulls whose process is gone (housekeeping)."""
+    with contextlib.suppress(OSError), os.scandir(root) as it:
+        for entry in list(it):
+            pid, _, _ = entry.name.partition("-")
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                remove_tree(entry.path)
 
 
 def verified_chunks(
@@ -172,8 +313,9 @@ def check_dest(dest: str, replace: bool) -> None:
         return
     if not os.path.isdir(dest) or os.path.islink(dest) or os.listdir(dest):
         raise FileExistsError(
-            f"{dest} exists and is not an empty directory "
-            "(replace=True, or --replace, replaces it whole)"
+            f"{dest} exists and is not an empty directory (update=True, or --update, "
+            "writes only what changed since the pull that made it; replace=True, or "
+            "--replace, replaces it whole)"
         )
 
 

@@ -1,4 +1,4 @@
-"""The stat cache of push (spec/SPEC-SYNC.md, "Stat cache"): unchanged files are not read.
+"""The stat cache of push (spec/SPEC-SYNC.md section 9, "Stat cache"): unchanged files are not read.
 
 Git's index idea: per source directory, a local file maps each regular file's
 relative path and ``(size, mtime_ns, ctime_ns, inode, mode)`` to what hashing it

@@ -1,0 +1,261 @@
+"""The local record of what a pull wrote: the checkout manifest (issue 13).
+
+After each pull, ``<cache>/checkouts/<blake3 of dest's realpath>.json`` records the
+snapshot pulled and, per path, what was written (type, object id, content id,
+size, mode, a chunked file's chunks) and how the file looked on disk afterwards
+(size, mtime_ns, inode). It lives under the cache, never in the tree, so a later
+``push`` of the directory does not pick it up. An incremental pull
+(:mod:`.update`) trusts a path whose stat still matches, and hashes one that does
+not. A manifest that cannot be read, or names another directory, is ignored (the
+pull then hashes the files it finds). While an incremental pull renames files in,
+a journal beside it (``<manifest>.journal``, only the paths that change) makes it
+``applying``, with both the old and the new entries, so a re-run after a kill
+tells its own half-done work from local edits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import blake3
+
+__all__ = [
+    "Entry",
+    "Manifest",
+    "checkout_lock",
+    "forget",
+    "load_manifest",
+    "manifest_path",
+    "save_journal",
+    "save_manifest",
+    "stat_key",
+]
+
+_VERSION = 1
+
+
+@dataclass(slots=True)
+class Entry:
+    """One path of a pulled snapshot and, for a file or symlink, its stat once written."""
+
+    type: int
+    oid: bytes  # tree, blob, chunk list or symlink blob id
+    size: int
+    mode: int
+    cid: bytes  # content id: the BLAKE3 of the file's bytes (a blob's own id)
+    chunks: tuple[tuple[bytes, int], ...] = ()
+    st: tuple[int, int, int] | None = None  # (size, mtime_ns, inode) after writing
+
+
+@dataclass(slots=True)
+class Manifest:
+    """What a pull left in ``dest`` (``prev``: the state before, while ``applying``)."""
+
+    dest: str
+    record: str
+    root: bytes
+    entries: dict[str, Entry]
+    state: str = "done"
+    prev: dict[str, Entry] = field(default_factory=dict)
+    stage: str | None = None
+    #: The entries of the manifest file itself (``entries`` minus a journal's changes).
+    base: dict[str, Entry] = field(default_factory=dict)
+
+
+def stat_key(st: os.stat_result) -> tuple[int, int, int]:
+    """The part of a stat a manifest compares: size, mtime_ns, inode."""
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def manifest_path(cache_root: str, dest: str) -> str:
+    """Where the manifest of ``dest`` lives (keyed by its real path)."""
+    real = os.path.realpath(dest)
+    name = blake3.blake3(os.fsencode(real)).hexdigest()[:40]
+    return os.path.join(cache_root, "checkouts", name + ".json")
+
+
+@contextlib.contextmanager
+def checkout_lock(cache_root: str, dest: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``dest``'s manifest: pulls into one directory take turns."""
+    path = manifest_path(cache_root, dest) + ".lock"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _encode(entries: dict[str, Entry]) -> dict[str, list[object]]:
+    return {
+        path: [
+            e.type,
+            e.oid.hex(),
+            e.size,
+            e.mode,
+            e.cid.hex(),
+            [[c.hex(), n] for c, n in e.chunks],
+            list(e.st) if e.st is not None else None,
+        ]
+        for path, e in entries.items()
+    }
+
+
+def _decode(rows: dict[str, list[object]]) -> dict[str, Entry]:
+    out: dict[str, Entry] = {}
+    for path, row in rows.items():
+        kind, oid, size, mode, cid, chunks, st = row
+        assert isinstance(kind, int) and isinstance(size, int) and isinstance(mode, int)
+        assert isinstance(oid, str) and isinstance(cid, str) and isinstance(chunks, list)
+        out[path] = Entry(
+            kind,
+            bytes.fromhex(oid),
+            size,
+            mode,
+            bytes.fromhex(cid),
+            tuple((bytes.fromhex(c), int(n)) for c, n in chunks),
+            (int(st[0]), int(st[1]), int(st[2])) if isinstance(st, list) else None,
+        )
+    return out
+
+
+def _load_full(path: str, dest: str) -> Manifest | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        if data["version"] != _VERSION or data["dest"] != os.path.realpath(dest):
+            return None
+        entries = _decode(data["entries"])
+        return Manifest(
+            dest=data["dest"],
+            record=data["record"],
+            root=bytes.fromhex(data["root"]),
+            entries=entries,
+            state=data["state"],
+            prev=_decode(data["prev"]),
+            stage=data["stage"],
+            base=entries,
+        )
+    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        return None
+
+
+def load_manifest(path: str, dest: str) -> Manifest | None:
+    """The manifest of ``dest`` at ``path``, with a pending journal merged in; else ``None``.
+
+    A journal (``<path>.journal``, written before an incremental pull's renames)
+    holds the new entries of the paths that change and the old entries they had;
+    merged, the manifest is ``applying``: both states count as clean. A journal
+    whose record the manifest file already holds is stale (the pull finished) and
+    is ignored. Anything unreadable is ignored.
+    """
+    full = _load_full(path, dest)
+    try:
+        with open(path + ".journal", encoding="utf-8") as fh:
+            data = json.load(fh)
+        if data["version"] != _VERSION or data["dest"] != os.path.realpath(dest):
+            return full
+        if full is not None and full.state == "done" and full.record == data["record"]:
+            return full
+        base = full.entries if full is not None else {}
+        entries = dict(base)
+        for gone in data["deleted"]:
+            entries.pop(gone, None)
+        entries.update(_decode(data["changed"]))
+        return Manifest(
+            dest=data["dest"],
+            record=data["record"],
+            root=bytes.fromhex(data["root"]),
+            entries=entries,
+            state="applying",
+            prev=_decode(data["prev"]),
+            stage=data["stage"],
+            base=base,
+        )
+    except FileNotFoundError:
+        return full
+    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        return full
+
+
+def _write_json(path: str, data: object) -> None:
+    text = json.dumps(data, separators=(",", ":"))  # the C encoder: json.dump streams in Python
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=directory, prefix=".manifest-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def save_journal(
+    path: str,
+    dest: str,
+    record: str,
+    root: bytes,
+    stage: str,
+    target: dict[str, Entry],
+    base: dict[str, Entry],
+    prev: dict[str, Entry],
+) -> None:
+    """Record, before any rename, what an incremental pull is about to change.
+
+    Only the difference from the manifest file (``base``) is written, so its cost
+    follows the change, not the tree; ``prev`` holds the old entries of the paths
+    that change. Atomic (temporary file, rename).
+    """
+    _write_json(
+        path + ".journal",
+        {
+            "version": _VERSION,
+            "dest": os.path.realpath(dest),
+            "record": record,
+            "root": root.hex(),
+            "stage": stage,
+            "changed": _encode({p: e for p, e in target.items() if base.get(p) != e}),
+            "deleted": [p for p in base if p not in target],
+            "prev": _encode(prev),
+        },
+    )
+
+
+def forget(path: str) -> None:
+    """Remove the manifest at ``path`` and its journal (the tree is about to be replaced)."""
+    for name in (path, path + ".journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+
+
+def save_manifest(path: str, manifest: Manifest) -> None:
+    """Write ``manifest`` atomically (temporary file, rename), then drop its journal.
+
+    Not fsynced, like the files a pull writes: the promise is against the process
+    being killed (the page cache survives it), and an fsync per pull cost ~0.1 s.
+    """
+    _write_json(
+        path,
+        {
+            "version": _VERSION,
+            "dest": manifest.dest,
+            "record": manifest.record,
+            "root": manifest.root.hex(),
+            "state": manifest.state,
+            "stage": manifest.stage,
+            "entries": _encode(manifest.entries),
+            "prev": _encode(manifest.prev),
+        },
+    )
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path + ".journal")
