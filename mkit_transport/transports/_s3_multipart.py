@@ -121,10 +121,15 @@ class MultipartUploads:
 
         try:
             with _PartPool(self._upload_depth(part_size), part_size) as pool:
-                buffer, fill, number = pool.take(), 0, 1
+                # A buffer is taken when bytes arrive for it, not ahead: a pack that
+                # ends on a part boundary never allocates (and zero-fills) one more.
+                buffer: bytearray | None = None
+                fill, number = 0, 1
                 for chunk in chunks:
                     view = memoryview(chunk)
                     while view:
+                        if buffer is None:
+                            buffer = pool.take()
                         n = min(len(view), part_size - fill)
                         buffer[fill : fill + n] = view[:n]
                         fill, view = fill + n, view[n:]
@@ -133,8 +138,8 @@ class MultipartUploads:
                                 pool.give_back(buffer)
                             else:
                                 pool.submit(send, number, buffer)
-                            buffer, fill, number = pool.take(), 0, number + 1
-                if fill:  # total > part_size: never the first part
+                            buffer, fill, number = None, 0, number + 1
+                if buffer is not None:  # total > part_size: never the first part
                     del buffer[fill:]  # in place: the last buffer is not reused
                     if not reused(number, buffer):
                         pool.submit(send, number, buffer)
