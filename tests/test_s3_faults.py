@@ -179,7 +179,7 @@ def test_cut_multipart_upload_leaves_no_object_and_no_parts(
     """
     data, key = _pack(12 * MIB, b"cut-mpu")
     proxy.set_fault("reset", after_bytes=4 * MIB, direction="up")
-    with _client(s3_store, proxy, sleeps, retries=0) as s3:
+    with _client(s3_store, proxy, sleeps, retries=0, part_size=str(8 * MIB)) as s3:
         chunks = iter([data[i : i + MIB] for i in range(0, len(data), MIB)])
         with pytest.raises(ConnectionFailed):
             s3.upload_pack_stream(key, chunks, len(data))
@@ -190,7 +190,11 @@ def test_cut_multipart_upload_leaves_no_object_and_no_parts(
 def test_multipart_parts_are_retried_on_their_own(
     s3_store: S3Store, proxy: FaultProxy, raw: S3Client
 ) -> None:
-    """The first part is cut; only it is sent again (the stream is one-shot)."""
+    """The first part is cut; only it is sent again (the stream is one-shot).
+
+    One part in flight (``upload_workers=1``), so "the first part" is the only one
+    the proxy sees while it cuts; with several, each would be cut and retried alike.
+    """
     data, key = _pack(20 * MIB, b"retry-part")
     proxy.set_fault("close", after_bytes=4 * MIB, direction="up")
     sleeps: list[float] = []
@@ -201,7 +205,8 @@ def test_multipart_parts_are_retried_on_their_own(
 
     url = f"mkit+s3+http://127.0.0.1:{proxy.port}/{s3_store.bucket}/{s3_store.prefix}"
     retry = RetryPolicy(sleep=sleep)
-    with open_transport(url, retry=retry, probe="false", **s3_store.options) as s3:
+    options = {"part_size": str(8 * MIB), "upload_workers": "1", **s3_store.options}
+    with open_transport(url, retry=retry, probe="false", **options) as s3:
         chunks = iter([data[i : i + MIB] for i in range(0, len(data), MIB)])
         s3.upload_pack_stream(key, chunks, len(data))
         assert sleeps == [1]
@@ -219,11 +224,12 @@ def test_a_part_that_always_fails_costs_one_ladder_not_its_square(
     """Part retries and the core's retry of the upload climb one ladder: six attempts.
 
     The stream is a list, so the core could replay it: before, every replay gave the
-    part a fresh ladder of its own (6 x 6 attempts, 35 sleeps).
+    part a fresh ladder of its own (6 x 6 attempts, 35 sleeps). One part in flight,
+    so the first part's attempts are the only ones counted.
     """
     data, key = _pack(12 * MIB, b"stuck-part")
     proxy.set_fault("reset", after_bytes=4 * MIB, direction="up")  # every 8 MiB part cut
-    with _client(s3_store, proxy, sleeps) as s3:
+    with _client(s3_store, proxy, sleeps, part_size=str(8 * MIB), upload_workers="1") as s3:
         sent: list[int] = []
         upload_part = s3.client.upload_part
 

@@ -81,6 +81,10 @@ REF_SUFFIX: Final = "/.ref"
 #: (an A->B->A change, or a server whose ETags are not content hashes); this bounds it.
 MATCH_ROUNDS: Final = 4
 _MD5_BELOW: Final = 4096  # bodies up to this size carry Content-MD5 (see _put)
+#: Default number of ref GETs a listing runs at once (``list_workers``).
+LIST_WORKERS: Final = 16
+#: Ref values a client remembers by (object key, ETag), at most (see _RefBodies).
+REF_CACHE_LIMIT: Final = 100_000
 _MAX_PREFIX: Final = 500  # keeps prefix + "/" + a 512-byte ref name under S3's 1024
 _BUCKET_RE: Final = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
 
@@ -128,6 +132,50 @@ def _parse_location(url: str, path: str) -> tuple[str, str]:
     return bucket, prefix
 
 
+class _RefBodies:
+    """Ref values by object key, each with the ETag that was the MD5 of its body.
+
+    A listing names every ref's ETag; reading a value costs a GET per ref, which
+    bounds a listing of thousands of refs by round trips and per-request CPU (on
+    both ends) however many threads send them. A value is kept only when the ETag
+    that came with it is the quoted MD5 of the exact 65-byte body (S3's ETag of a
+    plain PUT; a server whose ETags are not content hashes keeps nothing here, and
+    every ref is read). A listed ETag equal to the kept one then means the object
+    still holds those bytes: a different 65-byte wire form with the same MD5 would
+    take a deliberate collision whose blocks are all lowercase hex, and what a
+    server answers is trusted as much as the GET it replaces. The value is the one
+    the listing saw, as a GET right after it would have read.
+
+    Bounded (``limit`` keys, oldest dropped first) and thread-safe.
+    """
+
+    def __init__(self, limit: int = REF_CACHE_LIMIT) -> None:
+        self.limit = limit
+        self._known: dict[str, tuple[str, Hash]] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, object_key: str, etag: str, body: bytes, value: Hash) -> None:
+        """Keep ``value`` for ``object_key`` if ``etag`` is the quoted MD5 of ``body``."""
+        if etag != f'"{hashlib.md5(body, usedforsecurity=False).hexdigest()}"':
+            self.forget(object_key)
+            return
+        with self._lock:
+            self._known.pop(object_key, None)
+            while len(self._known) >= self.limit:
+                del self._known[next(iter(self._known))]
+            self._known[object_key] = (etag, value)
+
+    def recall(self, object_key: str, etag: str) -> Hash | None:
+        """The value kept for ``object_key`` under exactly ``etag``, or ``None``."""
+        found = self._known.get(object_key)
+        return found[1] if found is not None and found[0] == etag else None
+
+    def forget(self, object_key: str) -> None:
+        """Drop what is kept for ``object_key``."""
+        with self._lock:
+            self._known.pop(object_key, None)
+
+
 class S3Transport(MultipartUploads, Transport):
     """A transport over one bucket (and key prefix) of an S3-compatible server."""
 
@@ -146,7 +194,8 @@ class S3Transport(MultipartUploads, Transport):
         profile: str | None = None,
         probe: bool = True,
         part_size: int = DEFAULT_PART_SIZE,
-        list_workers: int = 8,
+        upload_workers: int | None = None,
+        list_workers: int = LIST_WORKERS,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
         retry: RetryPolicy | None = None,
@@ -156,6 +205,8 @@ class S3Transport(MultipartUploads, Transport):
             raise InvalidArgument(f"part_size must be at least {MIN_PART_SIZE} bytes")
         if list_workers < 1:
             raise InvalidArgument("list_workers must be at least 1")
+        if upload_workers is not None and upload_workers < 1:
+            raise InvalidArgument("upload_workers must be at least 1")
         if (access_key_id is None) != (secret_access_key is None):
             raise InvalidArgument("give both access_key_id and secret_access_key, or neither")
         self.endpoint = endpoint
@@ -163,7 +214,9 @@ class S3Transport(MultipartUploads, Transport):
         self.prefix = prefix
         self.probe_before_cas = probe
         self.part_size = part_size
+        self.upload_workers = upload_workers
         self.list_workers = list_workers
+        self._ref_bodies = _RefBodies()
         aws = (urlsplit(endpoint).hostname or "").endswith(".amazonaws.com")
         config = Config(
             retries={"mode": "standard", "total_max_attempts": 1},  # tenacity owns retries
@@ -174,7 +227,8 @@ class S3Transport(MultipartUploads, Transport):
             s3={"addressing_style": "virtual" if aws else "path"},
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
-            max_pool_connections=max(10, list_workers + 2),
+            # One connection per listing or part worker, and some for other threads.
+            max_pool_connections=max(10, list_workers, self._upload_depth(part_size)) + 2,
         )
         with _mapped(f"open {endpoint}"):
             session = boto3.session.Session(profile_name=profile)
@@ -194,7 +248,7 @@ class S3Transport(MultipartUploads, Transport):
 
         Options (URL query or keywords): ``access_key_id``, ``secret_access_key``
         (keyword or environment only, never the URL), ``session_token``, ``region``,
-        ``profile``, ``probe`` (default true), ``part_size``, ``list_workers``,
+        ``profile``, ``probe`` (default true), ``part_size``, ``upload_workers``, ``list_workers``,
         ``connect_timeout``, ``read_timeout``, ``retries``/``retry``. Without keys,
         boto3's standard chain applies (``AWS_ACCESS_KEY_ID``, profiles, roles...).
         """
@@ -229,7 +283,7 @@ class S3Transport(MultipartUploads, Transport):
         for name in ("access_key_id", "secret_access_key", "session_token", "region", "profile"):
             if name in options:
                 kwargs[name] = str(options.pop(name))
-        for name in ("part_size", "list_workers"):
+        for name in ("part_size", "upload_workers", "list_workers"):
             number = pop_int(options, name)
             if number is not None:
                 kwargs[name] = number
@@ -264,7 +318,7 @@ class S3Transport(MultipartUploads, Transport):
     def _put(
         self,
         object_key: str,
-        body: bytes,
+        body: bytes | bytearray,
         what: str,
         *,
         if_match: str = "",
@@ -276,7 +330,11 @@ class S3Transport(MultipartUploads, Transport):
         storing an EMPTY object when a connection broke after ``100 Continue``,
         which would leave a ref unreadable; with the digest it refuses the upload.
         """
-        request: PutObjectRequestTypeDef = {"Bucket": self.bucket, "Key": object_key, "Body": body}
+        request: PutObjectRequestTypeDef = {
+            "Bucket": self.bucket,
+            "Key": object_key,
+            "Body": body,  # type: ignore[typeddict-item]  # botocore sends a bytearray as is
+        }
         if len(body) <= _MD5_BELOW:
             digest = hashlib.md5(body, usedforsecurity=False).digest()
             request["ContentMD5"] = base64.b64encode(digest).decode()
@@ -289,7 +347,7 @@ class S3Transport(MultipartUploads, Transport):
 
     # -- packs -----------------------------------------------------------------------
 
-    def _put_pack(self, key: PackKey, data: bytes) -> None:
+    def _put_pack(self, key: PackKey, data: bytes | bytearray) -> None:
         # A plain PUT: the same bytes under the same name, so repeating it is harmless
         # and it heals a damaged copy.
         self._put(self.pack_key(key), data, f"upload pack {key.hex()}")
@@ -314,7 +372,13 @@ class S3Transport(MultipartUploads, Transport):
 
     def _write_pack(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
         if total <= self.part_size:
-            self._put_pack(key, b"".join(chunks))
+            # Filled in place: ``b"".join`` would hold every chunk and the joined copy
+            # at once (twice the pack). The core checks the length as it streams.
+            whole, at = bytearray(total), 0
+            for chunk in chunks:
+                whole[at : at + len(chunk)] = chunk
+                at += len(chunk)
+            self._put_pack(key, whole)
         else:
             self._multipart(key, chunks, total)
 
@@ -490,8 +554,10 @@ class S3Transport(MultipartUploads, Transport):
         except PackNotFound:
             return None
         with _mapped(what), contextlib.closing(reply["Body"]) as body:
-            data = body.read(REF_VALUE_SIZE + 1)
-        return decode_ref_value(bytes(data), remote=True, name=name), str(reply["ETag"])
+            data = bytes(body.read(REF_VALUE_SIZE + 1))
+        value, etag = decode_ref_value(data, remote=True, name=name), str(reply["ETag"])
+        self._ref_bodies.remember(self.ref_key(name), etag, data, value)
+        return value, etag
 
     def _read_ref(self, name: str) -> Hash | None:
         found = self._get_ref(name)
@@ -499,13 +565,15 @@ class S3Transport(MultipartUploads, Transport):
 
     def _update_ref(self, name: str, condition: RefWriteCondition, value: Hash) -> None:
         object_key, body, what = self.ref_key(name), encode_ref_value(value), f"write ref {name}"
+        self._ref_bodies.forget(object_key)  # an unanswered write may have changed it
         if condition.kind == "any":
-            self._put(object_key, body, what)
+            self._remember_put(object_key, body, value, self._put(object_key, body, what))
             return
         self._require_probe()
         if condition.kind == "missing":
             try:
-                self._put(object_key, body, what, if_none_match="*")
+                etag = self._put(object_key, body, what, if_none_match="*")
+                self._remember_put(object_key, body, value, etag)
                 return
             except RefConflict as refused:
                 # Say what the ref holds, read after the refusal; if it was deleted
@@ -517,11 +585,15 @@ class S3Transport(MultipartUploads, Transport):
             condition.require(name, None if found is None else found[0])
             assert found is not None  # match() never allows a missing ref
             try:
-                self._put(object_key, body, what, if_match=found[1])
+                etag = self._put(object_key, body, what, if_match=found[1])
+                self._remember_put(object_key, body, value, etag)
                 return
             except (RefConflict, PackNotFound):
                 continue  # changed (or deleted) since our read: the next read decides
         raise RefConflict(f"ref {name} kept changing while match() tried to write it", name=name)
+
+    def _remember_put(self, object_key: str, body: bytes, value: Hash, etag: str) -> None:
+        self._ref_bodies.remember(object_key, etag, body, value)
 
     def _delete_ref(self, name: str, condition: RefWriteCondition) -> None:
         """Delete a ref: ``ANY`` is a plain ``DeleteObject``; ``match(h)`` a conditional one.
@@ -531,6 +603,7 @@ class S3Transport(MultipartUploads, Transport):
         the same rounds as a ``match`` write.
         """
         object_key, what = self.ref_key(name), f"delete ref {name}"
+        self._ref_bodies.forget(object_key)
         if condition.kind == "any":
             try:
                 with _mapped(what):
@@ -552,10 +625,16 @@ class S3Transport(MultipartUploads, Transport):
         raise RefConflict(f"ref {name} kept changing while match() tried to delete it", name=name)
 
     def _list_refs(self, prefix: str) -> Iterable[tuple[str, Hash]]:
-        # Only under refs/: the S3 prefix ends with "/" so it is a component boundary,
-        # and pack keys are never listed or fetched.
+        """List with ``ListObjectsV2``; read each ref's value unless the listing names it.
+
+        Only under ``refs/``: the S3 prefix ends with "/" so it is a component
+        boundary, and pack keys are never listed or fetched. A listed ETag this
+        client has seen as the MD5 of a ref body it read or wrote under that key
+        names that body (:class:`_RefBodies`): no GET. The other refs are read by
+        ``list_workers`` threads at once (each GET waits on a round trip).
+        """
         head = self._key("")
-        names: list[str] = []
+        listed: list[tuple[str, Hash | None]] = []
         with _mapped(f"list refs under {prefix or 'refs'}"):
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=self._key((prefix or "refs") + "/")
@@ -567,12 +646,17 @@ class S3Transport(MultipartUploads, Transport):
                         continue  # a foreign object (e.g. a console's folder marker)
                     if item.get("Size") != REF_VALUE_SIZE:
                         raise InvalidResponse(f"ref {name} is {item.get('Size')} bytes, not 65")
-                    names.append(name)
-        if not names:
-            return []
-        with ThreadPoolExecutor(min(self.list_workers, len(names))) as pool:
-            values = list(pool.map(self._read_ref, names))
-        return [(n, v) for n, v in zip(names, values, strict=True) if v is not None]
+                    known = self._ref_bodies.recall(item["Key"], str(item.get("ETag", "")))
+                    listed.append((name, known))
+        unknown = [name for name, value in listed if value is None]
+        if unknown:
+            with ThreadPoolExecutor(min(self.list_workers, len(unknown))) as pool:
+                read = dict(zip(unknown, pool.map(self._read_ref, unknown), strict=True))
+        else:
+            read = {}
+        # A ref deleted between the listing and its GET is left out.
+        found = ((name, value if value is not None else read[name]) for name, value in listed)
+        return [(name, value) for name, value in found if value is not None]
 
     # -- probe -----------------------------------------------------------------------
 
