@@ -1,10 +1,12 @@
-"""Getting the objects a pull needs: whole packs through a :class:`~.restore.PullPacks`.
+"""Getting the objects a pull needs: whole packs, or only the objects, by ranges.
 
-One place answers "make these objects readable" (:class:`ObjectFetcher`), so a
-ranged object reader can replace whole-pack downloads later without touching the
-callers. Which pack holds which object comes from the pack ids a pull remembered
-(``<cache>/packids/<pack hex>``, the sorted ids of a verified pack) or else from the
-pack's index blob on the remote.
+One place answers "make these objects readable" (:class:`ObjectFetcher`): a pack
+is opened whole (through a :class:`~.restore.PullPacks`, from the cache or
+downloaded) unless the pull needs only a small part of a pack it does not have,
+which it then reads object by object with ranged reads (:mod:`.ranged`). Which
+pack holds which object comes from the pack ids a pull remembered
+(``<cache>/packids/<pack hex>``, the sorted ids of a verified pack) or else from
+the pack's index blob on the remote.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Iterable, Sequence
+from typing import Final
 
 from ..errors import InvalidResponse
 from ..transport import Transport
@@ -20,11 +24,16 @@ from .common import fetch_index, parallel
 from .model import PackRef
 from .objects import PackObjects, _holds
 from .progress import Meter
+from .ranged import RangedPack, iter_object, read_pack_index
 from .restore import PullPacks
 
 __all__ = ["ObjectFetcher", "remember_ids"]
 
 _ID = 32
+#: What share of a pack's bytes a pull may need before it downloads the whole pack
+#: (one streamed request) rather than reading the objects by ranges (one or more
+#: requests each): at a quarter, ranges cost at most a quarter of the bytes.
+RANGED_SHARE: Final = 0.25
 
 
 def _ids_dir(packs: PullPacks) -> str:
@@ -61,6 +70,8 @@ class ObjectFetcher:
         session: PullPacks,
         concurrency: int,
         meter: Meter,
+        *,
+        ranged: bool = True,
     ) -> None:
         self.transport = transport
         self.packs = list(packs)
@@ -68,6 +79,9 @@ class ObjectFetcher:
         self.concurrency = concurrency
         self.meter = meter
         self.objects = PackObjects()
+        self.ranged = ranged
+        self.ranged_objects = 0
+        self._lock = threading.Lock()
         self.downloaded = 0
         self.opened: set[int] = set()
         self._ids: list[bytes | None] = [None] * len(self.packs)
@@ -92,29 +106,78 @@ class ObjectFetcher:
         return data
 
     def get(self, needed: Iterable[bytes]) -> PackObjects:
-        """Open the packs holding ``needed`` (each pack once); return the reader."""
-        wanted = set(needed)
+        """Make ``needed`` readable; return the reader.
+
+        A pack holding some of them is opened whole (from the cache, else downloaded)
+        unless it is not cached and what is needed of it is at most
+        :data:`RANGED_SHARE` of its bytes: then only those objects are read, by
+        ranges, each verified by its id as it arrives (SYNC-51).
+        """
+        wanted = {oid for oid in needed if not self.objects.has(oid)}
         if not wanted:
             return self.objects
-        wanted = {oid for oid in wanted if not self._have(oid)}
         numbers = [n for n in range(len(self.packs)) if n not in self.opened]
-        found: list[int] = []
+        found: dict[int, set[bytes]] = {}
         for number, ids in zip(
             numbers, parallel(self._pack_ids, numbers, self.concurrency), strict=True
         ):
             hits = {oid for oid in wanted if _holds(ids, oid)}
             if hits:
-                found.append(number)
+                found[number] = hits
                 wanted -= hits
             if not wanted:
                 break
         for oid in wanted:
             raise InvalidResponse(f"object {oid.hex()} is in none of the snapshot's packs")
-        self.open_all(found)
+        whole = [n for n in found if not self.ranged or self._cached(n)]
+        parts = [n for n in found if n not in whole]
+        plans = parallel(lambda n: self._plan(n, found[n]), parts, self.concurrency)
+        whole += [n for n, plan in zip(parts, plans, strict=True) if plan is None]
+        jobs = [(oid, index) for plan in plans if plan is not None for oid, index in plan]
+        parallel(self._take_ranged, jobs, self.concurrency)
+        self.open_all(whole)
         return self.objects
 
-    def _have(self, oid: bytes) -> bool:
-        return any(_holds(ids, oid) for ids in self.objects.id_runs().values())
+    def _cached(self, number: int) -> bool:
+        return os.path.exists(self.session.cache.path(self.packs[number].key))
+
+    def _plan(self, number: int, hits: set[bytes]) -> list[tuple[bytes, RangedPack]] | None:
+        """The objects to read by range from pack ``number``, or None to take it whole."""
+        pack = self.packs[number]
+        index = read_pack_index(self.transport, pack, self.meter)
+        needed = 0
+        for oid in hits:
+            span = index.span(oid)
+            if span is None:
+                raise InvalidResponse(f"pack {pack.key.hex()} does not hold object {oid.hex()}")
+            needed += span[1] - span[0]
+        if needed > pack.size * RANGED_SHARE:
+            return None
+        return [(oid, index) for oid in sorted(hits)]
+
+    def _take_ranged(self, job: tuple[bytes, RangedPack]) -> None:
+        oid, index = job
+        directory = os.path.join(self.session.dir, "objects")
+        os.makedirs(directory, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=directory, prefix=".part-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                pieces = iter_object(self.transport, index, oid, meter=self.meter)
+                while True:
+                    try:
+                        out.write(next(pieces))
+                    except StopIteration as done:
+                        kind, raw_len = done.value
+                        break
+            path = os.path.join(directory, oid.hex())
+            os.replace(temp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        self.objects.add_loose(oid, int(kind), int(raw_len), path)
+        with self._lock:
+            self.ranged_objects += 1
 
     def open_all(self, numbers: Sequence[int] | None = None) -> PackObjects:
         """Open the packs ``numbers`` (default: every pack of the snapshot)."""

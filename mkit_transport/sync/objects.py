@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from ..errors import InvalidResponse
-from ..pack import KIND_TREE, PackFile
+from ..errors import InvalidResponse, PayloadTooLarge
+from ..limits import CHUNK_SIZE
+from ..pack import KIND_TREE, MAX_OBJECT_SIZE, PackFile
 from .model import (
     MAX_TREE_SIZE,
     TreeEntry,
@@ -98,8 +99,45 @@ class PackObjects:
         self._slots: list[_Slot] = []
         self._lru: OrderedDict[int, None] = OrderedDict()
         self._lock = threading.Lock()
+        self._loose: dict[bytes, tuple[int, int, str]] = {}
         for pack in packs or ():
             self.add(pack)
+
+    def add_loose(self, oid: bytes, kind: int, raw_len: int, path: str) -> None:
+        """Take a verified object kept alone in the file ``path`` (its raw bytes).
+
+        A pull reads an object by ranges when it needs a small part of a pack
+        (:mod:`.fetch`); the object was checked against its id as it arrived, and the
+        file is in the pull's own directory, removed with it.
+        """
+        with self._lock:
+            self._loose[oid] = (kind, raw_len, path)
+
+    def has(self, oid: bytes) -> bool:
+        """Whether an object is readable here (in an added pack or kept alone)."""
+        with self._lock:
+            return oid in self._loose or any(_holds(slot.ids, oid) for slot in self._slots)
+
+    def _read_loose(
+        self, oid: bytes, out: Callable[[bytes], object] | None, max_size: int | None
+    ) -> tuple[int, int] | None:
+        with self._lock:
+            loose = self._loose.get(oid)
+        if loose is None:
+            return None
+        kind, raw_len, path = loose
+        limit = max_size or MAX_OBJECT_SIZE
+        if raw_len > limit:
+            raise PayloadTooLarge(
+                f"object {oid.hex()} is {raw_len} bytes, over the {limit}-byte cap",
+                size=raw_len,
+                limit=limit,
+            )
+        if out is not None:
+            with open(path, "rb") as fh:
+                while piece := fh.read(CHUNK_SIZE):
+                    out(piece)
+        return kind, raw_len
 
     def add(self, pack: PackFile) -> None:
         """Take over the open ``pack`` (closed at once if the budget is spent)."""
@@ -151,7 +189,10 @@ class PackObjects:
     def read_object(
         self, oid: bytes, out: Callable[[bytes], object] | None, *, max_size: int | None = None
     ) -> tuple[int, int]:
-        """Stream object ``oid`` from whichever pack holds it."""
+        """Stream object ``oid`` from whichever pack holds it (or its own file)."""
+        loose = self._read_loose(oid, out, max_size)
+        if loose is not None:
+            return loose
         for number, slot in enumerate(self._slots):
             if _holds(slot.ids, oid):
                 pack = self._acquire(number)

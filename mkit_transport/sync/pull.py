@@ -196,4 +196,5 @@ def pull(
         packs_downloaded=fetcher.downloaded,
         packs_cached=len(fetcher.opened) - fetcher.downloaded,
         bytes_downloaded=meter.bytes_in,
+        objects_by_range=fetcher.ranged_objects,
     )

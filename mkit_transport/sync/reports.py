@@ -56,6 +56,8 @@ class PullReport(_Report):
     packs_downloaded: int
     packs_cached: int
     bytes_downloaded: int
+    #: Objects read alone by ranged reads (a small part of a pack not at hand).
+    objects_by_range: int = 0
 
 
 @dataclass(frozen=True, slots=True)
