@@ -302,11 +302,11 @@ def test_a_snapshot_of_the_old_writer_pulls_shows_and_dedups(
 
 
 @pytest.mark.server
-@pytest.mark.parametrize("kind", ["http", "moto", "ssh"])
+@pytest.mark.parametrize("kind", ["http", "moto", "seaweedfs", "ssh"])
 def test_a_chunked_file_round_trips_over_the_wire(
     request: pytest.FixtureRequest, kind: str, tmp_path: Path, cache: Callable[[], str]
 ) -> None:
-    """Push, edit one byte, push, pull against a real HTTP, S3 (moto) and SSH server."""
+    """Push, edit one byte, push, pull against a real HTTP, S3 (moto, SeaweedFS) and SSH server."""
     src = tmp_path / "src"
     src.mkdir()
     data = _random(2 << 20, seed=11)
