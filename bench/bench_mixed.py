@@ -183,7 +183,8 @@ class Ours(Tool):
     def push(self, tree: Path) -> None:
         """``mkit_transport.push`` of ``tree``."""
         with open_transport(self.url()) as remote:
-            push(tree, remote, REF)
+            # A first push: no stat cache from an earlier round's push of this tree.
+            push(tree, remote, REF, stat_cache=False)
 
     def pull(self, dest: Path) -> None:
         """``mkit_transport.pull`` into ``dest``, with a fresh pack cache."""
@@ -295,7 +296,7 @@ def timed_rounds(tree: Path, work: Path, repeat: int) -> tuple[dict[str, float],
 
 def rss_push(tree: str, store: str) -> Callable[[], object]:
     remote = open_transport(f"mkit+file://{store}")
-    return lambda: push(tree, remote, REF)
+    return lambda: push(tree, remote, REF, stat_cache=False)
 
 
 def rss_pull(store: str, dest: str, cache: str) -> Callable[[], object]:
