@@ -16,7 +16,7 @@ import queue
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final, TypeVar, cast
@@ -61,6 +61,8 @@ _BATCH_BYTES: Final = 2 << 20
 _BATCHES_AHEAD: Final = 2
 
 _T = TypeVar("_T")
+#: Given each index blob a push stored, with its key (the local copies, blobcache).
+Keep = Callable[[PackKey, bytes], None]
 
 
 def solo_size(pack_size: int) -> int:
@@ -277,13 +279,19 @@ def _drain(entry: _Pending) -> Iterator[tuple[bytes, ObjectSource, PreparedObjec
 
 
 def _upload_pack(
-    transport: Transport, sealed: _Sealed, limiter: Limiter, meter: Meter, repair: bool = False
+    transport: Transport,
+    sealed: _Sealed,
+    limiter: Limiter,
+    meter: Meter,
+    repair: bool = False,
+    keep: Keep | None = None,
 ) -> UploadedPack:
     """Upload one sealed pack (unless it already landed) and its index blob.
 
     With ``repair``, a pack or index blob already stored is not taken on trust: its
     stored copy is checked where it lives and replaced if damaged
     (:meth:`~Transport.repair_pack_stream`), so a push heals a rotted copy.
+    ``keep`` is given the index blob once stored (a local copy for the next push).
     """
     summary = sealed.summary
     index = encode_index(summary.key, [(e.oid, e.kind) for e in summary.entries])
@@ -298,6 +306,8 @@ def _upload_pack(
     # Always (idempotent): a push interrupted between a pack and its index left no index.
     (transport.repair_pack if repair else transport.upload_blob)(index, index_key)
     sent += len(index)
+    if keep is not None:
+        keep(index_key, index)
     meter.add(bytes_out=len(index), done=len(summary.entries))
     with contextlib.suppress(OSError):
         os.unlink(sealed.path)
@@ -319,13 +329,15 @@ def build_and_upload(
     spool_dir: str | None,
     first: int = 0,
     repair: bool = False,
+    keep: Keep | None = None,
 ) -> list[UploadedPack]:
     """Build packs and upload them as they are sealed, with a bounded pool.
 
     At most ``concurrency + 1`` sealed packs wait on disk, so the spool stays small.
     Results come in seal order, except that the packs of group ``first`` come first
     (a first push seals its trees last but lists them first, as every push does).
-    ``repair`` checks the packs found stored (see :func:`_upload_pack`).
+    ``repair`` checks the packs found stored (see :func:`_upload_pack`); ``keep``
+    is given each index blob stored.
     """
     slots = threading.BoundedSemaphore(max(1, concurrency) + 1)
     futures: list[Future[UploadedPack]] = []
@@ -342,7 +354,7 @@ def build_and_upload(
                 raise _Aborted
             try:
                 sealed = builder.build_solo(item) if isinstance(item, _Solo) else item
-                return _upload_pack(transport, sealed, limiter, meter, repair)
+                return _upload_pack(transport, sealed, limiter, meter, repair, keep)
             except BaseException:
                 failed.set()
                 raise
