@@ -11,9 +11,13 @@ never trusted, the off switch keeps none, and the copies stay within their budge
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from mkit_transport import FileTransport
 from mkit_transport.hashes import PackKey
 from mkit_transport.sync import pull, push
 from mkit_transport.sync.blobcache import BlobCache
@@ -144,3 +148,29 @@ def test_the_copies_stay_within_their_budget_the_least_recently_read_go_first(
     assert keys[29].hex() in left
     blobs.trim()  # nothing added since: no listing, nothing removed
     assert {p.name for p in (tmp_path / "blobs").iterdir()} == left
+
+
+def test_the_push_of_an_edit_starts_no_thread(
+    source_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache: Callable[[], str]
+) -> None:
+    # On a loaded machine each Thread.start waits for the thread to be scheduled
+    # (milliseconds); a handful of small objects is built and sent in the caller.
+    remote = FileTransport(tmp_path / "remote")
+    stat = str(tmp_path / "stat")
+    push(source_tree, remote, REF, stat_cache_dir=stat)
+    started: list[str] = []
+    real_start = threading.Thread.start
+
+    def start(self: threading.Thread) -> None:
+        started.append(self.name)
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    _edit(source_tree, 0)
+    report = push(source_tree, remote, REF, stat_cache_dir=stat)
+    monkeypatch.undo()
+    assert report.updated and report.packs_uploaded == 2
+    assert started == []
+    out = tmp_path / "out"
+    pull(remote, REF, out, cache_dir=cache())
+    assert describe(out) == describe(source_tree)
