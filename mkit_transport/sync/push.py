@@ -24,6 +24,7 @@ import os
 import time
 from collections.abc import Callable
 from functools import partial
+from operator import itemgetter
 from typing import Any
 
 from ..errors import InvalidArgument, InvalidResponse, PackNotFound
@@ -180,11 +181,7 @@ def push(
 
     if base is not None and base.root == snap.root:
         return report()
-    remote: dict[bytes, int] = {}
-    if base is not None:
-        for position, rows in enumerate(_indexes(transport, base, meter, blobs, knobs.concurrency)):
-            for oid, _kind in rows:
-                remote.setdefault(oid, position)
+    remote = {} if base is None else _remote(transport, base, meter, blobs, knobs.concurrency)
     send = [oid for oid in snap.objects if oid not in remote]
     kept = sorted({remote[oid] for oid in snap.objects if oid in remote})
     raw = sum(snap.objects[oid].size for oid in send)
@@ -218,13 +215,14 @@ def push(
     )
 
 
-def _indexes(
+def _remote(
     transport: Transport, base: Record, meter: Meter, blobs: BlobCache | None, concurrency: int
-) -> list[list[tuple[bytes, int]]]:
-    """The rows of each index blob of ``base``, local copies first, the rest in parallel.
+) -> dict[bytes, int]:
+    """What the remote holds: each object of ``base``'s packs, at the first pack holding it.
 
-    A push of an edit usually finds every index blob in its local copies (the push
-    before wrote or read them): then no pool is started and nothing is downloaded.
+    The index blobs come from the local copies first, the rest in parallel: a push
+    of an edit usually finds every one in its copies (the push before wrote or read
+    them), and then starts no pool and downloads nothing.
     """
     rows: list[list[tuple[bytes, int]] | None] = [None] * len(base.packs)
     missing: list[int] = []
@@ -239,7 +237,12 @@ def _indexes(
     )
     for position, got in zip(missing, fetched, strict=True):
         rows[position] = got
-    return [r for r in rows if r is not None]
+    # Later packs go in first and an earlier one overwrites: one C-level pass per
+    # pack, not a Python step per row.
+    remote: dict[bytes, int] = {}
+    for position in reversed(range(len(rows))):
+        remote.update(dict.fromkeys(map(itemgetter(0), rows[position] or ()), position))
+    return remote
 
 
 def _open_cache(
