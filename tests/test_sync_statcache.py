@@ -342,7 +342,10 @@ def test_two_processes_pushing_the_same_directory_both_succeed_and_the_cache_sta
             assert child.returncode == 0, err
             assert json.loads(out)["files"] == len(_regular(src))
     directory = os.path.join(tmp_path / "xdg", "mkit_transport", "stat")
-    assert os.listdir(directory) == [os.path.basename(cache_path(src, directory))]  # no debris
+    # No debris: the cache file, and the directory of record and index copies (SYNC-55).
+    assert sorted(os.listdir(directory)) == sorted(
+        [os.path.basename(cache_path(src, directory)), "blobs"]
+    )
     with StatCache.open(src, directory=directory) as cache:
         assert cache.loaded == len(_regular(src))
     remote = FileTransport(tmp_path / "remote")
@@ -392,7 +395,8 @@ def test_no_cache_on_the_command_line(tmp_path: Path, monkeypatch: pytest.Monkey
     assert main(["push", str(src), url, REF, "--no-cache", "--json"]) == 0
     assert not (tmp_path / "xdg" / "mkit_transport" / "stat").exists()
     assert main(["push", str(src), url, REF, "--json"]) == 0
-    assert len(os.listdir(tmp_path / "xdg" / "mkit_transport" / "stat")) == 1
+    # The cache file, and the record and index copies (SYNC-55).
+    assert len(os.listdir(tmp_path / "xdg" / "mkit_transport" / "stat")) == 2
     helped = subprocess.run(
         [sys.executable, "-m", "mkit_transport", "push", "--help"],
         cwd=ROOT,
@@ -422,7 +426,10 @@ def test_the_cache_lives_under_xdg_cache_home_named_by_the_real_path(
     os.symlink(src, tmp_path / "alias")
     push(tmp_path / "alias", MemoryTransport(), REF)
     name = blake3.blake3(os.fsencode(os.path.realpath(src))).hexdigest()
-    assert os.listdir(tmp_path / "xdg" / "mkit_transport" / "stat") == [name]
+    # Beside it, the record and index copies (SYNC-55).
+    assert sorted(os.listdir(tmp_path / "xdg" / "mkit_transport" / "stat")) == sorted(
+        ["blobs", name]
+    )
 
 
 def test_a_cache_that_cannot_be_written_does_not_fail_the_push(tmp_path: Path) -> None:

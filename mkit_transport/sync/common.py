@@ -17,6 +17,7 @@ from ..errors import PayloadTooLarge, RefConflict
 from ..hashes import Hash, PackKey
 from ..refs import RefWriteCondition
 from ..transport import Transport
+from .blobcache import BlobCache
 from .model import MAX_INDEX_SIZE, MAX_RECORD_SIZE, PackRef, Record, decode_index, decode_record
 from .objects import PackObjects
 from .progress import Meter
@@ -25,6 +26,7 @@ from .restore import PackCache, default_cache_dir
 __all__ = [
     "fetch_index",
     "fetch_record",
+    "index_rows",
     "non_fast_forward",
     "open_packs",
     "parallel",
@@ -56,23 +58,54 @@ def record_key(value: Hash) -> PackKey:
     return PackKey(bytes(value))
 
 
-def fetch_record(transport: Transport, value: Hash, meter: Meter | None = None) -> Record:
-    """Download and decode the record ``value`` points at (capped before decoding)."""
-    data = transport.download_blob(record_key(value))
+def _metadata(
+    transport: Transport, key: PackKey, meter: Meter | None, cache: BlobCache | None
+) -> tuple[bytes, bool]:
+    """The bytes of the metadata blob ``key``: a verified local copy, or downloaded.
+
+    Also whether they were downloaded (the caller keeps a copy once they decode).
+    """
+    if cache is not None and (data := cache.get(key)) is not None:
+        return data, False
+    data = transport.download_blob(key)
     if meter is not None:
         meter.add(bytes_in=len(data))
+    return data, True
+
+
+def fetch_record(
+    transport: Transport,
+    value: Hash,
+    meter: Meter | None = None,
+    cache: BlobCache | None = None,
+) -> Record:
+    """The record ``value`` points at (capped before decoding), from ``cache`` if there."""
+    key = record_key(value)
+    data, fresh = _metadata(transport, key, meter, cache)
     if len(data) > MAX_RECORD_SIZE:
         raise PayloadTooLarge(f"snapshot record {value.hex()} is {len(data)} bytes")
-    return decode_record(data)
+    record = decode_record(data)
+    if fresh and cache is not None:
+        cache.put(key, data)
+    return record
 
 
-def fetch_index(transport: Transport, pack: PackRef, meter: Meter) -> list[tuple[bytes, int]]:
-    """Download and decode the index blob of ``pack``: its ``(oid, kind)`` rows."""
-    data = transport.download_blob(pack.index)
-    meter.add(bytes_in=len(data))
+def index_rows(pack: PackRef, data: bytes) -> list[tuple[bytes, int]]:
+    """Decode the index blob ``data`` of ``pack`` (capped before decoding)."""
     if len(data) > MAX_INDEX_SIZE:
         raise PayloadTooLarge(f"index blob {pack.index.hex()} is {len(data)} bytes")
     return decode_index(data, pack.key)
+
+
+def fetch_index(
+    transport: Transport, pack: PackRef, meter: Meter, cache: BlobCache | None = None
+) -> list[tuple[bytes, int]]:
+    """The ``(oid, kind)`` rows of ``pack``'s index blob, from ``cache`` if there."""
+    data, fresh = _metadata(transport, pack.index, meter, cache)
+    rows = index_rows(pack, data)
+    if fresh and cache is not None:
+        cache.put(pack.index, data)
+    return rows
 
 
 def open_packs(

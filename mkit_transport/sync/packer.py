@@ -16,10 +16,10 @@ import queue
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Final, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 from ..hashes import PackKey
 from ..pack import (
@@ -59,8 +59,12 @@ _BATCH_OBJECTS: Final = 256
 _BATCH_BYTES: Final = 2 << 20
 #: ... with at most this many batches (or large files) queued ahead of the writer.
 _BATCHES_AHEAD: Final = 2
+#: A batch of fewer bytes is compressed in this thread, not on zstd's workers.
+_THREADED_BYTES: Final = 256 << 10
 
 _T = TypeVar("_T")
+#: Given each index blob a push stored, with its key (the local copies, blobcache).
+Keep = Callable[[PackKey, bytes], None]
 
 
 def solo_size(pack_size: int) -> int:
@@ -136,6 +140,8 @@ def _prepare_batch(
                     f.seek(src.offset)
                     items.append((src.kind, f.read(src.size)))
             known.append(None)
+    if sum(len(data) for _, data in items) < _THREADED_BYTES:
+        threads = 1  # a few small objects: starting zstd's workers costs more
     prepared = prepare_objects(items, level, threads, oids=known)
     for (oid, src), obj in zip(batch, prepared, strict=True):
         if obj.oid != oid:
@@ -171,14 +177,15 @@ class PackBuilder:
         self.compressing = threading.Lock()
 
     def packs(
-        self, groups: Iterable[Iterable[tuple[bytes, ObjectSource]]]
+        self, groups: Iterable[Iterable[tuple[bytes, ObjectSource]]], inline: bool = False
     ) -> Iterator[tuple[int, _Sealed | _Solo]]:
         """Yield the packs of each group of objects, in order (no pack spans two).
 
         Each comes with its group's number; a pack is sealed, or a :class:`_Solo`
-        that :meth:`build_solo` builds.
+        that :meth:`build_solo` builds. ``inline`` prepares the batches in this
+        thread (for a handful of objects, where a worker costs more than it saves).
         """
-        with ThreadPoolExecutor(1) as pool:
+        with _InlinePool() if inline else ThreadPoolExecutor(1) as pool:
             for number, group in enumerate(groups):
                 for item in self._group(group, pool):
                     yield number, item
@@ -197,7 +204,7 @@ class PackBuilder:
             return _Sealed(writer.finish(), path, tuple(writer.externals))
 
     def _items(
-        self, group: Iterable[tuple[bytes, ObjectSource]], pool: ThreadPoolExecutor
+        self, group: Iterable[tuple[bytes, ObjectSource]], pool: Executor
     ) -> Iterator[tuple[bytes, ObjectSource, PreparedObject | None]]:
         """Yield each object in order, small ones prepared (batched, a few batches ahead)."""
         pending: deque[_Pending] = deque()
@@ -229,7 +236,7 @@ class PackBuilder:
             yield from _drain(pending.popleft())
 
     def _group(
-        self, group: Iterable[tuple[bytes, ObjectSource]], pool: ThreadPoolExecutor
+        self, group: Iterable[tuple[bytes, ObjectSource]], pool: Executor
     ) -> Iterator[_Sealed | _Solo]:
         writer: PackWriter | None = None
         out = None
@@ -277,13 +284,19 @@ def _drain(entry: _Pending) -> Iterator[tuple[bytes, ObjectSource, PreparedObjec
 
 
 def _upload_pack(
-    transport: Transport, sealed: _Sealed, limiter: Limiter, meter: Meter, repair: bool = False
+    transport: Transport,
+    sealed: _Sealed,
+    limiter: Limiter,
+    meter: Meter,
+    repair: bool = False,
+    keep: Keep | None = None,
 ) -> UploadedPack:
     """Upload one sealed pack (unless it already landed) and its index blob.
 
     With ``repair``, a pack or index blob already stored is not taken on trust: its
     stored copy is checked where it lives and replaced if damaged
     (:meth:`~Transport.repair_pack_stream`), so a push heals a rotted copy.
+    ``keep`` is given the index blob once stored (a local copy for the next push).
     """
     summary = sealed.summary
     index = encode_index(summary.key, [(e.oid, e.kind) for e in summary.entries])
@@ -298,6 +311,8 @@ def _upload_pack(
     # Always (idempotent): a push interrupted between a pack and its index left no index.
     (transport.repair_pack if repair else transport.upload_blob)(index, index_key)
     sent += len(index)
+    if keep is not None:
+        keep(index_key, index)
     meter.add(bytes_out=len(index), done=len(summary.entries))
     with contextlib.suppress(OSError):
         os.unlink(sealed.path)
@@ -319,20 +334,23 @@ def build_and_upload(
     spool_dir: str | None,
     first: int = 0,
     repair: bool = False,
+    keep: Keep | None = None,
 ) -> list[UploadedPack]:
     """Build packs and upload them as they are sealed, with a bounded pool.
 
     At most ``concurrency + 1`` sealed packs wait on disk, so the spool stays small.
     Results come in seal order, except that the packs of group ``first`` come first
     (a first push seals its trees last but lists them first, as every push does).
-    ``repair`` checks the packs found stored (see :func:`_upload_pack`).
+    ``repair`` checks the packs found stored (see :func:`_upload_pack`); ``keep``
+    is given each index blob stored.
     """
     slots = threading.BoundedSemaphore(max(1, concurrency) + 1)
     futures: list[Future[UploadedPack]] = []
     groups_sealed: list[int] = []
+    small = _small(groups)
     with (
         tempfile.TemporaryDirectory(prefix="mkit-push-", dir=spool_dir) as spool,
-        ThreadPoolExecutor(max(1, concurrency)) as pool,
+        _InlinePool() if small else ThreadPoolExecutor(max(1, concurrency)) as pool,
     ):
         builder = PackBuilder(spool, level=level, pack_size=pack_size)
         failed = threading.Event()
@@ -342,13 +360,13 @@ def build_and_upload(
                 raise _Aborted
             try:
                 sealed = builder.build_solo(item) if isinstance(item, _Solo) else item
-                return _upload_pack(transport, sealed, limiter, meter, repair)
+                return _upload_pack(transport, sealed, limiter, meter, repair, keep)
             except BaseException:
                 failed.set()
                 raise
 
         try:
-            for number, item in builder.packs(groups):
+            for number, item in builder.packs(groups, inline=small):
                 while not slots.acquire(timeout=0.5):
                     _raise_first(futures)
                 _raise_first(futures)
@@ -364,6 +382,36 @@ def build_and_upload(
         finally:
             for f in futures:
                 f.cancel()
+
+
+def _small(groups: Iterable[Iterable[tuple[bytes, ObjectSource]]]) -> bool:
+    """Whether ``groups`` are lists of at most one batch of small objects in all.
+
+    The push of an edit sends a blob or two and the trees on their paths. Its packs
+    are then built and uploaded in the calling thread: on a loaded machine starting
+    the builder's and the uploads' threads cost more than the work (profiled: each
+    ``Thread.start`` waits for the new thread to be scheduled, milliseconds each).
+    """
+    if not isinstance(groups, list) or not all(isinstance(g, list) for g in groups):
+        return False
+    items = [src for group in groups for _, src in group]
+    return (
+        len(items) <= _BATCH_OBJECTS
+        and sum(src.size for src in items) <= _BATCH_BYTES
+        and all(src.size <= SMALL_OBJECT or src.offset is not None for src in items)
+    )
+
+
+class _InlinePool(Executor):
+    """An executor that runs each task at once, in the caller's thread (tiny work)."""
+
+    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
+        future: Future[_T] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as error:  # handed over like a pool's future does
+            future.set_exception(error)
+        return future
 
 
 class _Aborted(Exception):

@@ -28,6 +28,7 @@ The cache only ever speeds a push up; it never decides what a snapshot holds:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import struct
 import tempfile
@@ -297,23 +298,28 @@ class StatCache:
         fd, temp = self._temp
         self._temp = None
         params = (self.chunking.min_size, self.chunking.avg_size, self.chunking.max_size)
-        rows: list[bytes] = []
+        # The chunked rows get their list's place; every row is then packed in one
+        # C-level pass (a Python step per row cost ~5 ms of a 10,000-file push).
         lists: list[bytes] = []
+        placed: dict[bytes, _Row] = {}
         at = 0
-        for rel, row in self._new.items():
-            if row[5] == _CHUNKED:
-                data = encode_chunk_list(self._new_lists[rel])
-                rows.append(_ROW.pack(*row[:7], at, len(data)))
+        for rel, chunked in self._new_lists.items():
+            row = self._new.get(rel)
+            if row is not None and row[5] == _CHUNKED:
+                data = encode_chunk_list(chunked)
+                placed[rel] = (*row[:7], at, len(data))
                 lists.append(data)
                 at += len(data)
-            else:
-                rows.append(_ROW.pack(*row))
-        paths = b"\0".join(self._new)
+        new = self._new
+        if placed:
+            new = {**new, **placed}
+        rows = itertools.starmap(_ROW.pack, new.values())
+        paths = b"\0".join(new)
         head = _HEAD.pack(
             _MAGIC, CACHE_VERSION, 0, *params, self._ref_ns, self.device, len(self.root),
             len(self._new), len(paths), at,
         )  # fmt: skip
-        body = b"".join([head, self.root, *rows, paths, *lists])
+        body = b"".join([head, self.root, b"".join(rows), paths, *lists])
         try:
             with open(fd, "wb") as f:
                 f.write(body)
