@@ -19,11 +19,12 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import blake3
+
+from .atomic import replacing
 
 __all__ = [
     "Entry",
@@ -187,17 +188,9 @@ def load_manifest(path: str, dest: str) -> Manifest | None:
 
 def _write_json(path: str, data: object) -> None:
     text = json.dumps(data, separators=(",", ":"))  # the C encoder: json.dump streams in Python
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=".manifest-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with replacing(path, ".manifest-") as out:
+        out.write(text.encode("utf-8"))
 
 
 def save_journal(

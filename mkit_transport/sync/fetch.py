@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Final
 
 from ..errors import InvalidResponse
 from ..transport import Transport
+from .atomic import replacing
 from .common import fetch_index, parallel
 from .model import PackRef
 from .objects import PackObjects, _holds
@@ -44,15 +44,11 @@ def _ids_dir(packs: PullPacks) -> str:
 
 def remember_ids(packs: PullPacks, key_hex: str, ids: bytes) -> None:
     """Keep a verified pack's sorted ids, so a later pull knows what it holds offline."""
-    directory = _ids_dir(packs)
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=".ids-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(ids)
-        os.replace(temp, os.path.join(directory, key_hex))
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
+    with (
+        contextlib.suppress(OSError),
+        replacing(os.path.join(_ids_dir(packs), key_hex), ".ids-") as out,
+    ):
+        out.write(ids)
 
 
 class ObjectFetcher:
@@ -159,22 +155,15 @@ class ObjectFetcher:
         oid, index = job
         directory = os.path.join(self.session.dir, "objects")
         os.makedirs(directory, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=directory, prefix=".part-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                pieces = iter_object(self.transport, index, oid, meter=self.meter)
-                while True:
-                    try:
-                        out.write(next(pieces))
-                    except StopIteration as done:
-                        kind, raw_len = done.value
-                        break
-            path = os.path.join(directory, oid.hex())
-            os.replace(temp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
+        path = os.path.join(directory, oid.hex())
+        with replacing(path, ".part-") as out:
+            pieces = iter_object(self.transport, index, oid, meter=self.meter)
+            while True:
+                try:
+                    out.write(next(pieces))
+                except StopIteration as done:
+                    kind, raw_len = done.value
+                    break
         self.objects.add_loose(oid, int(kind), int(raw_len), path)
         with self._lock:
             self.ranged_objects += 1

@@ -23,6 +23,7 @@ from ..errors import InvalidResponse, PackNotFound, PayloadTooLarge, TransportEr
 from ..hashes import PackKey
 from ..pack import PackFile, PackVerifier
 from ..transport import Transport
+from .atomic import replacing
 from .model import PackRef
 from .plan import TreePlan
 from .progress import Meter
@@ -75,16 +76,9 @@ class PackCache:
         trailer. Objects are not decompressed here: each is verified against its id
         when it is read for writing (SYNC-13), so the bytes are inflated once.
         """
-        fd, temp = tempfile.mkstemp(dir=self.dir, prefix=".download-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for chunk in verified_chunks(transport, key, "remote", meter, objects=False):
-                    out.write(chunk)
-            os.replace(temp, self.path(key))
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
+        with replacing(self.path(key), ".download-") as out:
+            for chunk in verified_chunks(transport, key, "remote", meter, objects=False):
+                out.write(chunk)
 
     def trim(self, limit: int) -> list[str]:
         """Evict least recently used entries until at most ``limit`` bytes remain.
@@ -194,16 +188,9 @@ class PullPacks:
                     os.utime(cached)  # recently used: evicted last
                 return file, False
         mine = os.path.join(self.dir, name)
-        fd, temp = tempfile.mkstemp(dir=self.dir, prefix=".download-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for chunk in verified_chunks(transport, pack.key, "remote", meter, objects=False):
-                    out.write(chunk)
-            os.replace(temp, mine)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
+        with replacing(mine, ".download-") as out:
+            for chunk in verified_chunks(transport, pack.key, "remote", meter, objects=False):
+                out.write(chunk)
         with self._lock:
             self.fresh.append(mine)
         return PackFile(mine, check_trailer=False), True
