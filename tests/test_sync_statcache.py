@@ -483,6 +483,7 @@ def test_an_unchanged_scan_encodes_only_the_trees_holding_symlinks_or_changes(
     _cached_scan(src, stat_dir)  # fills the cache (file entries and trees)
     calls = _counting_encoder(monkeypatch)
     snap, _cache = _cached_scan(src, stat_dir)
+    assert snap.count == len(plain.objects) and snap.objects == plain.objects
     assert snap.root == plain.root and list(snap.objects) == list(plain.objects)
     assert len(calls) == 1  # the top only: it holds symlinks (never cached)
     (src / "d1" / "e1" / "f1.txt").write_text("edited deep inside")
@@ -559,8 +560,9 @@ def test_a_reused_tree_is_exact_after_any_change(
     plain = scan(src, _chunking=SMALL)
     for _ in range(2):
         snap, _cache = _cached_scan(src, stat_dir)
+        assert snap.count == len(plain.objects)  # counted before the objects are built
         assert snap.root == plain.root and list(snap.objects) == list(plain.objects)
-        assert snap.files == plain.files
+        assert snap.objects == plain.objects and snap.files == plain.files
 
 
 def test_a_push_after_a_change_in_a_reused_tree_pulls_back_exactly(

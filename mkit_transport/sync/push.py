@@ -173,7 +173,7 @@ def push(
         return _commit(
             transport, ref, condition, snap, parent, [], uploaded, meter, raw, old, sent, blobs
         )
-    meter.enter("plan", total=len(snap.objects))
+    meter.enter("plan", total=snap.count)
     base = None if repair else _base_record(transport, old, condition, meter, blobs)
 
     def report(**changes: Any) -> PushReport:
@@ -339,7 +339,7 @@ def _push_report(
         dry_run=False,
         updated=False,
         objects_sent=0,
-        objects_skipped=len(snap.objects),
+        objects_skipped=snap.count,
         raw_bytes_sent=0,
         packs_uploaded=0,
         packs_skipped=0,

@@ -74,18 +74,42 @@ class ObjectSource:
         return self.kind == KIND_TREE or self.meta
 
 
-@dataclass
 class Snapshot:
     """A scanned directory: its root tree id and every object of its closure.
 
     ``objects`` is ordered (trees first, deepest last, then chunk lists, then blobs
     in the order :func:`scan` found them) so that packs built from it are
-    deterministic.
+    deterministic. It may be given as a function building it, called once on first
+    use: an unchanged re-push needs only ``root`` and ``count`` (how many objects),
+    and skips building an object per file (~10 ms of a 10,000-file re-push).
     """
 
-    root: bytes
-    objects: dict[bytes, ObjectSource]
-    files: int
+    __slots__ = ("_build", "_objects", "count", "files", "root")
+
+    def __init__(
+        self,
+        root: bytes,
+        objects: dict[bytes, ObjectSource] | Callable[[], dict[bytes, ObjectSource]],
+        files: int,
+        count: int | None = None,
+    ) -> None:
+        self.root, self.files = root, files
+        self._objects: dict[bytes, ObjectSource] | None = None
+        self._build: Callable[[], dict[bytes, ObjectSource]] | None = None
+        if isinstance(objects, dict):
+            self._objects, self.count = objects, len(objects)
+        else:
+            if count is None:
+                raise TypeError("a Snapshot built on demand needs its object count")
+            self._build, self.count = objects, count
+
+    @property
+    def objects(self) -> dict[bytes, ObjectSource]:
+        """Every object of the closure, in pack order (built on first use)."""
+        if self._objects is None:
+            assert self._build is not None
+            self._objects, self._build = self._build(), None
+        return self._objects
 
 
 _Hashed = tuple[bytes, int, "bytes | None"]
@@ -192,7 +216,9 @@ class _Scanner:
         #: Each regular file's relative path, ``lstat`` key and hashing, for the cache.
         self.hashed: list[tuple[bytes, StatKey, _Hashed | Future[_Hashed] | Future[ChunkedFile]]]
         self.hashed = []
-        self.blobs: dict[bytes, ObjectSource] = {}
+        #: Blobs in walk order; a small file the cache answered is held as its
+        #: ``(size, path)`` until the snapshot's objects are built (if ever).
+        self.blobs: dict[bytes, ObjectSource | tuple[int, str]] = {}
         self.trees: dict[bytes, ObjectSource] = {}
         #: Chunk lists, in walk order (packed with the trees).
         self.lists: dict[bytes, ObjectSource] = {}
@@ -317,7 +343,9 @@ class _Scanner:
         elif size <= self.small and type(cached) is tuple:
             # The common case of a re-push, kept short: a small file the cache answered.
             oid = cached[0]
-            if oid not in self.blobs:
+            if self.on_blob is None:
+                self.blobs.setdefault(oid, (size, path))
+            elif oid not in self.blobs:
                 self.found(oid, ObjectSource(KIND_BLOB, size, path=path))
             self.files += 1
             return (name, TYPE_FILE, mode, size, oid)
@@ -492,7 +520,17 @@ def scan(
             raise
     root = scanner.encode(top)
     scanner.remember()
-    objects = dict(reversed(list(scanner.trees.items())))
-    objects.update((k, v) for k, v in scanner.lists.items() if k not in objects)
-    objects.update((k, v) for k, v in scanner.blobs.items() if k not in objects)
-    return Snapshot(root, objects, scanner.files)
+    trees, lists, blobs = scanner.trees, scanner.lists, scanner.blobs
+
+    def objects() -> dict[bytes, ObjectSource]:
+        built = dict(reversed(list(trees.items())))
+        built.update((k, v) for k, v in lists.items() if k not in built)
+        built.update(
+            (k, v if isinstance(v, ObjectSource) else ObjectSource(KIND_BLOB, v[0], path=v[1]))
+            for k, v in blobs.items()
+            if k not in built
+        )
+        return built
+
+    count = len(trees.keys() | lists.keys() | blobs.keys())
+    return Snapshot(root, objects, scanner.files, count)
