@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import operator
 import os
 import struct
 import tempfile
 import time
+from operator import itemgetter
 from types import TracebackType
 from typing import Final
 
@@ -245,16 +247,21 @@ class StatCache:
         if len(paths) != count or len(entries) != count:
             raise _Foreign
         lists: dict[bytes, ChunkedFile] = {}
+        # The rows of whole files (kind 0, most of them) are checked in C-level passes:
+        # none names a chunk list; the others are looked at one by one.
+        kinds = list(map(itemgetter(5), rows))
+        if any(itertools.compress(map(itemgetter(8), rows), map(operator.not_, kinds))):
+            raise _Foreign
         try:
-            for rel, row in entries.items():
-                if row[5] == _CHUNKED and row[7] + row[8] <= lists_len:
-                    at = lists_at + row[7]
-                    chunked = decode_chunk_list(bytes(body[at : at + row[8]]))
-                    if chunked.id != row[6] or chunked.size != row[0]:
-                        raise _Foreign
-                    lists[rel] = chunked
-                elif row[5] != _WHOLE or row[8]:
+            for rel in itertools.compress(paths, kinds):
+                row = entries[rel]
+                if row[5] != _CHUNKED or row[7] + row[8] > lists_len:
                     raise _Foreign
+                at = lists_at + row[7]
+                chunked = decode_chunk_list(bytes(body[at : at + row[8]]))
+                if chunked.id != row[6] or chunked.size != row[0]:
+                    raise _Foreign
+                lists[rel] = chunked
         except InvalidResponse as exc:
             raise _Foreign from exc
         dir_paths = bytes(body[dir_paths_at:trees_at]).split(b"\0") if dir_count else []
