@@ -561,6 +561,8 @@ def test_a_reused_tree_is_exact_after_any_change(
     for _ in range(2):
         snap, _cache = _cached_scan(src, stat_dir)
         assert snap.count == len(plain.objects)  # counted before the objects are built
+        assert list(snap.ids()) == list(plain.objects)  # by id, no object per file made
+        assert all(snap.source(oid) == source for oid, source in plain.objects.items())
         assert snap.root == plain.root and list(snap.objects) == list(plain.objects)
         assert snap.objects == plain.objects and snap.files == plain.files
 
