@@ -1,4 +1,4 @@
-"""Push's stat cache (spec/SPEC-SYNC.md "Stat cache", SYNC-34..39).
+"""Push's stat cache (spec/SPEC-SYNC.md "Stat cache", SYNC-34..39, SYNC-58).
 
 Reads are counted with an audit hook (every ``open`` of a path under the source,
 by any thread: the scan's hashing, the chunker, the packer), not by patching the
@@ -27,8 +27,10 @@ from mkit_transport import FileTransport, MemoryTransport, Transport
 from mkit_transport.cli.main import main
 from mkit_transport.errors import InvalidArgument
 from mkit_transport.sync import pull, push
+from mkit_transport.sync import scan as scan_module
 from mkit_transport.sync import statcache as statcache_module
 from mkit_transport.sync.chunking import ChunkParams
+from mkit_transport.sync.model import encode_tree_rows
 from mkit_transport.sync.scan import scan
 from mkit_transport.sync.statcache import StatCache, cache_path, stat_key
 from tests.support.sync_fixtures import describe, write_tree
@@ -446,3 +448,149 @@ def _bounded() -> Iterator[None]:
     """Nothing here may leave a watcher installed."""
     yield
     assert _watched == []
+
+
+# -- SYNC-58: directory trees reused from the cache (git's cache-tree) --------------
+
+
+def _counting_encoder(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the trees the scan encodes (a reused one is not encoded)."""
+    calls: list[int] = []
+    real = encode_tree_rows
+
+    def counted(rows: Any) -> bytes:
+        calls.append(1)
+        return real(rows)
+
+    monkeypatch.setattr(scan_module, "encode_tree_rows", counted)
+    return calls
+
+
+def _cached_scan(src: Path, stat_dir: str) -> tuple[Any, StatCache]:
+    with StatCache.open(src, SMALL, stat_dir) as cache:
+        snap = scan(src, _chunking=SMALL, stat_cache=cache)
+        cache.save()
+    return snap, cache
+
+
+def test_an_unchanged_scan_encodes_only_the_trees_holding_symlinks_or_changes(
+    tmp_path: Path, stat_dir: str, no_window: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fails without the tree cache: every directory's tree would be encoded again."""
+    src = _tree(tmp_path / "src")
+    _settle(src)
+    plain = scan(src, _chunking=SMALL)
+    _cached_scan(src, stat_dir)  # fills the cache (file entries and trees)
+    calls = _counting_encoder(monkeypatch)
+    snap, _cache = _cached_scan(src, stat_dir)
+    assert snap.count == len(plain.objects) and snap.objects == plain.objects
+    assert snap.root == plain.root and list(snap.objects) == list(plain.objects)
+    assert len(calls) == 1  # the top only: it holds symlinks (never cached)
+    (src / "d1" / "e1" / "f1.txt").write_text("edited deep inside")
+    _settle(src)
+    calls.clear()
+    snap, _cache = _cached_scan(src, stat_dir)
+    assert len(calls) == 3  # d1/e1, d1 and the top
+    assert snap.root == scan(src, _chunking=SMALL).root
+
+
+def _change(src: Path, how: str) -> None:
+    if how == "edit-deep":
+        (src / "d1" / "e1" / "f1.txt").write_text("edited deep inside")
+    elif how == "same-size":
+        path = src / "d1" / "e1" / "f1.txt"
+        path.write_bytes(bytes(len(path.read_bytes())))
+    elif how == "rename":
+        (src / "d1" / "e1" / "f1.txt").rename(src / "d1" / "e1" / "g1.txt")
+    elif how == "move":
+        (src / "d1" / "e1" / "f1.txt").rename(src / "d2" / "e1" / "f1.txt")
+    elif how == "add":
+        (src / "d3" / "e0" / "new.txt").write_text("new")
+    elif how == "remove":
+        (src / "d3" / "e0" / "f3.txt").unlink()
+    elif how == "chmod-file":
+        (src / "d0" / "e0" / "f0.txt").chmod(0o600)
+    elif how == "chmod-dir":
+        (src / "d4" / "e1").chmod(0o700)
+    elif how == "symlink":
+        os.symlink("f2.txt", src / "d2" / "e2" / "link")
+    elif how == "add-dir":
+        (src / "d0" / "e0" / "sub").mkdir()
+    elif how == "remove-dir":
+        (src / "empty" / "deeper").rmdir()
+    elif how == "file-to-dir":
+        (src / "d1" / "e2" / "f11.txt").unlink()
+        (src / "d1" / "e2" / "f11.txt").mkdir()
+        (src / "d1" / "e2" / "f11.txt" / "inner").write_text("inner")
+    elif how == "chunked":
+        (src / "big.bin").write_bytes(os.urandom(1 << 20) * 2)
+    else:
+        raise AssertionError(how)
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "edit-deep",
+        "same-size",
+        "rename",
+        "move",
+        "add",
+        "remove",
+        "chmod-file",
+        "chmod-dir",
+        "symlink",
+        "add-dir",
+        "remove-dir",
+        "file-to-dir",
+        "chunked",
+    ],
+)
+def test_a_reused_tree_is_exact_after_any_change(
+    tmp_path: Path, stat_dir: str, no_window: None, how: str
+) -> None:
+    """With every tree cached, a change anywhere gives the snapshot a scan without the
+    cache gives (root and every object, in order), and so does the scan after it."""
+    src = _tree(tmp_path / "src")
+    _settle(src)
+    _cached_scan(src, stat_dir)
+    _cached_scan(src, stat_dir)
+    _change(src, how)
+    _settle(src)
+    plain = scan(src, _chunking=SMALL)
+    for _ in range(2):
+        snap, _cache = _cached_scan(src, stat_dir)
+        assert snap.count == len(plain.objects)  # counted before the objects are built
+        assert list(snap.ids()) == list(plain.objects)  # by id, no object per file made
+        assert all(snap.source(oid) == source for oid, source in plain.objects.items())
+        assert snap.root == plain.root and list(snap.objects) == list(plain.objects)
+        assert snap.objects == plain.objects and snap.files == plain.files
+
+
+def test_a_push_after_a_change_in_a_reused_tree_pulls_back_exactly(
+    tmp_path: Path, stat_dir: str, no_window: None
+) -> None:
+    src = _tree(tmp_path / "src")
+    remote = FileTransport(tmp_path / "remote")
+    _settle(src)
+    push(src, remote, REF, stat_cache_dir=stat_dir, _chunking=SMALL)
+    for step, how in enumerate(["chmod-dir", "move", "file-to-dir", "remove"]):
+        _change(src, how)
+        _settle(src)
+        assert push(src, remote, REF, stat_cache_dir=stat_dir, _chunking=SMALL).updated
+        assert _pulled(remote, tmp_path, f"out{step}") == describe(src)
+
+
+def test_a_cached_tree_whose_bytes_do_not_hash_to_its_id_is_not_used(
+    tmp_path: Path, stat_dir: str, no_window: None
+) -> None:
+    src = _tree(tmp_path / "src")
+    _settle(src)
+    plain = scan(src, _chunking=SMALL)
+    _cached_scan(src, stat_dir)
+    with StatCache.open(src, SMALL, stat_dir) as cache:
+        key = b"d1/e1/"
+        oid, count, mode, data = cache._old_trees[key]
+        cache._old_trees[key] = (oid, count, mode, data + b"x")
+        snap = scan(src, _chunking=SMALL, stat_cache=cache)
+    assert snap.root == plain.root and list(snap.objects) == list(plain.objects)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import os
 import time
 from collections.abc import Callable
@@ -173,7 +174,7 @@ def push(
         return _commit(
             transport, ref, condition, snap, parent, [], uploaded, meter, raw, old, sent, blobs
         )
-    meter.enter("plan", total=len(snap.objects))
+    meter.enter("plan", total=snap.count)
     base = None if repair else _base_record(transport, old, condition, meter, blobs)
 
     def report(**changes: Any) -> PushReport:
@@ -182,20 +183,23 @@ def push(
     if base is not None and base.root == snap.root:
         return report()
     remote = {} if base is None else _remote(transport, base, meter, blobs, knobs.concurrency)
-    send = [oid for oid in snap.objects if oid not in remote]
-    kept = sorted({remote[oid] for oid in snap.objects if oid in remote})
-    raw = sum(snap.objects[oid].size for oid in send)
-    meter.add(skipped=len(snap.objects) - len(send))
+    # By id, in C-level passes; a source is made only for what is sent (an edit's few).
+    ids = snap.ids()
+    send = list(itertools.filterfalse(remote.__contains__, ids))
+    kept = sorted(p for p in set(map(remote.get, ids)) if p is not None)
+    sources = [(oid, snap.source(oid)) for oid in send]
+    raw = sum(src.size for _oid, src in sources)
+    meter.add(skipped=snap.count - len(send))
     if dry_run:
         return report(
             objects_sent=len(send),
-            objects_skipped=len(snap.objects) - len(send),
+            objects_skipped=snap.count - len(send),
             raw_bytes_sent=raw,
         )
     meter.enter("upload")
     # Chunk lists travel with the trees (metadata packs); chunks with the blobs.
-    trees = [(oid, snap.objects[oid]) for oid in send if snap.objects[oid].with_trees]
-    contents = [(oid, snap.objects[oid]) for oid in send if not snap.objects[oid].with_trees]
+    trees = [(oid, src) for oid, src in sources if src.with_trees]
+    contents = [(oid, src) for oid, src in sources if not src.with_trees]
     uploaded = build([trees, contents])
     kept_packs = [base.packs[i] for i in kept] if base is not None else []
     parent = record_key(old) if base is not None and old is not None else None
@@ -292,7 +296,7 @@ def _commit(
         new=new,
         updated=True,
         objects_sent=sent,
-        objects_skipped=len(snap.objects) - sent,
+        objects_skipped=snap.count - sent,
         raw_bytes_sent=raw,
         packs_uploaded=sum(1 for up in uploaded if up.sent),
         packs_skipped=sum(1 for up in uploaded if not up.sent),
@@ -339,7 +343,7 @@ def _push_report(
         dry_run=False,
         updated=False,
         objects_sent=0,
-        objects_skipped=len(snap.objects),
+        objects_skipped=snap.count,
         raw_bytes_sent=0,
         packs_uploaded=0,
         packs_skipped=0,

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, KeysView, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
@@ -73,18 +74,66 @@ class ObjectSource:
         return self.kind == KIND_TREE or self.meta
 
 
-@dataclass
 class Snapshot:
     """A scanned directory: its root tree id and every object of its closure.
 
     ``objects`` is ordered (trees first, deepest last, then chunk lists, then blobs
     in the order :func:`scan` found them) so that packs built from it are
-    deterministic.
+    deterministic. It may be given as a function building it, called once on first
+    use: an unchanged re-push needs only ``root`` and ``count`` (how many objects),
+    and skips building an object per file (~10 ms of a 10,000-file re-push).
     """
 
-    root: bytes
-    objects: dict[bytes, ObjectSource]
-    files: int
+    __slots__ = ("_build", "_objects", "_order", "count", "files", "root")
+
+    def __init__(
+        self,
+        root: bytes,
+        objects: dict[bytes, ObjectSource] | Callable[[], dict[bytes, _Pending]],
+        files: int,
+        count: int | None = None,
+    ) -> None:
+        self.root, self.files = root, files
+        self._objects: dict[bytes, ObjectSource] | None = None
+        self._order: Mapping[bytes, _Pending] | None = None
+        self._build: Callable[[], dict[bytes, _Pending]] | None = None
+        if isinstance(objects, dict):
+            self._objects = self._order = objects
+            self.count = len(objects)
+        else:
+            if count is None:
+                raise TypeError("a Snapshot built on demand needs its object count")
+            self._build, self.count = objects, count
+
+    def _ordered(self) -> Mapping[bytes, _Pending]:
+        if self._order is None:
+            assert self._build is not None
+            self._order, self._build = self._build(), None
+        return self._order
+
+    def ids(self) -> KeysView[bytes]:
+        """The ids of :attr:`objects`, in their order, without building an object per file."""
+        return self._ordered().keys()
+
+    def source(self, oid: bytes) -> ObjectSource:
+        """Where object ``oid``'s bytes come from (KeyError if not in the snapshot)."""
+        return _source(self._ordered()[oid])
+
+    @property
+    def objects(self) -> dict[bytes, ObjectSource]:
+        """Every object of the closure, in pack order (built on first use)."""
+        if self._objects is None:
+            self._objects = {oid: _source(held) for oid, held in self._ordered().items()}
+        return self._objects
+
+
+#: An object of a snapshot as the scan holds it: its source, or for a small file the
+#: stat cache answered, its ``(size, path)`` (the source is made when asked for).
+_Pending = ObjectSource | tuple[int, str]
+
+
+def _source(held: _Pending) -> ObjectSource:
+    return held if isinstance(held, ObjectSource) else ObjectSource(KIND_BLOB, *held)
 
 
 _Hashed = tuple[bytes, int, "bytes | None"]
@@ -150,12 +199,22 @@ _Entry = tuple[bytes, int, int, "int | _Dir", "bytes | Future[_Hashed] | Future[
 
 
 class _Dir:
-    """A scanned directory whose tree is encoded once every file in it is hashed."""
+    """A scanned directory whose tree is encoded once every file in it is hashed.
 
-    __slots__ = ("entries",)
+    ``key`` is its path relative to the scanned directory plus "/" (b"" for the
+    top), ``mode`` its mode bits as its parent's tree row has them; ``tree`` the
+    id and bytes the stat cache gave for it (git's cache-tree), when every entry
+    in it was answered by the cache: it is then not encoded again; ``links``
+    whether it holds a symlink (then its tree is never cached).
+    """
 
-    def __init__(self, entries: list[_Entry]) -> None:
-        self.entries = entries
+    __slots__ = ("entries", "key", "links", "mode", "tree")
+
+    def __init__(self, key: bytes, mode: int) -> None:
+        self.entries: list[_Entry] = []
+        self.key, self.mode = key, mode
+        self.tree: tuple[bytes, bytes] | None = None
+        self.links = False
 
 
 class _Scanner:
@@ -172,11 +231,18 @@ class _Scanner:
         self.on_blob, self.eager, self.hasher = on_blob, eager, hasher
         self.chunking, self.cache = chunking, cache
         self.max_size = chunking.max_size
+        #: A file up to this size is hashed whole, in the walk (none is chunked).
+        self.small = min(SMALL_OBJECT, chunking.max_size)
         self.lookup = cache.lookup if cache is not None else None
+        #: Files the cache did not answer and symlinks, so far: a directory whose
+        #: walk leaves this unchanged had all of its entries answered.
+        self.unanswered = 0
         #: Each regular file's relative path, ``lstat`` key and hashing, for the cache.
         self.hashed: list[tuple[bytes, StatKey, _Hashed | Future[_Hashed] | Future[ChunkedFile]]]
         self.hashed = []
-        self.blobs: dict[bytes, ObjectSource] = {}
+        #: Blobs in walk order; a small file the cache answered is held as its
+        #: ``(size, path)`` until the snapshot's objects are built (if ever).
+        self.blobs: dict[bytes, _Pending] = {}
         self.trees: dict[bytes, ObjectSource] = {}
         #: Chunk lists, in walk order (packed with the trees).
         self.lists: dict[bytes, ObjectSource] = {}
@@ -238,36 +304,56 @@ class _Scanner:
 
     def walk(self, path: str) -> _Dir:
         """Scan ``path`` depth first, in sorted name order, iteratively (any nesting)."""
-        top = _Dir([])
-        #: Each frame: the children left, the entries so far, the relative path + "/".
-        stack: list[tuple[Iterator[tuple[bytes, os.DirEntry[str]]], list[_Entry], bytes]] = [
-            (_children(path), top.entries, b"")
+        top = _Dir(b"", 0)
+        #: Each frame: the children left, the directory, ``unanswered`` at its start.
+        stack: list[tuple[Iterator[tuple[bytes, os.DirEntry[str]]], _Dir, int]] = [
+            (_children(path), top, 0)
         ]
+        file, is_reg, is_dir = self.file, stat.S_ISREG, stat.S_ISDIR
         while stack:
-            children, entries, prefix = stack[-1]
-            named = next(children, None)
-            if named is None:
-                stack.pop()
-                continue
-            if self.early:
-                self.poll()
-            name, child = named
-            st = child.stat(follow_symlinks=False)
-            kind = st.st_mode
-            if stat.S_ISREG(kind):
-                entries.append(self.file(child.path, name, prefix + name, kind & 0o777, st))
-            elif stat.S_ISDIR(kind):
-                sub = _Dir([])
-                entries.append((name, TYPE_DIR, kind & 0o777, sub, b""))
-                stack.append((_children(child.path), sub.entries, prefix + name + b"/"))
-            elif stat.S_ISLNK(kind):
-                target = os.fsencode(os.readlink(child.path))
-                oid = blake3.blake3(target).digest()
-                self.found(oid, ObjectSource(KIND_BLOB, len(target), data=target))
-                entries.append((name, TYPE_SYMLINK, 0, len(target), oid))
+            children, folder, before = stack[-1]
+            entries, prefix = folder.entries, folder.key
+            # One loop per directory (cheaper than a step of the outer loop per entry);
+            # it breaks to walk a subdirectory first, and resumes after it.
+            for name, child in children:
+                if self.early:
+                    self.poll()
+                st = child.stat(follow_symlinks=False)
+                kind = st.st_mode
+                if is_reg(kind):
+                    entries.append(file(child.path, name, prefix + name, kind & 0o777, st))
+                elif is_dir(kind):
+                    sub = _Dir(prefix + name + b"/", kind & 0o777)
+                    entries.append((name, TYPE_DIR, kind & 0o777, sub, b""))
+                    stack.append((_children(child.path), sub, self.unanswered))
+                    break
+                elif stat.S_ISLNK(kind):
+                    self.unanswered += 1
+                    folder.links = True
+                    target = os.fsencode(os.readlink(child.path))
+                    oid = blake3.blake3(target).digest()
+                    self.found(oid, ObjectSource(KIND_BLOB, len(target), data=target))
+                    entries.append((name, TYPE_SYMLINK, 0, len(target), oid))
+                else:
+                    raise OSError(f"{child.path}: not a regular file, directory or symlink")
             else:
-                raise OSError(f"{child.path}: not a regular file, directory or symlink")
+                stack.pop()
+                self.reuse(folder, before)
         return top
+
+    def reuse(self, folder: _Dir, before: int) -> None:
+        """Take ``folder``'s tree from the cache if every entry in it was answered.
+
+        Answered recursively: each file's ``lstat`` matched a trusted entry, and each
+        subdirectory's tree was reused (one that was not counts as unanswered, so
+        its parents are not reused either).
+        """
+        if self.cache is None:
+            return
+        if self.unanswered == before:
+            folder.tree = self.cache.tree(folder.key, len(folder.entries), folder.mode)
+        if folder.tree is None:
+            self.unanswered += 1
 
     def file(self, path: str, name: bytes, rel: bytes, mode: int, st: os.stat_result) -> _Entry:
         """Hash (or chunk) a regular file, or take what it gave from the stat cache.
@@ -276,6 +362,17 @@ class _Scanner:
         """
         cached = self.lookup(rel, st) if self.lookup is not None else None
         size = st.st_size
+        if cached is None:
+            self.unanswered += 1
+        elif size <= self.small and type(cached) is tuple:
+            # The common case of a re-push, kept short: a small file the cache answered.
+            oid = cached[0]
+            if self.on_blob is None:
+                self.blobs.setdefault(oid, (size, path))
+            elif oid not in self.blobs:
+                self.found(oid, ObjectSource(KIND_BLOB, size, path=path))
+            self.files += 1
+            return (name, TYPE_FILE, mode, size, oid)
         if size > self.max_size:
             _check_size(path, size)
             if isinstance(cached, ChunkedFile):
@@ -333,24 +430,26 @@ class _Scanner:
         Iterative post-order, children in entry order: the trees are found in the
         order the recursive encoder found them, so packs stay deterministic.
         """
-        #: Each frame: the entries left, the tree rows made so far, and the
-        #: (name, type, mode) this directory has in its parent (None for the top).
-        stack: list[tuple[Iterator[_Entry], list[TreeRow], tuple[bytes, int, int] | None]] = [
-            (iter(top.entries), [], None)
+        #: Each frame: the entries left, the tree rows made so far, the directory
+        #: and the (name, type, mode) it has in its parent (None for the top). A
+        #: directory whose tree the cache gave visits its subdirectories only (to
+        #: record their trees, in the same order), and makes no rows.
+        stack: list[tuple[Iterator[_Entry], list[TreeRow], _Dir, tuple[bytes, int, int] | None]] = [
+            (self.pending(top), [], top, None)
         ]
         while True:
-            pending, done, named = stack[-1]
+            pending, done, folder, named = stack[-1]
             item = next(pending, None)
             if item is None:
                 stack.pop()
-                oid = self.encode_one(done)
+                oid = self.encode_one(done, folder)
                 if named is None:
                     return oid
                 stack[-1][1].append((named[0], named[1], named[2], 0, oid))
                 continue
             name, kind, mode, size, ref = item
             if isinstance(size, _Dir):
-                stack.append((iter(size.entries), [], (name, kind, mode)))
+                stack.append((self.pending(size), [], size, (name, kind, mode)))
             elif isinstance(ref, Future):
                 result = ref.result()
                 if isinstance(result, ChunkedFile):
@@ -363,10 +462,22 @@ class _Scanner:
             else:
                 done.append((name, kind, mode, size, ref))
 
-    def encode_one(self, rows: list[TreeRow]) -> bytes:
-        """Encode one tree from its rows, record it, return its id."""
-        data = encode_tree_rows(rows)
-        oid = blake3.blake3(data).digest()
+    @staticmethod
+    def pending(folder: _Dir) -> Iterator[_Entry]:
+        """The entries of ``folder`` to encode: its subdirectories only if its tree is reused."""
+        if folder.tree is None:
+            return iter(folder.entries)
+        return (entry for entry in folder.entries if entry[1] == TYPE_DIR)
+
+    def encode_one(self, rows: list[TreeRow], folder: _Dir) -> bytes:
+        """Encode one tree from its rows (or take the cache's), record it, return its id."""
+        if folder.tree is not None:
+            oid, data = folder.tree
+        else:
+            data = encode_tree_rows(rows)
+            oid = blake3.blake3(data).digest()
+            if self.cache is not None and not folder.links:
+                self.cache.record_tree(folder.key, oid, len(folder.entries), folder.mode, data)
         self.trees.setdefault(oid, ObjectSource(KIND_TREE, len(data), data=data))
         return oid
 
@@ -378,8 +489,14 @@ def _children(path: str) -> Iterator[tuple[bytes, os.DirEntry[str]]]:
     compared beyond their names.
     """
     with os.scandir(path) as it:
-        children = sorted((os.fsencode(d.name), d) for d in it)
+        children = [(d.name.encode(_FS_ENCODING, _FS_ERRORS), d) for d in it]
+    children.sort()
     return iter(children)
+
+
+#: ``os.fsencode``'s codec, bound once (its call per name cost ~10 ms of a 10,000-file scan).
+_FS_ENCODING: Final = sys.getfilesystemencoding()
+_FS_ERRORS: Final = sys.getfilesystemencodeerrors()
 
 
 def scan(
@@ -427,7 +544,16 @@ def scan(
             raise
     root = scanner.encode(top)
     scanner.remember()
-    objects = dict(reversed(list(scanner.trees.items())))
-    objects.update((k, v) for k, v in scanner.lists.items() if k not in objects)
-    objects.update((k, v) for k, v in scanner.blobs.items() if k not in objects)
-    return Snapshot(root, objects, scanner.files)
+    trees, lists, blobs = scanner.trees, scanner.lists, scanner.blobs
+
+    def objects() -> dict[bytes, _Pending]:
+        built: dict[bytes, _Pending] = dict(reversed(list(trees.items())))
+        built.update((k, v) for k, v in lists.items() if k not in built)
+        # The blobs in C-level passes: an id already there keeps its place and source.
+        first = {k: built[k] for k in built.keys() & blobs.keys()}
+        built.update(blobs)
+        built.update(first)
+        return built
+
+    count = len(trees.keys() | lists.keys() | blobs.keys())
+    return Snapshot(root, objects, scanner.files, count)

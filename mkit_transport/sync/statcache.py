@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import operator
 import os
 import struct
 import tempfile
 import time
+from operator import itemgetter
 from types import TracebackType
 from typing import Final
 
@@ -55,18 +57,22 @@ __all__ = [
 ]
 
 #: The cache file's format version (a change of it invalidates every cache file).
-CACHE_VERSION: Final = 1
+CACHE_VERSION: Final = 2
 #: The timestamp granularity assumed of any filesystem (FAT's 2 s, the coarsest);
 #: an entry is trusted only if it is older than the cache's reference time by more.
 RACY_WINDOW_NS: Final = 2_000_000_000
 
 _MAGIC: Final = b"MKSTATC\0"
 #: magic, version, reserved, chunk min/avg/max, reference time, device, root length,
-#: entry count, bytes of the paths, bytes of the chunk lists; then the root's real
-#: path, the rows, the paths (NUL-separated, in row order) and the chunk lists.
-_HEAD = struct.Struct("<8sHHIIIqQIIQQ")
+#: entry count, bytes of the paths, bytes of the chunk lists, directory count, bytes
+#: of the directory paths, bytes of the trees; then the root's real path, the rows,
+#: the paths (NUL-separated, in row order), the chunk lists, the directory rows, the
+#: directory paths and the trees.
+_HEAD = struct.Struct("<8sHHIIIqQIIQQIQQ")
 #: size, mtime_ns, ctime_ns, inode, mode, kind, content id, chunk list offset and length
 _ROW = struct.Struct("<QqqQIB32sQI")
+#: tree id, entry count, the directory's mode bits, tree offset and length
+_DIR = struct.Struct("<32sIIQI")
 _TRAILER: Final = 32
 _WHOLE: Final = 0
 _CHUNKED: Final = 1
@@ -77,6 +83,9 @@ StatKey = tuple[int, int, int, int, int]
 Cached = tuple[bytes, int] | ChunkedFile
 #: One entry as stored: the :data:`StatKey` fields, kind, id, chunk list offset, length.
 _Row = tuple[int, int, int, int, int, int, bytes, int, int]
+#: A directory's tree as stored (git's cache-tree): its id, its entry count, its own
+#: mode bits (as its parent's tree row gives them) and the tree's bytes.
+Tree = tuple[bytes, int, int, bytes]
 
 
 def stat_key(st: os.stat_result) -> StatKey:
@@ -141,6 +150,10 @@ class StatCache:
         #: The chunk lists of chunked entries, read and to write.
         self._old_lists: dict[bytes, ChunkedFile] = {}
         self._new_lists: dict[bytes, ChunkedFile] = {}
+        #: Directory trees by the directory's relative path plus "/" (b"" for the top):
+        #: read, and to write (every directory of this push whose tree may be reused).
+        self._old_trees: dict[bytes, Tree] = {}
+        self._new_trees: dict[bytes, Tree] = {}
         #: Whether an entry was recorded (hashed) rather than carried over from the file.
         self._changed = False
         self._trusted_before = 0
@@ -194,11 +207,13 @@ class StatCache:
         except OSError:
             return
         with contextlib.suppress(_Foreign):
-            self._old, self._old_lists, ref_ns = self._parse(data)
+            self._old, self._old_lists, self._old_trees, ref_ns = self._parse(data)
             self._trusted_before = ref_ns - RACY_WINDOW_NS
             self.loaded = len(self._old)
 
-    def _parse(self, data: bytes) -> tuple[dict[bytes, _Row], dict[bytes, ChunkedFile], int]:
+    def _parse(
+        self, data: bytes
+    ) -> tuple[dict[bytes, _Row], dict[bytes, ChunkedFile], dict[bytes, Tree], int]:
         """The rows, chunk lists and reference time of ``data``; :class:`_Foreign` if not valid.
 
         The rows are a fixed-size array and the paths one NUL-separated run (a path
@@ -210,17 +225,20 @@ class StatCache:
         if blake3.blake3(body).digest() != trailer:
             raise _Foreign
         (magic, version, reserved, cmin, cavg, cmax, ref_ns, device, rootlen, count, paths_len,
-         lists_len) = _HEAD.unpack_from(body, 0)  # fmt: skip
+         lists_len, dir_count, dir_paths_len, trees_len) = _HEAD.unpack_from(body, 0)  # fmt: skip
         params = (self.chunking.min_size, self.chunking.avg_size, self.chunking.max_size)
         if magic != _MAGIC or version != CACHE_VERSION or reserved or (cmin, cavg, cmax) != params:
             raise _Foreign
         rows_at = _HEAD.size + rootlen
         paths_at = rows_at + count * _ROW.size
         lists_at = paths_at + paths_len
+        dirs_at = lists_at + lists_len
+        dir_paths_at = dirs_at + dir_count * _DIR.size
+        trees_at = dir_paths_at + dir_paths_len
         if (
             device != self.device
             or body[_HEAD.size : rows_at] != self.root
-            or lists_at + lists_len != len(body)
+            or trees_at + trees_len != len(body)
         ):
             raise _Foreign
         rows = list(_ROW.iter_unpack(body[rows_at:paths_at]))
@@ -229,19 +247,37 @@ class StatCache:
         if len(paths) != count or len(entries) != count:
             raise _Foreign
         lists: dict[bytes, ChunkedFile] = {}
+        # The rows of whole files (kind 0, most of them) are checked in C-level passes:
+        # none names a chunk list; the others are looked at one by one.
+        kinds = list(map(itemgetter(5), rows))
+        if any(itertools.compress(map(itemgetter(8), rows), map(operator.not_, kinds))):
+            raise _Foreign
         try:
-            for rel, row in entries.items():
-                if row[5] == _CHUNKED and row[7] + row[8] <= lists_len:
-                    at = lists_at + row[7]
-                    chunked = decode_chunk_list(bytes(body[at : at + row[8]]))
-                    if chunked.id != row[6] or chunked.size != row[0]:
-                        raise _Foreign
-                    lists[rel] = chunked
-                elif row[5] != _WHOLE or row[8]:
+            for rel in itertools.compress(paths, kinds):
+                row = entries[rel]
+                if row[5] != _CHUNKED or row[7] + row[8] > lists_len:
                     raise _Foreign
+                at = lists_at + row[7]
+                chunked = decode_chunk_list(bytes(body[at : at + row[8]]))
+                if chunked.id != row[6] or chunked.size != row[0]:
+                    raise _Foreign
+                lists[rel] = chunked
         except InvalidResponse as exc:
             raise _Foreign from exc
-        return entries, lists, ref_ns
+        dir_paths = bytes(body[dir_paths_at:trees_at]).split(b"\0") if dir_count else []
+        if len(dir_paths) != dir_count:
+            raise _Foreign
+        trees: dict[bytes, Tree] = {}
+        for key, (oid, entry_count, mode, at, length) in zip(
+            dir_paths, _DIR.iter_unpack(body[dirs_at:dir_paths_at]), strict=True
+        ):
+            if at + length > trees_len:
+                raise _Foreign
+            start = trees_at + at
+            trees[key] = (oid, entry_count, mode, bytes(body[start : start + length]))
+        if len(trees) != dir_count:
+            raise _Foreign
+        return entries, lists, trees, ref_ns
 
     def lookup(self, rel: bytes, st: os.stat_result) -> Cached | None:
         """What hashing ``rel`` gave, if its entry matches ``st`` and is not racy.
@@ -268,6 +304,38 @@ class StatCache:
             return chunked
         return (row[6], row[0])
 
+    def tree(self, key: bytes, count: int, mode: int) -> tuple[bytes, bytes] | None:
+        """The tree id and bytes of directory ``key`` from the last push, if still exact.
+
+        The caller asks only for a directory every file of which (recursively) the
+        cache answered (:meth:`lookup`, so none racily clean) and that holds no
+        symlink. Its tree is then the one the last push built from those very
+        entries, provided the directory still has as many entries (each name was
+        answered, so the names are the same) and its mode bits are the same; and
+        the stored bytes still hash to the id (checked here, cheap: a damaged copy
+        is never trusted). Answered, the tree is carried over to the cache
+        :meth:`save` writes.
+        """
+        tree = self._old_trees.get(key)
+        if tree is None or tree[1] != count or tree[2] != mode:
+            return None
+        if blake3.blake3(tree[3]).digest() != tree[0]:
+            return None
+        self._new_trees[key] = tree
+        return tree[0], tree[3]
+
+    def record_tree(self, key: bytes, oid: bytes, count: int, mode: int, data: bytes) -> None:
+        """Remember directory ``key``'s tree, as this push built it from its entries.
+
+        Only directories without symlinks are recorded (a symlink has no entry to
+        check it by). A file in it that was hashed but not recorded (it changed
+        while read) has no entry, so the next push's :meth:`lookup` misses it and
+        never asks for this tree.
+        """
+        if key not in self._new_trees:
+            self._new_trees[key] = (oid, count, mode, data)
+            self._changed = True
+
     def record(self, rel: bytes, key: StatKey, result: Cached) -> None:
         """Remember that the file ``rel``, as ``key`` described it, hashed to ``result``.
 
@@ -292,7 +360,11 @@ class StatCache:
         """
         if self._temp is None:
             return
-        if not self._changed and len(self._new) == self.loaded:
+        if (
+            not self._changed
+            and len(self._new) == self.loaded
+            and len(self._new_trees) == len(self._old_trees)
+        ):
             self.close()
             return
         fd, temp = self._temp
@@ -315,11 +387,21 @@ class StatCache:
             new = {**new, **placed}
         rows = itertools.starmap(_ROW.pack, new.values())
         paths = b"\0".join(new)
+        dir_rows: list[bytes] = []
+        trees: list[bytes] = []
+        tree_at = 0
+        for oid, count, mode, data in self._new_trees.values():
+            dir_rows.append(_DIR.pack(oid, count, mode, tree_at, len(data)))
+            trees.append(data)
+            tree_at += len(data)
+        dir_paths = b"\0".join(self._new_trees)
         head = _HEAD.pack(
             _MAGIC, CACHE_VERSION, 0, *params, self._ref_ns, self.device, len(self.root),
-            len(self._new), len(paths), at,
+            len(self._new), len(paths), at, len(self._new_trees), len(dir_paths), tree_at,
         )  # fmt: skip
-        body = b"".join([head, self.root, b"".join(rows), paths, *lists])
+        body = b"".join(
+            [head, self.root, b"".join(rows), paths, *lists, *dir_rows, dir_paths, *trees]
+        )
         try:
             with open(fd, "wb") as f:
                 f.write(body)
