@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from mkit_transport import (
 from mkit_transport.cli import main
 from mkit_transport.sync import log, pull, push
 from mkit_transport.sync.common import fetch_record, record_key
+from mkit_transport.sync.fsck import fsck
 from mkit_transport.sync.gc import gc
 from mkit_transport.sync.history import HISTORY_TRUNCATED
 from tests.support.gc_race import stored
@@ -120,7 +122,9 @@ def test_keep_last_keeps_young_records_until_the_grace_period_is_over(
     _push_history(store, tmp_path, count=3)
     before = stored(store)
     report = gc(store, grace=3600, now=time.time(), keep_last=1)
-    assert report.swept == 0 and report.kept_young > 0
+    # The young dropped records stay with everything they list (GC-19): marked, as
+    # part of the history, not merely spared by age.
+    assert report.swept == 0 and report.records == 3
     assert stored(store) == before and len(log(store, REF)) == 3
 
 
@@ -179,3 +183,48 @@ def test_an_untruncated_log_has_no_mark(tmp_path: Path) -> None:
     text = io.StringIO()
     assert main(["log", url, REF], out=text) == 0
     assert len(text.getvalue().splitlines()) == 2 and HISTORY_TRUNCATED not in text.getvalue()
+
+
+def test_a_young_dropped_record_keeps_what_it_lists(tmp_path: Path) -> None:
+    """GC-19: the record past the kept history, younger than the grace period, keeps
+    its packs: a ref's chain never reaches a record whose packs were swept."""
+    root = tmp_path / "store"
+    store = FileTransport(root)
+    values = _push_history(store, tmp_path, count=4)
+    then = time.time() - 7200
+    for path in root.rglob("*"):
+        if path.is_file():
+            os.utime(path, (then, then))
+    cut = record_key(values[-2])  # the parent of the one record keep_last=1 keeps
+    cut_file = root / "packs" / cut.hex()[:2] / cut.hex()
+    cut_file.touch()  # young: written within the grace period
+    report = gc(store, grace=3600, now=time.time(), keep_last=1)
+    assert report.swept > 0  # the older records and what only they held
+    assert fsck(store).ok
+    assert [entry.key for entry in log(store, REF)] == [record_key(v) for v in values[:1:-1]]
+    assert _keys(store, values[-2]) <= stored(store)
+    pull(store, REF, tmp_path / "out", cache_dir=str(tmp_path / "cache"))
+
+
+def test_the_cut_record_goes_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GC-19: a gc killed after its first delete leaves each history cut where it ends,
+    never a dropped record whose packs are gone (fsck clean, every ref pulls)."""
+    store = FileTransport(tmp_path / "store")
+    values = _push_history(store, tmp_path, count=4)
+    calls: list[list[PackKey]] = []
+
+    def first_batch_only(keys: list[PackKey]) -> None:
+        calls.append(list(keys))
+        if len(calls) == 1:
+            FileTransport.delete_packs(store, keys)
+        else:
+            raise KeyboardInterrupt  # the gc is "killed" before its second delete
+
+    monkeypatch.setattr(store, "delete_packs", first_batch_only)
+    with pytest.raises(KeyboardInterrupt):
+        gc(store, grace=0, now=time.time() + 1, keep_last=1)
+    assert calls[0] == [record_key(values[-2])]
+    monkeypatch.undo()
+    assert fsck(store).ok
+    assert [entry.key for entry in log(store, REF)] == [record_key(values[-1])]
+    pull(store, REF, tmp_path / "out", cache_dir=str(tmp_path / "cache"))

@@ -36,11 +36,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from ..errors import InvalidArgument, InvalidResponse, PackNotFound, PayloadTooLarge
 from ..hashes import PackKey
 from ..transport import Transport
+from .common import ref_value
+from .model import Record
 from .repack import RepackReport, check_max_unused, repack
 from .walk import RecordStep, walk_last, walk_records
 
@@ -84,7 +86,7 @@ class GcReport:
 
 
 def reachable(
-    transport: Transport, *, keep_last: int | None = None
+    transport: Transport, *, keep_last: int | None = None, cutoff: float | None = None
 ) -> tuple[set[PackKey], int, int]:
     """Mark: every key reachable from every ref; also how many refs and records.
 
@@ -94,20 +96,69 @@ def reachable(
     what such a ref needs, so it refuses to sweep rather than guess. ``keep_last``
     (checked by :func:`gc`) bounds each ref's walk to its newest records.
     """
+    live, cuts = _mark_refs(transport, keep_last, cutoff)
+    return live, cuts.refs, cuts.records
+
+
+@dataclass
+class _Marked:
+    """What a mark found besides the live keys: counts, and where kept histories end."""
+
+    refs: int = 0
+    records: int = 0
+    #: The record just past each ref's kept history (``keep_last``), not live itself.
+    cuts: set[PackKey] = field(default_factory=set)
+
+
+def _mark_refs(
+    transport: Transport, keep_last: int | None, cutoff: float | None
+) -> tuple[set[PackKey], _Marked]:
+    """Mark from every ref; with ``keep_last``, also find each history's cut.
+
+    A dropped record younger than the grace period (``cutoff``) is kept, and so is
+    everything it lists: the history then goes on to its parent. Otherwise a young
+    dropped record would outlive the old packs it lists, and be a record naming
+    missing packs on a ref's chain (fsck would rightly report it).
+    """
     live: set[PackKey] = set()
     read: set[PackKey] = set()
     kept: dict[PackKey, int] = {}
+    found = _Marked()
     refs = transport.list_refs("")
+    found.refs = len(refs)
     for ref in refs:
         if keep_last is None:
             steps = walk_records(transport, ref.hash, live)
         else:
             steps = walk_last(transport, ref.hash, keep_last, kept)
+        last: Record | None = None
         for step in steps:
             if not _mark(step, ref.name, live):
+                last = None
                 break
             read.add(step.key)
-    return live, len(refs), len(read)
+            last = step.record
+        while keep_last is not None and last is not None and last.parent is not None:
+            parent = last.parent
+            if parent in live or cutoff is None or not _younger(transport, parent, cutoff):
+                found.cuts.add(parent)
+                break
+            young = next(walk_last(transport, ref_value(parent), 1, {}), None)
+            if young is None or not _mark(young, ref.name, live):
+                break
+            read.add(young.key)
+            last = young.record
+    found.records = len(read)
+    found.cuts -= live
+    return live, found
+
+
+def _younger(transport: Transport, key: PackKey, cutoff: float) -> bool:
+    """Whether the stored ``key`` was written after ``cutoff`` (absent: False)."""
+    number = int.from_bytes(bytes(key), "big")
+    after = PackKey((number - 1).to_bytes(32, "big")) if number else None
+    info = next(iter(transport.list_packs(after=after, page_size=1)), None)
+    return info is not None and info.key == key and info.mtime > cutoff
 
 
 def _mark(step: RecordStep, ref: str, live: set[PackKey]) -> bool:
@@ -174,10 +225,10 @@ def gc(
         max_unused = check_max_unused(max_unused)
     started = time.time() if now is None else float(now)
     cutoff = started - grace
-    live, refs, records = reachable(transport, keep_last=keep_last)
+    live, marked = _mark_refs(transport, keep_last, cutoff)
     report = GcReport(
-        refs=refs,
-        records=records,
+        refs=marked.refs,
+        records=marked.records,
         reachable=len(live),
         dry_run=dry_run,
         grace=float(grace),
@@ -196,8 +247,20 @@ def gc(
             # Mark again: the refs moved to rewritten records, so what only the old
             # ones listed is now unreachable; a ref a concurrent push moved instead
             # still names the old packs, and this mark keeps them (SPEC-GC, GC-12).
-            live, report.refs, report.records = reachable(transport, keep_last=keep_last)
-            report.reachable = len(live)
+            live, marked = _mark_refs(transport, keep_last, cutoff)
+            report.refs, report.records, report.reachable = marked.refs, marked.records, len(live)
+    if marked.cuts and not dry_run:
+        # The record past each kept history goes first, in a batch of its own: a gc
+        # killed later in its sweep then leaves histories that end where they were
+        # cut, never a dropped record naming packs the sweep already took (GC-19).
+        for key in sorted(marked.cuts):  # counted as the listing below would have
+            try:
+                size = transport.pack_size(key)
+            except PackNotFound:
+                continue
+            report.listed, report.listed_bytes = report.listed + 1, report.listed_bytes + size
+            report.swept, report.swept_bytes = report.swept + 1, report.swept_bytes + size
+        transport.delete_packs(sorted(marked.cuts))
     doomed: list[PackKey] = []
     for info in transport.list_packs():
         report.listed += 1
