@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from typing import Final
 
 from ..hashes import PackKey
+from .atomic import replacing
 
 __all__ = ["DEFAULT_BUDGET", "BlobCache"]
 
@@ -69,17 +69,11 @@ class BlobCache:
             return
         try:
             os.makedirs(self.directory, exist_ok=True)
-            fd, temp = tempfile.mkstemp(prefix=".tmp-", dir=self.directory)
+            with replacing(path, ".tmp-") as f:
+                f.write(data)
         except OSError:
             return
-        try:
-            with open(fd, "wb") as f:
-                f.write(data)
-            os.replace(temp, path)
-            self._added += len(data)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
+        self._added += len(data)
 
     def trim(self) -> None:
         """If copies were added and the directory exceeds its budget, drop the oldest read.
