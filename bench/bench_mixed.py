@@ -18,7 +18,13 @@ halves). Rows:
   cache each time) vs ``restic restore latest --target`` and ``borg extract``; goal:
   faster than both;
 * peak RSS growth of a push and of a pull of one 1 GiB file (``--quick``: 64 MiB), in
-  a fresh process (bench.common.child_peak_rss); goal <= 128 MiB each.
+  a fresh process (bench.common.child_peak_rss); goal <= 128 MiB each;
+* issue 17's rows, from one more round in which every step is a child process measured
+  by ``wait4`` (bench.peers.run_peer: wall seconds, user + system CPU, ``ru_maxrss``):
+  ours is the command line (``python -m mkit_transport push --no-cache`` / ``pull``,
+  interpreter start-up included), restic its own binary. Push peak RSS ours / restic
+  (goal <= 1), pull CPU ours / restic (goal <= 1), and the median pull time of the
+  timed rounds ours / restic against issue 17's goal (<= 0.7). Judged in full runs.
 
 Timings are medians of interleaved rounds (3, ``--quick`` 1): a round runs the bound,
 the three first pushes (each into a fresh store; a peer's ``init`` is not timed) and
@@ -52,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import zstandard
 
 from bench.common import MIB, Figure, Results, check_peers, child_peak_rss, mib
-from bench.peers import borg_env, restic_env, run_peer
+from bench.peers import Usage, borg_env, restic_env, run_peer
 from mkit_transport import open_transport
 from mkit_transport.sync import pull, push
 
@@ -291,6 +297,77 @@ def timed_rounds(tree: Path, work: Path, repeat: int) -> tuple[dict[str, float],
     return {name: statistics.median(values) for name, values in times.items()}, stored
 
 
+def measured_round(tree: Path, work: Path) -> dict[str, Usage]:
+    """Push and pull by ours (the CLI, a child process) and restic, each measured by wait4."""
+    run = work / "measured"
+    run.mkdir()
+    ours, restic = Ours(run), Restic(run)
+    restic.setup()
+    cli = [sys.executable, "-m", "mkit_transport"]
+    root = str(Path(__file__).resolve().parent.parent)
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    )
+    steps: dict[str, tuple[list[str], dict[str, str]]] = {
+        "push_ours": ([*cli, "push", "--no-cache", str(tree), ours.url(), REF], env),
+        "push_restic": (["restic", "backup", "--quiet", str(tree)], restic.env()),
+        "pull_ours": (
+            [*cli, "pull", "--cache-dir", str(ours.state / "cache"), ours.url(), REF,
+             str(run / "ours-pulled")],
+            env,
+        ),
+        "pull_restic": (
+            ["restic", "restore", "latest", "--quiet", "--target", str(run / "restic-pulled")],
+            restic.env(),
+        ),
+    }  # fmt: skip
+    (run / "restic-pulled").mkdir()
+    usage: dict[str, Usage] = {}
+    for name, (cmd, step_env) in steps.items():
+        os.sync()
+        usage[name] = run_peer(cmd, step_env)
+    shutil.rmtree(run)
+    os.sync()
+    return usage
+
+
+def measured_figures(usage: dict[str, Usage], t: dict[str, float], repeat: int) -> list[Figure]:
+    """Issue 17's rows: push peak RSS and pull CPU against restic, pull time against 0.7x."""
+    push_o, push_r = usage["push_ours"], usage["push_restic"]
+    pull_o, pull_r = usage["pull_ours"], usage["pull_restic"]
+    return [
+        Figure(
+            "push peak RSS (wait4): ours / restic",
+            round(push_o.peak_rss / push_r.peak_rss, 2),
+            "x",
+            "<= 1",
+            repeats=1,
+            detail={"ours": mib(push_o.peak_rss), "restic": mib(push_r.peak_rss)},
+        ),
+        Figure(
+            "pull CPU (user + system, wait4): ours / restic",
+            round(pull_o.cpu / pull_r.cpu, 2),
+            "x",
+            "<= 1",
+            repeats=1,
+            detail={
+                "ours_cpu_s": round(pull_o.cpu, 2),
+                "restic_cpu_s": round(pull_r.cpu, 2),
+                "ours_s": round(pull_o.seconds, 2),
+                "restic_s": round(pull_r.seconds, 2),
+            },
+        ),
+        Figure(
+            "pull time: ours / restic (issue 17)",
+            round(t["pull_ours"] / t["pull_restic"], 2),
+            "x",
+            "<= 0.7",
+            repeats=repeat,
+            detail={"ours_s": round(t["pull_ours"], 2), "restic_s": round(t["pull_restic"], 2)},
+        ),
+    ]
+
+
 # -- peak RSS (run in a child process by child_peak_rss) -----------------------------------
 
 
@@ -417,6 +494,7 @@ def main() -> None:
         files, total = make_tree(tree, sizes)
         print(f"tree: {files} files, {mib(total)}", flush=True)
         t, stored = timed_rounds(tree, work, sizes.repeat)
+        usage = measured_round(tree, work)
         shutil.rmtree(tree)
         rss = rss_figures(work, sizes.rss_file)
 
@@ -456,6 +534,10 @@ def main() -> None:
     results.section(
         "pull of the mixed tree into an empty directory",
         [ours_over("pull", "restic", "< 1"), ours_over("pull", "borg", "< 1")],
+    )
+    results.section(
+        "issue 17: the mixed tree against restic, each step a measured child process",
+        measured_figures(usage, t, sizes.repeat),
     )
     results.section(f"push and pull of a {sizes.rss_file // MIB} MiB file", rss)
     results.finish()

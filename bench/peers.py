@@ -9,14 +9,39 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
-def run_peer(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
-    """Run a peer's command; its output only shows when it fails (then it raises)."""
-    done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stderr}")
+@dataclass(frozen=True)
+class Usage:
+    """What one command cost: wall seconds, CPU seconds (user + system), peak RSS bytes."""
+
+    seconds: float
+    cpu: float
+    peak_rss: int
+
+
+def run_peer(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> Usage:
+    """Run a command (a peer's, or our CLI); its output only shows when it fails (then it raises).
+
+    The cost comes from ``wait4``: the kernel's own count of the child's CPU and
+    of its peak resident set (``ru_maxrss``), so every tool, Go or Python, is
+    measured by the same rule.
+    """
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        child = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
+        _pid, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            err.seek(0)
+            text = err.read().decode(errors="replace")
+            raise RuntimeError(f"{' '.join(cmd)} exited {child.returncode}:\n{text}")
+    return Usage(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024)
 
 
 def restic_env(store: Path, state: Path) -> dict[str, str]:
