@@ -310,6 +310,7 @@ class _Scanner:
             (_children(path), top, 0)
         ]
         file, is_reg, is_dir = self.file, stat.S_ISREG, stat.S_ISDIR
+        answer = self.cache.small_answer(self.small) if self.cache is not None else None
         while stack:
             children, folder, before = stack[-1]
             entries, prefix = folder.entries, folder.key
@@ -321,7 +322,18 @@ class _Scanner:
                 st = child.stat(follow_symlinks=False)
                 kind = st.st_mode
                 if is_reg(kind):
-                    entries.append(file(child.path, name, prefix + name, kind & 0o777, st))
+                    # A re-push's common case, inline: a small file the cache answers.
+                    rel = prefix + name
+                    hit = answer(rel, st) if answer is not None else None
+                    if hit is None:
+                        entries.append(file(child.path, name, rel, kind & 0o777, st))
+                        continue
+                    if self.on_blob is None:
+                        self.blobs.setdefault(hit, (st.st_size, child.path))
+                    elif hit not in self.blobs:
+                        self.found(hit, ObjectSource(KIND_BLOB, st.st_size, path=child.path))
+                    self.files += 1
+                    entries.append((name, TYPE_FILE, kind & 0o777, st.st_size, hit))
                 elif is_dir(kind):
                     sub = _Dir(prefix + name + b"/", kind & 0o777)
                     entries.append((name, TYPE_DIR, kind & 0o777, sub, b""))

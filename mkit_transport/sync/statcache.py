@@ -34,6 +34,7 @@ import os
 import struct
 import tempfile
 import time
+from collections.abc import Callable
 from operator import itemgetter
 from types import TracebackType
 from typing import Final
@@ -161,9 +162,9 @@ class StatCache:
         self._ref_ns = 0
         #: Entries the valid cache file held (0: absent, invalid or not read).
         self.loaded = 0
-        #: Files answered from the cache, and files it could not answer (hashed).
-        self.hits = 0
+        #: Files the cache could not answer (hashed); :attr:`hits` counts the others.
         self.misses = 0
+        self._recorded = 0
         if read:
             self._load()
 
@@ -297,12 +298,46 @@ class StatCache:
         ):
             self.misses += 1
             return None
-        self.hits += 1
         self._new[rel] = row
         if row[5] == _CHUNKED:
             chunked = self._new_lists[rel] = self._old_lists[rel]
             return chunked
         return (row[6], row[0])
+
+    @property
+    def hits(self) -> int:
+        """Files answered from the cache (every entry carried over to the new cache)."""
+        return len(self._new) - self._recorded
+
+    def small_answer(self, small: int) -> Callable[[bytes, os.stat_result], bytes | None]:
+        """A :meth:`lookup` for the walk's common case: a whole file of at most ``small`` bytes.
+
+        Answers only an entry :meth:`lookup` would answer as a whole file (same
+        match, same racy rule, carried over the same way) that is at most ``small``
+        bytes; None sends the walk to :meth:`lookup`'s full path (which counts the
+        miss). One closure, its state in locals: it runs once per file of a re-push.
+        """
+        old_get, new, trusted = self._old.get, self._new, self._trusted_before
+
+        def answer(rel: bytes, st: os.stat_result) -> bytes | None:
+            row = old_get(rel)
+            if (
+                row is None
+                or row[5]
+                or row[1] != st.st_mtime_ns
+                or row[0] != st.st_size
+                or row[0] > small
+                or row[2] != st.st_ctime_ns
+                or row[3] != st.st_ino
+                or row[4] != st.st_mode
+                or row[1] >= trusted
+                or row[2] >= trusted
+            ):
+                return None
+            new[rel] = row
+            return row[6]
+
+        return answer
 
     def tree(self, key: bytes, count: int, mode: int) -> tuple[bytes, bytes] | None:
         """The tree id and bytes of directory ``key`` from the last push, if still exact.
@@ -311,15 +346,13 @@ class StatCache:
         cache answered (:meth:`lookup`, so none racily clean) and that holds no
         symlink. Its tree is then the one the last push built from those very
         entries, provided the directory still has as many entries (each name was
-        answered, so the names are the same) and its mode bits are the same; and
-        the stored bytes still hash to the id (checked here, cheap: a damaged copy
-        is never trusted). Answered, the tree is carried over to the cache
-        :meth:`save` writes.
+        answered, so the names are the same) and its mode bits are the same. Its
+        bytes are not hashed again here: the file's BLAKE3 trailer, checked when it
+        was loaded, covers them (a damaged copy never loads). Answered, the tree is
+        carried over to the cache :meth:`save` writes.
         """
         tree = self._old_trees.get(key)
         if tree is None or tree[1] != count or tree[2] != mode:
-            return None
-        if blake3.blake3(tree[3]).digest() != tree[0]:
             return None
         self._new_trees[key] = tree
         return tree[0], tree[3]
@@ -347,9 +380,11 @@ class StatCache:
                 self._new[rel] = (*key, _CHUNKED, result.id, 0, 0)
                 self._new_lists[rel] = result
                 self._changed = True
+                self._recorded += 1
         elif result[1] == key[0]:
             self._new[rel] = (*key, _WHOLE, result[0], 0, 0)
             self._changed = True
+            self._recorded += 1
 
     def save(self) -> None:
         """Write the entries of this push, then ``os.replace`` the cache with them (atomic).
