@@ -270,3 +270,26 @@ def test_trees_live_in_their_own_packs(sync_remote: Transport, source_tree: Path
             verifier.feed(chunk)
         assert {(e.oid, e.kind) for e in verifier.finish().entries} == set(rows)
     assert kinds[0] == {KIND_TREE} and all(KIND_TREE not in k for k in kinds[1:])
+
+
+def test_index_blobs_with_unsorted_repeated_or_unknown_rows_are_refused() -> None:
+    """decode_index checks every row (in C-level passes): sorted, unique, known kinds."""
+    from mkit_transport.errors import InvalidResponse
+    from mkit_transport.pack import KIND_BLOB, KIND_TREE
+    from mkit_transport.sync.model import encode_index
+
+    pack = PackKey(bytes(range(32)))
+    a, b, c = (bytes([n]) * 32 for n in (1, 2, 3))
+    good = encode_index(pack, [(b, KIND_TREE), (a, KIND_BLOB), (c, KIND_BLOB)])
+    assert decode_index(good, pack) == [(a, KIND_BLOB), (b, KIND_TREE), (c, KIND_BLOB)]
+    head, rows = (
+        good[: len(good) - 3 * 33],
+        [good[len(good) - 33 * (3 - i) :][:33] for i in range(3)],
+    )
+    for bad_rows in (
+        [rows[1], rows[0], rows[2]],  # unsorted
+        [rows[0], rows[0], rows[2]],  # an id twice
+        [rows[0], rows[1], bytes([9]) + c],  # an unknown kind
+    ):
+        with pytest.raises(InvalidResponse, match="unsorted"):
+            decode_index(head + b"".join(bad_rows), pack)

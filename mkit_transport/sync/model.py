@@ -12,8 +12,11 @@ into objects.
 
 from __future__ import annotations
 
+import operator
 import struct
 from dataclasses import dataclass
+from itertools import islice
+from operator import itemgetter
 from typing import Final
 
 from ..errors import InvalidResponse
@@ -256,12 +259,14 @@ def decode_index(data: bytes, pack: PackKey) -> list[tuple[bytes, int]]:
         raise _bad(f"index blob describes pack {key.hex()}, not {pack.hex()}")
     if len(data) != _INDEX_HEAD.size + count * _INDEX_ROW.size:
         raise _bad("index blob length does not match its count")
-    rows: list[tuple[bytes, int]] = []
-    for i in range(count):
-        kind, oid = _INDEX_ROW.unpack_from(data, _INDEX_HEAD.size + i * _INDEX_ROW.size)
-        if kind not in KINDS or (rows and oid <= rows[-1][0]):
-            raise _bad("index blob rows are malformed or unsorted")
-        rows.append((oid, kind))
+    # C-level passes, not a Python step per row: a push reads every index blob of
+    # its base (tens of thousands of rows) to learn what the remote holds.
+    unpacked = list(_INDEX_ROW.iter_unpack(memoryview(data)[_INDEX_HEAD.size :]))
+    kinds = list(map(itemgetter(0), unpacked))
+    oids = list(map(itemgetter(1), unpacked))
+    if not set(kinds) <= KINDS or not all(map(operator.lt, oids, islice(oids, 1, None))):
+        raise _bad("index blob rows are malformed or unsorted")
+    rows = list(zip(oids, kinds, strict=True))
     return rows
 
 
