@@ -26,6 +26,7 @@ import pytest
 from mkit_transport import FileTransport, MemoryTransport, Transport
 from mkit_transport.cli.main import main
 from mkit_transport.errors import InvalidArgument
+from mkit_transport.pack import KIND_TREE
 from mkit_transport.sync import pull, push
 from mkit_transport.sync import scan as scan_module
 from mkit_transport.sync import statcache as statcache_module
@@ -594,3 +595,8 @@ def test_a_cached_tree_whose_bytes_do_not_hash_to_its_id_is_not_used(
         cache._old_trees[key] = (oid, count, mode, data + b"x")
         snap = scan(src, _chunking=SMALL, stat_cache=cache)
     assert snap.root == plain.root and list(snap.objects) == list(plain.objects)
+    # The bytes each tree object carries are the bytes its id names.
+    for oid in snap.ids():
+        source = snap.source(oid)
+        if source.data is not None and source.kind == KIND_TREE:
+            assert blake3.blake3(source.data).digest() == oid

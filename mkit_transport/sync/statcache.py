@@ -346,13 +346,15 @@ class StatCache:
         cache answered (:meth:`lookup`, so none racily clean) and that holds no
         symlink. Its tree is then the one the last push built from those very
         entries, provided the directory still has as many entries (each name was
-        answered, so the names are the same) and its mode bits are the same. Its
-        bytes are not hashed again here: the file's BLAKE3 trailer, checked when it
-        was loaded, covers them (a damaged copy never loads). Answered, the tree is
-        carried over to the cache :meth:`save` writes.
+        answered, so the names are the same) and its mode bits are the same; and
+        the stored bytes still hash to the id (checked here, cheap: a damaged copy
+        is never trusted). Answered, the tree is carried over to the cache
+        :meth:`save` writes.
         """
         tree = self._old_trees.get(key)
         if tree is None or tree[1] != count or tree[2] != mode:
+            return None
+        if blake3.blake3(tree[3]).digest() != tree[0]:
             return None
         self._new_trees[key] = tree
         return tree[0], tree[3]
