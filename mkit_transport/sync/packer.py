@@ -16,7 +16,7 @@ import queue
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar, cast
@@ -434,6 +434,8 @@ class ScanStream:
     instead of after the whole tree is hashed. :meth:`groups` yields the blobs (as
     the scan finds them), then the trees (once it is done). Leaving the ``with``
     block stops and joins the scan (a failed upload stops it at its next blob).
+    Objects in ``known`` (what the store already holds: a push to a new ref, SYNC-59)
+    are not handed over.
     """
 
     _END: Final = object()
@@ -444,8 +446,9 @@ class ScanStream:
         pack_size: int,
         chunking: ChunkParams = DEFAULT_CHUNKING,
         stat_cache: StatCache | None = None,
+        known: Container[bytes] = frozenset(),
     ) -> None:
-        self.chunking, self.stat_cache = chunking, stat_cache
+        self.chunking, self.stat_cache, self.known = chunking, stat_cache, known
         # Files that get a pack of their own may come early (their order changes
         # no pack's bytes): the scan hands them over as soon as they are hashed.
         self.eager = solo_size(pack_size)
@@ -475,6 +478,8 @@ class ScanStream:
             self.pending, self.pending_bytes = [], 0
 
     def _on_blob(self, oid: bytes, src: ObjectSource) -> None:
+        if oid in self.known:
+            return
         self.pending.append((oid, src))
         self.pending_bytes += len(src.data) if src.data is not None else 0
         if (
@@ -509,7 +514,12 @@ class ScanStream:
         """Yield the blobs as they come, then the trees and chunk lists."""
         yield self._blobs()
         assert self.snap is not None
-        yield [(oid, src) for oid, src in self.snap.objects.items() if src.with_trees]
+        known = self.known
+        yield [
+            (oid, src)
+            for oid, src in self.snap.objects.items()
+            if src.with_trees and oid not in known
+        ]
 
     def __enter__(self) -> ScanStream:
         self.thread.start()

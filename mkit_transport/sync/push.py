@@ -23,10 +23,10 @@ import dataclasses
 import itertools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from operator import itemgetter
-from typing import Any
+from typing import Any, Final
 
 from ..errors import InvalidArgument, InvalidResponse, PackNotFound
 from ..hashes import Hash, PackKey
@@ -123,17 +123,8 @@ def push(
         bwlimit=bwlimit,
         spool_dir=spool_dir,
     )
-    for name, flag in (("repair", repair), ("stat_cache", stat_cache)):
-        if not isinstance(flag, bool):
-            raise InvalidArgument(f"{name} must be a bool, not {type(flag).__name__}")
-    if stat_cache_dir is not None and not isinstance(stat_cache_dir, str):
-        raise InvalidArgument(f"stat_cache_dir must be a str, not {type(stat_cache_dir).__name__}")
+    blobs = _blob_cache(repair, stat_cache, stat_cache_dir)
     meter = Meter(progress)
-    blobs = (
-        BlobCache(os.path.join(stat_cache_dir or default_stat_cache_dir(), "blobs"))
-        if stat_cache
-        else None
-    )
     meter.enter("plan")
     old = transport.read_ref(ref)
     condition = write_condition(expect, old)
@@ -152,12 +143,18 @@ def push(
         repair=repair,
         keep=blobs.put if blobs is not None else None,
     )
+    # A push to a new ref learns what the store holds from the tips of other refs
+    # (SYNC-59), so a branch of a pushed tree sends only what differs.
+    borrowed = [] if old is not None or repair else _borrowed_packs(transport, ref, meter, blobs)
+    known: dict[bytes, int] = {}
     with _open_cache(source_dir, _chunking, stat_cache, stat_cache_dir) as cache:
         if (old is None or repair) and not dry_run:
-            # A first push sends everything: pack blobs while the scan goes on (so does
-            # a repairing push, which trusts nothing the remote holds).
+            # A first push sends what the store lacks: pack blobs while the scan goes on
+            # (so does a repairing push, which trusts nothing the remote holds).
             meter.enter("upload")
-            with ScanStream(source_dir, knobs.pack_size, _chunking, cache) as stream:
+            if borrowed:
+                known = _remote(transport, borrowed, meter, blobs, knobs.concurrency)
+            with ScanStream(source_dir, knobs.pack_size, _chunking, cache, known) as stream:
                 uploaded = build(stream.groups(), first=1)  # trees first in the record
             assert stream.snap is not None
             snap = stream.snap
@@ -167,22 +164,21 @@ def push(
         if cache is not None and not dry_run:
             cache.save()
     if uploaded is not None:
-        meter.enter("upload", total=len(snap.objects))
-        raw = sum(src.size for src in snap.objects.values())
-        sent = len(snap.objects)
-        parent = record_key(old) if old is not None else None
-        return _commit(
-            transport, ref, condition, snap, parent, [], uploaded, meter, raw, old, sent, blobs
+        return _commit_streamed(
+            transport, ref, condition, snap, old, uploaded, known, borrowed, meter, blobs
         )
     meter.enter("plan", total=snap.count)
     base = None if repair else _base_record(transport, old, condition, meter, blobs)
+    if base is None and borrowed:
+        # A dry run to a new ref: what the other refs' tips hold would not be sent.
+        base = Record(bytes(32), None, 0, tuple(borrowed))
 
     def report(**changes: Any) -> PushReport:
         return _push_report(ref, old, snap, meter, dry_run=dry_run, **changes)
 
     if base is not None and base.root == snap.root:
         return report()
-    remote = {} if base is None else _remote(transport, base, meter, blobs, knobs.concurrency)
+    remote = {} if base is None else _remote(transport, base.packs, meter, blobs, knobs.concurrency)
     # By id, in C-level passes; a source is made only for what is sent (an edit's few).
     ids = snap.ids()
     send = list(itertools.filterfalse(remote.__contains__, ids))
@@ -219,25 +215,41 @@ def push(
     )
 
 
+def _blob_cache(repair: bool, stat_cache: bool, stat_cache_dir: str | None) -> BlobCache | None:
+    """Check the flags; the local copies of metadata blobs, unless the stat cache is off."""
+    for name, flag in (("repair", repair), ("stat_cache", stat_cache)):
+        if not isinstance(flag, bool):
+            raise InvalidArgument(f"{name} must be a bool, not {type(flag).__name__}")
+    if stat_cache_dir is not None and not isinstance(stat_cache_dir, str):
+        raise InvalidArgument(f"stat_cache_dir must be a str, not {type(stat_cache_dir).__name__}")
+    if not stat_cache:
+        return None
+    return BlobCache(os.path.join(stat_cache_dir or default_stat_cache_dir(), "blobs"))
+
+
 def _remote(
-    transport: Transport, base: Record, meter: Meter, blobs: BlobCache | None, concurrency: int
+    transport: Transport,
+    packs: Sequence[PackRef],
+    meter: Meter,
+    blobs: BlobCache | None,
+    concurrency: int,
 ) -> dict[bytes, int]:
-    """What the remote holds: each object of ``base``'s packs, at the first pack holding it.
+    """What the remote holds: each object of ``packs``, at the first pack holding it.
 
     The index blobs come from the local copies first, the rest in parallel: a push
     of an edit usually finds every one in its copies (the push before wrote or read
     them), and then starts no pool and downloads nothing.
     """
-    rows: list[list[tuple[bytes, int]] | None] = [None] * len(base.packs)
+    rows: list[list[tuple[bytes, int]] | None] = [None] * len(packs)
     missing: list[int] = []
-    for position, pack in enumerate(base.packs):
+    for position, pack in enumerate(packs):
         data = blobs.get(pack.index) if blobs is not None else None
         if data is None:
             missing.append(position)
         else:
             rows[position] = index_rows(pack, data)
     fetched = parallel(
-        lambda i: fetch_index(transport, base.packs[i], meter, blobs), missing, concurrency
+        lambda i: fetch_index(transport, packs[i], meter, blobs), missing, concurrency
     )
     for position, got in zip(missing, fetched, strict=True):
         rows[position] = got
@@ -247,6 +259,36 @@ def _remote(
     for position in reversed(range(len(rows))):
         remote.update(dict.fromkeys(map(itemgetter(0), rows[position] or ()), position))
     return remote
+
+
+#: At most this many other refs' tips are read by a push to a new ref (SYNC-59).
+MAX_BORROWED_REFS: Final = 16
+
+
+def _borrowed_packs(
+    transport: Transport, ref: str, meter: Meter, blobs: BlobCache | None
+) -> list[PackRef]:
+    """The packs of other refs' tips, which a push to the new ``ref`` need not resend.
+
+    Its siblings first (the refs beside it: ``refs/heads/*`` for a branch), else every
+    ref; of those, the last :data:`MAX_BORROWED_REFS` by name (date-stamped backup refs:
+    the newest). A ref whose record cannot be read is skipped: another ref's damage
+    is fsck's to report, not a reason to fail this push. Each pack once, in order.
+    """
+    parent = ref.rpartition("/")[0]
+    refs = [(f"{parent}/{r.name}", r.hash) for r in transport.list_refs(parent)]
+    if not [name for name, _value in refs if name != ref]:
+        refs = [(r.name, r.hash) for r in transport.list_refs("")]
+    values = [value for name, value in refs if name != ref][-MAX_BORROWED_REFS:]
+    packs: dict[PackKey, PackRef] = {}
+    for value in values:
+        try:
+            record = fetch_record(transport, value, meter, blobs)
+        except (PackNotFound, InvalidResponse):
+            continue
+        for pack in record.packs:
+            packs.setdefault(pack.key, pack)
+    return list(packs.values())
 
 
 def _open_cache(
@@ -271,11 +313,15 @@ def _commit(
     old: Hash | None,
     sent: int,
     blobs: BlobCache | None,
+    *,
+    borrowed: bool = False,
 ) -> PushReport:
     """Upload the record naming the kept and new packs, then CAS the ref (last).
 
     The record is kept in ``blobs`` too (the next push reads it from there), and
-    ``blobs`` is trimmed to its budget.
+    ``blobs`` is trimmed to its budget. ``borrowed``: the kept packs are other refs'
+    (a push to a new ref), so they are checked before the CAS like the packs found
+    stored (GC-7): the ref this push writes does not name them yet.
     """
     packs = kept + [up.pack for up in uploaded]
     record = encode_record(Record(snap.root, parent, time.time_ns(), tuple(packs)))
@@ -283,7 +329,7 @@ def _commit(
     transport.upload_blob(record, record_blob)
     new = ref_value(record_blob)
     meter.enter("commit")
-    _check_still_stored(transport, uploaded)
+    _check_still_stored(transport, uploaded, kept if borrowed else [])
     write_ref(transport, ref, condition, new)
     if blobs is not None:
         blobs.put(record_blob, record)
@@ -304,7 +350,48 @@ def _commit(
     )
 
 
-def _check_still_stored(transport: Transport, uploaded: list[UploadedPack]) -> None:
+def _commit_streamed(
+    transport: Transport,
+    ref: str,
+    condition: RefWriteCondition,
+    snap: Snapshot,
+    old: Hash | None,
+    uploaded: list[UploadedPack],
+    known: dict[bytes, int],
+    borrowed: list[PackRef],
+    meter: Meter,
+    blobs: BlobCache | None,
+) -> PushReport:
+    """Commit a push whose packs were built while the scan went on (a first push).
+
+    Objects ``known`` (held by ``borrowed`` packs of other refs' tips) were not sent:
+    the record keeps the borrowed packs that hold any of them.
+    """
+    meter.enter("upload", total=len(snap.objects))
+    held = [oid for oid in snap.objects if oid in known]
+    raw = sum(src.size for oid, src in snap.objects.items() if oid not in known)
+    parent = record_key(old) if old is not None else None
+    kept = [borrowed[i] for i in sorted(set(map(known.__getitem__, held)))]
+    return _commit(
+        transport,
+        ref,
+        condition,
+        snap,
+        parent,
+        kept,
+        uploaded,
+        meter,
+        raw,
+        old,
+        len(snap.objects) - len(held),
+        blobs,
+        borrowed=bool(kept),
+    )
+
+
+def _check_still_stored(
+    transport: Transport, uploaded: list[UploadedPack], borrowed: Sequence[PackRef] = ()
+) -> None:
     """Fail before the CAS if a key this push found stored, not sent, is gone now.
 
     A pack the push skipped because it was already there (and every index blob,
@@ -313,12 +400,14 @@ def _check_still_stored(transport: Transport, uploaded: list[UploadedPack]) -> N
     since (spec/SPEC-GC.md, section 2). Committing would point the ref at a missing
     pack; failing leaves the ref and the old snapshot as they were, and pushing
     again uploads the pack anew. Packs kept from the base record need no check: the
-    ref names them, and if the ref moved the CAS fails anyway. The keys are checked
+    ref names them, and if the ref moved the CAS fails anyway; packs borrowed from
+    another ref's tip (``borrowed``, a push to a new ref) are checked. The keys are checked
     one after another in this thread: a push of an edit has two or three, and a pool
     started for them cost more than the checks on a loaded machine (~20 ms a push,
     profiled: each thread start waits for the thread to be scheduled).
     """
     keys = [up.pack.key for up in uploaded if not up.sent] + [up.pack.index for up in uploaded]
+    keys += [key for pack in borrowed for key in (pack.key, pack.index)]
     missing = [key for key in keys if not transport.pack_exists(key)]
     if missing:
         raise PackNotFound(
