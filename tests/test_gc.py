@@ -60,9 +60,11 @@ def test_gc_sweeps_old_orphans_keeps_history_and_young_orphans(
     # A dry run changes nothing but says what would go.
     dry = gc(store, grace=HOUR, dry_run=True, now=later)
     assert (dry.swept, dry.swept_bytes, dry.dry_run) == (1, len(orphan), True)
+    assert dry.swept_keys == [PackKey.of(orphan).hex()]  # named, not only counted
     assert stored(store) == live | {PackKey.of(orphan)}
     done = gc(store, grace=HOUR, now=later)
     assert done.swept == 1 and done.listed == len(live) + 1
+    assert done.swept_keys == dry.swept_keys
     assert stored(store) == live, "only the orphan went; the parent's packs stayed"
     for ref in ("refs/heads/main", "refs/heads/other"):
         pull(store, ref, tmp_path / ref.replace("/", "-"), cache_dir=str(tmp_path / "cache"))
@@ -129,6 +131,9 @@ def test_cli_gc(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["gc", url, "--dry-run", "--json"], out=out) == 0
     report = json.loads(out.getvalue())
     assert (report["swept"], report["dry_run"], report["url"]) == (1, True, url)
+    assert report["swept_keys"] == [PackKey.of(orphan).hex()]
+    assert main(["gc", url, "--dry-run"], out=(dry := io.StringIO())) == 0
+    assert f"would delete {PackKey.of(orphan).hex()}" in dry.getvalue()
     assert main(["gc", url, "--grace", "2h"], out=(text := io.StringIO())) == 0
     assert "deleted 1 unreachable" in text.getvalue()
     with open_transport(url) as store:

@@ -35,6 +35,10 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
+#: A dry run's text names at most this many keys it would delete (``--json``: all).
+_NAMED = 20
+
+
 def _gc(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
     grace = parse_duration(args.grace) if args.grace is not None else DEFAULT_GRACE
     max_unused = DEFAULT_MAX_UNUSED if args.repack else args.max_unused
@@ -55,6 +59,11 @@ def _gc(args: argparse.Namespace, transport: Transport, out: TextIO) -> int:
         f"{report.kept_young} younger than the {report.grace:g} s grace period "
         f"({mib(report.kept_young_bytes)})"
     )
+    if report.dry_run and report.swept_keys:
+        names = report.swept_keys[:_NAMED]
+        text += "".join(f"\n  would delete {key}" for key in names)
+        if report.swept > len(names):
+            text += f"\n  ... and {report.swept - len(names)} more (--json lists every one)"
     if report.repack is not None:
         done = report.repack
         verb = "would rewrite" if report.dry_run else "rewrote"

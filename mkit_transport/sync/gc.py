@@ -69,6 +69,9 @@ class GcReport:
     swept_bytes: int = 0
     kept_young: int = 0
     kept_young_bytes: int = 0
+    #: The keys swept (or, in a dry run, that a real run would sweep), hex, in the
+    #: order they went: a dry run names what it would delete, not only how much.
+    swept_keys: list[str] = field(default_factory=list)
     #: Debris of killed writers swept (temporary files, S3 multipart uploads).
     debris: int = 0
     dry_run: bool = False
@@ -260,6 +263,7 @@ def gc(
                 continue
             report.listed, report.listed_bytes = report.listed + 1, report.listed_bytes + size
             report.swept, report.swept_bytes = report.swept + 1, report.swept_bytes + size
+            report.swept_keys.append(key.hex())
         transport.delete_packs(sorted(marked.cuts))
     doomed: list[PackKey] = []
     for info in transport.list_packs():
@@ -278,6 +282,7 @@ def gc(
                 doomed = []
         report.swept += 1
         report.swept_bytes += info.size
+        report.swept_keys.append(info.key.hex())
     if doomed:
         transport.delete_packs(doomed)
     if not dry_run:
