@@ -276,7 +276,9 @@ def _borrowed_packs(
     is fsck's to report, not a reason to fail this push. Each pack once, in order.
     """
     parent = ref.rpartition("/")[0]
-    refs = [(f"{parent}/{r.name}", r.hash) for r in transport.list_refs(parent)]
+    refs = [
+        (f"{parent}/{r.name}" if parent else r.name, r.hash) for r in transport.list_refs(parent)
+    ]
     if not [name for name, _value in refs if name != ref]:
         refs = [(r.name, r.hash) for r in transport.list_refs("")]
     values = [value for name, value in refs if name != ref][-MAX_BORROWED_REFS:]
