@@ -621,3 +621,28 @@ def test_a_legacy_json_manifest_is_still_read_then_replaced(tmp_path: Path) -> N
         k: v for k, v in before.items() if k != name
     }
     assert not legacy.exists() and load_manifest(where, str(dest)) is not None
+
+
+def test_a_directory_replaced_by_a_symlink_is_never_followed(tmp_path: Path) -> None:
+    """Only paths the pull touches are looked at, never through a local symlink."""
+    src = tmp_path / "src"
+    (src / "a" / "x").mkdir(parents=True)
+    (src / "a" / "x" / "f.txt").write_text("goes away upstream")
+    (src / "a" / "keep.txt").write_text("stays")
+    remote = MemoryTransport()
+    push(src, remote, REF)
+    dest, cache = tmp_path / "dest", str(tmp_path / "cache")
+    pull(remote, REF, dest, cache_dir=cache)
+    shutil.rmtree(src / "a" / "x")
+    push(src, remote, REF)
+    outside = tmp_path / "outside"
+    (outside / "x").mkdir(parents=True)
+    (outside / "x" / "f.txt").write_text("goes away upstream")
+    (outside / "keep.txt").write_text("stays")
+    shutil.rmtree(dest / "a")
+    (dest / "a").symlink_to(outside)
+    with pytest.raises(LocalEdits, match="a"):
+        pull(remote, REF, dest, cache_dir=cache, update=True)
+    pull(remote, REF, dest, cache_dir=cache, update=True, force=True)
+    assert describe(dest) == describe(src)
+    assert (outside / "x" / "f.txt").read_text() == "goes away upstream"  # never followed

@@ -210,6 +210,7 @@ class _Diff:
 
     changed: dict[str, Entry]
     deleted: list[str]
+    keys: list[str]  # the manifest's paths, sorted
 
 
 def _diff(fetcher: ObjectFetcher, root: bytes, old: Manifest, limits: Limits) -> _Diff:
@@ -222,7 +223,7 @@ def _diff(fetcher: ObjectFetcher, root: bytes, old: Manifest, limits: Limits) ->
     """
     known = _Expansions(old)
     entries, keys = old.entries, known.keys
-    diff = _Diff({}, [])
+    diff = _Diff({}, [], keys)
     count = len(entries)
 
     def drop(path: str) -> None:
@@ -480,6 +481,16 @@ def _lstat(path: str) -> os.stat_result | None:
         return None
 
 
+def _under(path: str, tops: set[str]) -> bool:
+    """Whether an ancestor directory of ``path`` is in ``tops``."""
+    cut = path.find("/")
+    while cut >= 0:
+        if path[:cut] in tops:
+            return True
+        cut = path.find("/", cut + 1)
+    return False
+
+
 def _plan_changes(
     fetcher: ObjectFetcher, root: bytes, dest: str, old: Manifest, limits: Limits
 ) -> tuple[dict[str, Entry], dict[str, os.stat_result], list[str]]:
@@ -496,21 +507,30 @@ def _plan_changes(
     target.update(diff.changed)
     paths = sorted({*diff.changed, *diff.deleted})
     local: dict[str, os.stat_result] = {}
-    scanned = "\0"  # the last directory scanned whole (paths are sorted: its subtree follows)
+    # Directories scanned whole, and paths that are not a real directory here (a symlink
+    # is never followed): nothing under them is looked at again. Sorted, so an
+    # ancestor (always among ``paths``: its tree id changed too) comes first.
+    done: set[str] = set()
+    remade: list[str] = []
     for path in paths:
-        if path.startswith(scanned):
+        if done and _under(path, done):
             continue
         st = _lstat(os.path.join(dest, path))
-        if st is None:
-            continue
-        local[path] = st
         entry = target.get(path)
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            done.add(path)
+            if entry is not None and entry.type == TYPE_DIR:
+                # The pull makes this directory afresh: all it holds is written, changed or not.
+                remade.extend(p for p in _subtree(diff.keys, path) if p in target)
+            if st is None:
+                continue
+        local[path] = st
         if stat.S_ISDIR(st.st_mode) and (entry is None or entry.type != TYPE_DIR):
             # A directory going away (or becoming a file): whatever it holds must be the pull's.
-            scanned = path + "/"
+            done.add(path)
             for sub, sub_st in _scan(os.path.join(dest, path)).items():
-                local[scanned + sub] = sub_st
-    return target, local, paths
+                local[f"{path}/{sub}"] = sub_st
+    return target, local, sorted({*paths, *remade}) if remade else paths
 
 
 def _refusal(dest: str, edits: list[str]) -> LocalEdits:
