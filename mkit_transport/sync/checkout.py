@@ -177,7 +177,8 @@ def _rows(entries: dict[str, Entry]) -> list[_Row]:
     rows: list[_Row] = []
     for path in sorted(entries):
         e = entries[path]
-        rows.append((path, e.type, e.oid, e.size, e.mode, e.cid, e.chunks, e.st))
+        cid = b"" if e.cid == e.oid else e.cid  # a blob's content id is its id: not twice
+        rows.append((path, e.type, e.oid, e.size, e.mode, cid, e.chunks, e.st))
     return rows
 
 
@@ -188,7 +189,7 @@ def _entries(rows: object) -> dict[str, Entry]:
     for path, kind, oid, size, mode, cid, chunks, st in rows:
         if not (isinstance(path, str) and isinstance(oid, bytes) and isinstance(cid, bytes)):
             raise TypeError("row")
-        out[path] = Entry(kind, oid, size, mode, cid, chunks, st)
+        out[path] = Entry(kind, oid, size, mode, cid or oid, chunks, st)
     return out
 
 
