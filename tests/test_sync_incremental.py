@@ -484,6 +484,40 @@ def test_a_pull_stopped_between_two_renames_is_finished_by_a_rerun(
     assert describe(dest) == describe(tmp_path / "b")
 
 
+def test_a_rerun_after_a_stop_leaves_an_untouched_local_edit_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The re-run looks at the changed paths and the journal's, not the whole tree."""
+    src = write_tree(tmp_path / "src", seed=78, files=20)
+    remote = MemoryTransport()
+    push(src, remote, REF)
+    dest, cache = tmp_path / "dest", str(tmp_path / "cache")
+    pull(remote, REF, dest, cache_dir=cache)
+    some = sorted(p for p in dest.rglob("*.txt") if p.is_file() and not p.is_symlink())
+    rel = [p.relative_to(dest) for p in some]
+    some[0].write_text("my edit, which the pull does not touch")
+    for i in (1, 2, 3):
+        (src / rel[i]).write_text(f"upstream change {i}")
+    push(src, remote, REF)
+    real_replace, count = os.replace, [0]
+
+    def replace(source: str, dst: str) -> None:
+        if str(dst).startswith(str(dest) + os.sep):
+            count[0] += 1
+            if count[0] > 1:
+                raise KeyboardInterrupt  # as abrupt as a signal, mid-apply
+        real_replace(source, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        pull(remote, REF, dest, cache_dir=cache, update=True)
+    monkeypatch.undo()
+    pull(remote, REF, dest, cache_dir=cache, update=True)
+    assert some[0].read_text() == "my edit, which the pull does not touch"
+    (dest / rel[0]).write_bytes((src / rel[0]).read_bytes())
+    assert describe(dest) == describe(src)
+
+
 # -- ranged reads when a small part of a pack is needed (SYNC-51) ----------------------
 
 

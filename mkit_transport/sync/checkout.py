@@ -81,6 +81,8 @@ class Manifest:
     stage: str | None = None
     #: The entries of the manifest file itself (``entries`` minus a journal's changes).
     base: dict[str, Entry] = field(default_factory=dict)
+    #: The paths a pending journal changes or deletes (``applying`` only).
+    pending: set[str] = field(default_factory=set)
 
 
 def stat_key(st: os.stat_result) -> tuple[int, int, int]:
@@ -267,6 +269,7 @@ def _load_with_journal(journal: str, dest: str, full: Manifest | None) -> Manife
             prev=_decode(data["prev"]),
             stage=data["stage"],
             base=base,
+            pending={*data["changed"], *data["deleted"]},
         )
     except FileNotFoundError:
         return full

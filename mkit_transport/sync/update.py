@@ -505,7 +505,8 @@ def _plan_changes(
     for path in diff.deleted:
         target.pop(path, None)
     target.update(diff.changed)
-    paths = sorted({*diff.changed, *diff.deleted})
+    # A killed pull's journal: the paths it was changing may hold either state.
+    paths = sorted({*diff.changed, *diff.deleted, *old.pending, *old.prev})
     local: dict[str, os.stat_result] = {}
     # Directories scanned whole, and paths that are not a real directory here (a symlink
     # is never followed): nothing under them is looked at again. Sorted, so an
@@ -589,20 +590,20 @@ def update_tree(
 
     Refuses (:class:`LocalEdits`, naming paths, nothing changed) when a path the
     pull writes or removes holds an edit or an extra file no pull made, unless
-    ``force`` (then it is overwritten or deleted). With a manifest of a finished
-    pull only the paths the snapshot changes are looked at (:func:`_plan_changes`);
-    without one (or while a killed pull's journal is pending) every local path is
-    scanned, and without a manifest every local file is hashed against the
-    target: equal ones are kept, different ones count as edits.
+    ``force`` (then it is overwritten or deleted). With a manifest only the paths
+    the snapshot changes (and those a killed pull's journal was changing) are
+    looked at (:func:`_plan_changes`); without one every local path is scanned and
+    every local file hashed against the target: equal ones are kept, different
+    ones and extra files count as edits.
     """
     sweep_stages(dest, grace=0.0)  # under the checkout lock: a dead pid's stage is garbage
     if old is not None and old.stage:
         remove_tree(old.stage)
     meter.enter("plan")
     consider: list[str] | None
-    if old is not None and old.state == "done":
+    if old is not None:
         target, local, consider = _plan_changes(fetcher, root, dest, old, limits)
-        if not consider and old.record == value:
+        if not consider and old.record == value and old.state == "done":
             return 0, target  # nothing to do, nothing to save
     else:
         target = _target(fetcher, root, old, limits)
