@@ -352,7 +352,7 @@ class _Sources:
             if not _is_file(entry.type):
                 continue
             if wanted is not None and entry.cid not in wanted:
-                if not any(cid in wanted for cid, _ in entry.chunks):
+                if not entry.chunks or not any(cid in wanted for cid, _ in entry.chunks):
                     continue
             full = os.path.join(dest, path)
             sources.files.setdefault(entry.cid, full)
