@@ -6,20 +6,24 @@ child processes (``python -c``) killed at random points, then re-runs the pull.
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mkit_transport import FileTransport, MemoryTransport, Transport
 from mkit_transport.errors import InvalidArgument, InvalidResponse
-from mkit_transport.sync import Progress, pull, push
+from mkit_transport.sync import Progress, checkout, pull, push
+from mkit_transport.sync.checkout import load_manifest, manifest_path
 from mkit_transport.sync.chunking import ChunkParams
 from mkit_transport.sync.pull import LocalEdits
 from mkit_transport.sync.restore import PackCache
@@ -225,29 +229,108 @@ def test_deletions_type_changes_modes_and_empty_dirs(tmp_path: Path) -> None:
     assert describe(dest) == describe(src)
 
 
-def test_local_edits_and_extra_files_are_refused_unless_forced(tmp_path: Path) -> None:
+def test_local_edits_in_the_pulls_way_are_refused_unless_forced(tmp_path: Path) -> None:
     src = write_tree(tmp_path / "src", seed=8, files=20)
     remote = MemoryTransport()
     push(src, remote, REF)
     dest, cache = tmp_path / "dest", str(tmp_path / "cache")
     pull(remote, REF, dest, cache_dir=cache)
     some = sorted(p for p in dest.rglob("*.txt") if p.is_file() and not p.is_symlink())
-    some[0].write_text("edited here")
-    (some[1].parent / "extra.txt").write_text("not from a pull")
+    rel = [p.relative_to(dest) for p in some]
+    some[0].write_text("edited here")  # the pull changes it: in the way
+    (src / rel[0]).write_text("upstream change 0")
+    (src / rel[1].parent / "new.txt").write_text("added upstream")
+    (some[1].parent / "new.txt").write_text("not from a pull")  # where the pull adds one
     touched = some[2]
     os.utime(touched, ns=(1, 1))  # stat differs, bytes the same: not an edit
-    (src / some[3].relative_to(dest)).write_text("upstream change")
-    push(src, remote, REF)
+    (src / rel[2]).write_text("upstream change 2")
     state = describe(dest)
+    push(src, remote, REF)
     with pytest.raises(LocalEdits) as caught:
         pull(remote, REF, dest, cache_dir=cache, update=True)
     message = str(caught.value)
-    assert str(some[0].relative_to(dest)) in message and "extra.txt" in message
-    assert str(touched.relative_to(dest)) not in message
+    assert str(rel[0]) in message and str(rel[1].parent / "new.txt") in message
+    assert str(rel[2]) not in message
     assert describe(dest) == state  # nothing changed
     assert isinstance(caught.value, FileExistsError)
     pull(remote, REF, dest, cache_dir=cache, update=True, force=True)
     assert describe(dest) == describe(src)
+
+
+def test_local_edits_the_pull_does_not_touch_stay_and_stay_detectable(tmp_path: Path) -> None:
+    """Like git: only what the pull writes or removes is checked; the rest is the user's."""
+    src = write_tree(tmp_path / "src", seed=18, files=20)
+    remote = MemoryTransport()
+    push(src, remote, REF)
+    dest, cache = tmp_path / "dest", str(tmp_path / "cache")
+    pull(remote, REF, dest, cache_dir=cache)
+    some = sorted(p for p in dest.rglob("*.txt") if p.is_file() and not p.is_symlink())
+    rel = [p.relative_to(dest) for p in some]
+    some[0].write_text("edited here, and the pull does not change it")
+    (some[1].parent / "extra.txt").write_text("a file of mine")
+    (src / rel[3]).write_text("upstream change")
+    push(src, remote, REF)
+    report = pull(remote, REF, dest, cache_dir=cache, update=True)
+    assert report.files == 1 and (dest / rel[3]).read_text() == "upstream change"
+    assert some[0].read_text() == "edited here, and the pull does not change it"
+    assert (some[1].parent / "extra.txt").read_text() == "a file of mine"
+    # The next pull that does change the edited file still sees the edit.
+    (src / rel[0]).write_text("upstream change to the edited file")
+    push(src, remote, REF)
+    with pytest.raises(LocalEdits, match=str(rel[0])):
+        pull(remote, REF, dest, cache_dir=cache, update=True)
+    assert some[0].read_text() == "edited here, and the pull does not change it"
+
+
+def test_a_removed_directory_holding_an_extra_file_is_refused(tmp_path: Path) -> None:
+    src = write_tree(tmp_path / "src", seed=28, files=20)
+    remote = MemoryTransport()
+    push(src, remote, REF)
+    dest, cache = tmp_path / "dest", str(tmp_path / "cache")
+    pull(remote, REF, dest, cache_dir=cache)
+    (dest / "d1" / "e0" / "mine.txt").write_text("not from a pull")
+    shutil.rmtree(src / "d1")
+    push(src, remote, REF)
+    state = describe(dest)
+    with pytest.raises(LocalEdits, match=re.escape("d1/e0/mine.txt")):
+        pull(remote, REF, dest, cache_dir=cache, update=True)
+    assert describe(dest) == state
+    (dest / "d1" / "e0" / "mine.txt").unlink()
+    pull(remote, REF, dest, cache_dir=cache, update=True)
+    assert describe(dest) == describe(src)
+
+
+def test_an_update_looks_only_at_the_paths_that_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache-tree: unchanged subtrees are neither listed nor stat-ed."""
+    src = write_tree(tmp_path / "src", seed=38, files=60)
+    remote = MemoryTransport()
+    push(src, remote, REF)
+    dest, cache = tmp_path / "dest", str(tmp_path / "cache")
+    pull(remote, REF, dest, cache_dir=cache)
+    changed = src / "d2" / "e1" / "f5.txt"
+    changed.write_text("one upstream change")
+    push(src, remote, REF)
+    seen: list[str] = []
+    real_lstat, real_scandir = os.lstat, os.scandir
+
+    def lstat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        seen.append(os.fspath(path))
+        return real_lstat(path, *args, **kwargs)
+
+    def scandir(path: Any = ".") -> Any:
+        seen.append("scandir:" + os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    monkeypatch.setattr(os, "scandir", scandir)
+    pull(remote, REF, dest, cache_dir=cache, update=True)
+    monkeypatch.undo()
+    assert describe(dest) == describe(src)
+    inside = {os.path.relpath(p, dest) for p in seen if p.startswith(str(dest) + os.sep)}
+    assert not any(p.startswith("scandir:" + str(dest)) for p in seen)
+    assert inside <= {"d2", "d2/e1", "d2/e1/f5.txt"}, sorted(inside)
 
 
 def test_without_a_manifest_local_files_are_hashed(tmp_path: Path) -> None:
@@ -401,6 +484,40 @@ def test_a_pull_stopped_between_two_renames_is_finished_by_a_rerun(
     assert describe(dest) == describe(tmp_path / "b")
 
 
+def test_a_rerun_after_a_stop_leaves_an_untouched_local_edit_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The re-run looks at the changed paths and the journal's, not the whole tree."""
+    src = write_tree(tmp_path / "src", seed=78, files=20)
+    remote = MemoryTransport()
+    push(src, remote, REF)
+    dest, cache = tmp_path / "dest", str(tmp_path / "cache")
+    pull(remote, REF, dest, cache_dir=cache)
+    some = sorted(p for p in dest.rglob("*.txt") if p.is_file() and not p.is_symlink())
+    rel = [p.relative_to(dest) for p in some]
+    some[0].write_text("my edit, which the pull does not touch")
+    for i in (1, 2, 3):
+        (src / rel[i]).write_text(f"upstream change {i}")
+    push(src, remote, REF)
+    real_replace, count = os.replace, [0]
+
+    def replace(source: str, dst: str) -> None:
+        if str(dst).startswith(str(dest) + os.sep):
+            count[0] += 1
+            if count[0] > 1:
+                raise KeyboardInterrupt  # as abrupt as a signal, mid-apply
+        real_replace(source, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        pull(remote, REF, dest, cache_dir=cache, update=True)
+    monkeypatch.undo()
+    pull(remote, REF, dest, cache_dir=cache, update=True)
+    assert some[0].read_text() == "my edit, which the pull does not touch"
+    (dest / rel[0]).write_bytes((src / rel[0]).read_bytes())
+    assert describe(dest) == describe(src)
+
+
 # -- ranged reads when a small part of a pack is needed (SYNC-51) ----------------------
 
 
@@ -454,3 +571,112 @@ def test_a_ranged_object_that_does_not_match_its_id_fails_and_changes_nothing(
     with pytest.raises(InvalidResponse, match=r"f010|hash|id"):
         pull(remote, REF, dest, cache_dir=cache, cache_limit=0, update=True)
     assert describe(dest) == before
+
+
+# -- the manifest's format (SYNC-47) ------------------------------------------------------
+
+
+def _pulled(tmp_path: Path, seed: int) -> tuple[Path, Path, str, MemoryTransport]:
+    src = write_tree(tmp_path / "src", seed=seed, files=30)
+    remote = MemoryTransport()
+    push(src, remote, REF)
+    dest, cache = tmp_path / "dest", str(tmp_path / "cache")
+    pull(remote, REF, dest, cache_dir=cache)
+    return src, dest, cache, remote
+
+
+def test_a_damaged_or_foreign_manifest_is_never_trusted(tmp_path: Path) -> None:
+    _src, dest, cache, _remote = _pulled(tmp_path, 48)
+    where = manifest_path(cache, str(dest))
+    good = Path(where).read_bytes()
+    assert load_manifest(where, str(dest)) is not None
+    assert good.startswith(b"MKCHECKOUT\n")
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 1
+    bad = [
+        good[:10],
+        good[: len(good) // 2],
+        good[:-1],
+        bytes(flipped),
+        b'{"version": 1}',
+        b"",
+        good.replace(b"MKCHECKOUT\n\x00\x02", b"MKCHECKOUT\n\x00\x03", 1),
+    ]
+    for data in bad:
+        Path(where).write_bytes(data)
+        assert load_manifest(where, str(dest)) is None, data[:24]
+    Path(where).write_bytes(good)
+    assert load_manifest(where, str(tmp_path / "elsewhere")) is None  # names another dir
+
+
+def test_a_damaged_manifest_falls_back_to_hashing(tmp_path: Path) -> None:
+    src, dest, cache, remote = _pulled(tmp_path, 58)
+    where = Path(manifest_path(cache, str(dest)))
+    where.write_bytes(where.read_bytes()[:-7])
+    edited = next(p for p in sorted(dest.rglob("*.txt")) if p.is_file() and not p.is_symlink())
+    edited.write_text("a local edit")
+    with pytest.raises(LocalEdits, match=str(edited.relative_to(dest))):
+        pull(remote, REF, dest, cache_dir=cache, update=True)
+    edited.write_bytes((src / edited.relative_to(dest)).read_bytes())
+    report = pull(remote, REF, dest, cache_dir=cache, update=True)  # hashed: all equal
+    assert report.files == 0 and describe(dest) == describe(src)
+    assert load_manifest(str(where), str(dest)) is not None
+
+
+def test_a_legacy_json_manifest_is_still_read_then_replaced(tmp_path: Path) -> None:
+    src, dest, cache, remote = _pulled(tmp_path, 68)
+    where = manifest_path(cache, str(dest))
+    old = load_manifest(where, str(dest))
+    assert old is not None
+    legacy = Path(where).with_suffix(".json")
+    legacy.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "dest": old.dest,
+                "record": old.record,
+                "root": old.root.hex(),
+                "state": "done",
+                "stage": None,
+                "entries": checkout._encode(old.entries),
+                "prev": {},
+            }
+        )
+    )
+    os.unlink(where)
+    before = _stats(dest)
+    one = next(p for p in sorted(src.rglob("*.txt")) if p.is_file() and not p.is_symlink())
+    one.write_text("upstream change")
+    push(src, remote, REF)
+    report = pull(remote, REF, dest, cache_dir=cache, update=True)
+    assert report.files == 1 and describe(dest) == describe(src)
+    name = str(one.relative_to(src))
+    assert {k: v for k, v in _stats(dest).items() if k != name} == {
+        k: v for k, v in before.items() if k != name
+    }
+    assert not legacy.exists() and load_manifest(where, str(dest)) is not None
+
+
+def test_a_directory_replaced_by_a_symlink_is_never_followed(tmp_path: Path) -> None:
+    """Only paths the pull touches are looked at, never through a local symlink."""
+    src = tmp_path / "src"
+    (src / "a" / "x").mkdir(parents=True)
+    (src / "a" / "x" / "f.txt").write_text("goes away upstream")
+    (src / "a" / "keep.txt").write_text("stays")
+    remote = MemoryTransport()
+    push(src, remote, REF)
+    dest, cache = tmp_path / "dest", str(tmp_path / "cache")
+    pull(remote, REF, dest, cache_dir=cache)
+    shutil.rmtree(src / "a" / "x")
+    push(src, remote, REF)
+    outside = tmp_path / "outside"
+    (outside / "x").mkdir(parents=True)
+    (outside / "x" / "f.txt").write_text("goes away upstream")
+    (outside / "keep.txt").write_text("stays")
+    shutil.rmtree(dest / "a")
+    (dest / "a").symlink_to(outside)
+    with pytest.raises(LocalEdits, match="a"):
+        pull(remote, REF, dest, cache_dir=cache, update=True)
+    pull(remote, REF, dest, cache_dir=cache, update=True, force=True)
+    assert describe(dest) == describe(src)
+    assert (outside / "x" / "f.txt").read_text() == "goes away upstream"  # never followed

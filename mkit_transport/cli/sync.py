@@ -361,7 +361,9 @@ def _add_pull(
         help="update a DIR an earlier pull wrote: write only what changed (refuses local edits)",
     )
     sub.add_argument(
-        "--force", action="store_true", help="with --update: overwrite local edits, delete extras"
+        "--force",
+        action="store_true",
+        help="with --update: overwrite local edits, delete extras in the pull's way",
     )
     sub.add_argument(
         "--cache-limit",

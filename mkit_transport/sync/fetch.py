@@ -113,10 +113,12 @@ class ObjectFetcher:
         if not wanted:
             return self.objects
         numbers = [n for n in range(len(self.packs)) if n not in self.opened]
+        # Read the id lists not yet known in parallel, once; later calls (one per tree
+        # level of an update) then start no threads.
+        parallel(self._pack_ids, [n for n in numbers if self._ids[n] is None], self.concurrency)
         found: dict[int, set[bytes]] = {}
-        for number, ids in zip(
-            numbers, parallel(self._pack_ids, numbers, self.concurrency), strict=True
-        ):
+        for number in numbers:
+            ids = self._pack_ids(number)
             hits = {oid for oid in wanted if _holds(ids, oid)}
             if hits:
                 found[number] = hits

@@ -89,7 +89,8 @@ def pull(
     ``update=True`` pulls incrementally into a directory an earlier pull wrote
     (:mod:`.update`): only changed entries are written, each by one rename, and
     only objects no local file holds are downloaded; local edits or extra files
-    are refused (:class:`LocalEdits`, nothing changed) unless ``force=True``. An
+    in its way (paths it writes or removes) are refused (:class:`LocalEdits`,
+    nothing changed) unless ``force=True``; those elsewhere are left alone. An
     absent or empty ``dest_dir`` is pulled whole. ``replace`` and ``update`` are
     exclusive; ``force`` needs ``update``.
 

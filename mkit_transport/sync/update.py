@@ -17,7 +17,6 @@ import os
 import stat
 import tempfile
 import threading
-from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -25,16 +24,15 @@ from functools import partial
 import blake3
 
 from ..directio import write_all
-from ..errors import PayloadTooLarge
 from ..hashes import Hasher
 from .checkout import Entry, Manifest, save_journal, save_manifest, stat_key
-from .chunklist import MAX_CHUNK_LIST_SIZE, decode_chunk_list
 from .fetch import ObjectFetcher
 from .materialise import _Pool
 from .model import MAX_SYMLINK, TYPE_CHUNKED, TYPE_DIR, TYPE_FILE, TYPE_SYMLINK, _bad
 from .plan import Limits, TreePlan
 from .progress import Meter
 from .restore import _stage_prefix, check_room, remove_tree, sweep_stages
+from .target import subtree, tree_diff, whole_target
 
 __all__ = ["LocalEdits", "update_tree"]
 
@@ -84,90 +82,6 @@ def _scan(dest: str) -> dict[str, os.stat_result]:
                 if stat.S_ISDIR(st.st_mode):
                     stack.append((path + "/", item.path))
     return found
-
-
-class _Expansions:
-    """Subtrees a manifest already knows: a tree id to its entries, re-rooted on demand."""
-
-    def __init__(self, manifest: Manifest | None) -> None:
-        self.trees: dict[bytes, tuple[dict[str, Entry], list[str], str]] = {}
-        if manifest is None:
-            return
-        # Only ``entries`` is a whole tree (``prev`` holds just the paths found clean).
-        source = manifest.entries
-        keys = sorted(source)
-        self.trees[manifest.root] = (source, keys, "")
-        for path, entry in source.items():
-            if entry.type == TYPE_DIR:
-                self.trees.setdefault(entry.oid, (source, keys, path + "/"))
-
-    def expand(self, oid: bytes, prefix: str) -> list[tuple[str, Entry]] | None:
-        known = self.trees.get(oid)
-        if known is None:
-            return None
-        source, keys, base = known
-        out: list[tuple[str, Entry]] = []
-        for path in keys[bisect_left(keys, base) :]:
-            if not path.startswith(base):
-                break
-            entry = source[path]
-            moved = prefix != base
-            out.append((prefix + path[len(base) :], replace(entry, st=None) if moved else entry))
-        return out
-
-
-def _target(
-    fetcher: ObjectFetcher, root: bytes, old: Manifest | None, limits: Limits
-) -> dict[str, Entry]:
-    """Every path of snapshot ``root``, with only the trees that changed fetched.
-
-    Subtrees the manifest knows (same tree id) are expanded from it; the rest are
-    read level by level, one fetch per level.
-    """
-    known = _Expansions(old)
-    target: dict[str, Entry] = {}
-    level = [(root, "")]
-    while level:
-        objects = fetcher.get(oid for oid, _ in level if oid not in known.trees)
-        following: list[tuple[bytes, str]] = []
-        for oid, prefix in level:
-            if prefix.count("/") > limits.depth:
-                raise PayloadTooLarge(
-                    f"the snapshot nests directories deeper than {limits.depth}; "
-                    "raise the limit with max_depth= (--max-depth)",
-                    size=prefix.count("/"),
-                    limit=limits.depth,
-                )
-            expanded = known.expand(oid, prefix)
-            if expanded is None:
-                expanded = []
-                for item in objects.tree(oid):
-                    path = prefix + os.fsdecode(item.name)
-                    entry = Entry(item.type, item.oid, item.size, item.mode, item.oid)
-                    expanded.append((path, entry))
-                    if item.type == TYPE_DIR:
-                        following.append((item.oid, path + "/"))
-            target.update(expanded)
-            if len(target) > limits.entries:
-                raise PayloadTooLarge(
-                    f"the snapshot expands to more than {limits.entries} entries; raise "
-                    "the limit with max_entries= (--max-entries)",
-                    size=len(target),
-                    limit=limits.entries,
-                )
-        level = following
-    lists = {e.oid for e in target.values() if e.type == TYPE_CHUNKED and not e.chunks}
-    objects = fetcher.get(lists)
-    for entry in target.values():
-        if entry.type == TYPE_CHUNKED and not entry.chunks:
-            _k, data = objects.read_bytes(entry.oid, MAX_CHUNK_LIST_SIZE)
-            chunked = decode_chunk_list(data)
-            if chunked.size != entry.size:
-                raise _bad(
-                    f"chunk list {entry.oid.hex()} has {chunked.size} bytes, not {entry.size}"
-                )
-            entry.cid, entry.chunks = chunked.id, tuple(chunked.chunks)
-    return target
 
 
 def _classify(
@@ -233,11 +147,15 @@ class _Sources:
     chunks: dict[bytes, tuple[str, int, int]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, dest: str, clean: dict[str, Entry]) -> _Sources:
+    def of(cls, dest: str, clean: dict[str, Entry], wanted: set[bytes] | None = None) -> _Sources:
+        """The files of ``clean`` (only those holding a ``wanted`` content or chunk id)."""
         sources = cls(dest)
         for path, entry in clean.items():
             if not _is_file(entry.type):
                 continue
+            if wanted is not None and entry.cid not in wanted:
+                if not entry.chunks or not any(cid in wanted for cid, _ in entry.chunks):
+                    continue
             full = os.path.join(dest, path)
             sources.files.setdefault(entry.cid, full)
             offset = 0
@@ -278,6 +196,16 @@ class _Sources:
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         return False
+
+
+def _sources(dest: str, writes: list[tuple[str, Entry]], files: dict[str, Entry]) -> _Sources:
+    """The local copies of what ``writes`` need among ``files``.
+
+    On the fast path ``files`` includes paths the pull did not look at: safe, since
+    every local byte is verified against its id before it is used.
+    """
+    wanted = {e.cid for _, e in writes} | {c for _, e in writes for c, _n in e.chunks}
+    return _Sources.of(dest, files, wanted)
 
 
 def _needed(writes: list[tuple[str, Entry]], sources: _Sources) -> set[bytes]:
@@ -348,6 +276,105 @@ class _Writer:
             raise _bad(f"{path!r}: the file's chunks do not match its chunk list's content id")
 
 
+def _lstat(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _under(path: str, tops: set[str]) -> bool:
+    """Whether an ancestor directory of ``path`` is in ``tops``."""
+    cut = path.find("/")
+    while cut >= 0:
+        if path[:cut] in tops:
+            return True
+        cut = path.find("/", cut + 1)
+    return False
+
+
+def _plan_changes(
+    fetcher: ObjectFetcher, root: bytes, dest: str, old: Manifest, limits: Limits
+) -> tuple[dict[str, Entry], dict[str, os.stat_result], list[str]]:
+    """The target, the lstat of each path the pull may touch, and those paths (fast path).
+
+    Only the paths whose entries change (and, under a directory the snapshot
+    removes, whatever is there) are looked at: a local edit elsewhere is not the
+    pull's business; it stays, and the manifest keeps the stat that shows it.
+    """
+    diff = tree_diff(fetcher, root, old, limits)
+    target = dict(old.entries)
+    for path in diff.deleted:
+        target.pop(path, None)
+    target.update(diff.changed)
+    # A killed pull's journal: the paths it was changing may hold either state.
+    paths = sorted({*diff.changed, *diff.deleted, *old.pending, *old.prev})
+    local: dict[str, os.stat_result] = {}
+    # Directories scanned whole, and paths that are not a real directory here (a symlink
+    # is never followed): nothing under them is looked at again. Sorted, so an
+    # ancestor (always among ``paths``: its tree id changed too) comes first.
+    done: set[str] = set()
+    remade: list[str] = []
+    for path in paths:
+        if done and _under(path, done):
+            continue
+        st = _lstat(os.path.join(dest, path))
+        entry = target.get(path)
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            done.add(path)
+            if entry is not None and entry.type == TYPE_DIR:
+                # The pull makes this directory afresh: all it holds is written, changed or not.
+                remade.extend(p for p in subtree(diff.keys, path) if p in target)
+            if st is None:
+                continue
+        local[path] = st
+        if stat.S_ISDIR(st.st_mode) and (entry is None or entry.type != TYPE_DIR):
+            # A directory going away (or becoming a file): whatever it holds must be the pull's.
+            done.add(path)
+            for sub, sub_st in _scan(os.path.join(dest, path)).items():
+                local[f"{path}/{sub}"] = sub_st
+    return target, local, sorted({*paths, *remade}) if remade else paths
+
+
+def _refusal(dest: str, edits: list[str]) -> LocalEdits:
+    shown = ", ".join(sorted(edits)[:10]) + (" ..." if len(edits) > 10 else "")
+    return LocalEdits(
+        f"{dest} holds {len(edits)} local change(s) no pull made: {shown} "
+        "(force=True, or --force, overwrites them)"
+    )
+
+
+def _work(
+    looked: list[str],
+    target: dict[str, Entry],
+    local: dict[str, os.stat_result],
+    clean: dict[str, Entry],
+) -> tuple[list[tuple[str, Entry]], list[str], list[str]]:
+    """The files to write, directories to make and local paths to remove (sorted)."""
+
+    def kind_at(path: str) -> int | None:
+        return _kind(local[path]) if path in local else None
+
+    writes: list[tuple[str, Entry]] = []
+    mkdirs: list[str] = []
+    for path in looked:
+        entry = target.get(path)
+        if entry is None:
+            continue
+        here = clean.get(path)
+        if entry.type == TYPE_DIR:
+            if kind_at(path) != TYPE_DIR:
+                mkdirs.append(path)
+        elif here is None or here.type != entry.type or here.oid != entry.oid:
+            writes.append((path, entry))
+    removes = [
+        p
+        for p in local
+        if p not in target or (kind_at(p) == TYPE_DIR) != (target[p].type == TYPE_DIR)
+    ]
+    return writes, mkdirs, removes
+
+
 def update_tree(
     fetcher: ObjectFetcher,
     value: str,
@@ -363,49 +390,41 @@ def update_tree(
 ) -> tuple[int, dict[str, Entry]]:
     """Bring ``dest`` to snapshot ``root``; return the files written and the new entries.
 
-    Refuses (:class:`LocalEdits`, naming paths, nothing changed) when ``dest`` holds
-    edits or extra files no pull made, unless ``force`` (then they are overwritten
-    or deleted). Without a usable manifest every local file is hashed against the
-    target: equal ones are kept, different ones count as edits.
+    Refuses (:class:`LocalEdits`, naming paths, nothing changed) when a path the
+    pull writes or removes holds an edit or an extra file no pull made, unless
+    ``force`` (then it is overwritten or deleted). With a manifest only the paths
+    the snapshot changes (and those a killed pull's journal was changing) are
+    looked at (:func:`_plan_changes`); without one every local path is scanned and
+    every local file hashed against the target: equal ones are kept, different
+    ones and extra files count as edits.
     """
     sweep_stages(dest, grace=0.0)  # under the checkout lock: a dead pid's stage is garbage
     if old is not None and old.stage:
         remove_tree(old.stage)
     meter.enter("plan")
-    target = _target(fetcher, root, old, limits)
-    local = _scan(dest)
+    consider: list[str] | None
+    if old is not None:
+        target, local, consider = _plan_changes(fetcher, root, dest, old, limits)
+        if not consider and old.record == value and old.state == "done":
+            return 0, target  # nothing to do, nothing to save
+    else:
+        target = whole_target(fetcher, root, old, limits)
+        local = _scan(dest)
+        consider = None
     clean, edits = _classify(dest, local, target, old)
     if edits and not force:
-        shown = ", ".join(sorted(edits)[:10]) + (" ..." if len(edits) > 10 else "")
-        raise LocalEdits(
-            f"{dest} holds {len(edits)} local change(s) no pull made: {shown} "
-            "(force=True, or --force, overwrites them)"
-        )
+        raise _refusal(dest, edits)
 
-    def kind_at(path: str) -> int | None:
-        return _kind(local[path]) if path in local else None
-
-    writes: list[tuple[str, Entry]] = []
-    mkdirs: list[str] = []
-    for path, entry in sorted(target.items()):
-        here = clean.get(path)
-        if entry.type == TYPE_DIR:
-            if kind_at(path) != TYPE_DIR:
-                mkdirs.append(path)
-        elif here is None or here.type != entry.type or here.oid != entry.oid:
-            writes.append((path, entry))
-    removes = [
-        p
-        for p in local
-        if p not in target or (kind_at(p) == TYPE_DIR) != (target[p].type == TYPE_DIR)
-    ]
+    looked = sorted(target) if consider is None else consider
+    writes, mkdirs, removes = _work(looked, target, local, clean)
     plan = TreePlan(
         files=len(writes),
         bytes=sum(e.size for _, e in writes if _is_file(e.type)),
-        longest=max((len(os.fsencode(p)) for p in target), default=0),
+        longest=max((len(os.fsencode(p)) for p in looked), default=0),
     )
     check_room(dest, plan)
-    sources = _Sources.of(dest, clean) if writes else _Sources(dest)
+    trusted = old.entries if old is not None and consider is not None else {}
+    sources = _sources(dest, writes, {**trusted, **clean} if writes else {})
     meter.enter("download")
     fetcher.get(_needed(writes, sources))
     meter.enter("write")
@@ -425,16 +444,16 @@ def update_tree(
         with _Pool(max(1, workers)) as pool:
             for number, (path, entry) in enumerate(writes):
                 pool.submit(partial(one, number), path, entry)
-        for path, entry in target.items():
-            here = clean.get(path)
-            if here is not None and path not in staged and entry.type != TYPE_DIR:
-                if entry.st != here.st:
-                    target[path] = replace(entry, st=here.st)
+        for path, here in clean.items():
+            now = target.get(path)
+            if now is not None and path not in staged and now.type != TYPE_DIR:
+                if now.st != here.st:
+                    target[path] = replace(now, st=here.st)
         # The old state of each path the renames may change (the rest is in ``target``).
         before = {p: e for p, e in clean.items() if target.get(p) != e}
         base = old.base if old is not None else {}
-        save_journal(manifest_file, dest, value, root, stage, target, base, before)
-        _apply(dest, target, local, removes, mkdirs, staged)
+        save_journal(manifest_file, dest, value, root, stage, target, base, before, consider)
+        _apply(dest, target, local, removes, mkdirs, staged, looked)
         save_manifest(manifest_file, Manifest(os.path.realpath(dest), value, root, target))
     finally:
         remove_tree(stage)
@@ -448,12 +467,14 @@ def _apply(
     removes: list[str],
     mkdirs: list[str],
     staged: dict[str, str],
+    looked: list[str],
 ) -> None:
     """Swap the staged entries in, one rename each: removals, new directories, files, modes.
 
     A directory that will change but whose mode denies its owner writes (a pull
     writes read-only directories too) is opened to ``u+rwx`` first; every mode is
-    set to the snapshot's at the end, deepest first.
+    set to the snapshot's at the end, deepest first; only the ``looked`` paths (those
+    the pull examined) and the ones it opened can need a mode change.
     """
     parents = {os.path.dirname(p) for p in (*removes, *mkdirs, *staged)}
     opened: set[str] = set()
@@ -475,8 +496,9 @@ def _apply(
         os.replace(temp, os.path.join(dest, path))
     # Modes: what the scan saw differs, or the path was (re)made here; deepest first.
     made = set(mkdirs) | set(staged) | set(removes) | opened
-    for path, entry in sorted(target.items(), key=lambda item: -item[0].count("/")):
-        if entry.type == TYPE_SYMLINK:
+    for path in sorted({*looked, *opened}, key=lambda p: -p.count("/")):
+        entry = target.get(path)
+        if entry is None or entry.type == TYPE_SYMLINK:
             continue
         seen = local.get(path)
         if path in made or seen is None or stat.S_IMODE(seen.st_mode) != entry.mode:
