@@ -495,6 +495,47 @@ def test_serve_ssh_refuses_a_path_outside_mkit_serve_root(root: Path, tmp_path: 
     assert done.returncode == EXIT_PROTOCOL
 
 
+
+#: Printed by the child below: what ``serve ssh`` had imported by the time it ended.
+_IMPORTED = """
+import sys
+from mkit_transport.cli.main import main
+status = main(["serve", "ssh", sys.argv[1]])
+modules = sorted(m for m in sys.modules if m.startswith("mkit_transport."))
+print(status, " ".join(modules), file=sys.stderr)
+"""
+
+
+def test_serve_ssh_starts_without_the_modules_it_never_uses(root: Path) -> None:
+    """sshd starts ``serve ssh`` for every channel, so its imports are paid per connection.
+
+    The sync layer and the other verbs' modules were more than half of that start-up
+    (bench/bench_ssh.py: the download's gap to ``cat`` was mostly this). A session
+    still works (the round trip above), and every other verb still loads them.
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTED, str(root)],
+        input=HELLO + frame("bye"),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    status, modules = done.stderr.decode().strip().split(" ", 1)
+    assert status == str(EXIT_OK)
+    imported = set(modules.split())
+    assert "mkit_transport.server.ssh" in imported
+    unused = ("sync", "cli.sync", "cli.gc", "cli.fsck", "cli.store", "cli.serve_http", "pack")
+    assert not imported & {f"mkit_transport.{name}" for name in unused}
+    help_text = subprocess.run(
+        [sys.executable, "-m", "mkit_transport", "--help"],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    ).stdout.decode()
+    for verb in ("push", "pull", "gc", "fsck", "refs", "serve"):
+        assert verb in help_text
+
 @pytest.mark.parametrize(
     ("original", "expected", "denied"),
     [
