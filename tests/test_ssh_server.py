@@ -495,7 +495,6 @@ def test_serve_ssh_refuses_a_path_outside_mkit_serve_root(root: Path, tmp_path: 
     assert done.returncode == EXIT_PROTOCOL
 
 
-
 #: Printed by the child below: what ``serve ssh`` had imported by the time it ended.
 _IMPORTED = """
 import sys
@@ -535,6 +534,7 @@ def test_serve_ssh_starts_without_the_modules_it_never_uses(root: Path) -> None:
     ).stdout.decode()
     for verb in ("push", "pull", "gc", "fsck", "refs", "serve"):
         assert verb in help_text
+
 
 @pytest.mark.parametrize(
     ("original", "expected", "denied"),
