@@ -31,6 +31,7 @@ from mkit_transport import (
     open_transport,
 )
 from mkit_transport import transport as transport_module
+from mkit_transport.hashes import Hasher
 from mkit_transport.transports.ssh import SshTransport
 from testbed.ssh_server import SshServer
 from testbed.waiting import wait_until
@@ -130,7 +131,7 @@ def test_a_download_is_verified_without_blake3s_thread_pool(
     FileTransport(root).upload_pack(data, key)
     asked: list[bool] = []
 
-    class Recording(transport_module.Hasher):
+    class Recording(Hasher):
         __slots__ = ()
 
         def __init__(self, *, parallel: bool = False) -> None:
