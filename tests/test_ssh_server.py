@@ -578,6 +578,23 @@ def test_mkit_serve_root_confines_a_pinned_path(tmp_path: Path) -> None:
     assert isinstance(escaped[1], AccessDenied), "a symlink out of the root is outside it"
 
 
+def test_a_payload_is_not_copied_through_the_readers_buffer() -> None:
+    """A payload that arrives as one piece is the frame's payload, as it is; a payload
+    in many pieces, with the next frame's bytes behind it, is joined exactly."""
+    payload = os.urandom(CHUNK_SIZE)
+    head = encode_frame("chunk", payload, offset=0, last=False)[0]
+    pieces = [bytes(head), payload]
+    frame = FrameReader(lambda n: pieces.pop(0)).read()
+    assert frame is not None and frame.payload is payload
+    stream = b"".join(bytes(p) for p in encode_frame("chunk", payload, offset=1, last=True))
+    stream += b"".join(bytes(p) for p in encode_frame("bye"))
+    source = io.BytesIO(stream)
+    reader = FrameReader(lambda n: source.read(min(n, 7919)))
+    first, second = reader.read(), reader.read()
+    assert first is not None and first.payload == payload and first.fields["offset"] == 1
+    assert second is not None and second.op == "bye" and reader.read() is None
+
+
 def test_wire_header_is_json_and_capped() -> None:
     head = bytes(encode_frame("has", key="k")[0])
     (length, header_len) = struct.unpack(">IH", head[:6])
