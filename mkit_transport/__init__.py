@@ -89,6 +89,10 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _SYNC_NAMES)
+
+
 __all__ = [
     "PACK_BODY_LIMIT",
     "AccessDenied",
