@@ -14,11 +14,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
-
-import tenacity
+from typing import TYPE_CHECKING, TypeVar
 
 from .errors import ConnectionFailed, InvalidArgument, ServerError
+
+if TYPE_CHECKING:
+    import tenacity
 
 __all__ = ["RetryLadder", "RetryPolicy", "is_retryable"]
 
@@ -150,6 +151,10 @@ class RetryLadder:
         ``may_retry()`` agrees (asked only about a failure that would otherwise be
         retried), then when a rung is left; the last error is re-raised unchanged.
         """
+        # Imported here: a process that never retries (``serve ssh``, started for
+        # every SSH channel, serves with retries=0) never pays for tenacity's import.
+        import tenacity
+
         rung = 0
 
         def retry(state: tenacity.RetryCallState) -> bool:
@@ -185,5 +190,11 @@ class RetryLadder:
         )
 
     def run(self, op: Callable[[], _T], *, may_retry: Callable[[], bool] | None = None) -> _T:
-        """Run ``op``, retrying transient failures on this ladder's remaining rungs."""
+        """Run ``op``, retrying transient failures on this ladder's remaining rungs.
+
+        Under a policy of no retries ``op`` is simply called: its error is raised
+        unchanged, as the ``Retrying`` would after declining to retry it.
+        """
+        if self.policy.retries == 0:
+            return op()
         return self.retrying(may_retry=may_retry)(op)

@@ -262,6 +262,12 @@ class Transport(abc.ABC):
     #: same state (false for the in-process memory store). The conformance suite
     #: races processes where this holds, threads otherwise.
     shared_across_processes: ClassVar[bool] = True
+    #: Whether a download's BLAKE3 check uses BLAKE3's thread pool. Worth it where
+    #: bytes arrive faster than one core hashes them (~4 GB/s); a transport whose
+    #: stream is far slower and itself needs the CPU (SSH: paramiko decrypts on a
+    #: thread of this process) turns it off, as the pool's threads only take turns
+    #: from that work (bench/bench_ssh.py: ~10% less client CPU per download).
+    parallel_verify: ClassVar[bool] = True
     #: The retry policy of this client (a class default too, so a subclass that does
     #: not call ``super().__init__()`` still gets the contract's ladder).
     retry: RetryPolicy = RetryPolicy()
@@ -718,7 +724,7 @@ class Transport(abc.ABC):
         return self._call(lambda: self._open_pack_stream(key, offset))
 
     def _verified_stream(self, key: PackKey, stream: Iterator[bytes]) -> Iterator[bytes]:
-        hasher = Hasher(parallel=True)
+        hasher = Hasher(parallel=self.parallel_verify)
         failures = 0
         while True:
             try:

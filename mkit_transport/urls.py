@@ -14,7 +14,6 @@ arguments win. Every scheme refuses options it does not know.
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import ipaddress
 import re
 import threading
@@ -130,6 +129,10 @@ def _load_entry_points() -> None:
         if _entry_points_loaded:
             return
         _entry_points_loaded = True
+        # Imported here: importlib.metadata (and the email package it loads) cost
+        # every process ~25 ms at start, and most never open a plug-in scheme.
+        import importlib.metadata
+
         for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             if entry.name not in BUILTIN_SCHEMES:
                 _registered.setdefault(entry.name, entry.value)

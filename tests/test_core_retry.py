@@ -85,6 +85,24 @@ def test_no_retries() -> None:
         _run(RetryPolicy(retries=0, sleep=lambda s: None), [ConnectionFailed()])
 
 
+def test_a_ladder_without_retries_calls_once_and_raises_the_error_itself() -> None:
+    """retries=0 (the SSH server's backend) calls ``op`` once, never via tenacity."""
+    dropped: list[BaseException] = []
+    slept: list[float] = []
+    ladder = RetryLadder(RetryPolicy(retries=0, sleep=slept.append), before_retry=dropped.append)
+    error = ConnectionFailed("cut")
+    calls: list[int] = []
+
+    def failing() -> str:
+        calls.append(1)
+        raise error
+
+    with pytest.raises(ConnectionFailed) as raised:
+        ladder.run(failing)
+    assert raised.value is error and calls == [1] and dropped == [] and slept == []
+    assert ladder.run(lambda: "ok") == "ok" and ladder.retries_used == 0
+
+
 def test_jitter_stays_under_the_ladder() -> None:
     policy = RetryPolicy(jitter=True)
     for n in range(1, 6):

@@ -187,6 +187,25 @@ def test_public_names() -> None:
         assert hasattr(mkit_transport, name)
 
 
+def test_sync_names_load_on_first_use() -> None:
+    """``import mkit_transport`` leaves the sync layer unloaded (serve ssh starts per
+    channel and never syncs); its names still import from the package, and list."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, mkit_transport as m\n"
+        "assert 'mkit_transport.sync' not in sys.modules\n"
+        "assert {'push', 'pull', 'PushReport'} <= set(dir(m))\n"
+        "from mkit_transport import push, PullReport\n"
+        "from mkit_transport.sync import push as pushed\n"
+        "assert push is pushed and m.PullReport is PullReport\n"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True, timeout=60)
+    with pytest.raises(AttributeError):
+        mkit_transport.no_such_name  # noqa: B018
+
+
 def test_a_minimal_third_party_transport_gets_the_policy() -> None:
     """A subclass that skips super().__init__() still validates, retries and verifies."""
     from collections.abc import Iterable

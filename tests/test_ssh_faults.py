@@ -30,6 +30,8 @@ from mkit_transport import (
     RetryPolicy,
     open_transport,
 )
+from mkit_transport import transport as transport_module
+from mkit_transport.hashes import Hasher
 from mkit_transport.transports.ssh import SshTransport
 from testbed.ssh_server import SshServer
 from testbed.waiting import wait_until
@@ -116,6 +118,30 @@ def test_download_cut_midway_resumes(sshd: SshServer, proxy: FaultProxy) -> None
         assert b"".join(transport.download_pack_stream(key)) == data
     assert sleeps == [1]
     assert proxy.accepted == 2
+
+
+def test_a_download_is_verified_without_blake3s_thread_pool(
+    sshd: SshServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SSH stream is far slower than one core's BLAKE3, and paramiko's reader
+    thread needs the CPU the pool's threads would take (bench/bench_ssh.py)."""
+    root = sshd.store("verify-one-thread")
+    data = os.urandom(3 * MIB)
+    key = PackKey.of(data)
+    FileTransport(root).upload_pack(data, key)
+    asked: list[bool] = []
+
+    class Recording(Hasher):
+        __slots__ = ()
+
+        def __init__(self, *, parallel: bool = False) -> None:
+            asked.append(parallel)
+            super().__init__(parallel=parallel)
+
+    monkeypatch.setattr(transport_module, "Hasher", Recording)
+    with _open(sshd, root, []) as transport:
+        assert b"".join(transport.download_pack_stream(key)) == data
+    assert asked == [False]
 
 
 def test_whole_download_cut_is_retried(sshd: SshServer, proxy: FaultProxy) -> None:

@@ -495,6 +495,48 @@ def test_serve_ssh_refuses_a_path_outside_mkit_serve_root(root: Path, tmp_path: 
     assert done.returncode == EXIT_PROTOCOL
 
 
+#: Printed by the child below: what ``serve ssh`` had imported by the time it ended.
+_IMPORTED = """
+import sys
+from mkit_transport.cli.main import main
+status = main(["serve", "ssh", sys.argv[1]])
+modules = sorted(m for m in sys.modules if m.startswith("mkit_transport.") or m == "tenacity")
+print(status, " ".join(modules), file=sys.stderr)
+"""
+
+
+def test_serve_ssh_starts_without_the_modules_it_never_uses(root: Path) -> None:
+    """sshd starts ``serve ssh`` for every channel, so its imports are paid per connection.
+
+    The sync layer, the other verbs' modules and tenacity were most of that start-up
+    (bench/bench_ssh.py: the download's gap to ``cat`` was mostly this). A session
+    still works (the round trip above), and every other verb still loads them.
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTED, str(root)],
+        input=HELLO + frame("list-refs", prefix="") + frame("bye"),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    status, modules = done.stderr.decode().strip().split(" ", 1)
+    assert status == str(EXIT_OK)
+    imported = set(modules.split())
+    assert "mkit_transport.server.ssh" in imported
+    unused = ("sync", "cli.sync", "cli.gc", "cli.fsck", "cli.store", "cli.serve_http", "pack")
+    assert not imported & {f"mkit_transport.{name}" for name in unused}
+    assert "tenacity" not in imported  # it serves with retries=0: the client retries
+    help_text = subprocess.run(
+        [sys.executable, "-m", "mkit_transport", "--help"],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    ).stdout.decode()
+    for verb in ("push", "pull", "gc", "fsck", "refs", "serve"):
+        assert verb in help_text
+
+
 @pytest.mark.parametrize(
     ("original", "expected", "denied"),
     [
@@ -535,6 +577,23 @@ def test_mkit_serve_root_confines_a_pinned_path(tmp_path: Path) -> None:
         str(tmp_path / "srv" / "link"), None, {"MKIT_SERVE_ROOT": str(tmp_path / "srv")}
     )
     assert isinstance(escaped[1], AccessDenied), "a symlink out of the root is outside it"
+
+
+def test_a_payload_is_not_copied_through_the_readers_buffer() -> None:
+    """A payload that arrives as one piece is the frame's payload, as it is; a payload
+    in many pieces, with the next frame's bytes behind it, is joined exactly."""
+    payload = os.urandom(CHUNK_SIZE)
+    head = encode_frame("chunk", payload, offset=0, last=False)[0]
+    pieces = [bytes(head), payload]
+    frame = FrameReader(lambda n: pieces.pop(0)).read()
+    assert frame is not None and frame.payload is payload
+    stream = b"".join(bytes(p) for p in encode_frame("chunk", payload, offset=1, last=True))
+    stream += b"".join(bytes(p) for p in encode_frame("bye"))
+    source = io.BytesIO(stream)
+    reader = FrameReader(lambda n: source.read(min(n, 7919)))
+    first, second = reader.read(), reader.read()
+    assert first is not None and first.payload == payload and first.fields["offset"] == 1
+    assert second is not None and second.op == "bye" and reader.read() is None
 
 
 def test_wire_header_is_json_and_capped() -> None:

@@ -10,14 +10,13 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Final, TextIO
 
 from .. import errors
 from .._version import __version__
 from ..transport import Transport
 from ..urls import open_transport
-from . import fsck, gc, probe, serve_http, serve_ssh, store
-from . import sync as sync_cli
 from .needs import need
 from .output import EXIT_CODES
 
@@ -41,7 +40,20 @@ _EPILOG = (
 #: ``usage_error(args) -> str | None``: a combination of options argparse cannot
 #: express, refused as one line and exit 2 before any transport opens. None of them
 #: imports a network library at import time.
-_EXTENSIONS: Final = (store, sync_cli, gc, fsck, serve_http, serve_ssh, probe)
+_EXTENSIONS: Final = ("store", "sync", "gc", "fsck", "serve_http", "serve_ssh", "probe")
+
+
+def _extensions(argv: Sequence[str]) -> list[ModuleType]:
+    """The verb modules to load for ``argv``: every one, but ``serve ssh`` alone for itself.
+
+    sshd starts ``serve ssh`` afresh for every channel, so its start-up is paid on
+    each connection (a download of 256 MiB over loopback spent ~10% of its time
+    there): the other verbs' modules (sync, gc, fsck, the HTTP server...) took most
+    of that import time and serve ssh uses none of them. Its parser, help and
+    errors are the same either way.
+    """
+    names = ("serve_ssh",) if list(argv[:2]) == ["serve", "ssh"] else _EXTENSIONS
+    return [importlib.import_module(f"{__package__}.{name}") for name in names]
 
 
 def _conformance(args: argparse.Namespace, transport: Transport | None, out: TextIO) -> int:
@@ -54,7 +66,7 @@ def _conformance(args: argparse.Namespace, transport: Transport | None, out: Tex
     return code
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(extensions: Sequence[ModuleType]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m mkit_transport",
         description="Inspect and update refs and packs on any mkit transport.",
@@ -83,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve a store over HTTP or SSH")
     serve_commands = serve.add_subparsers(dest="serve_command", required=True, metavar="KIND")
-    for module in _EXTENSIONS:
+    for module in extensions:
         module.add_cli(commands, serve_commands, command)
 
     sub = command(commands, "conformance", _conformance, "run the conformance suite on a URL")
@@ -105,7 +117,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     extra: list[str] = []
     if "--" in argv:
         argv, extra = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
-    parser = _parser()
+    parser = _parser(_extensions(argv))
     args = parser.parse_args(argv)
     if extra and args.command != "conformance":
         parser.error("arguments after -- are only for the conformance command")
