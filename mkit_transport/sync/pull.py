@@ -24,7 +24,6 @@ from .checkout import (
 )
 from .common import fetch_record
 from .fetch import ObjectFetcher
-from .materialise import materialise
 from .model import TYPE_CHUNKED, TYPE_FILE
 from .options import TransferOptions, resolve
 from .plan import Limits, plan_tree
@@ -39,6 +38,7 @@ from .restore import (
     default_cache_limit,
     staged,
 )
+from .stream import open_tree_packs, stream_tree
 from .update import LocalEdits, update_tree
 
 __all__ = ["LocalEdits", "pull"]
@@ -162,19 +162,20 @@ def pull(
                 )
             else:
                 meter.enter("download", total=sum(p.objects for p in record.packs))
-                objects = fetcher.open_all()
-                plan = plan_tree(objects, record.root, limits)
+                open_tree_packs(fetcher)
+                plan = plan_tree(fetcher.objects, record.root, limits)
                 check_room(dest, plan)
                 meter.enter("write")
                 forget(where)  # the tree it describes is about to go
                 entries = {}
+                keep = default_cache_limit(plan.bytes) if cache_limit is None else cache_limit
                 with staged(dest, replace) as stage:
-                    files = materialise(
-                        objects,
+                    files = stream_tree(
+                        fetcher,
                         record.root,
                         stage,
-                        workers=knobs.concurrency,
                         plan=plan,
+                        cache_limit=keep,
                         written=entries,
                     )
                 save_manifest(
