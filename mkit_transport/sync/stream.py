@@ -123,12 +123,16 @@ class _Delivery:
         self.hashing: list[bool] = []
         if raw_len is not None:
             self.check(raw_len)
-        for target in targets:
-            whole = target.assembly is None
-            self.fds.append(os.open(target.path, _NEW if whole else _OLD, 0o600))
-            self.pos.append(target.offset)
-            assembly = target.assembly
-            self.hashing.append(assembly is not None and assembly.claim(target.offset))
+        try:
+            for target in targets:
+                whole = target.assembly is None
+                self.fds.append(os.open(target.path, _NEW if whole else _OLD, 0o600))
+                self.pos.append(target.offset)
+                assembly = target.assembly
+                self.hashing.append(assembly is not None and assembly.claim(target.offset))
+        except BaseException:
+            self.close()
+            raise
 
     def check(self, raw_len: int) -> None:
         """Refuse a blob whose length is not what the tree (or chunk list) says."""
