@@ -7,6 +7,7 @@ each object verified by its id, into the staging directory.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from pathlib import Path
 
@@ -35,10 +36,10 @@ def _pull_watching(remote: MemoryTransport, dest: Path, cache: Path, limit: int)
 
     def watch(_event: Progress) -> None:
         nonlocal most
-        pulls = cache / "pulls"
-        held = (
-            sum(p.stat().st_size for p in pulls.rglob("*") if p.is_file()) if pulls.exists() else 0
-        )
+        held = 0
+        for path in (cache / "pulls").rglob("*"):
+            with contextlib.suppress(FileNotFoundError):  # a download renamed meanwhile
+                held += path.stat().st_size if path.is_file() else 0
         most = max(most, held)
 
     pull(remote, REF, dest, cache_dir=str(cache), cache_limit=limit, progress=watch)
