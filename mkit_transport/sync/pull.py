@@ -82,7 +82,9 @@ def pull(
 
     Downloads only packs missing from the cache (``cache_dir``, default
     :func:`default_cache_dir`), verifies every pack and object, writes the tree into
-    a new directory beside ``dest_dir`` and swaps it in. An existing ``dest_dir``
+    a new directory beside ``dest_dir`` and swaps it in. A fresh pull writes file
+    contents while their packs stream in (:mod:`.stream`): a pack is written to disk
+    only if the cache will keep it. An existing ``dest_dir``
     that is not an empty directory is refused unless ``replace`` (then it is
     replaced whole) or ``update``. On any failure ``dest_dir`` is unchanged.
 
