@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Protocol
 
 import blake3
 
@@ -27,6 +29,22 @@ from .format import (
 )
 
 
+class ObjectSink(Protocol):
+    """Receives one object's raw bytes as a verifier decodes them (see ``PackVerifier``)."""
+
+    def write(self, data: bytes) -> object:
+        """Take the next decoded bytes (not yet proven: the id is checked at the end)."""
+        ...
+
+    def done(self) -> None:
+        """The object matched its id and length: its bytes may now be relied on."""
+        ...
+
+
+#: Asked at each entry's header with ``(oid, kind, raw_len)``: a sink for its bytes, or None.
+SinkFactory = Callable[[bytes, int, int], ObjectSink | None]
+
+
 class PackVerifier:
     """Verify a pack fed as chunks, holding a bounded amount of memory.
 
@@ -36,6 +54,11 @@ class PackVerifier:
     when it reads it, PACK-14), the index against the entries, the trailer, no
     trailing bytes. Errors can surface from any call; nothing read is trustworthy
     before :meth:`finish` returns.
+
+    With ``sink`` (and ``objects``), each object's decoded bytes are also handed to
+    the sink it returns for that entry, whose ``done`` is called only once the
+    object matched its id: a pull writes objects while their pack streams in, each
+    proven by its own id, without storing the pack first.
     """
 
     def __init__(
@@ -44,12 +67,15 @@ class PackVerifier:
         max_entries: int = MAX_ENTRIES,
         max_object: int = MAX_OBJECT_SIZE,
         objects: bool = True,
+        sink: SinkFactory | None = None,
     ) -> None:
         self.max_entries = max_entries
         self.max_object = max_object
         #: Decompress and re-hash every object (False: structure, trailer and key
         #: only, for a caller that verifies each object when it reads it, see PACK-14).
         self.objects = objects
+        self.sink = sink if objects else None
+        self._out: ObjectSink | None = None
         # One pass over the bytes: the trailer is a digest of a copy of this state,
         # the pack key the digest after the trailer is fed too.
         self._hasher = blake3.blake3()
@@ -143,7 +169,9 @@ class PackVerifier:
             raise PayloadTooLarge(f"{where} runs past the pack size limit")
         self._pending = (kind, codec, oid, raw_len, stored_len)
         if self.objects:
-            self._decoder = Decoder(codec, ObjectCheck(oid, raw_len, None))
+            self._out = self.sink(oid, kind, raw_len) if self.sink is not None else None
+            out = self._out.write if self._out is not None else None
+            self._decoder = Decoder(codec, ObjectCheck(oid, raw_len, out))
         self._remaining = stored_len
         self._state = "data"
         if stored_len == 0:
@@ -153,6 +181,9 @@ class PackVerifier:
         assert self._pending is not None
         if self._decoder is not None:
             self._decoder.done()
+        if self._out is not None:
+            out, self._out = self._out, None
+            out.done()
         kind, _codec, oid, raw_len, stored_len = self._pending
         self._entries.append(PackEntry(oid, kind, raw_len, stored_len))
         self._rows.append((oid, self._entry_offset))

@@ -82,7 +82,8 @@ class ObjectFetcher:
         self.opened: set[int] = set()
         self._ids: list[bytes | None] = [None] * len(self.packs)
 
-    def _pack_ids(self, number: int) -> bytes:
+    def pack_ids(self, number: int) -> bytes:
+        """The sorted ids pack ``number`` holds: remembered, else from its index blob."""
         known = self._ids[number]
         if known is not None:
             return known
@@ -101,6 +102,11 @@ class ObjectFetcher:
         self._ids[number] = data
         return data
 
+    def learn_ids(self, number: int, ids: bytes) -> None:
+        """Take pack ``number``'s sorted ids, read from its index blob, and remember them."""
+        self._ids[number] = ids
+        remember_ids(self.session, self.packs[number].key.hex(), ids)
+
     def get(self, needed: Iterable[bytes]) -> PackObjects:
         """Make ``needed`` readable; return the reader.
 
@@ -115,10 +121,10 @@ class ObjectFetcher:
         numbers = [n for n in range(len(self.packs)) if n not in self.opened]
         # Read the id lists not yet known in parallel, once; later calls (one per tree
         # level of an update) then start no threads.
-        parallel(self._pack_ids, [n for n in numbers if self._ids[n] is None], self.concurrency)
+        parallel(self.pack_ids, [n for n in numbers if self._ids[n] is None], self.concurrency)
         found: dict[int, set[bytes]] = {}
         for number in numbers:
-            ids = self._pack_ids(number)
+            ids = self.pack_ids(number)
             hits = {oid for oid in wanted if _holds(ids, oid)}
             if hits:
                 found[number] = hits
@@ -127,7 +133,7 @@ class ObjectFetcher:
                 break
         for oid in wanted:
             raise InvalidResponse(f"object {oid.hex()} is in none of the snapshot's packs")
-        whole = [n for n in found if not self.ranged or self._cached(n)]
+        whole = [n for n in found if not self.ranged or self.cached(n)]
         parts = [n for n in found if n not in whole]
         plans = parallel(lambda n: self._plan(n, found[n]), parts, self.concurrency)
         whole += [n for n, plan in zip(parts, plans, strict=True) if plan is None]
@@ -136,7 +142,8 @@ class ObjectFetcher:
         self.open_all(whole)
         return self.objects
 
-    def _cached(self, number: int) -> bool:
+    def cached(self, number: int) -> bool:
+        """Whether pack ``number`` is in the cache now."""
         return os.path.exists(self.session.cache.path(self.packs[number].key))
 
     def _plan(self, number: int, hits: set[bytes]) -> list[tuple[bytes, RangedPack]] | None:

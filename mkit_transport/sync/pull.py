@@ -24,7 +24,6 @@ from .checkout import (
 )
 from .common import fetch_record
 from .fetch import ObjectFetcher
-from .materialise import materialise
 from .model import TYPE_CHUNKED, TYPE_FILE
 from .options import TransferOptions, resolve
 from .plan import Limits, plan_tree
@@ -39,6 +38,7 @@ from .restore import (
     default_cache_limit,
     staged,
 )
+from .stream import open_tree_packs, stream_tree
 from .update import LocalEdits, update_tree
 
 __all__ = ["LocalEdits", "pull"]
@@ -82,7 +82,9 @@ def pull(
 
     Downloads only packs missing from the cache (``cache_dir``, default
     :func:`default_cache_dir`), verifies every pack and object, writes the tree into
-    a new directory beside ``dest_dir`` and swaps it in. An existing ``dest_dir``
+    a new directory beside ``dest_dir`` and swaps it in. A fresh pull writes file
+    contents while their packs stream in (:mod:`.stream`): a pack is written to disk
+    only if the cache will keep it. An existing ``dest_dir``
     that is not an empty directory is refused unless ``replace`` (then it is
     replaced whole) or ``update``. On any failure ``dest_dir`` is unchanged.
 
@@ -163,19 +165,20 @@ def pull(
                 )
             else:
                 meter.enter("download", total=sum(p.objects for p in record.packs))
-                objects = fetcher.open_all()
-                plan = plan_tree(objects, record.root, limits)
+                open_tree_packs(fetcher)
+                plan = plan_tree(fetcher.objects, record.root, limits)
                 check_room(dest, plan)
                 meter.enter("write")
                 forget(where)  # the tree it describes is about to go
                 entries = {}
+                keep = default_cache_limit(plan.bytes) if cache_limit is None else cache_limit
                 with staged(dest, replace) as stage:
-                    files = materialise(
-                        objects,
+                    files = stream_tree(
+                        fetcher,
                         record.root,
                         stage,
-                        workers=knobs.concurrency,
                         plan=plan,
+                        cache_limit=keep,
                         written=entries,
                     )
                 save_manifest(

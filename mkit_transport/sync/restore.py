@@ -22,6 +22,7 @@ from typing import Final
 from ..errors import InvalidResponse, PackNotFound, PayloadTooLarge, TransportError
 from ..hashes import PackKey
 from ..pack import PackFile, PackVerifier
+from ..pack.verifier import SinkFactory
 from ..transport import Transport
 from .atomic import replacing
 from .model import PackRef
@@ -195,6 +196,11 @@ class PullPacks:
             self.fresh.append(mine)
         return PackFile(mine, check_trailer=False), True
 
+    def adopt(self, path: str) -> None:
+        """Count a pack written into this pull's directory as downloaded (offered at the end)."""
+        with self._lock:
+            self.fresh.append(path)
+
     def finish(self, limit: int) -> None:
         """Offer the downloaded packs to the cache, then trim it to ``limit`` bytes (LRU).
 
@@ -231,16 +237,18 @@ def verified_chunks(
     *,
     objects: bool,
     relayed: bool = False,
+    sink: SinkFactory | None = None,
 ) -> Iterator[bytes]:
     """Yield pack ``key`` from ``transport``, each chunk fed to a :class:`PackVerifier`.
 
     A damaged pack raises from inside the iteration, before the consumer can commit
     what it wrote; errors name the pack and say it is missing or corrupt on the
     ``side`` it came from. ``objects`` re-hashes every object (PACK-14); ``relayed``
-    counts the bytes as sent on as well as received (mirror).
+    counts the bytes as sent on as well as received (mirror); ``sink`` (with
+    ``objects``) receives each object's bytes as they are decoded (a streamed pull).
     """
     what = f"pack {key.hex()}"
-    verifier = PackVerifier(objects=objects)
+    verifier = PackVerifier(objects=objects, sink=sink)
     try:
         for chunk in transport.download_pack_stream(key):
             verifier.feed(chunk)
