@@ -156,30 +156,11 @@ def materialise(
 
     def fill(run: Callable[[bytes, TreeEntry], None]) -> None:
         nonlocal count
-        # Each frame: the entries left to write, the directory's path and its mode.
-        stack: list[tuple[Iterator[TreeEntry], bytes, int | None]] = [
-            (iter(objects.tree(root)), base, None)
-        ]
-        while stack:
-            entries, path, mode = stack[-1]
-            entry = next(entries, None)
-            if entry is None:
-                stack.pop()
-                if mode is not None:
-                    modes.append((path, mode))
-                continue
-            target = os.path.join(path, entry.name)
+        for target, entry in walk_dirs(objects, root, base, modes):
             if entry.type == TYPE_DIR:
-                os.mkdir(target, 0o700)
-                stack.append((iter(objects.tree(entry.oid)), target, entry.mode))
                 note(target, entry, None, None)
             elif entry.type == TYPE_SYMLINK:
-                _kind, link = objects.read_bytes(entry.oid, MAX_SYMLINK)
-                _check_size(entry, len(link))
-                if not link or b"\0" in link:
-                    # os.symlink would raise ValueError / FileNotFoundError: not the taxonomy.
-                    raise _bad(f"{entry.name!r}: symlink target is empty or holds a NUL byte")
-                os.symlink(link, target)
+                make_symlink(objects, target, entry)
                 note(target, entry, os.lstat(target) if written is not None else None, None)
             else:
                 run(target, entry)
@@ -193,6 +174,45 @@ def materialise(
     for target, mode in modes:
         os.chmod(target, mode)
     return count
+
+
+def walk_dirs(
+    objects: PackObjects, root: bytes, base: bytes, modes: list[tuple[bytes, int]]
+) -> Iterator[tuple[bytes, TreeEntry]]:
+    """Every entry of tree ``root`` as ``(its path under base, entry)``, depth first.
+
+    Iterative (any nesting the plan allowed, no recursion). A directory is created
+    (0o700, so the pull can write into it) before it is yielded and entered; its own
+    mode goes to ``modes`` once its entries are done (children before parents), for
+    the caller to apply last.
+    """
+    # Each frame: the entries left, the directory's path and its mode.
+    stack: list[tuple[Iterator[TreeEntry], bytes, int | None]] = [
+        (iter(objects.tree(root)), base, None)
+    ]
+    while stack:
+        entries, path, mode = stack[-1]
+        entry = next(entries, None)
+        if entry is None:
+            stack.pop()
+            if mode is not None:
+                modes.append((path, mode))
+            continue
+        target = os.path.join(path, entry.name)
+        if entry.type == TYPE_DIR:
+            os.mkdir(target, 0o700)
+            stack.append((iter(objects.tree(entry.oid)), target, entry.mode))
+        yield target, entry
+
+
+def make_symlink(objects: PackObjects, target: bytes, entry: TreeEntry) -> None:
+    """Create the symlink ``entry`` names at ``target`` (its target checked first)."""
+    _kind, link = objects.read_bytes(entry.oid, MAX_SYMLINK)
+    _check_size(entry, len(link))
+    if not link or b"\0" in link:
+        # os.symlink would raise ValueError / FileNotFoundError: not the taxonomy.
+        raise _bad(f"{entry.name!r}: symlink target is empty or holds a NUL byte")
+    os.symlink(link, target)
 
 
 class _Pool:

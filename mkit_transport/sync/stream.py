@@ -39,8 +39,8 @@ from .chunking import ChunkedFile
 from .chunklist import MAX_CHUNK_LIST_SIZE, decode_chunk_list
 from .common import fetch_index, parallel
 from .fetch import ObjectFetcher
-from .materialise import _check_size, _manifest_entry
-from .model import MAX_SYMLINK, TYPE_CHUNKED, TYPE_DIR, TYPE_SYMLINK, TreeEntry, _bad
+from .materialise import _check_size, _manifest_entry, make_symlink, walk_dirs
+from .model import TYPE_CHUNKED, TYPE_DIR, TYPE_SYMLINK, TreeEntry, _bad
 from .objects import _holds
 from .plan import TreePlan
 from .restore import verified_chunks
@@ -223,21 +223,8 @@ def _walk(fetcher: ObjectFetcher, root: bytes, tree: _Tree) -> list[tuple[bytes,
     modes: list[tuple[bytes, int]] = []
     chunk_lists: list[tuple[bytes, TreeEntry]] = []
     links: list[tuple[bytes, TreeEntry]] = []
-    stack: list[tuple[Iterator[TreeEntry], bytes, int | None]] = [
-        (iter(objects.tree(root)), tree.base, None)
-    ]
-    while stack:
-        entries, path, mode = stack[-1]
-        entry = next(entries, None)
-        if entry is None:
-            stack.pop()
-            if mode is not None:
-                modes.append((path, mode))
-            continue
-        target = os.path.join(path, entry.name)
+    for target, entry in walk_dirs(objects, root, tree.base, modes):
         if entry.type == TYPE_DIR:
-            os.mkdir(target, 0o700)
-            stack.append((iter(objects.tree(entry.oid)), target, entry.mode))
             tree.note(target, _manifest_entry(entry, None))
         elif entry.type == TYPE_SYMLINK:
             links.append((target, entry))
@@ -249,11 +236,7 @@ def _walk(fetcher: ObjectFetcher, root: bytes, tree: _Tree) -> list[tuple[bytes,
             tree.files += 1
     fetcher.get({e.oid for _, e in links} | {e.oid for _, e in chunk_lists})
     for target, entry in links:
-        _kind, link = objects.read_bytes(entry.oid, MAX_SYMLINK)
-        _check_size(entry, len(link))
-        if not link or b"\0" in link:
-            raise _bad(f"{entry.name!r}: symlink target is empty or holds a NUL byte")
-        os.symlink(link, target)
+        make_symlink(objects, target, entry)
         st = os.lstat(target) if tree.written is not None else None
         tree.note(target, _manifest_entry(entry, st))
     for target, entry in chunk_lists:
