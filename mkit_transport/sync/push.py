@@ -169,16 +169,16 @@ def push(
         )
     meter.enter("plan", total=snap.count)
     base = None if repair else _base_record(transport, old, condition, meter, blobs)
-    if base is None and borrowed:
-        # A dry run to a new ref: what the other refs' tips hold would not be sent.
-        base = Record(bytes(32), None, 0, tuple(borrowed))
+    # What the remote holds: the tip's packs, or (a dry run to a new ref) the packs
+    # borrowed from other refs' tips.
+    packs = list(base.packs) if base is not None else borrowed
 
     def report(**changes: Any) -> PushReport:
         return _push_report(ref, old, snap, meter, dry_run=dry_run, **changes)
 
     if base is not None and base.root == snap.root:
         return report()
-    remote = {} if base is None else _remote(transport, base.packs, meter, blobs, knobs.concurrency)
+    remote = _remote(transport, packs, meter, blobs, knobs.concurrency) if packs else {}
     # By id, in C-level passes; a source is made only for what is sent (an edit's few).
     ids = snap.ids()
     send = list(itertools.filterfalse(remote.__contains__, ids))
@@ -197,7 +197,7 @@ def push(
     trees = [(oid, src) for oid, src in sources if src.with_trees]
     contents = [(oid, src) for oid, src in sources if not src.with_trees]
     uploaded = build([trees, contents])
-    kept_packs = [base.packs[i] for i in kept] if base is not None else []
+    kept_packs = [packs[i] for i in kept]
     parent = record_key(old) if base is not None and old is not None else None
     return _commit(
         transport,
