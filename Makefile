@@ -1,7 +1,7 @@
 # The commands of the README: `make demo`, `make check` (the fast tier: lint, types and
 # every test that needs no server process and is not marked slow) and `make test` (everything, real servers
 # included). Each creates or refreshes the virtual environment (.venv) whenever
-# pyproject.toml changes; a failed install stops the build and prints pip's log.
+# pyproject.toml, setup.py or the C extension changes; a failed install stops the build and prints pip's log.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo check test lint typecheck unit bench bench-quick clean system-deps
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py mkit_transport/sync/_lstat.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip >$(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
 	$(PY) -m pip install --quiet -e '.[dev]' >$(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }

@@ -27,7 +27,7 @@ from mkit_transport import FileTransport, MemoryTransport, Transport
 from mkit_transport.cli.main import main
 from mkit_transport.errors import InvalidArgument
 from mkit_transport.pack import KIND_TREE
-from mkit_transport.sync import pull, push
+from mkit_transport.sync import lstatcheck, pull, push
 from mkit_transport.sync import scan as scan_module
 from mkit_transport.sync import statcache as statcache_module
 from mkit_transport.sync.chunking import ChunkParams
@@ -529,6 +529,25 @@ def _change(src: Path, how: str) -> None:
         raise AssertionError(how)
 
 
+def _no_links(root: Path) -> Path:
+    """``root`` without its symlinks: a tree whose cache can be complete (SYNC-60)."""
+    for path in list(root.rglob("*")):
+        if path.is_symlink():
+            path.unlink()
+    return root
+
+
+@pytest.fixture(params=["c", "python"])
+def checker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The whole-tree lstat check in C (when built) and in Python: the same answers."""
+    if request.param == "python":
+        monkeypatch.setattr(statcache_module, "stale", lstatcheck.stale_python)
+    elif not lstatcheck.ACCELERATED:
+        pytest.fail("the C lstat check (mkit_transport/sync/_lstat.c) is not built")
+    return str(request.param)
+
+
+@pytest.mark.parametrize("links", [True, False], ids=["symlinks", "no-symlinks"])
 @pytest.mark.parametrize(
     "how",
     [
@@ -548,11 +567,14 @@ def _change(src: Path, how: str) -> None:
     ],
 )
 def test_a_reused_tree_is_exact_after_any_change(
-    tmp_path: Path, stat_dir: str, no_window: None, how: str
+    tmp_path: Path, stat_dir: str, no_window: None, how: str, links: bool, checker: str
 ) -> None:
     """With every tree cached, a change anywhere gives the snapshot a scan without the
-    cache gives (root and every object, in order), and so does the scan after it."""
+    cache gives (root and every object, in order), and so does the scan after it.
+    Without symlinks the cache is complete: the whole-tree check must see the change."""
     src = _tree(tmp_path / "src")
+    if not links:
+        _no_links(src)
     _settle(src)
     _cached_scan(src, stat_dir)
     _cached_scan(src, stat_dir)
@@ -591,8 +613,8 @@ def test_a_cached_tree_whose_bytes_do_not_hash_to_its_id_is_not_used(
     _cached_scan(src, stat_dir)
     with StatCache.open(src, SMALL, stat_dir) as cache:
         key = b"d1/e1/"
-        oid, count, mode, data = cache._old_trees[key]
-        cache._old_trees[key] = (oid, count, mode, data + b"x")
+        oid, count, mode, data, own = cache._old_trees[key]
+        cache._old_trees[key] = (oid, count, mode, data + b"x", own)
         snap = scan(src, _chunking=SMALL, stat_cache=cache)
     assert snap.root == plain.root and list(snap.objects) == list(plain.objects)
     # The bytes each tree object carries are the bytes its id names.
@@ -600,3 +622,113 @@ def test_a_cached_tree_whose_bytes_do_not_hash_to_its_id_is_not_used(
         source = snap.source(oid)
         if source.data is not None and source.kind == KIND_TREE:
             assert blake3.blake3(source.data).digest() == oid
+
+
+# -- SYNC-60: every entry checked at once; an unchanged tree is not walked ----------
+
+
+def _listings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The directories the scan lists from now on."""
+    listed: list[str] = []
+    real = scan_module._children
+
+    def counting(path: str) -> Any:
+        listed.append(path)
+        return real(path)
+
+    monkeypatch.setattr(scan_module, "_children", counting)
+    return listed
+
+
+def test_an_unchanged_tree_without_symlinks_is_not_listed(
+    tmp_path: Path, stat_dir: str, no_window: None, monkeypatch: pytest.MonkeyPatch, checker: str
+) -> None:
+    """Fails without the whole-tree check: every directory would be listed again."""
+    src = _no_links(_tree(tmp_path / "src"))
+    _settle(src)
+    plain = scan(src, _chunking=SMALL)
+    _cached_scan(src, stat_dir)
+    listed = _listings(monkeypatch)
+    with _Reads(src) as reads:
+        snap, cache = _cached_scan(src, stat_dir)
+    assert listed == [] and reads == []
+    assert (snap.root, snap.files, snap.count) == (plain.root, plain.files, len(plain.objects))
+    assert cache.hits == len(_regular(src)) and cache.misses == 0
+    # Its objects, asked for, come from a walk (the cache answering every file).
+    assert list(snap.objects) == list(plain.objects) and listed
+    # With symlinks the cache is never complete: the tree is walked.
+    os.symlink("f0.txt", src / "d0" / "e0" / "link")
+    _settle(src)
+    _cached_scan(src, stat_dir)
+    listed.clear()
+    snap, _cache = _cached_scan(src, stat_dir)
+    assert listed and snap.root == scan(src, _chunking=SMALL).root
+
+
+def test_a_push_whose_remote_moved_sends_the_unchanged_tree_exactly(
+    tmp_path: Path, stat_dir: str, no_window: None
+) -> None:
+    """The tip is another tree (pushed from elsewhere): the unchanged tree's objects,
+    not listed by the check, are walked for and the ones the remote lacks are sent."""
+    src = _no_links(_tree(tmp_path / "src"))
+    remote = FileTransport(tmp_path / "remote")
+    _settle(src)
+    push(src, remote, REF, stat_cache_dir=stat_dir, _chunking=SMALL)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "x").write_text("another tree")
+    push(other, remote, REF, stat_cache=False)
+    report = push(src, remote, REF, stat_cache_dir=stat_dir, _chunking=SMALL)
+    assert report.updated
+    assert _pulled(remote, tmp_path, "out") == describe(src)
+
+
+def test_a_tree_changed_after_the_check_fails_the_scan(
+    tmp_path: Path, stat_dir: str, no_window: None
+) -> None:
+    """The check found the tree unchanged; by the time its objects are walked for, a
+    file was added: the walk's root is not the snapshot's, so the scan fails (OSError).
+    (A file edited since is answered as the check saw it, like a file edited after its
+    lstat in a walk: the packer re-hashes what it sends, SYNC-34.)"""
+    src = _no_links(_tree(tmp_path / "src"))
+    _settle(src)
+    _cached_scan(src, stat_dir)
+    with StatCache.open(src, SMALL, stat_dir) as cache:
+        snap = scan(src, _chunking=SMALL, stat_cache=cache)
+    (src / "d0" / "e0" / "added.txt").write_text("added after the check")
+    with pytest.raises(OSError, match="changed while it was pushed"):
+        snap.ids()
+
+
+def _lying_directory(src: Path, stat_dir: str, ref_ns: int) -> None:
+    """Rewrite ``src``'s complete cache so that directory ``d0/e0`` (which gained a
+    file since) matches its current ``lstat``: the cache then claims its old names."""
+    cache = StatCache.open(src, SMALL, stat_dir)
+    assert cache._complete is not None
+    cache._new, cache._new_lists = dict(cache._old), dict(cache._old_lists)
+    cache._new_trees = dict(cache._old_trees)
+    key = b"d0/e0/"
+    cache._new_trees[key] = (*cache._old_trees[key][:4], stat_key((src / "d0" / "e0").lstat()))
+    cache._summary, cache._changed, cache._ref_ns = cache._complete, True, ref_ns
+    cache.save()
+
+
+def test_a_directory_entry_not_older_than_the_window_is_not_trusted(
+    tmp_path: Path, stat_dir: str, no_window: None, checker: str
+) -> None:
+    """A directory's lstat says its names are unchanged only when trusted: a lying
+    cache (the directory gained a name, its entry forged to match) is believed when
+    its reference time is 10 s later, which proves the test can fail, and never when
+    the directory's times are within the window of it (racily clean)."""
+    src = _no_links(_tree(tmp_path / "src"))
+    _settle(src)
+    _cached_scan(src, stat_dir)
+    (src / "d0" / "e0" / "new.txt").write_text("added")
+    truth = scan(src, _chunking=SMALL).root
+    _lying_directory(src, stat_dir, time.time_ns() + 10_000_000_000)
+    with StatCache.open(src, SMALL, stat_dir) as cache:
+        assert scan(src, _chunking=SMALL, stat_cache=cache).root != truth  # believed
+    ctime = (src / "d0" / "e0").lstat().st_ctime_ns
+    _lying_directory(src, stat_dir, ctime + statcache_module.RACY_WINDOW_NS)
+    with StatCache.open(src, SMALL, stat_dir) as cache:
+        assert scan(src, _chunking=SMALL, stat_cache=cache).root == truth

@@ -153,7 +153,13 @@ def test_the_wheel_ships_the_package_data_the_suite_and_the_version(install: Ins
     ):
         assert shipped in names, shipped
     assert not [n for n in names if n.startswith(("tests/", "conformance/", "bench/"))]
-    assert install.wheel.name == f"mkit_transport-{__version__}-py3-none-any.whl"
+    # One compiled module (the stat cache's lstat check, SYNC-60): a wheel per platform.
+    tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    assert install.wheel.name.startswith(f"mkit_transport-{__version__}-{tag}-{tag}-"), (
+        install.wheel
+    )
+    assert [n for n in names if n.startswith("mkit_transport/sync/_lstat.") and n.endswith(".so")]
+    assert "mkit_transport/sync/_lstat.pyi" in names
     info = f"mkit_transport-{__version__}.dist-info"
     assert f"{info}/licenses/LICENSE" in names
     metadata = zipfile.ZipFile(install.wheel).read(f"{info}/METADATA").decode()
@@ -197,8 +203,10 @@ def test_every_transport_and_server_imports_on_a_plain_install(install: Install)
     # requests, boto3 and paramiko are base dependencies: no extra for any client.
     modules = [f"mkit_transport.transports.{name}" for name in ("http", "s3", "ssh")]
     modules += ["mkit_transport.server.http", "mkit_transport.server.ssh"]
+    # The installed package runs the compiled lstat check, not its Python twin.
+    check = "from mkit_transport.sync.lstatcheck import ACCELERATED\nassert ACCELERATED\n"
     subprocess.run(
-        [install.plain.python, "-c", "".join(f"import {m}\n" for m in modules)],
+        [install.plain.python, "-c", "".join(f"import {m}\n" for m in modules) + check],
         cwd=install.plain.work,
         env=_env(),
         timeout=COMMAND,

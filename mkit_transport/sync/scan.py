@@ -38,7 +38,7 @@ from ..pack import KIND_BLOB, KIND_TREE, SMALL_OBJECT
 from .chunking import DEFAULT_CHUNKING, ChunkedFile, ChunkParams, chunk_file
 from .chunklist import encode_chunk_list
 from .model import TYPE_CHUNKED, TYPE_DIR, TYPE_FILE, TYPE_SYMLINK, TreeRow, encode_tree_rows
-from .statcache import Cached, StatCache, StatKey, stat_key
+from .statcache import Cached, Row, StatCache, StatKey, stat_key
 
 __all__ = ["HANDOFF_SIZE", "MAX_FILE_SIZE", "ObjectSource", "Snapshot", "scan"]
 
@@ -205,14 +205,15 @@ class _Dir:
     top), ``mode`` its mode bits as its parent's tree row has them; ``tree`` the
     id and bytes the stat cache gave for it (git's cache-tree), when every entry
     in it was answered by the cache: it is then not encoded again; ``links``
-    whether it holds a symlink (then its tree is never cached).
+    whether it holds a symlink (then its tree is never cached); ``own`` its
+    ``lstat``, taken before it was listed (the stat cache keeps it with the tree).
     """
 
-    __slots__ = ("entries", "key", "links", "mode", "tree")
+    __slots__ = ("entries", "key", "links", "mode", "own", "tree")
 
-    def __init__(self, key: bytes, mode: int) -> None:
+    def __init__(self, key: bytes, mode: int, own: StatKey) -> None:
         self.entries: list[_Entry] = []
-        self.key, self.mode = key, mode
+        self.key, self.mode, self.own = key, mode, own
         self.tree: tuple[bytes, bytes] | None = None
         self.links = False
 
@@ -247,6 +248,8 @@ class _Scanner:
         #: Chunk lists, in walk order (packed with the trees).
         self.lists: dict[bytes, ObjectSource] = {}
         self.files = 0
+        #: Directories walked (the top included).
+        self.dirs = 0
         #: Files over a megabyte, in walk order (their place in ``blobs``).
         self.large: list[tuple[str, Future[_Hashed] | Future[ChunkedFile]]] = []
         #: The eager ones among them, not yet handed to ``on_blob``.
@@ -304,13 +307,21 @@ class _Scanner:
 
     def walk(self, path: str) -> _Dir:
         """Scan ``path`` depth first, in sorted name order, iteratively (any nesting)."""
-        top = _Dir(b"", 0)
+        top = _Dir(b"", 0, stat_key(os.lstat(path)))
+        self.dirs = 1
         #: Each frame: the children left, the directory, ``unanswered`` at its start.
         stack: list[tuple[Iterator[tuple[bytes, os.DirEntry[str]]], _Dir, int]] = [
             (_children(path), top, 0)
         ]
         file, is_reg, is_dir = self.file, stat.S_ISREG, stat.S_ISDIR
         answer = self.cache.small_answer(self.small) if self.cache is not None else None
+        # The files whose lstat the cache checked as it opened (and found unchanged,
+        # trusted): answered here without another.
+        nothing: dict[bytes, Row] = {}
+        clean = (self.cache.clean if self.cache is not None else nothing).get
+        carried = self.cache.carry() if self.cache is not None else nothing
+        small = self.small
+        keep, listing = self.blobs.setdefault, self.on_blob is None
         while stack:
             children, folder, before = stack[-1]
             entries, prefix = folder.entries, folder.key
@@ -319,39 +330,52 @@ class _Scanner:
             for name, child in children:
                 if self.early:
                     self.poll()
-                st = child.stat(follow_symlinks=False)
-                kind = st.st_mode
-                if is_reg(kind):
-                    # A re-push's common case, inline: a small file the cache answers.
-                    rel = prefix + name
-                    hit = answer(rel, st) if answer is not None else None
-                    if hit is None:
+                rel = prefix + name
+                row = clean(rel)
+                if row is not None and not row[5] and row[0] <= small:
+                    # The common case of a re-push: a small file whose lstat the cache
+                    # checked as it opened.
+                    carried[rel] = row
+                    size, hit, kind = row[0], row[6], row[4]
+                else:
+                    st = child.stat(follow_symlinks=False)
+                    kind = st.st_mode
+                    if is_dir(kind):
+                        sub = _Dir(rel + b"/", kind & 0o777, stat_key(st))
+                        entries.append((name, TYPE_DIR, kind & 0o777, sub, b""))
+                        stack.append((_children(child.path), sub, self.unanswered))
+                        self.dirs += 1
+                        break
+                    if not is_reg(kind):
+                        entries.append(self.link(folder, child.path, name, kind))
+                        continue
+                    # A small file the cache answers on its lstat (taken just now).
+                    answered = answer(rel, st) if answer is not None else None
+                    if answered is None:
                         entries.append(file(child.path, name, rel, kind & 0o777, st))
                         continue
-                    if self.on_blob is None:
-                        self.blobs.setdefault(hit, (st.st_size, child.path))
-                    elif hit not in self.blobs:
-                        self.found(hit, ObjectSource(KIND_BLOB, st.st_size, path=child.path))
-                    self.files += 1
-                    entries.append((name, TYPE_FILE, kind & 0o777, st.st_size, hit))
-                elif is_dir(kind):
-                    sub = _Dir(prefix + name + b"/", kind & 0o777)
-                    entries.append((name, TYPE_DIR, kind & 0o777, sub, b""))
-                    stack.append((_children(child.path), sub, self.unanswered))
-                    break
-                elif stat.S_ISLNK(kind):
-                    self.unanswered += 1
-                    folder.links = True
-                    target = os.fsencode(os.readlink(child.path))
-                    oid = blake3.blake3(target).digest()
-                    self.found(oid, ObjectSource(KIND_BLOB, len(target), data=target))
-                    entries.append((name, TYPE_SYMLINK, 0, len(target), oid))
-                else:
-                    raise OSError(f"{child.path}: not a regular file, directory or symlink")
+                    size, hit = st.st_size, answered
+                if listing:
+                    keep(hit, (size, child.path))
+                elif hit not in self.blobs:
+                    self.found(hit, ObjectSource(KIND_BLOB, size, path=child.path))
+                self.files += 1
+                entries.append((name, TYPE_FILE, kind & 0o777, size, hit))
             else:
                 stack.pop()
                 self.reuse(folder, before)
         return top
+
+    def link(self, folder: _Dir, path: str, name: bytes, kind: int) -> _Entry:
+        """The entry of a symlink (its target is its blob); OSError for anything else."""
+        if not stat.S_ISLNK(kind):
+            raise OSError(f"{path}: not a regular file, directory or symlink")
+        self.unanswered += 1
+        folder.links = True
+        target = os.fsencode(os.readlink(path))
+        oid = blake3.blake3(target).digest()
+        self.found(oid, ObjectSource(KIND_BLOB, len(target), data=target))
+        return (name, TYPE_SYMLINK, 0, len(target), oid)
 
     def reuse(self, folder: _Dir, before: int) -> None:
         """Take ``folder``'s tree from the cache if every entry in it was answered.
@@ -363,7 +387,7 @@ class _Scanner:
         if self.cache is None:
             return
         if self.unanswered == before:
-            folder.tree = self.cache.tree(folder.key, len(folder.entries), folder.mode)
+            folder.tree = self.cache.tree(folder.key, len(folder.entries), folder.mode, folder.own)
         if folder.tree is None:
             self.unanswered += 1
 
@@ -489,7 +513,9 @@ class _Scanner:
             data = encode_tree_rows(rows)
             oid = blake3.blake3(data).digest()
             if self.cache is not None and not folder.links:
-                self.cache.record_tree(folder.key, oid, len(folder.entries), folder.mode, data)
+                self.cache.record_tree(
+                    folder.key, oid, len(folder.entries), folder.mode, data, folder.own
+                )
         self.trees.setdefault(oid, ObjectSource(KIND_TREE, len(data), data=data))
         return oid
 
@@ -518,6 +544,7 @@ def scan(
     _chunking: ChunkParams = DEFAULT_CHUNKING,
     *,
     stat_cache: StatCache | None = None,
+    _shortcut: bool = True,
 ) -> Snapshot:
     """Hash a directory tree into a :class:`Snapshot`, never following a symlink.
 
@@ -546,6 +573,15 @@ def scan(
     root_path = os.fspath(source_dir)
     if not os.path.isdir(root_path):
         raise NotADirectoryError(f"{root_path}: not a directory")
+    shortcut = stat_cache is not None and on_blob is None and _shortcut
+    same = stat_cache.unchanged() if shortcut and stat_cache is not None else None
+    if same is not None:
+        # Not one file or directory changed since the last push (the cache checked
+        # each lstat): its snapshot, whose objects are listed only if asked for.
+        root, files, count = same
+        return Snapshot(
+            root, partial(_rescan, root_path, _chunking, stat_cache, root), files, count
+        )
     with ThreadPoolExecutor(1, thread_name_prefix="mkit-hash") as hasher:
         scanner = _Scanner(on_blob, eager, hasher, _chunking, stat_cache)
         try:
@@ -557,6 +593,9 @@ def scan(
     root = scanner.encode(top)
     scanner.remember()
     trees, lists, blobs = scanner.trees, scanner.lists, scanner.blobs
+    count = len(trees.keys() | lists.keys() | blobs.keys())
+    if stat_cache is not None:
+        stat_cache.scanned(root, scanner.files, count, scanner.dirs)
 
     def objects() -> dict[bytes, _Pending]:
         built: dict[bytes, _Pending] = dict(reversed(list(trees.items())))
@@ -567,5 +606,18 @@ def scan(
         built.update(first)
         return built
 
-    count = len(trees.keys() | lists.keys() | blobs.keys())
     return Snapshot(root, objects, scanner.files, count)
+
+
+def _rescan(
+    root_path: str, chunking: ChunkParams, cache: StatCache | None, root: bytes
+) -> dict[bytes, _Pending]:
+    """The objects of an unchanged tree, when asked for: the walk, the cache answering.
+
+    A tree that changed since the cache found it unchanged is an OSError, like a
+    file that changes while it is pushed: the snapshot's root would not hold them.
+    """
+    again = scan(root_path, _chunking=chunking, stat_cache=cache, _shortcut=False)
+    if again.root != root:
+        raise OSError(f"{root_path}: the tree changed while it was pushed")
+    return dict(again._ordered())

@@ -44,6 +44,7 @@ import blake3
 from ..errors import InvalidResponse
 from .chunking import DEFAULT_CHUNKING, ChunkedFile, ChunkParams
 from .chunklist import decode_chunk_list, encode_chunk_list
+from .lstatcheck import stale
 from .restore import default_cache_dir
 
 __all__ = [
@@ -58,7 +59,7 @@ __all__ = [
 ]
 
 #: The cache file's format version (a change of it invalidates every cache file).
-CACHE_VERSION: Final = 2
+CACHE_VERSION: Final = 3
 #: The timestamp granularity assumed of any filesystem (FAT's 2 s, the coarsest);
 #: an entry is trusted only if it is older than the cache's reference time by more.
 RACY_WINDOW_NS: Final = 2_000_000_000
@@ -66,14 +67,16 @@ RACY_WINDOW_NS: Final = 2_000_000_000
 _MAGIC: Final = b"MKSTATC\0"
 #: magic, version, reserved, chunk min/avg/max, reference time, device, root length,
 #: entry count, bytes of the paths, bytes of the chunk lists, directory count, bytes
-#: of the directory paths, bytes of the trees; then the root's real path, the rows,
-#: the paths (NUL-separated, in row order), the chunk lists, the directory rows, the
-#: directory paths and the trees.
-_HEAD = struct.Struct("<8sHHIIIqQIIQQIQQ")
+#: of the directory paths, bytes of the trees, whether the cache is complete, the
+#: snapshot's file and object counts (both 0 unless complete); then the root's real
+#: path, the rows, the paths (NUL-separated, in row order), the chunk lists, the
+#: directory rows, the directory paths and the trees.
+_HEAD = struct.Struct("<8sHHIIIqQIIQQIQQBQQ")
 #: size, mtime_ns, ctime_ns, inode, mode, kind, content id, chunk list offset and length
 _ROW = struct.Struct("<QqqQIB32sQI")
-#: tree id, entry count, the directory's mode bits, tree offset and length
-_DIR = struct.Struct("<32sIIQI")
+#: the directory's own size, mtime_ns, ctime_ns, inode and mode (its lstat before it
+#: was listed), tree id, entry count, mode bits, tree offset and length
+_DIR = struct.Struct("<QqqQI32sIIQI")
 _TRAILER: Final = 32
 _WHOLE: Final = 0
 _CHUNKED: Final = 1
@@ -83,10 +86,12 @@ StatKey = tuple[int, int, int, int, int]
 #: What hashing a file gave: ``(content id, size)``, or its chunking.
 Cached = tuple[bytes, int] | ChunkedFile
 #: One entry as stored: the :data:`StatKey` fields, kind, id, chunk list offset, length.
-_Row = tuple[int, int, int, int, int, int, bytes, int, int]
+Row = tuple[int, int, int, int, int, int, bytes, int, int]
 #: A directory's tree as stored (git's cache-tree): its id, its entry count, its own
-#: mode bits (as its parent's tree row gives them) and the tree's bytes.
-Tree = tuple[bytes, int, int, bytes]
+#: mode bits (as its parent's tree row gives them), the tree's bytes, and the
+#: directory's ``lstat`` taken before it was listed (its names are unchanged while
+#: that is).
+Tree = tuple[bytes, int, int, bytes, StatKey]
 
 
 def stat_key(st: os.stat_result) -> StatKey:
@@ -125,6 +130,17 @@ class _Foreign(Exception):
     """The cache file is not a valid cache of this directory (ignored whole)."""
 
 
+def _parse_trees(keys: list[bytes], rows: memoryview, trees: memoryview) -> dict[bytes, Tree]:
+    """The directory rows of a cache file with their trees' bytes; :class:`_Foreign` if bad."""
+    parsed: dict[bytes, Tree] = {}
+    for key, (*own, oid, count, mode, at, length) in zip(keys, _DIR.iter_unpack(rows), strict=True):
+        if at + length > len(trees):
+            raise _Foreign
+        data = bytes(trees[at : at + length])
+        parsed[key] = (oid, count, mode, data, (own[0], own[1], own[2], own[3], own[4]))
+    return parsed
+
+
 class StatCache:
     """One push's view of a directory's stat cache: the old entries in, new ones out.
 
@@ -146,8 +162,8 @@ class StatCache:
     ) -> None:
         self.path, self.root, self.device, self.chunking = path, root, device, chunking
         #: Rows by relative path: the entries read, and the entries to write.
-        self._old: dict[bytes, _Row] = {}
-        self._new: dict[bytes, _Row] = {}
+        self._old: dict[bytes, Row] = {}
+        self._new: dict[bytes, Row] = {}
         #: The chunk lists of chunked entries, read and to write.
         self._old_lists: dict[bytes, ChunkedFile] = {}
         self._new_lists: dict[bytes, ChunkedFile] = {}
@@ -160,6 +176,17 @@ class StatCache:
         self._trusted_before = 0
         self._temp: tuple[int, str] | None = None
         self._ref_ns = 0
+        #: The file's rows and paths as stored, for :meth:`_check` (then dropped).
+        self._stored: tuple[bytes, memoryview, bytes, memoryview] | None = None
+        #: What the file says of the snapshot when it is complete (every file and
+        #: directory of the tree has its entry): its root, files and objects.
+        self._complete: tuple[bytes, int, int] | None = None
+        #: The same, of this push's scan, for :meth:`save` (:meth:`scanned`).
+        self._summary: tuple[bytes, int, int] | None = None
+        #: The rows of the files whose ``lstat`` matched just now (:meth:`_check`).
+        self._clean: dict[bytes, Row] = {}
+        #: Whether every file and directory matched and the cache is complete.
+        self._unchanged = False
         #: Entries the valid cache file held (0: absent, invalid or not read).
         self.loaded = 0
         #: Files the cache could not answer (hashed); :attr:`hits` counts the others.
@@ -199,7 +226,82 @@ class StatCache:
         # The filesystem's clock now, before the walk (never later than the clock the
         # process reads, should the two disagree).
         cache._ref_ns = min(os.fstat(fd).st_mtime_ns, time.time_ns())
+        cache._check()
         return cache
+
+    def _check(self) -> None:
+        """``lstat`` every file and directory the file holds, at once (:mod:`.lstatcheck`).
+
+        Done after the reference time is taken, so each ``lstat`` counts as the
+        walk's own: a file whose ``lstat`` matches its trusted row is answered
+        without another (:attr:`clean`), and a tree none of whose files and
+        directories changed is the last push's snapshot (:meth:`unchanged`).
+        """
+        if self._stored is None:
+            return
+        paths, rows, dir_paths, dir_rows = self._stored
+        self._stored = None
+        root, trusted = os.fsdecode(self.root), self._trusted_before
+        threads = min(4, os.cpu_count() or 1)
+        try:
+            bad = stale(root, paths, len(self._old), rows, _ROW.size, trusted, threads)
+            bad_dirs = stale(
+                root, dir_paths, len(self._old_trees), dir_rows, _DIR.size, trusted, threads
+            )
+        except OSError:
+            return  # the source is gone or unreadable: the scan says so
+        clean = self._old
+        if bad:
+            clean = dict(clean)
+            keys = list(self._old)
+            for index in bad:
+                del clean[keys[index]]
+        self._clean = clean
+        self._unchanged = not bad and not bad_dirs and self._complete is not None
+
+    @property
+    def clean(self) -> dict[bytes, Row]:
+        """The rows of the files whose ``lstat`` matched their trusted row when opened.
+
+        Read-only to the caller: the walk answers such a file without an ``lstat``,
+        and carries its row over with :meth:`carry`.
+        """
+        return self._clean
+
+    def carry(self) -> dict[bytes, Row]:
+        """The rows to write (the walk adds each answered file's row to it)."""
+        return self._new
+
+    def unchanged(self) -> tuple[bytes, int, int] | None:
+        """The last push's ``(root, files, objects)`` if the tree is exactly as it was then.
+
+        So when the cache was complete (each file and directory of that snapshot had
+        its entry) and every one of them still matches its trusted ``lstat``: no
+        file changed (git's rule) and no directory gained or lost a name (its mtime
+        would have moved). Everything is then carried over to the cache
+        :meth:`save` writes, which therefore writes nothing.
+        """
+        if not self._unchanged or self._complete is None:
+            return None
+        top = self._old_trees.get(b"")
+        if top is None or top[0] != self._complete[0] or blake3.blake3(top[3]).digest() != top[0]:
+            return None
+        self._new = dict(self._old)
+        self._new_lists = dict(self._old_lists)
+        self._new_trees = dict(self._old_trees)
+        self._summary = self._complete
+        return self._complete
+
+    def scanned(self, root: bytes, files: int, objects: int, dirs: int) -> None:
+        """Note what this push's scan found, for :meth:`save`.
+
+        The cache is complete if each of the ``files`` files and ``dirs`` directories
+        has its entry (so no symlink anywhere, no file changed while read) and the top's
+        tree is ``root``.
+        """
+        top = self._new_trees.get(b"")
+        if files == len(self._new) and dirs == len(self._new_trees) and top and top[0] == root:
+            self._summary = (root, files, objects)
 
     def _load(self) -> None:
         try:
@@ -214,7 +316,7 @@ class StatCache:
 
     def _parse(
         self, data: bytes
-    ) -> tuple[dict[bytes, _Row], dict[bytes, ChunkedFile], dict[bytes, Tree], int]:
+    ) -> tuple[dict[bytes, Row], dict[bytes, ChunkedFile], dict[bytes, Tree], int]:
         """The rows, chunk lists and reference time of ``data``; :class:`_Foreign` if not valid.
 
         The rows are a fixed-size array and the paths one NUL-separated run (a path
@@ -226,7 +328,8 @@ class StatCache:
         if blake3.blake3(body).digest() != trailer:
             raise _Foreign
         (magic, version, reserved, cmin, cavg, cmax, ref_ns, device, rootlen, count, paths_len,
-         lists_len, dir_count, dir_paths_len, trees_len) = _HEAD.unpack_from(body, 0)  # fmt: skip
+         lists_len, dir_count, dir_paths_len, trees_len, complete, files, objects,
+         ) = _HEAD.unpack_from(body, 0)  # fmt: skip
         params = (self.chunking.min_size, self.chunking.avg_size, self.chunking.max_size)
         if magic != _MAGIC or version != CACHE_VERSION or reserved or (cmin, cavg, cmax) != params:
             raise _Foreign
@@ -268,16 +371,18 @@ class StatCache:
         dir_paths = bytes(body[dir_paths_at:trees_at]).split(b"\0") if dir_count else []
         if len(dir_paths) != dir_count:
             raise _Foreign
-        trees: dict[bytes, Tree] = {}
-        for key, (oid, entry_count, mode, at, length) in zip(
-            dir_paths, _DIR.iter_unpack(body[dirs_at:dir_paths_at]), strict=True
-        ):
-            if at + length > trees_len:
-                raise _Foreign
-            start = trees_at + at
-            trees[key] = (oid, entry_count, mode, bytes(body[start : start + length]))
-        if len(trees) != dir_count:
+        trees = _parse_trees(dir_paths, body[dirs_at:dir_paths_at], body[trees_at:])
+        if len(trees) != dir_count or complete not in (0, 1):
             raise _Foreign
+        if complete:
+            top = trees.get(b"")
+            self._complete = (top[0], files, objects) if top is not None else None
+        self._stored = (
+            bytes(body[paths_at:lists_at]),
+            body[rows_at:paths_at],
+            bytes(body[dir_paths_at:trees_at]),
+            body[dirs_at:dir_paths_at],
+        )
         return entries, lists, trees, ref_ns
 
     def lookup(self, rel: bytes, st: os.stat_result) -> Cached | None:
@@ -339,7 +444,7 @@ class StatCache:
 
         return answer
 
-    def tree(self, key: bytes, count: int, mode: int) -> tuple[bytes, bytes] | None:
+    def tree(self, key: bytes, count: int, mode: int, own: StatKey) -> tuple[bytes, bytes] | None:
         """The tree id and bytes of directory ``key`` from the last push, if still exact.
 
         The caller asks only for a directory every file of which (recursively) the
@@ -356,10 +461,17 @@ class StatCache:
             return None
         if blake3.blake3(tree[3]).digest() != tree[0]:
             return None
+        if tree[4] != own:
+            # Same entries, but the directory's lstat moved (a name came and went): keep
+            # the new one, which the next push compares against.
+            tree = (*tree[:4], own)
+            self._changed = True
         self._new_trees[key] = tree
         return tree[0], tree[3]
 
-    def record_tree(self, key: bytes, oid: bytes, count: int, mode: int, data: bytes) -> None:
+    def record_tree(
+        self, key: bytes, oid: bytes, count: int, mode: int, data: bytes, own: StatKey
+    ) -> None:
         """Remember directory ``key``'s tree, as this push built it from its entries.
 
         Only directories without symlinks are recorded (a symlink has no entry to
@@ -368,7 +480,7 @@ class StatCache:
         never asks for this tree.
         """
         if key not in self._new_trees:
-            self._new_trees[key] = (oid, count, mode, data)
+            self._new_trees[key] = (oid, count, mode, data, own)
             self._changed = True
 
     def record(self, rel: bytes, key: StatKey, result: Cached) -> None:
@@ -401,6 +513,7 @@ class StatCache:
             not self._changed
             and len(self._new) == self.loaded
             and len(self._new_trees) == len(self._old_trees)
+            and self._summary == self._complete
         ):
             self.close()
             return
@@ -410,7 +523,7 @@ class StatCache:
         # The chunked rows get their list's place; every row is then packed in one
         # C-level pass (a Python step per row cost ~5 ms of a 10,000-file push).
         lists: list[bytes] = []
-        placed: dict[bytes, _Row] = {}
+        placed: dict[bytes, Row] = {}
         at = 0
         for rel, chunked in self._new_lists.items():
             row = self._new.get(rel)
@@ -427,14 +540,17 @@ class StatCache:
         dir_rows: list[bytes] = []
         trees: list[bytes] = []
         tree_at = 0
-        for oid, count, mode, data in self._new_trees.values():
-            dir_rows.append(_DIR.pack(oid, count, mode, tree_at, len(data)))
+        for oid, count, mode, data, own in self._new_trees.values():
+            dir_rows.append(_DIR.pack(*own, oid, count, mode, tree_at, len(data)))
             trees.append(data)
             tree_at += len(data)
         dir_paths = b"\0".join(self._new_trees)
+        summary = self._summary
+        complete = (1, summary[1], summary[2]) if summary is not None else (0, 0, 0)
         head = _HEAD.pack(
             _MAGIC, CACHE_VERSION, 0, *params, self._ref_ns, self.device, len(self.root),
             len(self._new), len(paths), at, len(self._new_trees), len(dir_paths), tree_at,
+            *complete,
         )  # fmt: skip
         body = b"".join(
             [head, self.root, b"".join(rows), paths, *lists, *dir_rows, dir_paths, *trees]
