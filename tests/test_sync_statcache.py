@@ -627,17 +627,22 @@ def test_a_cached_tree_whose_bytes_do_not_hash_to_its_id_is_not_used(
 # -- SYNC-60: every entry checked at once; an unchanged tree is not walked ----------
 
 
-def _listings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The directories the scan lists from now on."""
+def _listings(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
+    """The directories walks with a stat cache visit from now on, and those of them
+    listed from the disk (not from the cache)."""
+    visited: list[str] = []
     listed: list[str] = []
-    real = scan_module._children
+    children = scan_module._Scanner.children
 
-    def counting(path: str) -> Any:
-        listed.append(path)
-        return real(path)
+    def visiting(self: Any, path: str, folder: Any) -> Any:
+        if self.cache is not None:
+            visited.append(path)
+            if self.cache.listing(folder.key) is None:
+                listed.append(path)
+        return children(self, path, folder)
 
-    monkeypatch.setattr(scan_module, "_children", counting)
-    return listed
+    monkeypatch.setattr(scan_module._Scanner, "children", visiting)
+    return visited, listed
 
 
 def test_an_unchanged_tree_without_symlinks_is_not_listed(
@@ -648,21 +653,52 @@ def test_an_unchanged_tree_without_symlinks_is_not_listed(
     _settle(src)
     plain = scan(src, _chunking=SMALL)
     _cached_scan(src, stat_dir)
-    listed = _listings(monkeypatch)
+    visited, listed = _listings(monkeypatch)
     with _Reads(src) as reads:
         snap, cache = _cached_scan(src, stat_dir)
-    assert listed == [] and reads == []
+    assert visited == [] and reads == []
     assert (snap.root, snap.files, snap.count) == (plain.root, plain.files, len(plain.objects))
     assert cache.hits == len(_regular(src)) and cache.misses == 0
-    # Its objects, asked for, come from a walk (the cache answering every file).
-    assert list(snap.objects) == list(plain.objects) and listed
+    # Its objects, asked for, come from a walk (the cache answering every file, and
+    # listing every directory: none moved).
+    assert list(snap.objects) == list(plain.objects) and visited and listed == []
     # With symlinks the cache is never complete: the tree is walked.
     os.symlink("f0.txt", src / "d0" / "e0" / "link")
     _settle(src)
     _cached_scan(src, stat_dir)
-    listed.clear()
+    visited.clear()
     snap, _cache = _cached_scan(src, stat_dir)
-    assert listed and snap.root == scan(src, _chunking=SMALL).root
+    assert visited and snap.root == scan(src, _chunking=SMALL).root
+    # Only the directory holding the symlink is listed from the disk (it has no cached
+    # tree, hence no cached names), in each of the two walks.
+    assert listed == [os.path.join(src, "d0", "e0")] * 2
+
+
+def test_a_directory_is_listed_from_the_cache_with_the_lstat_its_names_belong_to(
+    tmp_path: Path, stat_dir: str, no_window: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name added after the check is not in this walk (the directory is listed from
+    the cache, as the check saw it), and the cache keeps the directory's lstat of the
+    check, not a later one: the next push sees the new name. Fails if the walk kept the
+    lstat it took itself (then the new name would never be seen)."""
+    src = _no_links(_tree(tmp_path / "src"))
+    _settle(src)
+    _cached_scan(src, stat_dir)
+    (src / "d0" / "e0" / "f0.txt").write_text("an edit: the tree is not unchanged")
+    _settle(src)
+    _visited, listed = _listings(monkeypatch)
+    with StatCache.open(src, SMALL, stat_dir) as cache:
+        (src / "d1" / "late.txt").write_text("added after the check")
+        early = scan(src, _chunking=SMALL, stat_cache=cache)
+        cache.save()
+    assert listed == []  # no directory moved at the check: all listed from the cache
+    (src / "d1" / "late.txt").unlink()
+    assert early.root == scan(src, _chunking=SMALL).root
+    (src / "d1" / "late.txt").write_text("added after the check")
+    _settle(src)
+    snap, _cache = _cached_scan(src, stat_dir)
+    assert snap.root == scan(src, _chunking=SMALL).root
+    assert listed == [os.path.join(src, "d1")]
 
 
 def test_a_push_whose_remote_moved_sends_the_unchanged_tree_exactly(
@@ -683,21 +719,32 @@ def test_a_push_whose_remote_moved_sends_the_unchanged_tree_exactly(
     assert _pulled(remote, tmp_path, "out") == describe(src)
 
 
-def test_a_tree_changed_after_the_check_fails_the_scan(
+def test_a_tree_changed_after_the_check_is_pushed_as_the_check_saw_it(
     tmp_path: Path, stat_dir: str, no_window: None
 ) -> None:
-    """The check found the tree unchanged; by the time its objects are walked for, a
-    file was added: the walk's root is not the snapshot's, so the scan fails (OSError).
-    (A file edited since is answered as the check saw it, like a file edited after its
-    lstat in a walk: the packer re-hashes what it sends, SYNC-34.)"""
+    """The check found the tree unchanged; a file added after it is not in this
+    snapshot, whose objects (walked for when the remote's tip is another tree) are
+    those of the tree as checked. The next push sends the new file."""
     src = _no_links(_tree(tmp_path / "src"))
+    remote = FileTransport(tmp_path / "remote")
     _settle(src)
-    _cached_scan(src, stat_dir)
+    push(src, remote, REF, stat_cache_dir=stat_dir, _chunking=SMALL)
+    checked = describe(src)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "x").write_text("another tree")
+    push(other, remote, REF, stat_cache=False)
     with StatCache.open(src, SMALL, stat_dir) as cache:
         snap = scan(src, _chunking=SMALL, stat_cache=cache)
+        (src / "d0" / "e0" / "added.txt").write_text("added after the check")
+        assert len(snap.objects) == snap.count
+        cache.save()
+    (src / "d0" / "e0" / "added.txt").unlink()
+    assert snap.root == scan(src, _chunking=SMALL).root and describe(src) == checked
     (src / "d0" / "e0" / "added.txt").write_text("added after the check")
-    with pytest.raises(OSError, match="changed while it was pushed"):
-        snap.ids()
+    _settle(src)
+    assert push(src, remote, REF, stat_cache_dir=stat_dir, _chunking=SMALL).updated
+    assert _pulled(remote, tmp_path, "out") == describe(src)
 
 
 def _lying_directory(src: Path, stat_dir: str, ref_ns: int) -> None:

@@ -135,6 +135,26 @@ def _row_name(row: TreeRow) -> bytes:
     return row[0]
 
 
+def tree_names(data: bytes) -> list[bytes]:
+    """The entry names of a tree, in order, without decoding the rest (InvalidResponse).
+
+    For the stat cache's own copies, checked by its checksum already: the walk lists a
+    directory whose ``lstat`` did not move from these instead of the filesystem.
+    """
+    try:
+        count = _TREE_HEAD.unpack_from(data, 0)[4]
+        pos, names = _TREE_HEAD.size, []
+        for _ in range(count):
+            length = data[pos] | data[pos + 1] << 8
+            names.append(data[pos + 2 : pos + 2 + length])
+            pos += 2 + length + _TREE_ENTRY.size
+    except (struct.error, IndexError) as exc:
+        raise _bad(f"tree is truncated: {exc}") from exc
+    if pos != len(data):
+        raise _bad("tree has trailing bytes")
+    return names
+
+
 def decode_tree(data: bytes) -> list[TreeEntry]:
     """Parse a tree, refusing anything but the canonical form (InvalidResponse)."""
     try:

@@ -309,11 +309,12 @@ class _Scanner:
         """Scan ``path`` depth first, in sorted name order, iteratively (any nesting)."""
         top = _Dir(b"", 0, stat_key(os.lstat(path)))
         self.dirs = 1
-        #: Each frame: the children left, the directory, ``unanswered`` at its start.
-        stack: list[tuple[Iterator[tuple[bytes, os.DirEntry[str]]], _Dir, int]] = [
-            (_children(path), top, 0)
+        #: Each frame: the children left (name, path), the directory, ``unanswered``
+        #: at its start.
+        stack: list[tuple[Iterator[tuple[bytes, str]], _Dir, int]] = [
+            (self.children(path, top), top, 0)
         ]
-        file, is_reg, is_dir = self.file, stat.S_ISREG, stat.S_ISDIR
+        file, is_reg, is_dir, lstat = self.file, stat.S_ISREG, stat.S_ISDIR, os.lstat
         answer = self.cache.small_answer(self.small) if self.cache is not None else None
         # The files whose lstat the cache checked as it opened (and found unchanged,
         # trusted): answered here without another.
@@ -338,33 +339,50 @@ class _Scanner:
                     carried[rel] = row
                     size, hit, kind = row[0], row[6], row[4]
                 else:
-                    st = child.stat(follow_symlinks=False)
+                    st = lstat(child)
                     kind = st.st_mode
                     if is_dir(kind):
                         sub = _Dir(rel + b"/", kind & 0o777, stat_key(st))
                         entries.append((name, TYPE_DIR, kind & 0o777, sub, b""))
-                        stack.append((_children(child.path), sub, self.unanswered))
+                        stack.append((self.children(child, sub), sub, self.unanswered))
                         self.dirs += 1
                         break
                     if not is_reg(kind):
-                        entries.append(self.link(folder, child.path, name, kind))
+                        entries.append(self.link(folder, child, name, kind))
                         continue
                     # A small file the cache answers on its lstat (taken just now).
                     answered = answer(rel, st) if answer is not None else None
                     if answered is None:
-                        entries.append(file(child.path, name, rel, kind & 0o777, st))
+                        entries.append(file(child, name, rel, kind & 0o777, st))
                         continue
                     size, hit = st.st_size, answered
                 if listing:
-                    keep(hit, (size, child.path))
+                    keep(hit, (size, child))
                 elif hit not in self.blobs:
-                    self.found(hit, ObjectSource(KIND_BLOB, size, path=child.path))
+                    self.found(hit, ObjectSource(KIND_BLOB, size, path=child))
                 self.files += 1
                 entries.append((name, TYPE_FILE, kind & 0o777, size, hit))
             else:
                 stack.pop()
                 self.reuse(folder, before)
         return top
+
+    def children(self, path: str, folder: _Dir) -> Iterator[tuple[bytes, str]]:
+        """The entries of ``folder`` (at ``path``): name bytes and paths, sorted by name.
+
+        From the stat cache when it found the directory's ``lstat`` unchanged (then
+        that ``lstat`` is the folder's own), else listed. ``os.listdir``, not
+        ``scandir``: the walk ``lstat``s what the cache did not check anyway.
+        """
+        prefix = os.path.join(path, "")
+        known = self.cache.listing(folder.key) if self.cache is not None else None
+        if known is not None:
+            folder.own, names = known
+            return iter([(name, prefix + name.decode(_FS_ENCODING, _FS_ERRORS)) for name in names])
+        listed = [(n.encode(_FS_ENCODING, _FS_ERRORS), prefix + n) for n in os.listdir(path)]
+        # Names are unique in a directory: no two entries are compared beyond them.
+        listed.sort()
+        return iter(listed)
 
     def link(self, folder: _Dir, path: str, name: bytes, kind: int) -> _Entry:
         """The entry of a symlink (its target is its blob); OSError for anything else."""
@@ -518,18 +536,6 @@ class _Scanner:
                 )
         self.trees.setdefault(oid, ObjectSource(KIND_TREE, len(data), data=data))
         return oid
-
-
-def _children(path: str) -> Iterator[tuple[bytes, os.DirEntry[str]]]:
-    """The entries of directory ``path`` with their name bytes, sorted by those.
-
-    Listed, then closed. Names are unique in a directory, so no two entries are
-    compared beyond their names.
-    """
-    with os.scandir(path) as it:
-        children = [(d.name.encode(_FS_ENCODING, _FS_ERRORS), d) for d in it]
-    children.sort()
-    return iter(children)
 
 
 #: ``os.fsencode``'s codec, bound once (its call per name cost ~10 ms of a 10,000-file scan).

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from operator import itemgetter
 from types import TracebackType
-from typing import Final
+from typing import Final, TypeVar
 
 import blake3
 
@@ -45,6 +45,7 @@ from ..errors import InvalidResponse
 from .chunking import DEFAULT_CHUNKING, ChunkedFile, ChunkParams
 from .chunklist import decode_chunk_list, encode_chunk_list
 from .lstatcheck import stale
+from .model import tree_names
 from .restore import default_cache_dir
 
 __all__ = [
@@ -130,6 +131,19 @@ class _Foreign(Exception):
     """The cache file is not a valid cache of this directory (ignored whole)."""
 
 
+_V = TypeVar("_V")
+
+
+def _without(rows: dict[bytes, _V], stale: list[int]) -> dict[bytes, _V]:
+    """``rows`` less the entries at positions ``stale`` (``rows`` itself if none)."""
+    if not stale:
+        return rows
+    keys, kept = list(rows), dict(rows)
+    for index in stale:
+        del kept[keys[index]]
+    return kept
+
+
 def _parse_trees(keys: list[bytes], rows: memoryview, trees: memoryview) -> dict[bytes, Tree]:
     """The directory rows of a cache file with their trees' bytes; :class:`_Foreign` if bad."""
     parsed: dict[bytes, Tree] = {}
@@ -185,6 +199,8 @@ class StatCache:
         self._summary: tuple[bytes, int, int] | None = None
         #: The rows of the files whose ``lstat`` matched just now (:meth:`_check`).
         self._clean: dict[bytes, Row] = {}
+        #: The same of the directories: their names are the cached tree's.
+        self._clean_dirs: dict[bytes, Tree] = {}
         #: Whether every file and directory matched and the cache is complete.
         self._unchanged = False
         #: Entries the valid cache file held (0: absent, invalid or not read).
@@ -250,13 +266,10 @@ class StatCache:
             )
         except OSError:
             return  # the source is gone or unreadable: the scan says so
-        clean = self._old
-        if bad:
-            clean = dict(clean)
-            keys = list(self._old)
-            for index in bad:
-                del clean[keys[index]]
-        self._clean = clean
+        self._clean, self._clean_dirs = (
+            _without(self._old, bad),
+            _without(self._old_trees, bad_dirs),
+        )
         self._unchanged = not bad and not bad_dirs and self._complete is not None
 
     @property
@@ -267,6 +280,22 @@ class StatCache:
         and carries its row over with :meth:`carry`.
         """
         return self._clean
+
+    def listing(self, key: bytes) -> tuple[StatKey, list[bytes]] | None:
+        """The ``lstat`` and names of directory ``key`` as cached, if they still hold.
+
+        So if the check found the directory's ``lstat`` unchanged (and trusted): no
+        name came or went since the cached tree was built from its listing. The walk
+        then lists it from here and keeps that ``lstat`` as the directory's own (the
+        one its names belong to, not a later one).
+        """
+        tree = self._clean_dirs.get(key)
+        if tree is None:
+            return None
+        try:
+            return tree[4], tree_names(tree[3])
+        except InvalidResponse:
+            return None
 
     def carry(self) -> dict[bytes, Row]:
         """The rows to write (the walk adds each answered file's row to it)."""
