@@ -779,3 +779,89 @@ def test_a_directory_entry_not_older_than_the_window_is_not_trusted(
     _lying_directory(src, stat_dir, ctime + statcache_module.RACY_WINDOW_NS)
     with StatCache.open(src, SMALL, stat_dir) as cache:
         assert scan(src, _chunking=SMALL, stat_cache=cache).root == truth
+
+
+def _deep_tree(root: Path) -> Path:
+    """``_tree`` without symlinks, its large files (whole and chunked, a duplicate of a
+    small one's content too) also inside directories a change elsewhere leaves whole,
+    and names whose byte order is not the walk's."""
+    src = _no_links(_tree(root))
+    for folder in ("d3", "d2/e2"):
+        (src / folder / "medium.bin").write_bytes(os.urandom((1 << 20) + 9))
+        (src / folder / "big.bin").write_bytes(os.urandom(1 << 20) * 2)
+        (src / folder / "again.txt").write_bytes((src / "d0" / "e0" / "f0.txt").read_bytes())
+    # Names that sort before a sibling directory's subtree bytewise, after it in the walk.
+    (src / "d3" / "e0-x").write_text("after d3/e0/ in the walk, before it bytewise")
+    (src / "d3" / "e0.txt").write_text("the same")
+    return src
+
+
+@pytest.mark.parametrize("how", ["edit-deep", "add", "remove", "chmod-dir", "add-dir", "chunked"])
+def test_an_unchanged_directory_is_taken_whole_and_the_snapshot_is_exact(
+    tmp_path: Path,
+    stat_dir: str,
+    no_window: None,
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+    checker: str,
+) -> None:
+    """After a change, only the directories on its path are visited (git's cache-tree);
+    every other is taken whole from the cache, its files found in the walk's order: the
+    snapshot, its objects, their order and sources, the file count and the cache written
+    next are those of a scan without the cache. Fails without the grafting (every
+    directory is visited) and if a grafted file were found out of the walk's order."""
+    src = _deep_tree(tmp_path / "src")
+    _settle(src)
+    _cached_scan(src, stat_dir)
+    _change(src, how)
+    _settle(src)
+    plain = scan(src, _chunking=SMALL)
+    visited, _listed = _listings(monkeypatch)
+    snap, cache = _cached_scan(src, stat_dir)
+    changed = {
+        "edit-deep": "d1/e1",
+        "add": "d3/e0",
+        "remove": "d3/e0",
+        "chmod-dir": "d4/e1",
+        "add-dir": "d0/e0/sub",
+        "chunked": "",
+    }[how]
+    on_path = {str(src)} | {
+        os.path.join(src, *changed.split("/")[:depth]) for depth in range(1, 3) if changed
+    }
+    if how == "add-dir":
+        on_path.add(os.path.join(src, "d0", "e0", "sub"))
+    assert set(visited) <= on_path and os.path.join(src, "d2") not in visited
+    assert list(snap.ids()) == list(plain.objects)
+    assert all(snap.source(oid) == source for oid, source in plain.objects.items())
+    assert (snap.root, snap.files, snap.count) == (plain.root, plain.files, len(plain.objects))
+    # The cache written holds every file and directory: the next scan is the unchanged one.
+    visited.clear()
+    again, _cache = _cached_scan(src, stat_dir)
+    assert visited == [] and again.root == plain.root
+    assert list(again.ids()) == list(plain.objects)
+    assert cache.hits == len(_regular(src)) - (1 if how in ("edit-deep", "add", "chunked") else 0)
+
+
+def test_a_grafted_directory_whose_cached_tree_is_damaged_is_walked(
+    tmp_path: Path, stat_dir: str, no_window: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cached tree whose bytes do not hash to its id is never grafted (nor used)."""
+    src = _deep_tree(tmp_path / "src")
+    _settle(src)
+    _cached_scan(src, stat_dir)
+    _change(src, "edit-deep")
+    _settle(src)
+    real = statcache_module.StatCache._parse
+
+    def damaged(self: StatCache, data: bytes) -> Any:
+        rows, lists, trees, ref_ns = real(self, data)
+        oid, count, mode, tree, own = trees[b"d3/"]
+        trees[b"d3/"] = (oid, count, mode, tree[:-1] + bytes([tree[-1] ^ 1]), own)
+        return rows, lists, trees, ref_ns
+
+    monkeypatch.setattr(statcache_module.StatCache, "_parse", damaged)
+    visited, _listed = _listings(monkeypatch)
+    snap, _cache = _cached_scan(src, stat_dir)
+    assert os.path.join(src, "d3") in visited
+    assert snap.root == scan(src, _chunking=SMALL).root

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, KeysView, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
+from operator import itemgetter
 from typing import Final, TypeVar
 
 import blake3
@@ -38,7 +39,7 @@ from ..pack import KIND_BLOB, KIND_TREE, SMALL_OBJECT
 from .chunking import DEFAULT_CHUNKING, ChunkedFile, ChunkParams, chunk_file
 from .chunklist import encode_chunk_list
 from .model import TYPE_CHUNKED, TYPE_DIR, TYPE_FILE, TYPE_SYMLINK, TreeRow, encode_tree_rows
-from .statcache import Cached, Row, StatCache, StatKey, stat_key
+from .statcache import Cached, Row, StatCache, StatKey, Subtree, stat_key
 
 __all__ = ["HANDOFF_SIZE", "MAX_FILE_SIZE", "ObjectSource", "Snapshot", "scan"]
 
@@ -321,8 +322,11 @@ class _Scanner:
         nothing: dict[bytes, Row] = {}
         clean = (self.cache.clean if self.cache is not None else nothing).get
         carried = self.cache.carry() if self.cache is not None else nothing
-        small = self.small
-        keep, listing = self.blobs.setdefault, self.on_blob is None
+        small, keep, listing = self.small, self.blobs.setdefault, self.on_blob is None
+        # A directory the cache has whole (nothing in it changed) is not visited: only
+        # when listing (a first push's stream hands blobs over as it finds them).
+        whole = self.cache.subtree if self.cache is not None and listing else None
+        base, nested = os.path.join(path, ""), self.graft
         while stack:
             children, folder, before = stack[-1]
             entries, prefix = folder.entries, folder.key
@@ -339,6 +343,9 @@ class _Scanner:
                     carried[rel] = row
                     size, hit, kind = row[0], row[6], row[4]
                 else:
+                    if whole is not None and (taken := whole(rel + b"/")) is not None:
+                        entries.append(nested(name, rel + b"/", base, taken))
+                        continue
                     st = lstat(child)
                     kind = st.st_mode
                     if is_dir(kind):
@@ -366,6 +373,53 @@ class _Scanner:
                 stack.pop()
                 self.reuse(folder, before)
         return top
+
+    def graft(self, name: bytes, key: bytes, base: str, whole: Subtree) -> _Entry:
+        """The entry of directory ``key``, which the stat cache had whole (``subtree``).
+
+        Its files are found as the walk would find them (in its order; ``base`` is
+        the scanned directory's path plus a separator), none read, and its tree and
+        its subdirectories' are the cached ones, for :meth:`encode` to record.
+        """
+        folders: dict[bytes, _Dir] = {}
+        for sub, (oid, _count, mode, data, own) in whole.trees:
+            folder = folders[sub] = _Dir(sub, mode, own)
+            folder.tree = (oid, data)
+            if sub != key:
+                parent = sub[: sub.rfind(b"/", 0, len(sub) - 1) + 1]
+                folders[parent].entries.append((sub[len(parent) : -1], TYPE_DIR, mode, folder, b""))
+        self.dirs += len(whole.trees)
+        rows = whole.rows
+        # One decode for all the paths (NUL is in no name, and decodes alone).
+        names = b"\0".join(whole.paths).decode(_FS_ENCODING, _FS_ERRORS).split("\0")
+        paths = list(map(base.__add__, names)) if rows else []
+        if not rows or max(map(itemgetter(0), rows)) <= self.small:
+            # The common case, in C-level passes: small whole files (in walk order,
+            # an id already found keeping its place and path).
+            pairs = zip(map(itemgetter(0), rows), paths, strict=True)
+            deque(map(self.blobs.setdefault, map(itemgetter(6), rows), pairs), 0)
+            self.files += len(rows)
+        else:
+            for rel, row, path in zip(whole.paths, rows, paths, strict=True):
+                self.graft_file(path, row, whole.lists.get(rel))
+        top = folders[key]
+        return (name, TYPE_DIR, top.mode, top, b"")
+
+    def graft_file(self, path: str, row: Row, chunked: ChunkedFile | None) -> None:
+        """Find one file of a grafted directory as :meth:`file` finds one the cache answered."""
+        size, oid = row[0], row[6]
+        if chunked is not None:
+            _check_size(path, size)
+            self.large.append((path, _done(chunked)))
+        elif size > SMALL_OBJECT:
+            _check_size(path, size)
+            self.large.append((path, _done(_as_hashed((oid, size)))))
+        else:
+            if size <= self.small:
+                self.blobs.setdefault(oid, (size, path))
+            else:
+                self.found(oid, ObjectSource(KIND_BLOB, size, path=path))
+            self.files += 1
 
     def children(self, path: str, folder: _Dir) -> Iterator[tuple[bytes, str]]:
         """The entries of ``folder`` (at ``path``): name bytes and paths, sorted by name.

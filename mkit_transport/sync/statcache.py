@@ -27,6 +27,7 @@ The cache only ever speeds a push up; it never decides what a snapshot holds:
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import itertools
 import operator
@@ -37,7 +38,7 @@ import time
 from collections.abc import Callable
 from operator import itemgetter
 from types import TracebackType
-from typing import Final, TypeVar
+from typing import Final, NamedTuple, TypeVar
 
 import blake3
 
@@ -144,6 +145,39 @@ def _without(rows: dict[bytes, _V], stale: list[int]) -> dict[bytes, _V]:
     return kept
 
 
+#: Files in the walk's order, their sort keys, their rows; directories, their sort keys.
+_Order = tuple[list[bytes], list[bytes], list[Row], list[bytes], list[bytes]]
+#: A path's sort key in the walk's order (``/`` as NUL).
+_walk_key: Final = operator.methodcaller("replace", b"/", b"\0")
+
+
+class Subtree(NamedTuple):
+    """A directory the stat cache has whole (:meth:`StatCache.subtree`), in the walk's order."""
+
+    #: Its files' paths (relative to the source), in the walk's order, and their rows.
+    paths: list[bytes]
+    rows: list[Row]
+    #: Its directories (itself first) by key, with their cached trees.
+    trees: list[tuple[bytes, Tree]]
+    #: The chunk lists of its chunked files, by path.
+    lists: dict[bytes, ChunkedFile]
+
+
+def _above(paths: list[bytes]) -> set[bytes]:
+    """The directory keys (``a/b/``, and b"" for the top) holding each of ``paths``.
+
+    A directory's key (``a/b/``) counts as within itself: its names changed.
+    """
+    keys: set[bytes] = set()
+    for path in paths:
+        keys.add(b"")
+        cut = path.rfind(b"/")
+        while cut >= 0 and path[: cut + 1] not in keys:
+            keys.add(path[: cut + 1])
+            cut = path.rfind(b"/", 0, cut)
+    return keys
+
+
 def _parse_trees(keys: list[bytes], rows: memoryview, trees: memoryview) -> dict[bytes, Tree]:
     """The directory rows of a cache file with their trees' bytes; :class:`_Foreign` if bad."""
     parsed: dict[bytes, Tree] = {}
@@ -203,6 +237,13 @@ class StatCache:
         self._clean_dirs: dict[bytes, Tree] = {}
         #: Whether every file and directory matched and the cache is complete.
         self._unchanged = False
+        #: With a complete cache: the directories on the path of a change (a file or
+        #: directory whose ``lstat`` did not match); every other directory the check
+        #: found unchanged is taken whole (:meth:`subtree`). None: nothing is.
+        self._dirty: set[bytes] | None = None
+        #: The file and directory paths in walk order (``/`` as NUL sorts a
+        #: directory's subtree where the walk visits it), made on first use.
+        self._order: _Order | None = None
         #: Entries the valid cache file held (0: absent, invalid or not read).
         self.loaded = 0
         #: Files the cache could not answer (hashed); :attr:`hits` counts the others.
@@ -271,6 +312,9 @@ class StatCache:
             _without(self._old_trees, bad_dirs),
         )
         self._unchanged = not bad and not bad_dirs and self._complete is not None
+        if self._complete is not None:
+            files, dirs = list(self._old), list(self._old_trees)
+            self._dirty = _above([files[i] for i in bad] + [dirs[i] for i in bad_dirs])
 
     @property
     def clean(self) -> dict[bytes, Row]:
@@ -296,6 +340,62 @@ class StatCache:
             return tree[4], tree_names(tree[3])
         except InvalidResponse:
             return None
+
+    def subtree(self, key: bytes) -> Subtree | None:
+        """Directory ``key`` whole, if neither it nor anything in it changed: git's cache-tree.
+
+        So when the cache is complete (its trees and entries describe every file and
+        directory of the last snapshot) and the check found the ``lstat`` of every
+        file and directory under ``key`` (and of ``key``) unchanged and trusted: the
+        files are those entries, unread, and each tree the cached one (its bytes
+        checked against its id). Else None: the walk visits it. Answered, every entry
+        and tree is carried over to the cache :meth:`save` writes.
+        """
+        if self._dirty is None or key in self._dirty or key not in self._clean_dirs:
+            return None
+        files, file_keys, rows, dirs, dir_keys = self._walk_order()
+        low = key.replace(b"/", b"\0")
+        high = low[:-1] + b"\1"  # past every path that starts with ``key``
+        first, last = bisect.bisect_left(file_keys, low), bisect.bisect_left(file_keys, high)
+        paths, found = files[first:last], rows[first:last]
+        first, last = bisect.bisect_left(dir_keys, low), bisect.bisect_left(dir_keys, high)
+        trees = [(k, self._old_trees[k]) for k in dirs[first:last]]
+        if any(blake3.blake3(tree[3]).digest() != tree[0] for _key, tree in trees):
+            return None
+        largest, lists = self.chunking.max_size, {}
+        if found and max(map(itemgetter(0), found)) > largest:
+            # Chunked files (rare): each with its list, and none the chunking in force
+            # would treat otherwise (cut files whole, or chunk a whole one).
+            for rel, row in zip(paths, found, strict=True):
+                if row[5] == _CHUNKED:
+                    lists[rel] = self._old_lists[rel]
+                if (row[5] == _CHUNKED) != (row[0] > largest):
+                    return None
+        elif any(map(itemgetter(5), found)):
+            return None
+        self._new.update(zip(paths, found, strict=True))
+        self._new_lists.update(lists)
+        self._new_trees.update(trees)
+        return Subtree(paths, found, trees, lists)
+
+    def _walk_order(self) -> _Order:
+        """The cached files in the walk's order, their sort keys and rows; the same of directories.
+
+        A directory's names sort bytewise and the walk visits a subdirectory at its
+        name's place, so with NUL (below any byte of a name) for ``/``, the sort key,
+        a directory's subtree is one run, where the walk reaches it. Made on first use.
+        """
+        if self._order is None:
+            files = sorted(self._old, key=_walk_key)
+            dirs = sorted(self._old_trees, key=_walk_key)
+            self._order = (
+                files,
+                list(map(_walk_key, files)),
+                list(map(self._old.__getitem__, files)),
+                dirs,
+                list(map(_walk_key, dirs)),
+            )
+        return self._order
 
     def carry(self) -> dict[bytes, Row]:
         """The rows to write (the walk adds each answered file's row to it)."""
