@@ -6,7 +6,7 @@ Starts a private sshd on loopback (as the tests do), then reports, in one run:
 
 * upload and download of N MiB (256 by default) through ``upload_pack_stream`` /
   ``download_pack_stream``, as a ratio of the time a raw exec channel running
-  ``cat`` takes to move the same bytes (goal >= 0.8);
+  ``cat`` takes to move the same bytes (goal >= 0.8 up, >= 0.9 down: issue 17);
 * peak RSS growth for 1 GiB each way, on the client (a fresh process) and on the
   server (the remote command is this script, which serves and records its own peak);
 * 8 processes x 100 read-modify-CAS increments of one ref: the final count must be
@@ -139,7 +139,7 @@ def _throughput(server: SshServer, total: int, repeat: int) -> list[Figure]:
             lambda: _raw_upload(server, raw, total, durable=True),
             None,
         ),
-        ("download vs cat", download, lambda: _raw_download(server, raw, total), ">= 0.8"),
+        ("download vs cat", download, lambda: _raw_download(server, raw, total), ">= 0.9"),
     ):
         baseline, measured = median_pair(theirs, ours, repeat)
         figures.append(

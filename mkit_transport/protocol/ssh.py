@@ -166,6 +166,26 @@ class FrameReader:
         shows: buffering the payload and copying it out again cost a third copy of
         every byte a download or an upload moved.
         """
+        head = self.read_head()
+        if head is None:
+            return None
+        frame, length = head
+        if not length:
+            return frame
+        # A one-piece join returns that piece itself: no copy.
+        return Frame(frame.op, frame.fields, b"".join(self.payload(length)))
+
+    def read_head(self) -> tuple[Frame, int] | None:
+        """Read the next frame's header and return it with the payload's length.
+
+        The payload is left unread: the caller takes it with :meth:`payload`
+        before it reads another frame. A download streams its chunk frames this
+        way, so no frame is ever joined into one megabyte ``bytes``: a join under
+        1 MiB holds the GIL, which the thread decrypting the SSH channel (the
+        download's bottleneck) then waits for (issue 17). ``None`` on EOF exactly
+        between two frames. A bad header raises :class:`BadHeader` only after the
+        payload was read and dropped, so the stream is still in step.
+        """
         if not self._fill(4, at_boundary=True):
             return None
         (length,) = struct.unpack_from(">I", self._buffer, 0)
@@ -181,27 +201,38 @@ class FrameReader:
         head_end = 6 + header_len
         self._fill(head_end, at_boundary=False)
         header_bytes = bytes(self._buffer[6:head_end])
-        payload = self._payload(head_end, end)
+        del self._buffer[:head_end]  # CPython drops a bytearray's head without moving the rest
         self.bytes_read += end
+        payload_length = end - head_end
         try:
             header = json.loads(header_bytes.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError) as error:
             # RecursionError: nesting deeper than the parser's stack (a hostile header).
+            self.skip(payload_length)
             raise BadHeader(f"frame header is not JSON: {error}") from error
         if not isinstance(header, dict) or not isinstance(header.get("op"), str):
+            self.skip(payload_length)
             raise BadHeader("frame header is not an object with a string 'op'")
         op = header.pop("op")
-        return Frame(op, header, payload)
+        return Frame(op, header), payload_length
 
-    def _payload(self, start: int, end: int) -> bytes:
-        """The frame's bytes ``start:end``: the buffered ones, then straight from ``recv``.
+    def skip(self, length: int) -> None:
+        """Read and drop a payload of ``length`` bytes (see :meth:`payload`)."""
+        for _ in self.payload(length):
+            pass
 
-        Never reads past ``end``: what follows belongs to the next frame.
+    def payload(self, length: int) -> Iterator[bytes]:
+        """Yield the next ``length`` bytes: the buffered ones, then straight from ``recv``.
+
+        The pieces are as ``recv`` returns them (never copied again). Never reads
+        past ``length``: what follows belongs to the next frame.
         """
-        buffered = min(len(self._buffer), end)
-        pieces = [bytes(self._buffer[start:buffered])] if buffered > start else []
-        del self._buffer[:buffered]  # CPython drops a bytearray's head without moving the rest
-        missing = end - buffered
+        buffered = min(len(self._buffer), length)
+        if buffered:
+            piece = bytes(self._buffer[:buffered])
+            del self._buffer[:buffered]
+            yield piece
+        missing = length - buffered
         while missing > 0:
             data = self._recv(missing)
             if not data:
@@ -209,11 +240,8 @@ class FrameReader:
             if len(data) > missing:  # a recv that broke its contract: keep the rest
                 self._buffer += data[missing:]
                 data = data[:missing]
-            pieces.append(data)
             missing -= len(data)
-        if len(pieces) == 1:
-            return pieces[0]
-        return b"".join(pieces)
+            yield data
 
 
 def field_of(frame: Frame, name: str, kind: type[_T]) -> _T:

@@ -76,6 +76,15 @@ _HOST: Final = re.compile(r"[A-Za-z0-9.][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\]")
 _PORT: Final = re.compile(r"[0-9]{1,5}")
 #: Most channels one client keeps open at once (sshd's MaxSessions defaults to 10).
 _MAX_CHANNELS: Final = 8
+#: The receive window and largest SSH packet this client offers on each channel.
+#: paramiko's reader thread decrypts and parses every packet in Python, and on a
+#: download that thread is the bottleneck: its per-packet cost, not the cipher,
+#: is what the default 32 KiB packets multiply. Larger packets from sshd, and a
+#: window adjusted a tenth as often, leave it more of the GIL (issue 17). The
+#: window is also what paramiko may buffer unread per channel: 8 MiB stays well
+#: inside the 64 MiB a transfer may hold.
+_WINDOW: Final = 8 << 20
+_MAX_PACKET: Final = 256 << 10
 
 
 def parse_ssh_url(url: str) -> tuple[str, str, int | None, str]:
@@ -207,15 +216,28 @@ class _Link:
 
     def read(self, *expected: str) -> Frame:
         """Read the next frame; an error frame is raised as its taxonomy error."""
-        frame = self.reader.read()
+        frame, length = self.read_head(*expected)
+        if length:
+            frame = Frame(frame.op, frame.fields, b"".join(self.reader.payload(length)))
+        return frame
+
+    def read_head(self, *expected: str) -> tuple[Frame, int]:
+        """Read the next frame's header; its payload's length is left to read.
+
+        The caller takes that many bytes from ``self.reader.payload`` before the next
+        frame. An error frame is raised as its taxonomy error.
+        """
+        head = self.reader.read_head()
         # _recv raises Disconnected rather than return b"", so the reader never sees EOF.
-        assert frame is not None
+        assert head is not None
+        frame, length = head
         if frame.op == "error":
+            self.reader.skip(length)
             self.in_step = True
             raise error_from_fields(frame)
         if frame.op not in expected:
             raise WireError(f"expected {' or '.join(expected)}, got {frame.op!r}")
-        return frame
+        return frame, length
 
     def request(self, op: str, answer: str, **fields: object) -> Frame:
         self.in_step = False
@@ -374,7 +396,9 @@ class SshTransport(Transport):
         transport = client.get_transport()
         if transport is None or not transport.is_active():
             raise ConnectionFailed("ssh: the connection is gone")
-        channel = transport.open_session(timeout=self.timeout)
+        channel = transport.open_session(
+            window_size=_WINDOW, max_packet_size=_MAX_PACKET, timeout=self.timeout
+        )
         link = _Link(channel, generation)
         try:
             channel.settimeout(self.timeout)
@@ -533,23 +557,21 @@ class SshTransport(Transport):
             with _mapped():
                 position = offset
                 while True:
-                    frame = link.read("chunk")
+                    # Each chunk's payload is passed on as the pieces the channel
+                    # returns, never joined into one frame-sized copy (FrameReader.read_head).
+                    frame, length = link.read_head("chunk")
                     if field_of(frame, "offset", int) != position:
                         raise InvalidResponse("ssh: a download chunk is out of order")
-                    position += len(frame.payload)
+                    last = field_of(frame, "last", bool)
+                    position += length
                     if position > size:
                         raise InvalidResponse(f"ssh: the server sent more than {size} bytes")
-                    if field_of(frame, "last", bool):
-                        if position != size:
-                            raise InvalidResponse(
-                                f"ssh: the download ended at {position} of {size}"
-                            )
-                        if frame.payload:
-                            yield frame.payload
+                    if last and position != size:
+                        raise InvalidResponse(f"ssh: the download ended at {position} of {size}")
+                    yield from link.reader.payload(length)
+                    if last:
                         link.in_step = True
                         return
-                    if frame.payload:
-                        yield frame.payload
         finally:
             lent.__exit__(None, None, None)
 
