@@ -279,10 +279,10 @@ def test_a_listing_reads_only_the_refs_whose_etag_it_has_not_seen(
         assert first == {**values, "x": Hash.of(b"x")}
         assert gate.calls == 1, "only the ref another client wrote is read"
 
-        changed = Hash.of(b"changed")
+        changed, behind = Hash.of(b"changed"), Hash.of(b"behind")
         raw.put_object(
             Bucket=s3_store.bucket, Key=s3_store.ref_key("refs/heads/r03"),
-            Body=changed.hex().encode() + b"\n",
+            Body=behind.hex().encode() + b"\n",
         )  # fmt: skip
         raw.put_object(
             Bucket=s3_store.bucket, Key=s3_store.ref_key("refs/heads/r04"),
@@ -292,7 +292,7 @@ def test_a_listing_reads_only_the_refs_whose_etag_it_has_not_seen(
         s3.update_ref("refs/heads/r06", RefWriteCondition.match(values["r06"]), changed)
         gate = gets(s3, 1)
         second = {ref.name: ref.hash for ref in s3.list_refs("refs/heads")}
-        expected = {**first, "r03": changed, "r06": changed}
+        expected = {**first, "r03": behind, "r06": changed}
         del expected["r05"]
         assert second == expected
         assert gate.calls == 1, "only the ref changed behind the client's back is read"
@@ -317,18 +317,71 @@ def test_only_an_md5_etag_names_a_value() -> None:
     body = value.hex().encode() + b"\n"
     md5 = f'"{hashlib.md5(body).hexdigest()}"'
     known = _RefBodies(limit=2)
-    known.remember("k", '"0123456789abcdef0123456789abcdef"', body, value)
-    assert known.recall("k", '"0123456789abcdef0123456789abcdef"') is None
-    known.remember("k", md5, body, value)
-    assert known.recall("k", md5) == value
-    assert known.recall("k", md5.upper()) is None
-    assert known.recall("other", md5) is None
-    known.remember("k2", md5, body, value)
-    known.remember("k3", md5, body, value)
-    assert known.recall("k", md5) is None, "the oldest is dropped past the limit"
-    assert known.recall("k3", md5) == value
-    known.remember("k3", '"not an md5"', body, value)
-    assert known.recall("k3", md5) is None, "a value seen under another ETag is forgotten"
+    known.remember('"0123456789abcdef0123456789abcdef"', body, value)
+    assert known.recall('"0123456789abcdef0123456789abcdef"') is None
+    known.remember(md5, body, value)
+    assert known.recall(md5) == value
+    assert known.recall(md5.upper()) is None
+    others = [Hash.of(b"%d" % i) for i in range(2)]
+    for other in others:
+        wire = other.hex().encode() + b"\n"
+        known.remember(f'"{hashlib.md5(wire).hexdigest()}"', wire, other)
+    assert known.recall(md5) is None, "the oldest is dropped past the limit"
+    last = others[-1].hex().encode() + b"\n"
+    assert known.recall(f'"{hashlib.md5(last).hexdigest()}"') == others[-1]
+
+
+def test_a_fresh_listing_reads_one_ref_per_value(s3_store: S3Store, gets: Any) -> None:
+    """S3-31: refs listed with one ETag share the value one GET read (MD5 ETags)."""
+    values = {f"r{i:02d}": Hash.of(b"%d" % (i % 3)) for i in range(18)}
+    with _open(s3_store) as writer:
+        for name, value in values.items():
+            writer.write_ref(f"refs/heads/{name}", value)
+    with _open(s3_store) as s3:
+        gate = gets(s3, 1)
+        listed = {
+            ref.name.removeprefix("refs/heads/"): ref.hash for ref in s3.list_refs("refs/heads")
+        }
+    assert listed == values
+    assert gate.calls == 3, "one GET per distinct value"
+
+
+def test_a_ref_changed_after_the_listing_names_nothing_for_the_others(
+    s3_store: S3Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3-31: a GET that finds a new body names only its own ref; its peers are read.
+
+    Every ref holds one value; the first GET finds its ref moved (changed by another
+    writer right after the listing), so its ETag is not the listed one: the others
+    are read one by one and listed with the value they hold, the moved one with its
+    new value.
+    """
+    raw = s3_store.server.client()
+    old, new = Hash.of(b"old"), Hash.of(b"new")
+    names = [f"r{i}" for i in range(5)]
+    with _open(s3_store) as writer:
+        for name in names:
+            writer.write_ref(f"refs/heads/{name}", old)
+    with _open(s3_store) as s3:
+        real = s3.client.get_object
+        asked: list[str] = []
+        lock = threading.Lock()
+
+        def get_object(**request: Any) -> Any:
+            with lock:
+                first = not asked
+                asked.append(request["Key"])
+            if first:  # the first GET: its ref moves just before it is read
+                raw.put_object(
+                    Bucket=request["Bucket"], Key=request["Key"], Body=new.hex().encode() + b"\n"
+                )
+            return real(**request)
+
+        monkeypatch.setattr(s3.client, "get_object", get_object)
+        listed = {ref.name: ref.hash for ref in s3.list_refs("refs/heads")}
+    moved = next(name for name in names if s3_store.ref_key(f"refs/heads/{name}") == asked[0])
+    assert listed == {name: new if name == moved else old for name in names}
+    assert len(asked) == len(names)
 
 
 def test_parts_in_flight_share_the_operations_one_ladder(

@@ -83,7 +83,7 @@ MATCH_ROUNDS: Final = 4
 _MD5_BELOW: Final = 4096  # bodies up to this size carry Content-MD5 (see _put)
 #: Default number of ref GETs a listing runs at once (``list_workers``).
 LIST_WORKERS: Final = 16
-#: Ref values a client remembers by (object key, ETag), at most (see _RefBodies).
+#: Ref values a client remembers by ETag, at most (see _RefBodies).
 REF_CACHE_LIMIT: Final = 100_000
 _MAX_PREFIX: Final = 500  # keeps prefix + "/" + a 512-byte ref name under S3's 1024
 _BUCKET_RE: Final = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
@@ -133,47 +133,42 @@ def _parse_location(url: str, path: str) -> tuple[str, str]:
 
 
 class _RefBodies:
-    """Ref values by object key, each with the ETag that was the MD5 of its body.
+    """Ref values by ETag, kept only where the ETag is the MD5 of the 65-byte body.
 
     A listing names every ref's ETag; reading a value costs a GET per ref, which
     bounds a listing of thousands of refs by round trips and per-request CPU (on
     both ends) however many threads send them. A value is kept only when the ETag
     that came with it is the quoted MD5 of the exact 65-byte body (S3's ETag of a
     plain PUT; a server whose ETags are not content hashes keeps nothing here, and
-    every ref is read). A listed ETag equal to the kept one then means the object
-    still holds those bytes: a different 65-byte wire form with the same MD5 would
-    take a deliberate collision whose blocks are all lowercase hex, and what a
-    server answers is trusted as much as the GET it replaces. The value is the one
-    the listing saw, as a GET right after it would have read.
+    every ref is read). Such an ETag names those bytes under any key: a different
+    65-byte wire form with the same MD5 would take a deliberate collision whose
+    blocks are all lowercase hex, and what a server answers is trusted as much as
+    the GET it replaces. So the map is keyed by the ETag alone, never goes stale
+    (a ref that moves gets a new ETag; the old one still names the old bytes), and
+    refs holding one value (branches at one tip, one snapshot under many names)
+    cost one GET between them.
 
-    Bounded (``limit`` keys, oldest dropped first) and thread-safe.
+    Bounded (``limit`` ETags, oldest dropped first) and thread-safe.
     """
 
     def __init__(self, limit: int = REF_CACHE_LIMIT) -> None:
         self.limit = limit
-        self._known: dict[str, tuple[str, Hash]] = {}
+        self._known: dict[str, Hash] = {}
         self._lock = threading.Lock()
 
-    def remember(self, object_key: str, etag: str, body: bytes, value: Hash) -> None:
-        """Keep ``value`` for ``object_key`` if ``etag`` is the quoted MD5 of ``body``."""
+    def remember(self, etag: str, body: bytes, value: Hash) -> None:
+        """Keep ``value`` under ``etag`` if ``etag`` is the quoted MD5 of ``body``."""
         if etag != f'"{hashlib.md5(body, usedforsecurity=False).hexdigest()}"':
-            self.forget(object_key)
             return
         with self._lock:
-            self._known.pop(object_key, None)
+            self._known.pop(etag, None)
             while len(self._known) >= self.limit:
                 del self._known[next(iter(self._known))]
-            self._known[object_key] = (etag, value)
+            self._known[etag] = value
 
-    def recall(self, object_key: str, etag: str) -> Hash | None:
-        """The value kept for ``object_key`` under exactly ``etag``, or ``None``."""
-        found = self._known.get(object_key)
-        return found[1] if found is not None and found[0] == etag else None
-
-    def forget(self, object_key: str) -> None:
-        """Drop what is kept for ``object_key``."""
-        with self._lock:
-            self._known.pop(object_key, None)
+    def recall(self, etag: str) -> Hash | None:
+        """The value whose body has exactly ``etag`` as its MD5, or ``None``."""
+        return self._known.get(etag)
 
 
 class S3Transport(MultipartUploads, Transport):
@@ -556,7 +551,7 @@ class S3Transport(MultipartUploads, Transport):
         with _mapped(what), contextlib.closing(reply["Body"]) as body:
             data = bytes(body.read(REF_VALUE_SIZE + 1))
         value, etag = decode_ref_value(data, remote=True, name=name), str(reply["ETag"])
-        self._ref_bodies.remember(self.ref_key(name), etag, data, value)
+        self._ref_bodies.remember(etag, data, value)
         return value, etag
 
     def _read_ref(self, name: str) -> Hash | None:
@@ -565,15 +560,14 @@ class S3Transport(MultipartUploads, Transport):
 
     def _update_ref(self, name: str, condition: RefWriteCondition, value: Hash) -> None:
         object_key, body, what = self.ref_key(name), encode_ref_value(value), f"write ref {name}"
-        self._ref_bodies.forget(object_key)  # an unanswered write may have changed it
         if condition.kind == "any":
-            self._remember_put(object_key, body, value, self._put(object_key, body, what))
+            self._ref_bodies.remember(self._put(object_key, body, what), body, value)
             return
         self._require_probe()
         if condition.kind == "missing":
             try:
                 etag = self._put(object_key, body, what, if_none_match="*")
-                self._remember_put(object_key, body, value, etag)
+                self._ref_bodies.remember(etag, body, value)
                 return
             except RefConflict as refused:
                 # Say what the ref holds, read after the refusal; if it was deleted
@@ -586,14 +580,11 @@ class S3Transport(MultipartUploads, Transport):
             assert found is not None  # match() never allows a missing ref
             try:
                 etag = self._put(object_key, body, what, if_match=found[1])
-                self._remember_put(object_key, body, value, etag)
+                self._ref_bodies.remember(etag, body, value)
                 return
             except (RefConflict, PackNotFound):
                 continue  # changed (or deleted) since our read: the next read decides
         raise RefConflict(f"ref {name} kept changing while match() tried to write it", name=name)
-
-    def _remember_put(self, object_key: str, body: bytes, value: Hash, etag: str) -> None:
-        self._ref_bodies.remember(object_key, etag, body, value)
 
     def _delete_ref(self, name: str, condition: RefWriteCondition) -> None:
         """Delete a ref: ``ANY`` is a plain ``DeleteObject``; ``match(h)`` a conditional one.
@@ -603,7 +594,6 @@ class S3Transport(MultipartUploads, Transport):
         the same rounds as a ``match`` write.
         """
         object_key, what = self.ref_key(name), f"delete ref {name}"
-        self._ref_bodies.forget(object_key)
         if condition.kind == "any":
             try:
                 with _mapped(what):
@@ -625,16 +615,19 @@ class S3Transport(MultipartUploads, Transport):
         raise RefConflict(f"ref {name} kept changing while match() tried to delete it", name=name)
 
     def _list_refs(self, prefix: str) -> Iterable[tuple[str, Hash]]:
-        """List with ``ListObjectsV2``; read each ref's value unless the listing names it.
+        """List with ``ListObjectsV2``; read a ref's value only when no ETag names it.
 
         Only under ``refs/``: the S3 prefix ends with "/" so it is a component
         boundary, and pack keys are never listed or fetched. A listed ETag this
-        client has seen as the MD5 of a ref body it read or wrote under that key
-        names that body (:class:`_RefBodies`): no GET. The other refs are read by
-        ``list_workers`` threads at once (each GET waits on a round trip).
+        client has seen as the MD5 of a ref body (:class:`_RefBodies`) names that
+        body: no GET. Of the other refs, one per distinct listed ETag is read first
+        (``list_workers`` GETs at once: each waits on a round trip); a read whose
+        ETag is the listed one then names the value of every ref listed with it.
+        What is still unnamed (the ref changed since the listing, or the server's
+        ETags are not MD5s) is read ref by ref.
         """
         head = self._key("")
-        listed: list[tuple[str, Hash | None]] = []
+        listed: list[tuple[str, str]] = []
         with _mapped(f"list refs under {prefix or 'refs'}"):
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=self._key((prefix or "refs") + "/")
@@ -646,17 +639,38 @@ class S3Transport(MultipartUploads, Transport):
                         continue  # a foreign object (e.g. a console's folder marker)
                     if item.get("Size") != REF_VALUE_SIZE:
                         raise InvalidResponse(f"ref {name} is {item.get('Size')} bytes, not 65")
-                    known = self._ref_bodies.recall(item["Key"], str(item.get("ETag", "")))
-                    listed.append((name, known))
-        unknown = [name for name, value in listed if value is None]
+                    listed.append((name, str(item.get("ETag", ""))))
+        # Values are taken as they are named, not looked up again at the end: the
+        # bounded map may drop an ETag meanwhile (a listing of more than its limit).
+        values: dict[str, Hash | None] = {}
+        unknown: list[tuple[str, str]] = []
+        for name, etag in listed:
+            known = self._ref_bodies.recall(etag)
+            if known is None:
+                unknown.append((name, etag))
+            else:
+                values[name] = known
         if unknown:
-            with ThreadPoolExecutor(min(self.list_workers, len(unknown))) as pool:
-                read = dict(zip(unknown, pool.map(self._read_ref, unknown), strict=True))
-        else:
-            read = {}
+            first = {etag: name for name, etag in reversed(unknown)}
+            values.update(self._read_refs(list(first.values())))
+            rest = []
+            for name, etag in unknown:
+                if name not in values:
+                    known = self._ref_bodies.recall(etag)
+                    if known is None:
+                        rest.append(name)
+                    else:
+                        values[name] = known
+            values.update(self._read_refs(rest))
         # A ref deleted between the listing and its GET is left out.
-        found = ((name, value if value is not None else read[name]) for name, value in listed)
-        return [(name, value) for name, value in found if value is not None]
+        return [(name, value) for name, _ in listed if (value := values[name]) is not None]
+
+    def _read_refs(self, names: list[str]) -> dict[str, Hash | None]:
+        """Read ``names`` ``list_workers`` at once (``None``: deleted since the listing)."""
+        if not names:
+            return {}
+        with ThreadPoolExecutor(min(self.list_workers, len(names))) as pool:
+            return dict(zip(names, pool.map(self._read_ref, names), strict=True))
 
     # -- probe -----------------------------------------------------------------------
 
