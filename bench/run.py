@@ -1,7 +1,8 @@
 """Run every benchmark in bench/ and end with one summary of every figure.
 
-Usage: ``python bench/run.py [--quick] [--out PATH] [NAME ...]`` (names: file http s3
-ssh sync chunked gc mixed reader crash, each a ``bench_NAME.py``).
+Usage: ``python bench/run.py [--quick] [--out PATH] [NAME ...]`` (names: chunked
+chunking everyday file gc http mixed pull_incremental reader s3 ssh sync, each a
+``bench_NAME.py``, and crash for the crash loop).
 
 Each ``bench_*.py`` script is standalone (it prints its own figures); this runs them
 in turn, plus the crash loop, with ``MKIT_BENCH_FIGURES`` naming a scratch file each
@@ -78,7 +79,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (CI smoke run)")
     parser.add_argument("--out", type=Path, help=f"summary JSON path (default: ${OUT_ENV}, cache)")
     parser.add_argument(
-        "only", nargs="*", help="names: file http s3 ssh sync chunked gc mixed crash"
+        "only", nargs="*", help="names: a bench_NAME.py's NAME (everyday, http, ...), or crash"
     )
     args = parser.parse_args()
     started = datetime.datetime.now(datetime.UTC)
