@@ -113,6 +113,61 @@ def test_readers_never_see_a_torn_or_empty_ref(tmp_path: Path) -> None:
     assert seen <= {Hash.of(b"a"), Hash.of(b"b")}
 
 
+def test_a_directory_a_failed_writer_takes_back_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that made ``packs/`` and failed removes it if empty, which can fall
+    between another writer finding it and creating its temp file there (a client's
+    retry of a cut upload into a new store; seen as an HTTP 500 "No such file or
+    directory"). The second writer makes it again and stores its pack."""
+    store = tmp_path / "new-store"
+    real = FileTransport._create_temp
+    taken: list[str] = []
+
+    def racing(stage: str, base: str) -> tuple[str, int]:
+        if not taken:  # the failed writer's clean-up lands now, once
+            os.rmdir(stage)
+            taken.append(stage)
+        return real(stage, base)
+
+    monkeypatch.setattr(FileTransport, "_create_temp", staticmethod(racing))
+    t = FileTransport(store)
+    data = b"pack bytes" * 1000
+    t.upload_pack_stream(PackKey.of(data), [data], len(data))
+    assert taken == [str(store / "packs")]
+    assert t.download_pack(PackKey.of(data)) == data
+
+
+def _upload_rounds(root: str, good: bool, rounds: int) -> None:
+    """Upload into fresh stores ``root/<n>``: a good pack, or a mis-hashed stream."""
+    data = b"good pack" * 10_000
+    for n in range(rounds):
+        t = FileTransport(os.path.join(root, str(n)))
+        if good:
+            t.upload_pack_stream(PackKey.of(data), [data[:50_000], data[50_000:]], len(data))
+        else:
+            with pytest.raises(ProtocolError):
+                t.upload_pack_stream(PackKey.of(b"other"), [data], len(data))
+
+
+def test_good_and_failing_writers_racing_into_new_stores(tmp_path: Path) -> None:
+    """Processes race failed and good uploads into new stores: every good one lands."""
+    ctx = multiprocessing.get_context("spawn")
+    rounds = 60
+    writers = [
+        ctx.Process(target=_upload_rounds, args=(str(tmp_path), good, rounds))
+        for good in (True, False, True, False)
+    ]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(timeout=120)
+        assert w.exitcode == 0
+    data = b"good pack" * 10_000
+    for n in range(rounds):
+        assert FileTransport(tmp_path / str(n)).download_pack(PackKey.of(data)) == data
+
+
 @pytest.mark.slow
 def test_kill_9_never_leaves_a_torn_ref_or_a_bad_pack(tmp_path: Path) -> None:
     runs = int(os.environ.get("MKIT_CRASH_RUNS", "25"))  # `make bench` asks for 200

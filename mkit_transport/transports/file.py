@@ -57,6 +57,8 @@ _READ_SIZE: Final = 4 << 20
 STALE_AFTER: Final = 24 * 3600.0
 #: Temporary names tried before a write gives up (a taken name is skipped).
 _TEMP_ATTEMPTS: Final = 100
+#: Times a writer makes a directory again that a failed writer took back meanwhile.
+_RACES: Final = 8
 
 _HEX: Final = frozenset("0123456789abcdef")
 _temp_seq = itertools.count()
@@ -187,23 +189,30 @@ class FileTransport(Transport):
         """Create ``path`` and missing parents, fsyncing each new entry's parent.
 
         Returns the directories it created, parents first, so a failed write can
-        take them back (a refused upload leaves no empty ``packs/``).
+        take them back (a refused upload leaves no empty ``packs/``). A parent that
+        another writer takes back meanwhile (:meth:`_remove_dirs`) is made again.
         """
-        missing = []
-        while not os.path.isdir(path):
-            missing.append(path)
-            parent = os.path.dirname(path)
-            if parent == path:
-                break
-            path = parent
-        created = []
-        for directory in reversed(missing):
+        created: list[str] = []
+        for attempt in range(_RACES):
+            missing, here = [], path
+            while not os.path.isdir(here):
+                missing.append(here)
+                parent = os.path.dirname(here)
+                if parent == here:
+                    break
+                here = parent
             try:
-                os.mkdir(directory)
-                created.append(directory)
-            except FileExistsError:
-                pass
-            self._fsync_dir(os.path.dirname(directory))
+                for directory in reversed(missing):
+                    try:
+                        os.mkdir(directory)
+                        created.append(directory)
+                    except FileExistsError:
+                        pass
+                    self._fsync_dir(os.path.dirname(directory))
+                break
+            except FileNotFoundError:
+                if attempt == _RACES - 1:
+                    raise
         return created
 
     @staticmethod
@@ -212,6 +221,26 @@ class FileTransport(Transport):
         for directory in reversed(created):
             with contextlib.suppress(OSError):
                 os.rmdir(directory)
+
+    def _open_temp(self, stage: str, base: str) -> tuple[list[str], str, int]:
+        """Make ``stage`` if missing and a temp file in it: the directories made, its path, fd.
+
+        Another writer that made ``stage`` and failed takes it back if it is empty
+        (:meth:`_remove_dirs`), which can fall between this writer finding it and
+        creating its file there (two uploads racing into a new store, as a client
+        retrying a cut upload does): the directory is then made again.
+        """
+        created: list[str] = []
+        try:
+            for _ in range(_RACES - 1):
+                with contextlib.suppress(FileNotFoundError):
+                    created += self._make_dirs(stage)
+                    return (created, *self._create_temp(stage, base))
+            created += self._make_dirs(stage)
+            return (created, *self._create_temp(stage, base))
+        except BaseException:
+            self._remove_dirs(created)
+            raise
 
     @staticmethod
     def _create_temp(stage: str, base: str) -> tuple[str, int]:
@@ -242,12 +271,7 @@ class FileTransport(Transport):
         """
         directory = os.path.dirname(target)
         stage = stage or directory
-        created = self._make_dirs(stage)
-        try:
-            temp, fd = self._create_temp(stage, os.path.basename(target))
-        except BaseException:
-            self._remove_dirs(created)
-            raise
+        created, temp, fd = self._open_temp(stage, os.path.basename(target))
         try:
             try:
                 write_chunks(fd, chunks, direct=direct)
@@ -255,9 +279,17 @@ class FileTransport(Transport):
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            if stage != directory:  # else made above, and the temp file keeps it
-                self._make_dirs(directory)
-            os.replace(temp, target)  # rename replaces a symlink there, never follows it
+            for attempt in range(_RACES):
+                if stage != directory:  # else made above, and the temp file keeps it
+                    self._make_dirs(directory)
+                try:
+                    os.replace(temp, target)  # replaces a symlink there, never follows it
+                    break
+                except FileNotFoundError:
+                    # The directory was taken back (an emptied fan-out directory)
+                    # between its making and the rename: make it again.
+                    if stage == directory or attempt == _RACES - 1:
+                        raise
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
