@@ -6,7 +6,9 @@ on loopback; every figure is a ratio against a baseline measured in the same run
 
 * upload:   ``upload_pack_stream`` (client BLAKE3, sized streaming body)
             vs a plain ``requests.put`` of the same bytes, same chunking, to the same
-            URL (the server verifies and fsyncs both; each run is a fresh project);
+            URL (the server verifies and fsyncs both; each run is a fresh project,
+            after an ``os.sync()``; 7 interleaved runs, the disk's speed varies);
+            goal >= 0.9 (issue 17);
 * download: ``download_pack_stream`` (client BLAKE3) vs ``requests.get(stream=True)``;
 * memory:   peak RSS growth of a 1 GiB streaming upload and download, in a child
             client process and in the server's workers (goal <= 64 MiB each);
@@ -103,7 +105,9 @@ def bench_throughput(
             got = sum(len(c) for c in transport.download_pack_stream(key))
         assert got == size
 
-    put_plain, put_ours = median_pair(plain_put, transport_put, repeat)
+    # Each upload is written and fsynced by the server, whose disk varies run to run
+    # (0.3-0.7 s for the same 256 MiB here): sync before each, and more repetitions.
+    put_plain, put_ours = median_pair(plain_put, transport_put, repeat, os.sync)
     get_plain, get_ours = median_pair(plain_get, transport_get, repeat)
     label = f"{size // MIB} MiB"
 
@@ -118,7 +122,13 @@ def bench_throughput(
             repeats=repeat,
             detail={"plain_put_MBps": mbps(put_plain)},
         ),
-        Figure(f"upload vs plain put {label}", round(put_plain / put_ours, 2), "x", repeats=repeat),
+        Figure(
+            f"upload vs plain put {label}",
+            round(put_plain / put_ours, 2),
+            "x",
+            ">= 0.9",  # issue 17
+            repeats=repeat,
+        ),
         Figure(
             f"download {label}",
             mbps(get_ours),
@@ -185,7 +195,7 @@ def main() -> None:
         src, big = f"{tmp}/src.bin", f"{tmp}/big.bin"
         key = make_source(src, size)
         with running_http_server(Path(tmp) / "root") as server:
-            throughput = bench_throughput(server, src, key, size, 1 if args.quick else 3)
+            throughput = bench_throughput(server, src, key, size, 1 if args.quick else 7)
             results.section("http_transport", throughput)
             results.section("http_cas", bench_cas(server, 8, 10 if args.quick else 100))
         os.unlink(src)
