@@ -40,3 +40,33 @@ def test_compare_reports_an_unreadable_summary(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert f"cannot read {broken}" in done.stderr
+
+
+def test_a_peer_s_peak_rss_is_its_own_not_the_bench_s() -> None:
+    """bench.peers.run_peer reports a command's own peak RSS even when the bench
+    process holding it is large. Spawned straight from that process, Linux would
+    carry the bench's high-water RSS into the command's ``ru_maxrss`` (``true``
+    reported 313 MiB beside a bench holding 300 MiB), as it did for issue 17's push
+    RSS row (ours and restic both read 132.9 MiB): this fails then."""
+    script = (
+        "import os, sys\n"
+        "from bench.peers import run_peer\n"
+        "held = b'1' * (200 << 20)  # the bench's own memory, every page touched\n"
+        "env = dict(os.environ)\n"
+        "small = run_peer(['true'], env).peak_rss\n"
+        "grown = run_peer([sys.executable, '-c', 'b = b\"1\" * (100 << 20)'], env).peak_rss\n"
+        "print(small >> 20, grown >> 20, len(held) >> 20)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    small, grown, held = map(int, done.stdout.split())
+    assert held == 200
+    assert small < 32  # the measuring parent's few MiB, not the bench's 200
+    assert 100 <= grown < 150
