@@ -28,8 +28,9 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from typing import ClassVar, Final, Self
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
+from typing import ClassVar, Final, Self, TypeVar
 from urllib.parse import unquote
 
 from ..directio import DIRECT_MIN, write_chunks
@@ -59,6 +60,8 @@ STALE_AFTER: Final = 24 * 3600.0
 _TEMP_ATTEMPTS: Final = 100
 #: Times a writer makes a directory again that a failed writer took back meanwhile.
 _RACES: Final = 8
+
+_T = TypeVar("_T")
 
 _HEX: Final = frozenset("0123456789abcdef")
 _temp_seq = itertools.count()
@@ -185,35 +188,44 @@ class FileTransport(Transport):
         finally:
             os.close(fd)
 
-    def _make_dirs(self, path: str) -> list[str]:
+    def _make_dirs(self, path: str, created: list[str] | None = None) -> list[str]:
         """Create ``path`` and missing parents, fsyncing each new entry's parent.
 
-        Returns the directories it created, parents first, so a failed write can
-        take them back (a refused upload leaves no empty ``packs/``). A parent that
-        another writer takes back meanwhile (:meth:`_remove_dirs`) is made again.
+        Returns the directories it created, parents first (also appended to
+        ``created`` as they are made), so a failed write can take them back (a
+        refused upload leaves no empty ``packs/``).
         """
-        created: list[str] = []
-        for attempt in range(_RACES):
-            missing, here = [], path
-            while not os.path.isdir(here):
-                missing.append(here)
-                parent = os.path.dirname(here)
-                if parent == here:
-                    break
-                here = parent
-            try:
-                for directory in reversed(missing):
-                    try:
-                        os.mkdir(directory)
-                        created.append(directory)
-                    except FileExistsError:
-                        pass
-                    self._fsync_dir(os.path.dirname(directory))
+        made = created if created is not None else []
+        missing = []
+        while not os.path.isdir(path):
+            missing.append(path)
+            parent = os.path.dirname(path)
+            if parent == path:
                 break
-            except FileNotFoundError:
-                if attempt == _RACES - 1:
-                    raise
-        return created
+            path = parent
+        for directory in reversed(missing):
+            try:
+                os.mkdir(directory)
+                made.append(directory)
+            except FileExistsError:
+                pass
+            self._fsync_dir(os.path.dirname(directory))
+        return made
+
+    def _in_dir(self, directory: str, step: Callable[[], _T], created: list[str]) -> _T:
+        """Make ``directory`` (noting what was made in ``created``), then run ``step`` in it.
+
+        A writer that made a directory and failed takes it back if it is empty
+        (:meth:`_remove_dirs`). That can fall between this writer making or finding
+        it and creating its entry there (two uploads racing into a new store, as a
+        client retrying a cut upload does): ``FileNotFoundError`` then makes it again.
+        """
+        for _ in range(_RACES - 1):
+            with contextlib.suppress(FileNotFoundError):
+                self._make_dirs(directory, created)
+                return step()
+        self._make_dirs(directory, created)
+        return step()
 
     @staticmethod
     def _remove_dirs(created: list[str]) -> None:
@@ -221,26 +233,6 @@ class FileTransport(Transport):
         for directory in reversed(created):
             with contextlib.suppress(OSError):
                 os.rmdir(directory)
-
-    def _open_temp(self, stage: str, base: str) -> tuple[list[str], str, int]:
-        """Make ``stage`` if missing and a temp file in it: the directories made, its path, fd.
-
-        Another writer that made ``stage`` and failed takes it back if it is empty
-        (:meth:`_remove_dirs`), which can fall between this writer finding it and
-        creating its file there (two uploads racing into a new store, as a client
-        retrying a cut upload does): the directory is then made again.
-        """
-        created: list[str] = []
-        try:
-            for _ in range(_RACES - 1):
-                with contextlib.suppress(FileNotFoundError):
-                    created += self._make_dirs(stage)
-                    return (created, *self._create_temp(stage, base))
-            created += self._make_dirs(stage)
-            return (created, *self._create_temp(stage, base))
-        except BaseException:
-            self._remove_dirs(created)
-            raise
 
     @staticmethod
     def _create_temp(stage: str, base: str) -> tuple[str, int]:
@@ -271,7 +263,14 @@ class FileTransport(Transport):
         """
         directory = os.path.dirname(target)
         stage = stage or directory
-        created, temp, fd = self._open_temp(stage, os.path.basename(target))
+        created: list[str] = []
+        try:
+            temp, fd = self._in_dir(
+                stage, partial(self._create_temp, stage, os.path.basename(target)), created
+            )
+        except BaseException:
+            self._remove_dirs(created)
+            raise
         try:
             try:
                 write_chunks(fd, chunks, direct=direct)
@@ -279,17 +278,13 @@ class FileTransport(Transport):
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            for attempt in range(_RACES):
-                if stage != directory:  # else made above, and the temp file keeps it
-                    self._make_dirs(directory)
-                try:
-                    os.replace(temp, target)  # replaces a symlink there, never follows it
-                    break
-                except FileNotFoundError:
-                    # The directory was taken back (an emptied fan-out directory)
-                    # between its making and the rename: make it again.
-                    if stage == directory or attempt == _RACES - 1:
-                        raise
+            # Made only now (else above, and the temp file keeps it). The rename
+            # replaces a symlink there, never follows it.
+            rename = partial(os.replace, temp, target)
+            if stage != directory:
+                self._in_dir(directory, rename, [])
+            else:
+                rename()
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
