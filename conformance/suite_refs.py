@@ -7,6 +7,7 @@ import concurrent.futures
 import pytest
 
 from mkit_transport import (
+    ConflictBackoff,
     Hash,
     InvalidArgument,
     InvalidRef,
@@ -393,3 +394,58 @@ class RefSuite(SuiteBase):
         assert transport.read_ref(f"{ns}/a") == _A
         assert transport.list_refs(ns) == [Ref("a", _A), Ref("a/b", _B)]
         assert transport.list_refs(f"{ns}/a") == [Ref("b", _B)]
+
+    @spec("T-REF-9")
+    def test_update_ref_with_writes_only_over_what_change_saw(
+        self, transport: Transport, ns: str
+    ) -> None:
+        """A write that lands between the read and the CAS sends the loop round again."""
+        name = f"{ns}/rmw"
+        seen: list[Hash | None] = []
+
+        def change(current: Hash | None) -> Hash:
+            seen.append(current)
+            if len(seen) == 1:  # another writer gets in after the read
+                transport.update_ref(name, RefWriteCondition.MISSING, _A)
+            return _B if current == _A else _N
+
+        no_wait = ConflictBackoff(sleep=lambda _: None)
+        assert transport.update_ref_with(name, change, backoff=no_wait) == _B
+        assert seen == [None, _A], "change is called again with the value that won"
+        assert transport.read_ref(name) == _B
+        assert transport.update_ref_with(name, lambda v: _N, current=_A, known=True) == _N
+        assert transport.read_ref(name) == _N, "a wrong guess costs a conflict, not a write"
+
+    @spec("T-REF-10")
+    def test_update_ref_with_that_fails_or_gives_up_changes_nothing(
+        self, transport: Transport, ns: str
+    ) -> None:
+        name = f"{ns}/rmw-fail"
+        transport.write_ref(name, _A)
+
+        def refuse(current: Hash | None) -> Hash:
+            raise KeyError("refused by the caller")
+
+        with pytest.raises(KeyError):
+            transport.update_ref_with(name, refuse)
+        assert transport.read_ref(name) == _A
+        waits: list[float] = []
+
+        def lose(current: Hash | None) -> Hash:  # another writer wins every round
+            transport.write_ref(name, _B if current != _B else _A)
+            return _N
+
+        with pytest.raises(RefConflict):
+            transport.update_ref_with(
+                name, lose, attempts=3, backoff=ConflictBackoff(sleep=waits.append)
+            )
+        assert transport.read_ref(name) in (_A, _B), "the loser's value is never written"
+        assert len(waits) == 2 and all(0 <= w <= 0.128 for w in waits)
+        for bad in (0, -1, True, 1.5):
+            with pytest.raises(InvalidArgument):
+                transport.update_ref_with(name, lose, attempts=bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidArgument):
+            transport.update_ref_with(name, _N)  # type: ignore[arg-type]
+        with pytest.raises(InvalidRef):
+            transport.update_ref_with(f"{ns}/../x", lose)
+        assert transport.read_ref(name) in (_A, _B)

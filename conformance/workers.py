@@ -183,48 +183,54 @@ def counter_worker(
 ) -> list[tuple[Any, ...]]:
     """Read-modify-CAS increments of a counter whose values encode the count.
 
-    As a real CAS client does, a worker reads the counter only when it does not know
-    its value: the value it just wrote is the next attempt's base, and so is the
-    value a conflict reports (``RefConflict.current`` when ``known``).
+    Each increment is one :meth:`~mkit_transport.Transport.update_ref_with`, the
+    library's read-modify-CAS loop: it starts from the value this worker wrote last
+    (read only when unknown), and after a lost write it starts again from the value
+    the conflict reports, after a short random wait (SPEC-REFS 3.1).
 
     Stops after ``increments`` successes or when ``limits.budget`` is spent; returns
-    ``("counter", worker, done, conflicts)``. A livelock (the counter staying at one
-    value for ``limits.stall`` seconds while this worker keeps trying) fails at once,
-    naming what was seen, rather than running out the budget.
+    ``("counter", worker, done, conflicts, started, ended)``, the last two on the
+    monotonic clock (shared by the processes of one machine), from the barrier to
+    the last increment, so a rate leaves process start-up out. A livelock (the
+    counter staying at one value for ``limits.stall`` seconds while this worker
+    keeps trying) fails at once, naming what was seen, rather than running out the
+    budget.
     """
     done = 0
-    conflicts = 0
+    calls = 0
     with opener() as transport:
         _wait(barrier, limits)
-        deadline = time.monotonic() + limits.budget
+        started = time.monotonic()
+        deadline = started + limits.budget
         last_seen: Hash | None = None
-        last_move = time.monotonic()
+        last_move = started
         current: Hash | None = None
-        while done < increments and time.monotonic() < deadline:
-            if current is None:
-                current = transport.read_ref(f"{ns}/counter")
-            assert current is not None, "the counter ref vanished"
+
+        def increment(seen: Hash | None) -> Hash:
+            nonlocal calls, last_seen, last_move
+            calls += 1
+            assert seen is not None, "the counter ref vanished"
             now = time.monotonic()
-            if current != last_seen:
-                last_seen, last_move = current, now
+            if seen != last_seen:
+                last_seen, last_move = seen, now
             elif now - last_move > limits.stall:
                 raise AssertionError(
                     f"livelock: the counter stayed at one value for {limits.stall:g} s while "
-                    f"this worker's compare-and-swap writes kept conflicting ({conflicts} "
+                    f"this worker's compare-and-swap writes kept conflicting ({calls - done - 1} "
                     "conflicts, none succeeded meanwhile): a match write must succeed when "
                     "the ref holds the expected value"
                 )
-            count = counter_count(ns, current)
-            written = counter_value(ns, count + 1, worker)
-            try:
-                transport.update_ref(f"{ns}/counter", RefWriteCondition.match(current), written)
-                done += 1
-                last_move = time.monotonic()
-                current = written
-            except RefConflict as conflict:
-                conflicts += 1
-                current = conflict.current if conflict.known else None
-    return [("counter", worker, done, conflicts)]
+            return counter_value(ns, counter_count(ns, seen) + 1, worker)
+
+        while done < increments and time.monotonic() < deadline:
+            current = transport.update_ref_with(
+                f"{ns}/counter", increment, current=current, known=current is not None,
+                attempts=1_000_000,  # the stall check and the budget bound the loop
+            )  # fmt: skip
+            done += 1
+            last_move = time.monotonic()
+        ended = time.monotonic()
+    return [("counter", worker, done, calls - done, started, ended)]
 
 
 def check_counter(rows: list[tuple[Any, ...]], final: Hash | None, ns: str) -> int:

@@ -38,7 +38,7 @@ from .errors import (
 )
 from .hashes import Hash, PackKey
 from .refs import Ref, RefWriteCondition
-from .retry import RetryPolicy, is_retryable
+from .retry import ConflictBackoff, RetryPolicy, is_retryable
 from .transport import PACK_BODY_LIMIT, PackInfo, Transport
 from .transports import FileTransport, MemoryTransport
 from .urls import open_transport, register_transport
@@ -96,6 +96,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "PACK_BODY_LIMIT",
     "AccessDenied",
+    "ConflictBackoff",
     "ConnectionFailed",
     "FileTransport",
     "Hash",

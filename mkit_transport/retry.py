@@ -21,7 +21,7 @@ from .errors import ConnectionFailed, InvalidArgument, ServerError
 if TYPE_CHECKING:
     import tenacity
 
-__all__ = ["RetryLadder", "RetryPolicy", "is_retryable"]
+__all__ = ["ConflictBackoff", "RetryLadder", "RetryPolicy", "is_retryable"]
 
 _T = TypeVar("_T")
 
@@ -110,6 +110,43 @@ class RetryPolicy:
         reconnects. The last error is re-raised unchanged when retries run out.
         """
         return RetryLadder(self, before_retry=before_retry).retrying()
+
+
+@dataclass(frozen=True)
+class ConflictBackoff:
+    """How long a read-modify-write loop waits after losing a compare-and-swap.
+
+    Not the retry policy: a conflict is not a failure of the remote, it is another
+    writer's success, and retrying it at once only loses again. When N clients loop
+    on one ref, the N-1 losers of a round all retry with the value their conflict
+    reported, and the round's winner, already writing its next value, beats them:
+    every increment costs N-1 wasted round trips. Measured with 8 HTTP clients on
+    two cores (issue 17): 4.2 conflicts per increment without a wait, 0.3-0.4 with
+    this one, and the CPU that went to lost rounds went to increments.
+
+    Full jitter (a uniform sleep up to a bound that doubles per conflict in a row,
+    capped): the losers spread out instead of colliding again in lock-step. The
+    first bound is a few of a loopback HTTP write's round trips, so the winner's
+    next write lands while they wait.
+    """
+
+    #: Bound of the sleep after the first conflict, in seconds.
+    first: float = 0.008
+    #: No bound is larger than this, in seconds.
+    cap: float = 0.128
+    #: The sleep function; inject one in tests so nothing really waits.
+    sleep: Callable[[float], None] = field(default=_sleep, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.first <= self.cap):
+            raise InvalidArgument(f"invalid conflict backoff {self!r}")
+
+    def delay(self, streak: int, rng: random.Random | None = None) -> float:
+        """The sleep after the ``streak``-th conflict in a row (0: none)."""
+        if streak <= 0:
+            return 0.0
+        bound = min(self.cap, self.first * 2 ** min(streak - 1, 32))
+        return (rng or random).uniform(0.0, bound)
 
 
 class RetryLadder:

@@ -89,7 +89,7 @@ from .refs import (
     normalize_prefix,
     validate_ref_name,
 )
-from .retry import RetryLadder, RetryPolicy, is_retryable
+from .retry import ConflictBackoff, RetryLadder, RetryPolicy, is_retryable
 
 __all__ = [
     "CHUNK_SIZE",
@@ -796,6 +796,58 @@ class Transport(abc.ABC):
                 current=current,
                 known=True,
             ) from conflict
+
+    def update_ref_with(
+        self,
+        name: str,
+        change: Callable[[Hash | None], Hash],
+        *,
+        current: Hash | None = None,
+        known: bool = False,
+        attempts: int = 50,
+        backoff: ConflictBackoff | None = None,
+    ) -> Hash:
+        """Read-modify-write a ref: ``change(value)`` is written if the ref still holds ``value``.
+
+        The loop every CAS client writes, written once (SPEC-REFS section 3.1): read the
+        ref (``None``: absent), compute the new value, write it with ``match`` (or
+        ``MISSING``) of what was read; on :class:`RefConflict` start again from the
+        value the conflict reports (read again when it does not know it), after a
+        :class:`~mkit_transport.retry.ConflictBackoff` wait, so that clients looping
+        on one ref do not lose every round to each other. Returns the value written.
+
+        ``current`` with ``known=True`` is the value the caller believes the ref holds
+        (the value it wrote last, say): it saves the first read, and a wrong guess
+        costs only a conflict. ``change`` may be called several times, each time with
+        the value the write will be conditioned on; an exception from it ends the
+        loop with nothing written. After ``attempts`` lost writes the last
+        :class:`RefConflict` is raised.
+        """
+        validate_ref_name(name)
+        if not callable(change):
+            raise InvalidArgument(f"change must be callable, not {type(change).__name__}")
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            raise InvalidArgument(f"attempts must be a positive int, got {attempts!r}")
+        if known and current is not None and not isinstance(current, Hash):
+            raise InvalidArgument(f"current must be a Hash, not {type(current).__name__}")
+        backoff = backoff or ConflictBackoff()
+        streak = 0
+        while True:
+            if not known:
+                current = self.read_ref(name)
+            value = change(current)
+            condition = (
+                RefWriteCondition.MISSING if current is None else RefWriteCondition.match(current)
+            )
+            try:
+                self.update_ref(name, condition, value)
+                return value
+            except RefConflict as conflict:
+                streak += 1
+                if streak >= attempts:
+                    raise
+                current, known = conflict.current, conflict.known
+            backoff.sleep(backoff.delay(streak))
 
     def write_ref(self, name: str, value: Hash) -> None:
         """Write the ref unconditionally (``update_ref`` with ``ANY``)."""

@@ -204,3 +204,20 @@ def test_another_transport_called_inside_keeps_its_own_ladder() -> None:
 
 def _raise(error: Exception) -> None:
     raise error
+
+
+def test_conflict_backoff_doubles_its_bound_up_to_the_cap_and_refuses_nonsense() -> None:
+    import random
+
+    from mkit_transport import ConflictBackoff, InvalidArgument
+
+    backoff = ConflictBackoff(first=0.01, cap=0.05)
+    rng = random.Random(7)
+    assert backoff.delay(0, rng) == 0.0
+    for streak, bound in [(1, 0.01), (2, 0.02), (3, 0.04), (4, 0.05), (60, 0.05)]:
+        waits = [backoff.delay(streak, rng) for _ in range(200)]
+        assert all(0.0 <= w <= bound for w in waits), (streak, max(waits))
+        assert max(waits) > bound / 2, "full jitter spreads over the whole bound"
+    for first, cap in [(-0.1, 1.0), (0.2, 0.1)]:
+        with pytest.raises(InvalidArgument):
+            ConflictBackoff(first=first, cap=cap)
