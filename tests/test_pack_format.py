@@ -13,7 +13,7 @@ import blake3
 import pytest
 import zstandard
 
-from mkit_transport import InvalidResponse, PayloadTooLarge
+from mkit_transport import InvalidResponse, PackKey, PayloadTooLarge
 from mkit_transport.pack import (
     CODEC_RAW,
     CODEC_ZSTD,
@@ -160,3 +160,36 @@ def test_prepared_objects_are_checked_on_write() -> None:
     writer = PackWriter(io.BytesIO())
     with pytest.raises(ValueError):
         writer.add_prepared(PreparedObject(7, bytes(32), 1, CODEC_RAW, b"x"))
+
+
+@pytest.mark.parametrize("damage", [d for d in BAD if d != "trailer"])
+def test_a_verifier_told_the_key_still_checks_structure_and_every_object(damage: str) -> None:
+    """``key=``: the caller checks the whole-pack digest (a download does), nothing else is
+    given up: every damage but a bad trailer (which the key check catches) still fails."""
+    good = build([(KIND_TREE, b"a tree object"), (KIND_BLOB, b"blob " * 50)])
+    key = PackKey(blake3.blake3(good).digest())
+    verifier = PackVerifier(key=key)
+    verifier.feed(good)
+    assert verifier.finish().key == key
+    with pytest.raises(InvalidResponse):
+        told = PackVerifier(key=key)
+        for piece in (BAD[damage](good)[i : i + 7] for i in range(0, len(good) + 7, 7)):
+            told.feed(piece)
+        told.finish()
+
+
+def test_a_pull_refuses_a_pack_whose_trailer_alone_is_damaged(tmp_path: Path) -> None:
+    """The one damage a keyed verifier does not see itself is caught by the key check."""
+    from mkit_transport import MemoryTransport
+    from mkit_transport.sync.progress import Meter
+    from mkit_transport.sync.restore import verified_chunks
+
+    good = build([(KIND_BLOB, b"blob " * 50)])
+    key = PackKey(blake3.blake3(good).digest())
+    remote = MemoryTransport()
+    remote.upload_pack(good, key)
+    assert b"".join(verified_chunks(remote, key, "remote", Meter(None), objects=True)) == good
+    remote.store.packs[key] = BAD["trailer"](good)  # damaged at rest, under the same key
+    with pytest.raises(InvalidResponse, match="corrupt on the remote"):
+        for _chunk in verified_chunks(remote, key, "remote", Meter(None), objects=True):
+            pass

@@ -105,14 +105,27 @@ class ObjectCheck:
             raise InvalidResponse(f"object {self.oid.hex()} does not hash to its id")
 
 
+def new_decompressor() -> zstandard.ZstdDecompressor:
+    """A zstd decompressor with the format's window bound (reusable, one thread at a time)."""
+    return zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
+
+
 class Decoder:
     """Feeds an entry's stored bytes through its codec into an :class:`ObjectCheck`."""
 
-    def __init__(self, codec: int, check: ObjectCheck) -> None:
+    def __init__(
+        self, codec: int, check: ObjectCheck, dctx: zstandard.ZstdDecompressor | None = None
+    ) -> None:
+        """Decode into ``check``, with ``dctx`` if given (else a new decompressor).
+
+        A stream of objects passes one ``dctx`` (never shared between threads):
+        making one per object cost ~10 us, 0.1 s of a 10,000-file pull.
+        """
         self.check = check
         self.writer: zstandard.ZstdDecompressionWriter | None = None
         if codec == CODEC_ZSTD:
-            dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
+            if dctx is None:
+                dctx = new_decompressor()
             self.writer = dctx.stream_writer(
                 cast(IO[bytes], check), write_size=CHUNK, closefd=False
             )

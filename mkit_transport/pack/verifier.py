@@ -7,11 +7,12 @@ from collections.abc import Callable
 from typing import Protocol
 
 import blake3
+import zstandard
 
 from ..errors import InvalidResponse, PayloadTooLarge
 from ..hashes import PackKey
 from ..limits import PACK_BODY_LIMIT
-from .codec import Decoder, ObjectCheck, decoding
+from .codec import Decoder, ObjectCheck, decoding, new_decompressor
 from .format import (
     CHUNK,
     END_MAGIC,
@@ -68,6 +69,7 @@ class PackVerifier:
         max_object: int = MAX_OBJECT_SIZE,
         objects: bool = True,
         sink: SinkFactory | None = None,
+        key: PackKey | None = None,
     ) -> None:
         self.max_entries = max_entries
         self.max_object = max_object
@@ -75,6 +77,11 @@ class PackVerifier:
         #: only, for a caller that verifies each object when it reads it, see PACK-14).
         self.objects = objects
         self.sink = sink if objects else None
+        #: ``key``: the caller checks the whole pack against this key itself
+        #: (``Transport.download_pack_stream`` does, after the last chunk), which
+        #: proves the trailer too: the pack is then not hashed a second time here
+        #: (a pull hashed each pack twice, issue 17), and the summary names ``key``.
+        self._known = key
         self._out: ObjectSink | None = None
         # One pass over the bytes: the trailer is a digest of a copy of this state,
         # the pack key the digest after the trailer is fed too.
@@ -91,6 +98,7 @@ class PackVerifier:
         self._offset = 0  # bytes consumed so far
         self._entry_offset = 0
         self._decoder: Decoder | None = None
+        self._dctx: zstandard.ZstdDecompressor | None = None  # one for every entry
         self._remaining = 0
         self._pending: tuple[int, int, bytes, int, int] | None = None
         self._index_offset = 0
@@ -126,7 +134,8 @@ class PackVerifier:
                 self._step(block)
 
     def _consume(self, data: bytes | memoryview) -> None:
-        self._hasher.update(data)
+        if self._known is None:
+            self._hasher.update(data)
         self._offset += len(data)
 
     def _step(self, block: bytes) -> None:
@@ -141,10 +150,13 @@ class PackVerifier:
             elif self._state == "footer":
                 self._check_footer(block)
             elif self._state == "trailer":
-                if block != self._hasher.copy().digest():
-                    raise InvalidResponse("pack trailer does not match its contents")
-                self._hasher.update(block)
-                self._key = PackKey(self._hasher.digest())
+                if self._known is not None:
+                    self._key = self._known
+                else:
+                    if block != self._hasher.copy().digest():
+                        raise InvalidResponse("pack trailer does not match its contents")
+                    self._hasher.update(block)
+                    self._key = PackKey(self._hasher.digest())
                 self._state = "done"
 
     def _next_entry_or_index(self) -> None:
@@ -171,7 +183,9 @@ class PackVerifier:
         if self.objects:
             self._out = self.sink(oid, kind, raw_len) if self.sink is not None else None
             out = self._out.write if self._out is not None else None
-            self._decoder = Decoder(codec, ObjectCheck(oid, raw_len, out))
+            if self._dctx is None:
+                self._dctx = new_decompressor()
+            self._decoder = Decoder(codec, ObjectCheck(oid, raw_len, out), self._dctx)
         self._remaining = stored_len
         self._state = "data"
         if stored_len == 0:

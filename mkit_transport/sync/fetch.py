@@ -22,7 +22,7 @@ from ..transport import Transport
 from .atomic import replacing
 from .common import fetch_index, parallel
 from .model import PackRef
-from .objects import PackObjects, _holds
+from .objects import PackObjects, held
 from .progress import Meter
 from .ranged import RangedPack, iter_object, read_pack_index
 from .restore import PullPacks
@@ -115,7 +115,8 @@ class ObjectFetcher:
         :data:`RANGED_SHARE` of its bytes: then only those objects are read, by
         ranges, each verified by its id as it arrives (SYNC-51).
         """
-        wanted = {oid for oid in needed if not self.objects.has(oid)}
+        wanted = set(needed)
+        wanted -= self.objects.which(wanted)
         if not wanted:
             return self.objects
         numbers = [n for n in range(len(self.packs)) if n not in self.opened]
@@ -125,7 +126,7 @@ class ObjectFetcher:
         found: dict[int, set[bytes]] = {}
         for number in numbers:
             ids = self.pack_ids(number)
-            hits = {oid for oid in wanted if _holds(ids, oid)}
+            hits = held(ids, wanted)
             if hits:
                 found[number] = hits
                 wanted -= hits

@@ -11,7 +11,7 @@ from __future__ import annotations
 import resource
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -73,6 +73,19 @@ def _holds(ids: bytes, oid: bytes) -> bool:
     return False
 
 
+def held(ids: bytes, wanted: set[bytes]) -> set[bytes]:
+    """Which of ``wanted`` the sorted run of 32-byte ``ids`` holds.
+
+    A binary search each when few are wanted; else one pass over the run, which
+    costs a slice per id but no Python-level search loop (a pull asks this of
+    every pack for every object of the snapshot: 0.15 s of a 4 s pull of the
+    10,000-file bench tree by searching).
+    """
+    if len(wanted) * 16 < len(ids) // _ID:
+        return {oid for oid in wanted if _holds(ids, oid)}
+    return wanted.intersection([ids[i : i + _ID] for i in range(0, len(ids), _ID)])
+
+
 @dataclass(slots=True)
 class _Slot:
     """One pack of a :class:`PackObjects`: its ids always, its open file only while in the LRU."""
@@ -117,6 +130,16 @@ class PackObjects:
         """Whether an object is readable here (in an added pack or kept alone)."""
         with self._lock:
             return oid in self._loose or any(_holds(slot.ids, oid) for slot in self._slots)
+
+    def which(self, oids: Iterable[bytes]) -> set[bytes]:
+        """The objects of ``oids`` readable here (:meth:`has` of each, in one pass per pack)."""
+        wanted = set(oids)
+        with self._lock:
+            found = {oid for oid in wanted if oid in self._loose}
+            for slot in self._slots:
+                if wanted := wanted - found:
+                    found |= held(slot.ids, wanted)
+        return found
 
     def _read_loose(
         self, oid: bytes, out: Callable[[bytes], object] | None, max_size: int | None

@@ -248,7 +248,9 @@ def verified_chunks(
     ``objects``) receives each object's bytes as they are decoded (a streamed pull).
     """
     what = f"pack {key.hex()}"
-    verifier = PackVerifier(objects=objects, sink=sink)
+    # download_pack_stream checks the whole pack against ``key`` (raising after the
+    # last chunk, before ``finish``): the verifier need not hash it again.
+    verifier = PackVerifier(objects=objects, sink=sink, key=key)
     try:
         for chunk in transport.download_pack_stream(key):
             verifier.feed(chunk)

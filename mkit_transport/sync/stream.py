@@ -41,7 +41,7 @@ from .common import fetch_index, parallel
 from .fetch import ObjectFetcher
 from .materialise import _check_size, _manifest_entry, make_symlink, walk_dirs
 from .model import TYPE_CHUNKED, TYPE_DIR, TYPE_SYMLINK, TreeEntry, _bad
-from .objects import _holds
+from .objects import held
 from .plan import TreePlan
 from .restore import verified_chunks
 
@@ -330,7 +330,8 @@ def stream_tree(
     """
     tree = _Tree(os.fsencode(dest), written)
     modes = _walk(fetcher, root, tree)
-    local = [oid for oid in tree.want if fetcher.objects.has(oid)]
+    here = fetcher.objects.which(tree.want)
+    local = [oid for oid in tree.want if oid in here]  # in walk order
     parallel(lambda oid: _read_local(fetcher, tree, oid), local, fetcher.concurrency)
     remaining = set(tree.want)
     numbers: list[int] = []
@@ -340,7 +341,7 @@ def stream_tree(
         if number in fetcher.opened:
             continue
         ids = fetcher.pack_ids(number)
-        hits = {oid for oid in remaining if _holds(ids, oid)}
+        hits = held(ids, remaining)
         if hits:
             numbers.append(number)
             remaining -= hits
