@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,22 +24,22 @@ class Usage:
 
 
 #: The measuring parent of every command (``python -S -c``, a few MiB): it spawns the
-#: command, ``wait4``s it and writes exit code, wall and CPU seconds and ``ru_maxrss``
-#: (KiB) to the fd it is given. A command spawned straight from a bench process would
-#: report at least that process's peak as its own: Linux carries the high-water RSS of
-#: the memory image an ``exec`` replaces into the child's ``ru_maxrss``, and
-#: ``subprocess`` spawns with ``vfork`` (``true`` reported 313 MiB beside a parent
-#: holding 300 MiB). Spawned from this small parent, the floor is its few MiB.
+#: command (its stdout to ``/dev/null``, its stderr the parent's), ``wait4``s it and
+#: prints exit code, wall and CPU seconds and ``ru_maxrss`` (KiB). A command spawned
+#: straight from a bench process would report at least that process's peak as its
+#: own: Linux carries the high-water RSS of the memory image an ``exec`` replaces
+#: into the child's ``ru_maxrss``, and ``subprocess`` spawns with ``vfork`` (``true``
+#: reported 313 MiB beside a parent holding 300 MiB). Spawned from this small
+#: parent, the floor is its few MiB.
 _MEASURE = r"""
 import os, sys, time
-out = int(sys.argv[1])
-os.set_inheritable(out, False)
 start = time.perf_counter()
-pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
+quiet = [(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)]
+pid = os.posix_spawnp(sys.argv[1], sys.argv[1:], os.environ, file_actions=quiet)
 _pid, status, usage = os.wait4(pid, 0)
 seconds = time.perf_counter() - start
 code = os.waitstatus_to_exitcode(status)
-os.write(out, b"%d %r %r %d" % (code, seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss))
+print(code, repr(seconds), repr(usage.ru_utime + usage.ru_stime), usage.ru_maxrss)
 """
 
 
@@ -51,33 +50,18 @@ def run_peer(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> Us
     of its peak resident set (``ru_maxrss``), so every tool, Go or Python, is
     measured by the same rule, by a small parent of its own (:data:`_MEASURE`).
     """
-    read, write = os.pipe()
-    try:
-        with tempfile.TemporaryFile() as err:
-            helper = [sys.executable, "-S", "-c", _MEASURE, str(write), *cmd]
-            done = subprocess.run(
-                helper,
-                env=env,
-                cwd=cwd,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                pass_fds=(write,),
-                check=False,
-            )
-            os.close(write)
-            write = -1
-            with os.fdopen(read, "rb") as results:
-                read = -1
-                fields = results.read().split()
-            if done.returncode != 0 or len(fields) != 4 or int(fields[0]) != 0:
-                err.seek(0)
-                text = err.read().decode(errors="replace")
-                code = int(fields[0]) if fields else done.returncode
-                raise RuntimeError(f"{' '.join(cmd)} exited {code}:\n{text}")
-    finally:
-        for fd in (read, write):
-            if fd >= 0:
-                os.close(fd)
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", _MEASURE, *cmd],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        check=False,
+    )
+    fields = done.stdout.split()
+    if done.returncode != 0 or len(fields) != 4 or int(fields[0]) != 0:
+        code = int(fields[0]) if len(fields) == 4 else done.returncode
+        text = done.stderr.decode(errors="replace")
+        raise RuntimeError(f"{' '.join(cmd)} exited {code}:\n{text}")
     return Usage(float(fields[1]), float(fields[2]), int(fields[3]) * 1024)
 
 

@@ -828,17 +828,17 @@ class Transport(abc.ABC):
             raise InvalidArgument(f"change must be callable, not {type(change).__name__}")
         if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
             raise InvalidArgument(f"attempts must be a positive int, got {attempts!r}")
-        if known and current is not None and not isinstance(current, Hash):
-            raise InvalidArgument(f"current must be a Hash, not {type(current).__name__}")
         backoff = backoff or ConflictBackoff()
         streak = 0
         while True:
             if not known:
                 current = self.read_ref(name)
-            value = change(current)
+            # Built first: ``match`` refuses a ``current`` that is not a Hash, before
+            # ``change`` or any I/O sees it.
             condition = (
                 RefWriteCondition.MISSING if current is None else RefWriteCondition.match(current)
             )
+            value = change(current)
             try:
                 self.update_ref(name, condition, value)
                 return value

@@ -16,14 +16,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_bench_self_test_passes() -> None:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "compare.py"), "--self-test"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+def _python(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run this Python on ``args`` from the checkout's root, output captured."""
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
     )
+
+
+def test_bench_self_test_passes() -> None:
+    done = _python(str(ROOT / "bench" / "compare.py"), "--self-test")
     assert done.returncode == 0, done.stderr
     assert "checks ok" in done.stdout
 
@@ -31,13 +32,7 @@ def test_bench_self_test_passes() -> None:
 def test_compare_reports_an_unreadable_summary(tmp_path: Path) -> None:
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "compare.py"), str(broken), str(broken)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _python(str(ROOT / "bench" / "compare.py"), str(broken), str(broken))
     assert done.returncode == 2
     assert f"cannot read {broken}" in done.stderr
 
@@ -57,14 +52,7 @@ def test_a_peer_s_peak_rss_is_its_own_not_the_bench_s() -> None:
         "grown = run_peer([sys.executable, '-c', 'b = b\"1\" * (100 << 20)'], env).peak_rss\n"
         "print(small >> 20, grown >> 20, len(held) >> 20)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _python("-c", script)
     assert done.returncode == 0, done.stderr
     small, grown, held = map(int, done.stdout.split())
     assert held == 200
