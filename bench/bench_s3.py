@@ -5,13 +5,15 @@ Usage: ``python bench/bench_s3.py [--quick]``. Starts moto_server and SeaweedFS
 against a baseline taken in the same run on the same bytes:
 
 * upload:   ``upload_pack`` (BLAKE3 check + one PUT) and ``upload_pack_stream``
-            (multipart over 16 MiB: 16 MiB parts, three in flight) vs raw boto3
-            ``put_object`` of the same bytes (goal >= 0.9x);
+            (over 16 MiB and up to ``upload_cutoff``, 256 MiB: one PUT signed frame
+            by frame, SPEC-S3 S3-32; above it multipart, 16 MiB parts, three in
+            flight) vs raw boto3 ``put_object`` of the same bytes (goal >= 0.9x);
 * download: ``download_pack`` and ``download_pack_stream`` (both verify BLAKE3) vs
             raw ``get_object(...)["Body"].read()``;
   (the raw client uses the same tuned config as the transport: no boto3 retries,
   ``when_required`` checksums, path style; default boto3 would be slower);
-* memory:   peak RSS growth of a 1 GiB streaming upload then download (child process);
+* memory:   peak RSS growth of a 1 GiB streaming upload (multipart) then download
+            (child process);
 * listing:  ``list_refs`` of 2,000 refs vs a serial ``get_object`` of each, by a
             client that listed them before (refs it has seen, named by their ETag,
             are not read again: SPEC-S3 S3-31; goal >= 5x) and by a fresh client:

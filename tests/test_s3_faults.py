@@ -179,7 +179,9 @@ def test_cut_multipart_upload_leaves_no_object_and_no_parts(
     """
     data, key = _pack(12 * MIB, b"cut-mpu")
     proxy.set_fault("reset", after_bytes=4 * MIB, direction="up")
-    with _client(s3_store, proxy, sleeps, retries=0, part_size=str(8 * MIB)) as s3:
+    with _client(
+        s3_store, proxy, sleeps, retries=0, part_size=str(8 * MIB), upload_cutoff="0"
+    ) as s3:
         chunks = iter([data[i : i + MIB] for i in range(0, len(data), MIB)])
         with pytest.raises(ConnectionFailed):
             s3.upload_pack_stream(key, chunks, len(data))
@@ -205,7 +207,12 @@ def test_multipart_parts_are_retried_on_their_own(
 
     url = f"mkit+s3+http://127.0.0.1:{proxy.port}/{s3_store.bucket}/{s3_store.prefix}"
     retry = RetryPolicy(sleep=sleep)
-    options = {"part_size": str(8 * MIB), "upload_workers": "1", **s3_store.options}
+    options = {
+        "part_size": str(8 * MIB),
+        "upload_workers": "1",
+        "upload_cutoff": "0",
+        **s3_store.options,
+    }
     with open_transport(url, retry=retry, probe="false", **options) as s3:
         chunks = iter([data[i : i + MIB] for i in range(0, len(data), MIB)])
         s3.upload_pack_stream(key, chunks, len(data))
@@ -229,7 +236,9 @@ def test_a_part_that_always_fails_costs_one_ladder_not_its_square(
     """
     data, key = _pack(12 * MIB, b"stuck-part")
     proxy.set_fault("reset", after_bytes=4 * MIB, direction="up")  # every 8 MiB part cut
-    with _client(s3_store, proxy, sleeps, part_size=str(8 * MIB), upload_workers="1") as s3:
+    with _client(
+        s3_store, proxy, sleeps, part_size=str(8 * MIB), upload_workers="1", upload_cutoff="0"
+    ) as s3:
         sent: list[int] = []
         upload_part = s3.client.upload_part
 

@@ -50,7 +50,9 @@ def _leftover(raw: S3Client, store: S3Store, object_key: str, parts: dict[int, b
 
 @pytest.fixture
 def s3(s3_store: S3Store) -> Iterator[S3Transport]:
-    transport = open_transport(s3_store.url, probe="false", part_size=str(PART), **s3_store.options)
+    transport = open_transport(
+        s3_store.url, probe="false", part_size=str(PART), upload_cutoff="0", **s3_store.options
+    )
     assert isinstance(transport, S3Transport)
     with transport:
         yield transport

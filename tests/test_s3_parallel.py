@@ -122,7 +122,7 @@ def test_parts_are_in_flight_at_once_and_the_stream_waits_for_a_free_buffer(
     """
     data, key = _pack(7 * PART - MIB, b"parallel parts")
     chunks = CountingChunks(data)
-    with _open(s3_store, part_size=str(PART), upload_workers="3") as s3:
+    with _open(s3_store, part_size=str(PART), upload_workers="3", upload_cutoff="0") as s3:
         gate = Gate(3)
         read_when_full: list[int] = []
         held = gate.around(s3.client.upload_part)
@@ -161,7 +161,7 @@ def test_a_failed_part_among_parts_in_flight_aborts_the_upload(
 ) -> None:
     """S3-29: one part refused while others are in flight: no object, no upload left."""
     data, key = _pack(6 * PART, b"one part refused")
-    with _open(s3_store, part_size=str(PART), upload_workers="3") as s3:
+    with _open(s3_store, part_size=str(PART), upload_workers="3", upload_cutoff="0") as s3:
         real = s3.client.upload_part
         sent: list[int] = []
 
@@ -194,6 +194,7 @@ def hwm():
     raise SystemExit("no VmHWM")
 
 url, access, secret, size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+options = json.loads(sys.argv[5])
 block = bytes(range(256)) * 4096  # 1 MiB
 
 def chunks():
@@ -204,7 +205,7 @@ hasher = Hasher()
 for chunk in chunks():
     hasher.update(chunk)
 key = hasher.pack_key()
-s3 = open_transport(url, access_key_id=access, secret_access_key=secret, probe="false")
+s3 = open_transport(url, access_key_id=access, secret_access_key=secret, probe="false", **options)
 s3.pack_exists(key)  # connect and import everything before measuring
 before = hwm()
 s3.upload_pack_stream(key, chunks(), size)
@@ -212,15 +213,19 @@ print(json.dumps({"growth": hwm() - before, "stored": s3.pack_size(key)}))
 """
 
 
-def test_a_streamed_upload_holds_at_most_the_part_budget(s3_store: S3Store) -> None:
-    """S3-28: peak RSS growth of a 192 MiB streamed upload stays within 64 MiB (a child).
+@pytest.mark.parametrize("way", ["multipart", "one signed PUT"])
+def test_a_streamed_upload_holds_at_most_the_part_budget(s3_store: S3Store, way: str) -> None:
+    """S3-28, S3-32: peak RSS growth of a 192 MiB streamed upload stays within 64 MiB (a child).
 
-    Default settings: three 16 MiB part buffers in flight and the client's overhead.
+    Default settings: by multipart (``upload_cutoff=0``), three 16 MiB part buffers in
+    flight and the client's overhead; in one signed PUT (the default under 256 MiB
+    on plain http), a frame or two.
     """
     size = 192 * MIB
+    options = {"upload_cutoff": "0"} if way == "multipart" else {}
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, s3_store.url, s3_store.server.access_key,
-         s3_store.server.secret_key, str(size)],
+         s3_store.server.secret_key, str(size), json.dumps(options)],
         capture_output=True, text=True, check=True, cwd=REPO,
     )  # fmt: skip
     result = json.loads(out.stdout)
@@ -398,7 +403,12 @@ def test_parts_in_flight_share_the_operations_one_ladder(
         proxy.set_fault("reset", after_bytes=4 * MIB, direction="up")  # both parts cut
         url = f"mkit+s3+http://127.0.0.1:{proxy.port}/{s3_store.bucket}/{s3_store.prefix}"
         retry = RetryPolicy(sleep=sleeps.append)
-        options = {"part_size": str(8 * MIB), "upload_workers": "2", **s3_store.options}
+        options = {
+            "part_size": str(8 * MIB),
+            "upload_workers": "2",
+            "upload_cutoff": "0",
+            **s3_store.options,
+        }
         with open_transport(url, retry=retry, probe="false", **options) as s3:
             assert isinstance(s3, S3Transport)
             sent: list[int] = []

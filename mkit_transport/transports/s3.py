@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
 from urllib.parse import urlsplit
 
@@ -68,12 +69,13 @@ from ..urls import (
 )
 from ._s3_errors import mapped as _mapped
 from ._s3_multipart import DEFAULT_PART_SIZE, MIN_PART_SIZE, MultipartUploads
+from ._s3_streaming import StreamSigner, put_streamed
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import PutObjectRequestTypeDef
 
-__all__ = ["MIN_PART_SIZE", "REF_SUFFIX", "ProbeResult", "S3Transport"]
+__all__ = ["DEFAULT_UPLOAD_CUTOFF", "MIN_PART_SIZE", "REF_SUFFIX", "ProbeResult", "S3Transport"]
 
 #: A ref's object key is its name plus this (see :meth:`S3Transport.ref_key`).
 REF_SUFFIX: Final = "/.ref"
@@ -81,6 +83,12 @@ REF_SUFFIX: Final = "/.ref"
 #: (an A->B->A change, or a server whose ETags are not content hashes); this bounds it.
 MATCH_ROUNDS: Final = 4
 _MD5_BELOW: Final = 4096  # bodies up to this size carry Content-MD5 (see _put)
+#: Streamed packs over ``part_size`` and up to this size go in one signed PUT to a
+#: plain-http (loopback) endpoint (``upload_cutoff``, SPEC-S3 S3-32): every pack a
+#: push makes at its default size, and four times that.
+DEFAULT_UPLOAD_CUTOFF: Final = 256 << 20
+#: S3's largest single PUT.
+MAX_UPLOAD_CUTOFF: Final = 5 << 30
 #: Default number of ref GETs a listing runs at once (``list_workers``).
 LIST_WORKERS: Final = 16
 #: Ref values a client remembers by ETag, at most (see _RefBodies).
@@ -111,6 +119,26 @@ class ProbeResult:
     def ok(self) -> bool:
         """Say whether both conditions are honoured, so CAS is safe here."""
         return self.if_none_match and self.if_match
+
+
+def _upload_cutoff(endpoint: str, asked: int | None) -> int:
+    """``upload_cutoff`` for ``endpoint``: a streamed single PUT goes only to plain http.
+
+    Over TLS botocore's own connection (its CA bundle, proxies) carries every request,
+    and streamed packs over ``part_size`` go by multipart, whose parallel parts are
+    what a remote link needs; asking for a cutoff there is refused, not ignored.
+    """
+    plain = endpoint.startswith("http://")
+    if asked is None:
+        return DEFAULT_UPLOAD_CUTOFF if plain else 0
+    if not 0 <= asked <= MAX_UPLOAD_CUTOFF:
+        raise InvalidArgument(f"upload_cutoff must be between 0 and {MAX_UPLOAD_CUTOFF} bytes")
+    if asked and not plain:
+        raise InvalidArgument(
+            "upload_cutoff applies to mkit+s3+http:// (loopback) only: over TLS, streamed"
+            " packs over part_size go by multipart upload"
+        )
+    return asked
 
 
 def _parse_location(url: str, path: str) -> tuple[str, str]:
@@ -190,6 +218,7 @@ class S3Transport(MultipartUploads, Transport):
         probe: bool = True,
         part_size: int = DEFAULT_PART_SIZE,
         upload_workers: int | None = None,
+        upload_cutoff: int | None = None,
         list_workers: int = LIST_WORKERS,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
@@ -204,6 +233,7 @@ class S3Transport(MultipartUploads, Transport):
             raise InvalidArgument("upload_workers must be at least 1")
         if (access_key_id is None) != (secret_access_key is None):
             raise InvalidArgument("give both access_key_id and secret_access_key, or neither")
+        self.upload_cutoff = _upload_cutoff(endpoint, upload_cutoff)
         self.endpoint = endpoint
         self.bucket = bucket
         self.prefix = prefix
@@ -212,6 +242,8 @@ class S3Transport(MultipartUploads, Transport):
         self.upload_workers = upload_workers
         self.list_workers = list_workers
         self._ref_bodies = _RefBodies()
+        self._timeouts = (connect_timeout, read_timeout)
+        self._keys = (access_key_id, secret_access_key, session_token)
         aws = (urlsplit(endpoint).hostname or "").endswith(".amazonaws.com")
         config = Config(
             retries={"mode": "standard", "total_max_attempts": 1},  # tenacity owns retries
@@ -227,6 +259,7 @@ class S3Transport(MultipartUploads, Transport):
         )
         with _mapped(f"open {endpoint}"):
             session = boto3.session.Session(profile_name=profile)
+            self._session = session
             self.client: S3Client = session.client(
                 "s3",
                 endpoint_url=endpoint,
@@ -243,7 +276,8 @@ class S3Transport(MultipartUploads, Transport):
 
         Options (URL query or keywords): ``access_key_id``, ``secret_access_key``
         (keyword or environment only, never the URL), ``session_token``, ``region``,
-        ``profile``, ``probe`` (default true), ``part_size``, ``upload_workers``, ``list_workers``,
+        ``profile``, ``probe`` (default true), ``part_size``, ``upload_workers``,
+        ``upload_cutoff``, ``list_workers``,
         ``connect_timeout``, ``read_timeout``, ``retries``/``retry``. Without keys,
         boto3's standard chain applies (``AWS_ACCESS_KEY_ID``, profiles, roles...).
         """
@@ -278,7 +312,7 @@ class S3Transport(MultipartUploads, Transport):
         for name in ("access_key_id", "secret_access_key", "session_token", "region", "profile"):
             if name in options:
                 kwargs[name] = str(options.pop(name))
-        for name in ("part_size", "upload_workers", "list_workers"):
+        for name in ("part_size", "upload_workers", "upload_cutoff", "list_workers"):
             number = pop_int(options, name)
             if number is not None:
                 kwargs[name] = number
@@ -374,8 +408,31 @@ class S3Transport(MultipartUploads, Transport):
                 whole[at : at + len(chunk)] = chunk
                 at += len(chunk)
             self._put_pack(key, whole)
+        elif total <= self.upload_cutoff:
+            self._put_streamed(key, chunks, total)
         else:
             self._multipart(key, chunks, total)
+
+    def _put_streamed(self, key: PackKey, chunks: Iterable[bytes], total: int) -> None:
+        # One request, signed frame by frame: nothing is held and nothing is left
+        # behind by a failure (S3-32). The core retries it whole when the stream can
+        # be read again, and checks the stored copy's size before sending it again.
+        what = f"upload pack {key.hex()}"
+        access, secret, token = self._keys
+        if access is None or secret is None:
+            with _mapped(what):
+                found = self._session.get_credentials()
+                if found is None:
+                    raise bce.NoCredentialsError()
+                frozen = found.get_frozen_credentials()
+            access, secret, token = frozen.access_key, frozen.secret_key, frozen.token
+        assert access is not None and secret is not None  # botocore's credentials have both
+        signer = StreamSigner(access, secret, self.client.meta.region_name, datetime.now(UTC))
+        path = f"/{self.bucket}/{self.pack_key(key)}"
+        put_streamed(
+            self.endpoint, path, chunks, total, signer,
+            token=token, timeouts=self._timeouts, what=what,
+        )  # fmt: skip
 
     def _get_object(self, object_key: str, what: str, offset: int = 0) -> dict[str, Any]:
         with _mapped(what):
