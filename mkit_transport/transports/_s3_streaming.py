@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import http.client
 import re
+import socket
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Final
@@ -210,6 +211,10 @@ def put_streamed(
             connection.connect()
             assert connection.sock is not None
             connection.sock.settimeout(read_timeout)
+            # Each frame is its own send: without this, Nagle may hold a frame's last
+            # partial segment until the previous one is acknowledged (urllib3, under
+            # botocore, sets it too).
+            connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             connection.putrequest("PUT", path, skip_host=True, skip_accept_encoding=True)
             for name, value in headers.items():
                 connection.putheader(name, value)
